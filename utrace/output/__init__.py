@@ -1,0 +1,1 @@
+"""Terminal and file output: the only package that imports rich."""

@@ -1,0 +1,1 @@
+"""Probe specs to BPF C: the only place that writes C."""

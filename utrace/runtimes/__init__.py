@@ -1,0 +1,1 @@
+"""Runtime plugins: native, node, go, jvm."""
