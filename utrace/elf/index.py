@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
+from array import array
 from collections.abc import Callable
 
 from utrace.cache import cache_dir, write_atomic
@@ -19,7 +20,7 @@ from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import SymbolTable, read_symbols
 from utrace.errors import ElfError
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 def _key(path: str, build_id: str | None) -> str:
@@ -63,32 +64,45 @@ def symbols_for(
     with ElfImage(path) as image:
         table = read_symbols(image, build_id)
     if use_cache:
-        payload = (
-            _FORMAT,
-            table.names,
-            table.raws,
-            table.addresses,
-            table.sizes,
-            table.bindings,
-            table.clones,
-            table.segments,
-        )
         try:
-            write_atomic(file, marshal.dumps(payload))
+            write_atomic(file, marshal.dumps(_pack(table)))
         except OSError:
             pass  # a read-only or full cache only costs speed
     return table
+
+
+def _pack(t: SymbolTable) -> tuple[object, ...]:
+    # Few large objects load far faster than 200k small ones: strings are joined with NUL (which no
+    # symbol name contains), integers packed as machine words.
+    raws = ["" if r == n else r for r, n in zip(t.raws, t.names, strict=True)]
+    return (
+        _FORMAT,
+        "\0".join(t.names),
+        "\0".join(raws),
+        array("Q", t.addresses).tobytes(),
+        array("Q", t.sizes).tobytes(),
+        bytes(t.bindings),
+        "\0".join(t.clones),
+        t.segments,
+    )
 
 
 def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTable | None:
     try:
         with open(file, "rb") as f:
             payload = marshal.load(f)
-    except (OSError, EOFError, ValueError, TypeError):
+        fmt, names_blob, raws_blob, addr_bytes, size_bytes, bindings, clones_blob, segments = payload
+        if fmt != _FORMAT:
+            return None
+        names = names_blob.split("\0") if names_blob else []
+        raws = [r or n for r, n in zip(raws_blob.split("\0"), names, strict=True)] if names else []
+        addresses = array("Q", addr_bytes).tolist()
+        sizes = array("Q", size_bytes).tolist()
+        clones = clones_blob.split("\0") if names else []
+        if not (len(addresses) == len(sizes) == len(bindings) == len(clones) == len(names)):
+            return None
+    except (OSError, EOFError, ValueError, TypeError, AttributeError):
         return None
-    if not isinstance(payload, tuple) or len(payload) != 8 or payload[0] != _FORMAT:
-        return None
-    _v, names, raws, addresses, sizes, bindings, clones, segments = payload
     return SymbolTable(
         module=path,
         build_id=build_id,
@@ -96,7 +110,7 @@ def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTabl
         raws=raws,
         addresses=addresses,
         sizes=sizes,
-        bindings=bindings,
+        bindings=list(bindings),
         clones=clones,
-        segments=[tuple(s) for s in segments],
+        segments=[(int(a), int(b), int(c)) for a, b, c in segments],
     )

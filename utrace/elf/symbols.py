@@ -153,7 +153,14 @@ def read_symbols(image: ElfImage, build_id: str | None) -> SymbolTable:
             get = by_value.get
             keep = [k for k, v in enumerate(vals_t) if names_t[k] and get(v) != names_t[k]]
             if keep and first_values:
-                exact = set(zip(first_values, first_names, strict=True))
+                # C++ constructors and destructors (C1/C2, D1/D2) alias one address, so this is
+                # common: build the exact set only for the addresses in question.
+                wanted_values = {vals_t[k] for k in keep}
+                exact = {
+                    (v, nm)
+                    for v, nm in zip(first_values, first_names, strict=True)
+                    if v in wanted_values
+                }
                 keep = [k for k in keep if (vals_t[k], names_t[k]) not in exact]
         raw_bytes += [names_t[k] for k in keep]
         addresses += [vals_t[k] for k in keep]

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Idempotent set-up for utrace on Debian 12 as root: Debian packages, tracefs, the .venv with bcc
+# importable, and (with --fixtures) the fixture toolchains and builds. Safe to run any number of times;
+# a second run does no network access when everything is in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_fixtures=0
+for a in "$@"; do [ "$a" = "--fixtures" ] && want_fixtures=1; done
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. Debian packages ---------------------------------------------------------------------------
+pkgs=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 golang-go default-jdk-headless
+      systemtap-sdt-dev bpftrace python3-venv gcc g++ make binutils)
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages: ${missing[*]} (run as root to install them)"; exit 1
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. tracefs (bcc writes to it when detaching; utrace also mounts it itself at run time) ---------
+if [ ! -e /sys/kernel/tracing/uprobe_events ] && [ "$(id -u)" = 0 ]; then
+  mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || say "could not mount tracefs"
+fi
+
+# 3. The venv: Debian's python3 (the interpreter python3-bpfcc is built for) ---------------------
+PY=/usr/bin/python3
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# Only the bcc package is made visible, not the whole of Debian's dist-packages.
+mkdir -p .venv/bcc-dist
+ln -sfn /usr/lib/python3/dist-packages/bcc .venv/bcc-dist/bcc
+echo "$PWD/.venv/bcc-dist" > "$site/utrace-bcc.pth"
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -e "$stamp" ]; then
+  say "installing utrace and its Python dependencies into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  touch "$stamp"
+fi
+.venv/bin/python -c 'import bcc' || { say "bcc is not importable from .venv"; exit 1; }
+
+# 4. Fixture toolchains and builds ---------------------------------------------------------------
+if [ "$want_fixtures" = 1 ]; then
+  scripts/fetch-go.sh 1.15 >/dev/null
+  scripts/build-fixtures.sh fixtures/build
+fi
+say "ready"

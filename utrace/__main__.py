@@ -1,0 +1,3 @@
+from utrace.cli.main import main
+
+main()

@@ -1,0 +1,136 @@
+"""Rendering of `utrace list`: a rich table on a terminal, fast plain lines or JSON lines otherwise.
+
+A big binary has ~100k functions; rich lays out a table at a few thousand rows per second, so past
+`TABLE_LIMIT` rows (or when stdout is not a terminal) the plain writer is used: one line per entry
+built with plain string formatting.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from utrace.listing import Listing
+
+TABLE_LIMIT = 3000
+_esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def write_json(listing: Listing, out: TextIO) -> None:
+    """One JSON object per line: {"kind": "function", ...} and {"kind": "usdt", ...}."""
+    for mf in listing.functions:
+        t = mf.table
+        module = _esc(mf.display)
+        names, raws, addrs, sizes = t.names, t.raws, t.addresses, t.sizes
+        out.write(
+            "".join(
+                [
+                    f'{{"kind": "function", "name": {_esc(names[i])}, "symbol": {_esc(raws[i])}, '
+                    f'"address": {addrs[i]}, "size": {sizes[i]}, "module": {module}}}\n'
+                    for i in mf.indices
+                ]
+            )
+        )
+    for display, p in listing.probes:
+        obj = {
+            "kind": "usdt",
+            "provider": p.provider,
+            "name": p.name,
+            "address": p.address,
+            "semaphore": p.semaphore,
+            "arguments": p.argument_texts,
+            "module": display,
+        }
+        out.write(json.dumps(obj) + "\n")
+
+
+def write_plain(listing: Listing, out: TextIO) -> None:
+    """Plain text: `ADDRESS SIZE NAME` per function, a `# module` line before each module."""
+    for mf in listing.functions:
+        if not mf.indices:
+            continue
+        t = mf.table
+        names, addrs, sizes = t.names, t.addresses, t.sizes
+        out.write(f"# {mf.display}: {len(mf.indices)} functions\n")
+        out.write("".join([f"{addrs[i]:#014x} {sizes[i]:>7} {names[i]}\n" for i in mf.indices]))
+    if listing.probes:
+        out.write(f"# USDT probes: {len(listing.probes)}\n")
+        for display, p in listing.probes:
+            sem = f" semaphore={p.semaphore:#x}" if p.semaphore else ""
+            out.write(f"{p.address:#014x} {p.full_name} [{' '.join(p.argument_texts)}]{sem} {display}\n")
+
+
+def write_table(listing: Listing, out: TextIO) -> None:
+    """Rich tables for a terminal: functions, then USDT probes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out)
+    many_modules = len(listing.functions) > 1
+    if listing.function_count:
+        table = Table(title="Functions", title_justify="left", show_lines=False)
+        table.add_column("Function", overflow="fold")
+        table.add_column("Symbol", overflow="fold", style="dim")
+        table.add_column("Address", justify="right", style="cyan")
+        table.add_column("Size", justify="right")
+        table.add_column("Bind")
+        if many_modules:
+            table.add_column("Module", overflow="fold", style="dim")
+        for mf in listing.functions:
+            t = mf.table
+            for i in mf.indices:
+                sym = t.symbol(i)
+                row = [
+                    sym.name,
+                    "" if sym.raw == sym.name else sym.raw,
+                    f"{sym.address:#x}",
+                    str(sym.size),
+                    sym.binding.value + (f" {sym.clone}" if sym.clone else ""),
+                ]
+                if many_modules:
+                    row.append(mf.display)
+                table.add_row(*row)
+        console.print(table)
+    if listing.probes:
+        table = Table(title="USDT probes", title_justify="left")
+        table.add_column("Probe")
+        table.add_column("Address", justify="right", style="cyan")
+        table.add_column("Semaphore", justify="right")
+        table.add_column("Arguments", overflow="fold")
+        table.add_column("Module", overflow="fold", style="dim")
+        for display, p in listing.probes:
+            table.add_row(
+                p.full_name,
+                f"{p.address:#x}",
+                f"{p.semaphore:#x}" if p.semaphore else "-",
+                " ".join(p.argument_texts),
+                display,
+            )
+        console.print(table)
+    total = listing.function_count + len(listing.probes)
+    console.print(f"[dim]{listing.function_count} functions, {len(listing.probes)} USDT probes[/dim]")
+    if not total:
+        return
+
+
+class ColdIndexProgress:
+    """Shows 'indexing FILE' on a terminal while a big file is read for the first time."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._status: object | None = None
+
+    def __call__(self, path: str) -> None:
+        if not self._stream.isatty():
+            return
+        from rich.console import Console
+
+        self.stop()
+        status = Console(file=self._stream).status(f"indexing {path} (first time; cached afterwards)")
+        status.start()
+        self._status = status
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()  # type: ignore[attr-defined]
+            self._status = None
