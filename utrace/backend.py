@@ -1,12 +1,29 @@
-"""The only module that imports bcc: compile, load, attach, poll, detach."""
+"""The only module that imports bcc: compile, load, attach, poll, detach.
+
+bcc compiles the generated C and loads each function. Attaching does not go through bcc: utrace calls
+`perf_event_open` on the kernel's uprobe PMU itself, because
+  * bcc 0.26's Python prototype of `bpf_attach_uprobe` drops `ref_ctr_offset` (bcc#5236), which
+    USDT semaphores need;
+  * a PMU-created uprobe lives exactly as long as its file descriptor: nothing is written to
+    `uprobe_events`, and the kernel removes the probe even if utrace is killed with SIGKILL.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
+import platform
+import struct
 import sys
+from collections.abc import Callable
 from contextlib import redirect_stderr
 from typing import Any
+
+from utrace import kernel
+from utrace.errors import EnvironmentProblem, TracingError
+from utrace.model import ProbeKind
+from utrace.probes.codegen import BpfProgram
 
 
 def _import_bcc() -> Any:
@@ -45,3 +62,169 @@ def load_test() -> tuple[bool, str]:
         first = (str(e) or type(e).__name__).splitlines()[0]
         return False, f"{first}"
     return True, "compiled with clang and loaded into the kernel"
+
+
+# --- perf_event_open on the uprobe PMU -------------------------------------------------------------
+
+_NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
+PERF_FLAG_FD_CLOEXEC = 8
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408
+_ATTR_SIZE = 112
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def _retprobe_bit() -> int:
+    try:
+        with open(os.path.join(kernel.UPROBE_PMU, "format", "retprobe")) as f:
+            text = f.read().strip()
+        return 1 << int(text.split(":")[1])
+    except (OSError, ValueError, IndexError):
+        return 1
+
+
+def open_uprobe(pmu_type: int, path: str, offset: int, *, retprobe: bool, pid: int, ref_ctr_offset: int = 0) -> int:
+    """Create a uprobe perf event and return its fd.
+
+    Args:
+        pmu_type: the uprobe PMU's perf type.
+        path: the ELF file (any path the kernel can resolve, /proc/PID/root/... included).
+        offset: file offset of the instruction.
+        retprobe: a return probe instead of an entry probe.
+        pid: only this process (-1: every process that maps the file).
+        ref_ctr_offset: file offset of a USDT semaphore the kernel should count up while attached.
+
+    Raises:
+        TracingError: the kernel refused (the message carries errno's meaning).
+    """
+    nr = _NR_PERF_EVENT_OPEN.get(platform.machine())
+    if nr is None:
+        raise EnvironmentProblem(f"unsupported architecture {platform.machine()}")
+    path_buf = ctypes.create_string_buffer(os.fsencode(path))
+    config = (_retprobe_bit() if retprobe else 0) | (ref_ctr_offset << 32)
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQ", attr, 0, pmu_type, _ATTR_SIZE, config, 1)  # sample_period = 1
+    struct.pack_into("<I", attr, 48, 1)  # wakeup_events
+    struct.pack_into("<QQ", attr, 56, ctypes.addressof(path_buf), offset)  # config1, config2
+    cpu = -1 if pid >= 0 else 0
+    fd = _libc.syscall(nr, attr, ctypes.c_int(pid), ctypes.c_int(cpu), ctypes.c_int(-1),
+                       ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))  # fmt: skip
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise TracingError(f"cannot attach a uprobe to {path} at offset {offset:#x}: {os.strerror(err)}")
+    return int(fd)
+
+
+def _attach_prog(perf_fd: int, prog_fd: int) -> None:
+    if _libc.ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, prog_fd) != 0:
+        err = ctypes.get_errno()
+        os.close(perf_fd)
+        raise TracingError(f"cannot attach the BPF program: {os.strerror(err)}")
+    if _libc.ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0) != 0:
+        err = ctypes.get_errno()
+        os.close(perf_fd)
+        raise TracingError(f"cannot enable the uprobe: {os.strerror(err)}")
+
+
+class Tracer:
+    """A loaded program and its attached probes. Use as a context manager: exit always detaches."""
+
+    def __init__(self, program: BpfProgram) -> None:
+        self.program = program
+        self._bpf: Any = None
+        self._fds: list[int] = []
+        self.attached = 0
+
+    def load(self) -> None:
+        """Compile and load. Raises EnvironmentProblem/TracingError with the compiler's first error."""
+        kernel.prepare_bcc_headers()
+        kernel.ensure_tracefs()
+        try:
+            bcc = _import_bcc()
+        except Exception as e:
+            raise EnvironmentProblem(
+                f"bcc is not importable ({e}); install python3-bpfcc (see `utrace doctor`)"
+            ) from None
+        err = io.StringIO()
+        try:
+            with redirect_stderr(err):
+                self._bpf = bcc.BPF(text=self.program.source)
+                self._progs = [self._bpf.load_func(fn, bcc.BPF.KPROBE) for fn in self.program.functions]
+        except Exception as e:
+            detail = _first_error(err.getvalue()) or str(e).splitlines()[0]
+            if "headers" in detail or "kconfig.h" in detail:
+                raise EnvironmentProblem(f"bcc cannot compile: {detail} (run `utrace doctor`)") from None
+            raise TracingError(f"the BPF program did not compile or load: {detail}") from None
+
+    def attach(self, pid: int | None) -> None:
+        pmu = kernel.uprobe_pmu_type()
+        if pmu is None:
+            raise EnvironmentProblem("the kernel has no uprobe PMU (needs CONFIG_UPROBE_EVENTS, Linux >= 4.17)")
+        for spec, prog in zip(self.program.specs, self._progs, strict=True):
+            fd = open_uprobe(
+                pmu,
+                spec.module,
+                spec.offset,
+                retprobe=spec.kind is ProbeKind.RETURN,
+                pid=-1 if pid is None else pid,
+                ref_ctr_offset=spec.ref_ctr_offset,
+            )
+            self._fds.append(fd)
+            _attach_prog(fd, prog.fd)
+            self.attached += 1
+
+    def open_ring(self, callback: Callable[[bytes], None]) -> None:
+        string_at = ctypes.string_at
+
+        def _cb(_ctx: Any, data: Any, size: int) -> int:
+            callback(string_at(data, size))
+            return 0
+
+        self._ring_cb = _cb
+        self._bpf["events"].open_ring_buffer(_cb)
+
+    def poll(self, timeout_ms: int) -> None:
+        self._bpf.ring_buffer_poll(timeout_ms)
+
+    def drain(self) -> None:
+        self._bpf.ring_buffer_consume()
+
+    def lost(self) -> int:
+        if self._bpf is None:
+            return 0
+        table = self._bpf["lost"]
+        try:
+            return int(sum(int(v) for v in table[table.Key(0)]))
+        except Exception:
+            return 0
+
+    def detach(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self._bpf is not None:
+            bpf, self._bpf = self._bpf, None
+            with redirect_stderr(io.StringIO()):
+                try:
+                    bpf.cleanup()
+                except Exception:
+                    pass
+
+    def __enter__(self) -> Tracer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if "error:" in line:
+            return line.split("error:", 1)[1].strip()
+    return ""

@@ -21,7 +21,12 @@ def _config_check(config: dict[str, str], keys: list[str], name: str) -> Check:
         return Check(name, True, "kernel config not readable; assuming support (the load test decides)")
     missing = [k for k in keys if config.get(k) not in ("y", "m")]
     if missing:
-        return Check(name, False, "missing " + ", ".join(missing), "use a kernel built with " + ", ".join(missing))
+        return Check(
+            name,
+            False,
+            "missing " + ", ".join(missing),
+            "use a kernel built with " + ", ".join(missing),
+        )
     return Check(name, True, ", ".join(f"{k}=y" for k in keys))
 
 
@@ -40,9 +45,7 @@ def run_checks(*, compile_test: bool = True) -> list[Check]:
         )
     )
     config = kernel.kernel_config()
-    checks.append(
-        _config_check(config, ["CONFIG_BPF_SYSCALL", "CONFIG_BPF_EVENTS"], "kernel BPF support")
-    )
+    checks.append(_config_check(config, ["CONFIG_BPF_SYSCALL", "CONFIG_BPF_EVENTS"], "kernel BPF support"))
     checks.append(_config_check(config, ["CONFIG_UPROBES", "CONFIG_UPROBE_EVENTS"], "kernel uprobes"))
     pmu = kernel.uprobe_pmu_type()
     checks.append(

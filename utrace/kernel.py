@@ -144,7 +144,7 @@ def ensure_tracefs() -> bool:
     if tracefs_mounted():
         return True
     libc = ctypes.CDLL(None, use_errno=True)
-    rc = libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None)
+    rc = int(libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None))
     return rc == 0 or tracefs_mounted()
 
 
@@ -185,7 +185,10 @@ def effective_capabilities() -> int:
 def can_trace_capabilities(caps: int | None = None) -> bool:
     """CAP_SYS_ADMIN, or CAP_BPF together with CAP_PERFMON, is what loading uprobe programs needs."""
     c = effective_capabilities() if caps is None else caps
-    has = lambda bit: bool(c & (1 << bit))  # noqa: E731
+
+    def has(bit: int) -> bool:
+        return bool(c & (1 << bit))
+
     return has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
 
 

@@ -86,9 +86,7 @@ def list_target(
         try:
             if functions:
                 table = symbols_for(module.path, on_cold=on_cold)
-                listing.functions.append(
-                    ModuleFunctions(module.display, table, match_functions(table, pattern))
-                )
+                listing.functions.append(ModuleFunctions(module.display, table, match_functions(table, pattern)))
             if usdt:
                 for p in match_probes(usdt_probes_for(module.path), pattern):
                     listing.probes.append((module.display, p))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Binding(str, Enum):
+class Binding(StrEnum):
     LOCAL = "local"
     GLOBAL = "global"
     WEAK = "weak"
@@ -43,7 +43,7 @@ class Symbol:
         return ".cold" not in self.clone
 
 
-class OperandKind(str, Enum):
+class OperandKind(StrEnum):
     REGISTER = "register"
     MEMORY = "memory"
     CONSTANT = "constant"
@@ -149,3 +149,161 @@ class Target:
     nspid: int | None = None
     root: str = ""
     modules: tuple[Module, ...] = field(default_factory=tuple)
+
+
+# --- What to capture: declared by runtime plugins, turned into C only by utrace.probes -------------
+
+
+class ArgKind(StrEnum):
+    """How a captured value is read and shown. A small closed set: the code generator knows each."""
+
+    U64 = "u64"
+    S64 = "s64"
+    U32 = "u32"
+    S32 = "s32"
+    U16 = "u16"
+    S16 = "s16"
+    U8 = "u8"
+    S8 = "s8"
+    BOOL = "bool"
+    PTR = "ptr"  # shown as hex
+    CSTR = "cstr"  # NUL-terminated string at a pointer
+    PTRLEN_STR = "ptrlen_str"  # `length` bytes at a pointer, never reading past them
+    UNAVAILABLE = "unavailable"  # known to exist but not readable from BPF (e.g. float registers)
+
+
+INTEGER_KINDS = frozenset(
+    {
+        ArgKind.U64,
+        ArgKind.S64,
+        ArgKind.U32,
+        ArgKind.S32,
+        ArgKind.U16,
+        ArgKind.S16,
+        ArgKind.U8,
+        ArgKind.S8,
+    }
+)
+STRING_KINDS = frozenset({ArgKind.CSTR, ArgKind.PTRLEN_STR})
+
+
+@dataclass(frozen=True, slots=True)
+class Reg:
+    """A general-purpose register at the probe point ("rdi", "rax"... 64-bit names)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """The 8-byte slot at stack pointer + offset at the probe point."""
+
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deref:
+    """The `size`-byte value in user memory at (value of `base`) + offset."""
+
+    base: Location
+    offset: int = 0
+    size: int = 8
+
+
+Location = Reg | Stack | Const | Deref
+
+
+@dataclass(frozen=True, slots=True)
+class ArgSpec:
+    """One value to capture.
+
+    Attributes:
+        name: parameter name shown to users ("backlog", or "arg0" when unknown).
+        kind: how to read and show it.
+        loc: where the value (for strings: the pointer) is.
+        length: for PTRLEN_STR, where the byte count is.
+        length_kind: integer width and signedness of the byte count (HotSpot passes `-4@%eax`).
+        max_len: string capture limit in bytes (longer strings are cut and flagged).
+        labels: names for integer values (an enum such as libuv's handle types).
+        note: why a value is UNAVAILABLE, shown instead of it.
+    """
+
+    name: str
+    kind: ArgKind
+    loc: Location = Const(0)
+    length: Location | None = None
+    length_kind: ArgKind = ArgKind.S64
+    max_len: int = 128
+    labels: tuple[tuple[int, str], ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Only emit when the integer at `loc` (read as `kind`) equals `value`."""
+
+    loc: Location
+    kind: ArgKind
+    value: int
+
+
+class ProbeKind(StrEnum):
+    ENTRY = "entry"  # uprobe at a function's first instruction
+    RETURN = "return"  # uretprobe (never used on Go)
+    USDT = "usdt"  # uprobe at a USDT note's pc
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    """One attach point and what to capture there.
+
+    Attributes:
+        name: the probe's display name ("uv__tcp_listen", "hotspot:class__loaded").
+        module: path of the ELF file to attach to (as utrace opens it).
+        offset: file offset of the instruction.
+        kind: entry, return or USDT.
+        args: values captured, in order.
+        ret: for RETURN probes, how to show the return value.
+        ref_ctr_offset: file offset of a USDT semaphore (0 when none).
+        filters: all must hold for an event to be emitted.
+        latency: pair this RETURN probe with the ENTRY probe of the same `pair` to measure latency.
+        pair: key shared by an entry and its return probe (the function).
+        address: the symbol or note address (for display).
+    """
+
+    name: str
+    module: str
+    offset: int
+    kind: ProbeKind
+    args: tuple[ArgSpec, ...] = ()
+    ret: ArgSpec | None = None
+    ref_ctr_offset: int = 0
+    filters: tuple[Filter, ...] = ()
+    latency: bool = False
+    pair: str = ""
+    address: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One decoded event.
+
+    `kind` is "call" (function entry), "return" or "event" (USDT hit); `args` are keyed by parameter
+    name; `ret` and `latency_ns` only for returns (latency when the entry was seen).
+    """
+
+    kind: str
+    probe: str
+    pid: int
+    tid: int
+    comm: str
+    ts_ns: int
+    cpu: int
+    args: dict[str, object]
+    ret: object = None
+    latency_ns: int | None = None

@@ -113,9 +113,7 @@ def process_target(pid: int) -> Target:
         modules.append(Module(path=host, display=inside, base=bases.get(inside, 0)))
     if not modules:
         raise TargetError(f"pid {pid}: its executable {exe_inside} is not readable as ELF")
-    return Target(
-        exe=root + exe_inside, pid=pid, nspid=namespace_pid(pid), root=root, modules=tuple(modules)
-    )
+    return Target(exe=root + exe_inside, pid=pid, nspid=namespace_pid(pid), root=root, modules=tuple(modules))
 
 
 def is_alive(pid: int) -> bool:

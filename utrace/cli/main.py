@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -41,7 +41,13 @@ def list_cmd(
     """
     from utrace.errors import UsageError
     from utrace.listing import list_target
-    from utrace.output.listing import ColdIndexProgress, TABLE_LIMIT, write_json, write_plain, write_table
+    from utrace.output.listing import (
+        TABLE_LIMIT,
+        ColdIndexProgress,
+        write_json,
+        write_plain,
+        write_table,
+    )
     from utrace.target import file_target, process_target
 
     if only_usdt and only_functions:
@@ -58,9 +64,7 @@ def list_cmd(
         tgt = file_target(target)
     progress = ColdIndexProgress(sys.stderr)
     try:
-        listing = list_target(
-            tgt, pattern, functions=not only_usdt, usdt=not only_functions, on_cold=progress
-        )
+        listing = list_target(tgt, pattern, functions=not only_usdt, usdt=not only_functions, on_cold=progress)
     finally:
         progress.stop()
     out = sys.stdout
@@ -73,6 +77,117 @@ def list_cmd(
         write_plain(listing, out)
     if pattern is not None and total == 0:
         raise UsageError(f"nothing matches {pattern!r}")
+
+
+_LAUNCH: list[str] = []
+
+
+def _trace_options(f: Any) -> Any:
+    options = [
+        click.option("--pid", "-p", type=int, help="Trace only this running process."),
+        click.option("--ret", is_flag=True, help="Also trace returns (value and latency)."),
+        click.option("--json", "as_json", is_flag=True, help="JSON lines (schema in the README)."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write events to FILE."),
+        click.option("--duration", "-d", type=float, help="Stop after SECONDS."),
+        click.option("--max-events", "-n", type=int, help="Stop after N events."),
+        click.option("--dump-bpf", is_flag=True, help="Print the generated BPF program and exit."),
+        click.option("--buffer-mb", type=float, default=16.0, show_default=True, help="Ring buffer size."),
+        click.option("--max-len", type=click.IntRange(8, 4096), default=128, show_default=True,
+                     help="String capture limit in bytes."),
+    ]  # fmt: skip
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _ring_pages(mb: float) -> int:
+    from utrace.errors import UsageError
+
+    if mb <= 0 or mb > 1024:
+        raise UsageError("--buffer-mb must be between 0 and 1024")
+    pages = max(1, int(mb * 1024 * 1024) // 4096)
+    return 1 << (pages - 1).bit_length()
+
+
+def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: dict[str, Any]) -> None:
+    from utrace.errors import UsageError
+    from utrace.runtimes.base import TraceRequest
+    from utrace.session import SessionOptions, build, run
+
+    command = tuple(_LAUNCH)
+    if not probes:
+        raise UsageError("name at least one function or probe to trace")
+    if opts["pid"] is not None and command:
+        raise UsageError("give either --pid or -- COMMAND, not both")
+    request = TraceRequest(
+        runtime=runtime,
+        binary=binary,
+        pid=opts["pid"],
+        command=command,
+        probes=probes,
+        ret=opts["ret"],
+        max_len=opts["max_len"],
+    )
+    session = SessionOptions(
+        duration=opts["duration"],
+        max_events=opts["max_events"],
+        ring_pages=_ring_pages(opts["buffer_mb"]),
+    )
+    if opts["dump_bpf"]:
+        _target, plan, program = build(request, session)
+        for note in plan.notes:
+            sys.stderr.write(f"utrace: {note}\n")
+        sys.stdout.write(program.source)
+        return
+    if os.geteuid() != 0:
+        from utrace import kernel
+        from utrace.errors import EnvironmentProblem
+
+        if not kernel.can_trace_capabilities():
+            raise EnvironmentProblem("tracing needs root (or CAP_BPF and CAP_PERFMON); try sudo")
+    out = open(opts["output"], "w", encoding="utf-8") if opts["output"] else sys.stdout  # noqa: SIM115
+    try:
+        from utrace.output.stream import JsonReporter, TextReporter
+
+        reporter = JsonReporter(out) if opts["as_json"] else TextReporter(out)
+        run(request, session, reporter)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+@cli.command("native")
+@click.argument("args", nargs=-1, required=True)
+@_trace_options
+def native_cmd(args: tuple[str, ...], **opts: Any) -> None:
+    """Trace functions of any C, C++ or Rust program.
+
+    \b
+      utrace native ./prog demo_add 'demo::Shape::area*'
+      utrace native --pid 1234 'parse_*'
+      utrace native demo_greet -- ./prog world
+      utrace native ./prog 'my_func(const char *name, int n)'   # your own signature
+    """
+    if opts["pid"] is None and not _LAUNCH:
+        binary, probes = args[0], args[1:]
+    else:
+        binary, probes = None, args
+    _run_trace("native", binary, probes, opts)
+
+
+@cli.command("node")
+@click.argument("probes", nargs=-1, required=True)
+@click.option("--binary", help="The node executable (default: from --pid, the command, or PATH).")
+@_trace_options
+def node_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
+    """Trace libuv and node C++ functions in Node.js.
+
+    \b
+      utrace node --pid 1234 uv_tcp_listen
+      utrace node 'uv_fs_*' -- node app.js
+      utrace node 'node::fs::*' --pid 1234 --json
+    """
+    _run_trace("node", binary, probes, opts)
 
 
 @cli.command("doctor")
@@ -92,14 +207,22 @@ def _fail(message: str, code: int) -> NoReturn:
     try:
         sys.stderr.write(f"utrace: error: {message}\n")
         sys.stderr.flush()
-    finally:
-        os._exit(code) if code == INTERNAL_ERROR else sys.exit(code)
+    except OSError:
+        pass
+    _fast_exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; one line on stderr and a distinct exit code for every failure."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--" in args:  # everything after `--` is the command to launch, untouched by option parsing
+        i = args.index("--")
+        _LAUNCH[:] = args[i + 1 :]
+        args = args[:i]
     try:
-        cli.main(args=argv, prog_name="utrace", standalone_mode=False)
+        rc = cli.main(args=args, prog_name="utrace", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            _fast_exit(rc)
     except UtraceError as e:
         _fail(str(e), e.exit_code)
     except click.exceptions.Abort:
@@ -119,7 +242,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         if os.environ.get("UTRACE_DEBUG"):
             raise
-        _fail(f"internal error: {type(e).__name__}: {e} (set UTRACE_DEBUG=1 for a traceback)", INTERNAL_ERROR)
+        _fail(
+            f"internal error: {type(e).__name__}: {e} (set UTRACE_DEBUG=1 for a traceback)",
+            INTERNAL_ERROR,
+        )
     _fast_exit(0)
 
 

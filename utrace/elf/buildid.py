@@ -55,7 +55,7 @@ def read_build_id(path: str) -> str | None:
     with open(path, "rb") as f:
         head = f.read(64)
         check_elf_magic(head, path)
-        phoff, = struct.unpack_from("<Q", head, 32)
+        (phoff,) = struct.unpack_from("<Q", head, 32)
         phentsize, phnum = struct.unpack_from("<HH", head, 54)
         if phnum == 0:
             return None
@@ -67,9 +67,7 @@ def read_build_id(path: str) -> str | None:
         f.seek(phoff)
         table = f.read(phentsize * phnum)
         for i in range(phnum):
-            p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(
-                "<IIQQQQ", table, i * phentsize
-            )
+            p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
             if p_type != PT_NOTE or p_filesz == 0 or p_filesz > _MAX_NOTE_BYTES:
                 continue
             if p_offset + p_filesz > size:

@@ -13,6 +13,7 @@ import marshal
 import os
 from array import array
 from collections.abc import Callable
+from typing import Any
 
 from utrace.cache import cache_dir, write_atomic
 from utrace.elf.buildid import read_build_id
@@ -31,9 +32,7 @@ def _key(path: str, build_id: str | None) -> str:
     return "file-" + hashlib.sha1(raw).hexdigest()
 
 
-def symbols_for(
-    path: str, *, use_cache: bool = True, on_cold: Callable[[str], None] | None = None
-) -> SymbolTable:
+def symbols_for(path: str, *, use_cache: bool = True, on_cold: Callable[[str], None] | None = None) -> SymbolTable:
     """The function symbols of the ELF file at `path`, from the cache when it has them.
 
     Args:
@@ -71,7 +70,7 @@ def symbols_for(
     return table
 
 
-def _pack(t: SymbolTable) -> tuple[object, ...]:
+def _pack(t: SymbolTable) -> tuple[Any, ...]:
     # Few large objects load far faster than 200k small ones: strings are joined with NUL (which no
     # symbol name contains), integers packed as machine words.
     raws = ["" if r == n else r for r, n in zip(t.raws, t.names, strict=True)]
@@ -90,7 +89,9 @@ def _pack(t: SymbolTable) -> tuple[object, ...]:
 def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTable | None:
     try:
         with open(file, "rb") as f:
-            payload = marshal.load(f)
+            # loads() checks lengths against the data; load() would allocate what a corrupt header
+            # claims (up to 2 GiB for one string) before finding the file short.
+            payload = marshal.loads(f.read())
         fmt, names_blob, raws_blob, addr_bytes, size_bytes, bindings, clones_blob, segments = payload
         if fmt != _FORMAT:
             return None
@@ -101,6 +102,8 @@ def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTabl
         clones = clones_blob.split("\0") if names else []
         if not (len(addresses) == len(sizes) == len(bindings) == len(clones) == len(names)):
             return None
+        binding_list = list(bytes(bindings))
+        segment_list = [(int(a), int(b), int(c)) for a, b, c in segments]
     except (OSError, EOFError, ValueError, TypeError, AttributeError):
         return None
     return SymbolTable(
@@ -110,7 +113,7 @@ def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTabl
         raws=raws,
         addresses=addresses,
         sizes=sizes,
-        bindings=list(bindings),
+        bindings=binding_list,
         clones=clones,
-        segments=[(int(a), int(b), int(c)) for a, b, c in segments],
+        segments=segment_list,
     )

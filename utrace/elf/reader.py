@@ -93,9 +93,7 @@ class ElfImage:
             if phentsize < _PHDR.size or phnum > _MAX_SEGMENTS or phoff + phnum * phentsize > self.size:
                 raise ElfError(f"{self.path}: corrupt or truncated ELF file (program headers)")
             for i in range(phnum):
-                p_type, flags, off, vaddr, _pa, filesz, memsz, _al = _PHDR.unpack_from(
-                    d, phoff + i * phentsize
-                )
+                p_type, flags, off, vaddr, _pa, filesz, memsz, _al = _PHDR.unpack_from(d, phoff + i * phentsize)
                 if p_type == PT_LOAD:
                     self.segments.append(Segment(vaddr, off, filesz, memsz, flags))
         self.sections: list[Section] = []

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import bisect
 import struct
-from itertools import compress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import compress
 
 from utrace.elf.demangle import clone_suffix, demangle_many
 from utrace.elf.reader import SHT_DYNSYM, SHT_SYMTAB, ElfImage, Segment
@@ -156,11 +156,7 @@ def read_symbols(image: ElfImage, build_id: str | None) -> SymbolTable:
                 # C++ constructors and destructors (C1/C2, D1/D2) alias one address, so this is
                 # common: build the exact set only for the addresses in question.
                 wanted_values = {vals_t[k] for k in keep}
-                exact = {
-                    (v, nm)
-                    for v, nm in zip(first_values, first_names, strict=True)
-                    if v in wanted_values
-                }
+                exact = {(v, nm) for v, nm in zip(first_values, first_names, strict=True) if v in wanted_values}
                 keep = [k for k in keep if (vals_t[k], names_t[k]) not in exact]
         raw_bytes += [names_t[k] for k in keep]
         addresses += [vals_t[k] for k in keep]

@@ -87,7 +87,9 @@ def parse_argument(text: str) -> UsdtArgument:
         index_reg = canonical_register(index) if index else ""
         if base is None or index_reg is None:
             return unsupported
-        disp = int(mm.group("disp"), 0) if mm.group("disp") else 0
+        disp = _displacement(mm.group("disp"))
+        if disp is None:
+            return unsupported
         scale = int(mm.group("scale")) if mm.group("scale") else 1
         return UsdtArgument(
             text, size, signed, OperandKind.MEMORY, register=base, offset=disp,
@@ -95,11 +97,30 @@ def parse_argument(text: str) -> UsdtArgument:
         )  # fmt: skip
     rm = _RIP_SYM_RE.match(op)
     if rm:
-        disp = int(rm.group("disp"), 0) if rm.group("disp") else 0
+        disp = _displacement(rm.group("disp"))
+        if disp is None:
+            return unsupported
         return UsdtArgument(
-            text, size, signed, OperandKind.MEMORY, register="rip", offset=disp, symbol=rm.group("sym")
+            text,
+            size,
+            signed,
+            OperandKind.MEMORY,
+            register="rip",
+            offset=disp,
+            symbol=rm.group("sym"),
         )
     return unsupported
+
+
+def _displacement(text: str | None) -> int | None:
+    """A displacement as written: "152", "-0x10", "+8"; "010" is decimal (as libbpf reads it, where
+    `int(x, 0)` would raise). None when unusable (e.g. beyond int()'s digit limit)."""
+    if not text:
+        return 0
+    try:
+        return int(text, 16) if "x" in text.lower() else int(text, 10)
+    except ValueError:
+        return None
 
 
 def parse_arguments(spec: str) -> tuple[UsdtArgument, ...]:

@@ -13,7 +13,7 @@ from typing import TextIO
 from utrace.listing import Listing
 
 TABLE_LIMIT = 3000
-_esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_esc = json.encoder.encode_basestring_ascii
 
 
 def write_json(listing: Listing, out: TextIO) -> None:

@@ -1,0 +1,178 @@
+"""Live event output: a readable stream for people, JSON lines for programs, and the summary.
+
+JSON schema (one object per line, stable):
+  {"kind": "call"|"return"|"event", "probe": str, "pid": int, "tid": int, "comm": str,
+   "ts_ns": int, "cpu": int, "args": {name: value}, ["ret": value], ["latency_ns": int]}
+  last line: {"kind": "summary", "events": int, "lost": int, "per_probe": {probe: count},
+              "duration_s": float, "stopped_by": str, "exit_code": int|null, "attached": int}
+String values are JSON strings (cut at the capture limit; "truncated" lists which were cut),
+pointers are integers, unavailable values are strings starting with "<unavailable".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from utrace.model import Event, Target
+from utrace.probes.decode import StringValue
+from utrace.runtimes.base import Plan
+from utrace.session import Summary
+
+
+def _fmt_value(v: object) -> str:
+    if isinstance(v, StringValue):
+        return json.dumps(str(v)) + ("…" if v.truncated else "")
+    if isinstance(v, str):
+        return v if v.startswith("<") or v.isidentifier() else json.dumps(v)
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _fmt_ptr(name: str, v: object) -> str:
+    return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) and v > 0xFFFFFF else _fmt_value(v)
+
+
+def format_latency(ns: int) -> str:
+    if ns < 10_000:
+        return f"{ns / 1000:.1f}µs"
+    if ns < 10_000_000:
+        return f"{ns / 1000:.0f}µs"
+    return f"{ns / 1e6:.1f}ms"
+
+
+class TextReporter:
+    """Human-readable lines: time, pid, tid, comm, probe, arguments; returns with value and latency."""
+
+    def __init__(self, out: TextIO, err: TextIO | None = None, color: bool | None = None) -> None:
+        self.out = out
+        self.err = err or sys.stderr
+        self.color = out.isatty() if color is None else color
+        self.buf: list[str] = []
+        self.t0: int | None = None
+
+    def _c(self, code: str, s: str) -> str:
+        return f"\x1b[{code}m{s}\x1b[0m" if self.color else s
+
+    def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
+        for note in plan.notes:
+            self.err.write(f"utrace: {note}\n")
+        who = f"pid {target.pid}" if target.pid else (f"launched pid {launched}" if launched else "all processes")
+        self.err.write(f"utrace: {attached} probe(s) attached to {target.modules[0].display} ({who}); Ctrl-C to stop\n")
+        self.err.flush()
+
+    def event(self, ev: Event) -> None:
+        if self.t0 is None:
+            self.t0 = ev.ts_ns
+        t = (ev.ts_ns - self.t0) / 1e9
+        args = " ".join(f"{k}={_fmt_ptr(k, v)}" for k, v in ev.args.items())
+        head = f"{t:10.6f} {ev.pid:>7} {ev.tid:>7} {ev.comm:<15} "
+        if ev.kind == "return":
+            lat = f" {self._c('33', format_latency(ev.latency_ns))}" if ev.latency_ns is not None else ""
+            line = f"{head}{self._c('35', '<- ' + ev.probe)} = {_fmt_ptr('ret', ev.ret)}{lat}"
+        else:
+            arrow = "-> " if ev.kind == "call" else "@ "
+            line = f"{head}{self._c('36', arrow + ev.probe)} {args}"
+        self.buf.append(line)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.out.write("\n".join(self.buf) + "\n")
+            self.buf.clear()
+            self.out.flush()
+
+    def lost(self, total: int) -> None:
+        self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
+        self.err.flush()
+
+    def finished(self, summary: Summary) -> None:
+        self.flush()
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(file=self.err, highlight=False)
+        table = Table(title=None, show_edge=False)
+        table.add_column("probe")
+        table.add_column("events", justify="right")
+        for probe, n in summary.per_probe.most_common():
+            table.add_row(probe, str(n))
+        if summary.per_probe:
+            console.print(table)
+        lost = f"[red]{summary.lost} lost[/red]" if summary.lost else "0 lost"
+        extra = f", traced program exited with {summary.exit_code}" if summary.exit_code is not None else ""
+        console.print(
+            f"{summary.events} events, {lost}, {summary.duration_s:.1f}s, stopped by {summary.stopped_by}{extra}"
+        )
+
+
+def _json_value(v: object) -> object:
+    if isinstance(v, StringValue):
+        return str(v)
+    return v
+
+
+class JsonReporter:
+    """JSON lines on `out`; notes and warnings on stderr."""
+
+    def __init__(self, out: TextIO, err: TextIO | None = None) -> None:
+        self.out = out
+        self.err = err or sys.stderr
+        self.buf: list[str] = []
+        self._dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+    def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
+        for note in plan.notes:
+            self.err.write(f"utrace: {note}\n")
+        self.err.flush()
+
+    def event(self, ev: Event) -> None:
+        obj: dict[str, object] = {
+            "kind": ev.kind,
+            "probe": ev.probe,
+            "pid": ev.pid,
+            "tid": ev.tid,
+            "comm": ev.comm,
+            "ts_ns": ev.ts_ns,
+            "cpu": ev.cpu,
+            "args": {k: _json_value(v) for k, v in ev.args.items()},
+        }
+        cut = [k for k, v in ev.args.items() if isinstance(v, StringValue) and v.truncated]
+        if cut:
+            obj["truncated"] = cut
+        if ev.kind == "return":
+            obj["ret"] = _json_value(ev.ret)
+            obj["latency_ns"] = ev.latency_ns
+        self.buf.append(self._dumps(obj))
+
+    def flush(self) -> None:
+        if self.buf:
+            self.out.write("\n".join(self.buf) + "\n")
+            self.buf.clear()
+            self.out.flush()
+
+    def lost(self, total: int) -> None:
+        self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
+        self.err.flush()
+
+    def finished(self, summary: Summary) -> None:
+        self.flush()
+        self.out.write(
+            self._dumps(
+                {
+                    "kind": "summary",
+                    "events": summary.events,
+                    "lost": summary.lost,
+                    "per_probe": dict(summary.per_probe),
+                    "duration_s": round(summary.duration_s, 3),
+                    "stopped_by": summary.stopped_by,
+                    "exit_code": summary.exit_code,
+                    "attached": summary.attached,
+                }
+            )
+            + "\n"
+        )
+        self.out.flush()

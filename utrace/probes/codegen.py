@@ -1,0 +1,284 @@
+"""ProbeSpec list -> one BPF C program for bcc. The only code in utrace that writes C.
+
+Safety rule: no text from a binary or the command line ever reaches the C source. Names are
+positional (`probe_3`, `f1`); everything else is an integer formatted by this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from utrace.model import (
+    ArgKind,
+    ArgSpec,
+    Const,
+    Deref,
+    Filter,
+    Location,
+    ProbeKind,
+    ProbeSpec,
+    Reg,
+    Stack,
+)
+from utrace.probes.layout import Field, fields_of
+
+# x86-64 pt_regs member for each 64-bit register name.
+PT_REGS = {
+    "rax": "ax", "rbx": "bx", "rcx": "cx", "rdx": "dx", "rsi": "si", "rdi": "di", "rbp": "bp",
+    "rsp": "sp", "r8": "r8", "r9": "r9", "r10": "r10", "r11": "r11", "r12": "r12", "r13": "r13",
+    "r14": "r14", "r15": "r15", "rip": "ip",
+}  # fmt: skip
+SYSV_INT_ARGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+
+_C_INT = {
+    ArgKind.U64: "u64", ArgKind.S64: "s64", ArgKind.U32: "u32", ArgKind.S32: "s32",
+    ArgKind.U16: "u16", ArgKind.S16: "s16", ArgKind.U8: "u8", ArgKind.S8: "s8",
+    ArgKind.BOOL: "u8", ArgKind.PTR: "u64",
+}  # fmt: skip
+
+
+class CodegenError(ValueError):
+    """A spec the generator cannot express (a programming error in a runtime plugin)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Program-wide settings.
+
+    Attributes:
+        pid: only events from this process (tgid as utrace sees it), or None for all.
+        pid_ns: (dev, inode) of utrace's PID namespace when it is not the initial one: pids are then
+            read with bpf_get_ns_current_pid_tgid so they match what utrace's /proc shows.
+        ring_pages: ring buffer size in pages (a power of two).
+    """
+
+    pid: int | None = None
+    pid_ns: tuple[int, int] | None = None
+    ring_pages: int = 4096
+
+
+@dataclass(slots=True)
+class BpfProgram:
+    """Generated C plus what the backend and decoder need to use it."""
+
+    source: str
+    specs: list[ProbeSpec]
+    fields: list[list[Field]]
+    functions: list[str] = field(default_factory=list)
+    options: Options = field(default_factory=Options)
+
+
+def _int(n: int) -> str:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise CodegenError(f"not an integer: {n!r}")
+    return f"{n}LL" if n < 0 else f"{n}ULL"
+
+
+class _Emitter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.tmp = 0
+
+    def new(self) -> str:
+        self.tmp += 1
+        return f"t{self.tmp}"
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " + line)
+
+    def value(self, loc: Location) -> str:
+        """Emit statements computing `loc` into a fresh u64 variable; return the variable."""
+        v = self.new()
+        if isinstance(loc, Reg):
+            member = PT_REGS.get(loc.name)
+            if member is None:
+                raise CodegenError(f"unknown register {loc.name!r}")
+            self.emit(f"u64 {v} = ctx->{member};")
+        elif isinstance(loc, Const):
+            self.emit(f"u64 {v} = (u64){_int(loc.value)};")
+        elif isinstance(loc, Stack):
+            self.emit(f"u64 {v} = 0;")
+            self.emit(f"bpf_probe_read_user(&{v}, 8, (void *)(ctx->sp + {_int(loc.offset)}));")
+        elif isinstance(loc, Deref):
+            if loc.size not in (1, 2, 4, 8):
+                raise CodegenError(f"bad dereference size {loc.size}")
+            base = self.value(loc.base)
+            self.emit(f"u64 {v} = 0;")
+            self.emit(f"bpf_probe_read_user(&{v}, {loc.size}, (void *)({base} + {_int(loc.offset)}));")
+        else:
+            raise CodegenError(f"unknown location {loc!r}")
+        return v
+
+
+def _filter(em: _Emitter, f: Filter) -> None:
+    v = em.value(f.loc)
+    ctype = _C_INT.get(f.kind)
+    if ctype is None:
+        raise CodegenError(f"cannot filter on {f.kind}")
+    em.emit(f"if (({ctype}){v} != ({ctype}){_int(f.value)}) return 0;")
+
+
+def _capture(em: _Emitter, fl: Field) -> None:
+    a: ArgSpec = fl.arg
+    n = fl.c_name
+    if a.kind is ArgKind.UNAVAILABLE:
+        return
+    if a.kind in (ArgKind.CSTR, ArgKind.PTRLEN_STR):
+        # Ring buffer memory is not zeroed; bytes past `_len` are never decoded.
+        em.emit(f"e->{n}_len = 0;")
+        em.emit(f"e->{n}_flags = 0;")
+    if a.kind is ArgKind.CSTR:
+        p = em.value(a.loc)
+        em.emit(f"if ({p} == 0) {{ e->{n}_flags = 1; }} else {{")
+        em.emit(f"    long r = bpf_probe_read_user_str(e->{n}, {fl.capacity}, (void *){p});")
+        em.emit(f"    if (r < 0) {{ e->{n}_flags = 4; }}")
+        em.emit(f"    else {{ e->{n}_len = r > 0 ? r - 1 : 0;")
+        em.emit(f"           if (r == {fl.capacity}) e->{n}_flags = 2; }}")
+        em.emit("}")
+        return
+    if a.kind is ArgKind.PTRLEN_STR:
+        if a.length is None:
+            raise CodegenError("a pointer+length string needs a length location")
+        p = em.value(a.loc)
+        ln = em.value(a.length)
+        ltype = _C_INT.get(a.length_kind, "s64")
+        want = em.new()
+        em.emit(f"s64 {want} = (s64)({ltype}){ln};")
+        em.emit(f"e->{n}_len = {want} < 0 ? 0 : (u32){want};")
+        em.emit(f"if ({p} == 0) {{ e->{n}_flags = 1; }} else if ({want} > 0) {{")
+        em.emit(f"    u32 k = {want} > {fl.capacity} ? {fl.capacity} : (u32){want};")
+        em.emit(f"    if ({want} > {fl.capacity}) e->{n}_flags = 2;")
+        em.emit(f"    if (k > {fl.capacity}) k = {fl.capacity};")
+        em.emit(f"    if (bpf_probe_read_user(e->{n}, k, (void *){p}) < 0) e->{n}_flags = 4;")
+        em.emit("}")
+        return
+    v = em.value(a.loc)
+    em.emit(f"e->{n} = {v};")
+
+
+def _struct(index: int, fields: list[Field]) -> list[str]:
+    out = [f"struct event_{index} {{", "    struct header h;"]
+    for fl in fields:
+        if not fl.present:
+            continue
+        if fl.is_string:
+            out += [f"    u32 {fl.c_name}_len;", f"    u32 {fl.c_name}_flags;"]
+            out.append(f"    char {fl.c_name}[{fl.capacity}];")
+        else:
+            out.append(f"    u64 {fl.c_name};")
+    out.append("} __attribute__((packed));")
+    return out
+
+
+_PRELUDE = """\
+#include <uapi/linux/ptrace.h>
+
+struct header {
+    u32 probe;
+    u32 pid;
+    u32 tid;
+    u32 cpu;
+    u64 ts;
+    u64 latency;
+    char comm[16];
+} __attribute__((packed));
+
+struct start_key {
+    u32 tid;
+    u32 pair;
+    u64 sp;
+};
+
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
+
+static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
+PID_READ
+    return 0;
+}
+"""
+
+_PID_HOST = """\
+    u64 id = bpf_get_current_pid_tgid();
+    *pid = id >> 32;
+    *tid = (u32)id;"""
+
+_PID_NS = """\
+    struct bpf_pidns_info ns = {};
+    if (bpf_get_ns_current_pid_tgid(NS_DEV, NS_INO, &ns, sizeof(ns)))
+        return -1;
+    *pid = ns.tgid;
+    *tid = ns.pid;"""
+
+
+def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram:
+    """Generate the BPF C program for `specs`.
+
+    Raises:
+        CodegenError: a spec uses a location or kind the generator cannot express.
+    """
+    opts = options or Options()
+    pages = opts.ring_pages
+    if pages <= 0 or pages & (pages - 1):
+        raise CodegenError(f"ring buffer pages must be a power of two, not {pages}")
+    if opts.pid_ns is None:
+        pid_read = _PID_HOST
+    else:
+        pid_read = _PID_NS.replace("NS_DEV", _int(opts.pid_ns[0])).replace("NS_INO", _int(opts.pid_ns[1]))
+    src = _PRELUDE.replace("RING_PAGES", str(int(pages))).replace("PID_READ", pid_read)
+    lines = [src]
+    pairs: dict[str, int] = {}
+    entry_pairs = {s.pair for s in specs if s.kind is ProbeKind.RETURN and s.latency and s.pair}
+    all_fields: list[list[Field]] = []
+    functions: list[str] = []
+    for i, spec in enumerate(specs):
+        fields = fields_of(spec)
+        all_fields.append(fields)
+        lines += _struct(i, fields)
+        em = _Emitter()
+        em.emit("u32 pid = 0, tid = 0;")
+        em.emit("if (utrace_ids(&pid, &tid)) return 0;")
+        if opts.pid is not None:
+            em.emit(f"if (pid != {_int(opts.pid)}) return 0;")
+        for f in spec.filters:
+            _filter(em, f)
+        em.emit("u64 now = bpf_ktime_get_ns();")
+        latency = "0"
+        pair_id = pairs.setdefault(spec.pair, len(pairs)) if spec.pair else 0
+        if spec.kind is ProbeKind.ENTRY and spec.pair in entry_pairs:
+            # The stack pointer at entry identifies the frame: the matching return sees it + 8
+            # (the return address popped), which keeps recursive calls apart.
+            em.emit(f"struct start_key sk = {{ .tid = tid, .pair = {pair_id}, .sp = ctx->sp }};")
+            em.emit("starts.update(&sk, &now);")
+        if spec.kind is ProbeKind.RETURN and spec.latency:
+            em.emit(f"struct start_key sk = {{ .tid = tid, .pair = {pair_id}, .sp = ctx->sp - 8 }};")
+            em.emit("u64 *start = starts.lookup(&sk);")
+            em.emit("u64 latency = 0;")
+            em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")
+            latency = "latency"
+        em.emit(f"struct event_{i} *e = events.ringbuf_reserve(sizeof(struct event_{i}));")
+        em.emit("if (!e) {")
+        em.emit("    u32 zero = 0;")
+        em.emit("    u64 *n = lost.lookup(&zero);")
+        em.emit("    if (n) *n += 1;")
+        em.emit("    return 0;")
+        em.emit("}")
+        em.emit(f"e->h.probe = {i};")
+        em.emit("e->h.pid = pid;")
+        em.emit("e->h.tid = tid;")
+        em.emit("e->h.cpu = bpf_get_smp_processor_id();")
+        em.emit("e->h.ts = now;")
+        em.emit(f"e->h.latency = {latency};")
+        em.emit("bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));")
+        for fl in fields:
+            _capture(em, fl)
+        em.emit("events.ringbuf_submit(e, 0);")
+        em.emit("return 0;")
+        fn = f"probe_{i}"
+        functions.append(fn)
+        lines.append(f"int {fn}(struct pt_regs *ctx) {{")
+        lines += em.lines
+        lines.append("}")
+        lines.append("")
+    return BpfProgram("\n".join(lines), list(specs), all_fields, functions, opts)

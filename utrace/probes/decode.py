@@ -1,0 +1,112 @@
+"""Raw ring-buffer records -> `Event`, from the same field list that generated the C struct."""
+
+from __future__ import annotations
+
+import struct
+
+from utrace.model import ArgKind, ArgSpec, Event, ProbeKind, ProbeSpec
+from utrace.probes.codegen import BpfProgram
+from utrace.probes.layout import (
+    HEADER_SIZE,
+    STR_FAULT,
+    STR_NULL,
+    STR_TRUNCATED,
+    Field,
+    event_format,
+)
+
+_WIDTH = {
+    ArgKind.U64: (64, False), ArgKind.S64: (64, True), ArgKind.U32: (32, False),
+    ArgKind.S32: (32, True), ArgKind.U16: (16, False), ArgKind.S16: (16, True),
+    ArgKind.U8: (8, False), ArgKind.S8: (8, True),
+}  # fmt: skip
+_KIND_NAME = {ProbeKind.ENTRY: "call", ProbeKind.RETURN: "return", ProbeKind.USDT: "event"}
+
+
+class StringValue(str):
+    """A captured string; `truncated` says more bytes existed than were captured."""
+
+    truncated: bool = False
+    full_length: int = 0
+
+
+def integer(raw: int, kind: ArgKind) -> int:
+    """Interpret the low bits of a captured u64 as the declared width and signedness."""
+    bits, signed = _WIDTH.get(kind, (64, False))
+    v = raw & ((1 << bits) - 1)
+    if signed and v >> (bits - 1):
+        v -= 1 << bits
+    return v
+
+
+def _value(arg: ArgSpec, items: list[object], pos: int) -> tuple[object, int]:
+    k = arg.kind
+    if k is ArgKind.UNAVAILABLE:
+        return f"<unavailable: {arg.note}>" if arg.note else "<unavailable>", pos
+    if k in (ArgKind.CSTR, ArgKind.PTRLEN_STR):
+        length, flags, buf = items[pos], items[pos + 1], items[pos + 2]
+        assert isinstance(length, int) and isinstance(flags, int) and isinstance(buf, bytes)
+        if flags & STR_NULL:
+            return None, pos + 3
+        if flags & STR_FAULT:
+            return "<unreadable>", pos + 3
+        got = min(length, len(buf))
+        s = StringValue(buf[:got].decode("utf-8", "replace"))
+        s.truncated = bool(flags & STR_TRUNCATED)
+        s.full_length = length
+        return s, pos + 3
+    raw = items[pos]
+    assert isinstance(raw, int)
+    if k is ArgKind.BOOL:
+        return bool(raw & 0xFF), pos + 1
+    if k is ArgKind.PTR:
+        return raw, pos + 1
+    v = integer(raw, k)
+    if arg.labels:
+        for value, label in arg.labels:
+            if value == v:
+                return label, pos + 1
+    return v, pos + 1
+
+
+class Decoder:
+    """Decodes records of one generated program."""
+
+    def __init__(self, program: BpfProgram) -> None:
+        self.specs = program.specs
+        self.fields: list[list[Field]] = program.fields
+        self.structs = [struct.Struct(event_format(f)) for f in program.fields]
+        self.sizes = [s.size for s in self.structs]
+
+    def probe_index(self, data: bytes) -> int:
+        return int.from_bytes(data[:4], "little")
+
+    def decode(self, data: bytes) -> Event:
+        index = int.from_bytes(data[:4], "little")
+        spec: ProbeSpec = self.specs[index]
+        items = list(self.structs[index].unpack_from(data))
+        _probe, pid, tid, cpu, ts, latency, comm = items[:7]
+        pos = 7
+        args: dict[str, object] = {}
+        ret: object = None
+        for n, fl in enumerate(self.fields[index]):
+            value, pos = _value(fl.arg, items, pos)
+            if n == 0 and spec.ret is not None:
+                ret = value
+            else:
+                args[fl.arg.name] = value
+        return Event(
+            kind=_KIND_NAME[spec.kind],
+            probe=spec.name,
+            pid=pid,
+            tid=tid,
+            comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+            ts_ns=ts,
+            cpu=cpu,
+            args=args,
+            ret=ret,
+            latency_ns=latency if (spec.kind is ProbeKind.RETURN and spec.latency and latency) else None,
+        )
+
+
+__all__ = ["HEADER_SIZE", "Decoder", "StringValue", "integer"]

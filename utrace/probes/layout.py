@@ -1,0 +1,72 @@
+"""The event layout shared by the C generator and the Python decoder.
+
+Every event is a fixed header followed by one field per captured value, in `ProbeSpec.args` order
+(a return probe's value first). The same `Field` list produces the C struct (codegen) and the
+`struct` format that decodes it (decode), so the two cannot drift apart.
+
+Header (48 bytes, little-endian): probe index u32, pid u32, tid u32, cpu u32, ktime ns u64,
+latency ns u64 (0 = none), comm char[16].
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from utrace.model import STRING_KINDS, ArgKind, ArgSpec, ProbeSpec
+
+HEADER_FORMAT = "<IIIIQQ16s"
+HEADER_SIZE = struct.calcsize(HEADER_FORMAT)
+MAX_STRING = 4096
+
+# String flags, set by the BPF side.
+STR_NULL = 1  # the pointer was NULL
+STR_TRUNCATED = 2  # more bytes than captured
+STR_FAULT = 4  # reading user memory failed
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One C struct member group for one captured value.
+
+    `c_name` is generated from the position ("f0", "f1"...), never from user or binary text.
+    """
+
+    c_name: str
+    arg: ArgSpec
+    capacity: int  # string buffer bytes, 0 for integers
+
+    @property
+    def is_string(self) -> bool:
+        return self.arg.kind in STRING_KINDS
+
+    @property
+    def present(self) -> bool:
+        return self.arg.kind is not ArgKind.UNAVAILABLE
+
+    @property
+    def struct_format(self) -> str:
+        if not self.present:
+            return ""
+        if self.is_string:
+            return f"II{self.capacity}s"
+        return "Q"
+
+
+def _capacity(arg: ArgSpec) -> int:
+    n = max(8, min(int(arg.max_len), MAX_STRING))
+    return (n + 7) & ~7
+
+
+def fields_of(spec: ProbeSpec) -> list[Field]:
+    """The captured values of a probe in event order: the return value first, then the arguments."""
+    values = ([spec.ret] if spec.ret is not None else []) + list(spec.args)
+    return [Field(f"f{i}", a, _capacity(a) if a.kind in STRING_KINDS else 0) for i, a in enumerate(values)]
+
+
+def payload_format(fields: list[Field]) -> str:
+    return "".join(f.struct_format for f in fields)
+
+
+def event_format(fields: list[Field]) -> str:
+    return HEADER_FORMAT + payload_format(fields)

@@ -1,0 +1,123 @@
+"""The runtime plugin contract and what plugins share: requests, plans, symbol search."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from utrace.elf.index import symbols_for
+from utrace.elf.symbols import SymbolTable
+from utrace.errors import ElfError, NotFoundError
+from utrace.listing import match_functions
+from utrace.model import ProbeSpec, Symbol, Target
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRequest:
+    """What the user asked for, independent of the command line that said it.
+
+    Attributes:
+        runtime: plugin name ("native", "node"...).
+        binary: a path or command name to trace, or None (then the pid or the command decides).
+        pid: a running process, or None.
+        command: argv of a program to launch held and trace from its first instruction.
+        probes: the user's probe expressions (names, globs, `name(signature)`).
+        ret: also trace returns.
+        max_len: string capture limit in bytes.
+    """
+
+    runtime: str
+    binary: str | None = None
+    pid: int | None = None
+    command: tuple[str, ...] = ()
+    probes: tuple[str, ...] = ()
+    ret: bool = False
+    max_len: int = 128
+
+
+@dataclass(slots=True)
+class Plan:
+    """Probe specs to attach, and lines to tell the user about choices made (aliases, skips)."""
+
+    specs: list[ProbeSpec] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Runtime(Protocol):
+    name: ClassVar[str]
+
+    def target(self, request: TraceRequest) -> Target: ...
+
+    def plan(self, request: TraceRequest, target: Target) -> Plan: ...
+
+
+@dataclass(slots=True)
+class ModuleSymbols:
+    path: str
+    display: str
+    table: SymbolTable
+
+
+def load_modules(target: Target) -> list[ModuleSymbols]:
+    """Symbol tables of the target's modules (unreadable secondary modules are skipped)."""
+    out: list[ModuleSymbols] = []
+    for n, m in enumerate(target.modules):
+        try:
+            out.append(ModuleSymbols(m.path, m.display, symbols_for(m.path)))
+        except ElfError:
+            if n == 0:
+                raise
+    return out
+
+
+def find_functions(modules: Sequence[ModuleSymbols], pattern: str) -> list[Symbol]:
+    """Function entries matching a name or glob in any module, one per (module, address)."""
+    found: list[Symbol] = []
+    seen: set[tuple[str, int]] = set()
+    for ms in modules:
+        for i in match_functions(ms.table, pattern):
+            sym = ms.table.symbol(i)
+            key = (sym.module, sym.address)
+            if key in seen or sym.offset < 0:
+                continue
+            seen.add(key)
+            found.append(sym)
+    return found
+
+
+def base_name(demangled: str) -> str:
+    """`ns::f(int) const` -> `ns::f`: a demangled name without its parameter list."""
+    depth = 0
+    for i, ch in enumerate(demangled):
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif ch == "(" and depth == 0 and i > 0:
+            return demangled[:i]
+    return demangled
+
+
+def suggestions(modules: Sequence[ModuleSymbols], name: str, limit: int = 5) -> list[str]:
+    """Existing names closest to a name that matched nothing (difflib over raw and base names)."""
+    pool: set[str] = set()
+    for ms in modules:
+        t = ms.table
+        for i in t.entries():
+            pool.add(t.raws[i])
+            if t.names[i] is not t.raws[i]:
+                pool.add(base_name(t.names[i]))
+    key = name.split("(", 1)[0]
+    close = difflib.get_close_matches(key, pool, n=limit, cutoff=0.75)
+    if len(close) < limit and "::" not in key:
+        # also offer names that contain the whole word the user typed (uv_tcp_listen -> uv__tcp_listen)
+        parts = [p for p in key.replace("::", "_").split("_") if len(p) > 2]
+        extra = sorted(n for n in pool if parts and all(p in n for p in parts) and n not in close)
+        close += extra[: limit - len(close)]
+    return close
+
+
+def not_found(modules: Sequence[ModuleSymbols], name: str, where: str) -> NotFoundError:
+    return NotFoundError(f"no function matches {name!r} in {where}", suggestions(modules, name))

@@ -1,0 +1,154 @@
+"""`native`: any C, C++ or Rust ELF. Demangled or raw names and globs; SysV arguments."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import ClassVar
+
+from utrace.errors import TargetError, UsageError
+from utrace.model import ArgKind, ArgSpec, ProbeKind, ProbeSpec, Reg, Symbol, Target
+from utrace.runtimes.base import (
+    ModuleSymbols,
+    Plan,
+    TraceRequest,
+    base_name,
+    find_functions,
+    load_modules,
+    not_found,
+)
+from utrace.runtimes.signature import (
+    default_args,
+    param_list,
+    parse_user_probe,
+    split_params,
+    sysv_args,
+)
+from utrace.target import file_target, process_target, resolve_path
+
+MAX_PROBES = 512
+
+
+def command_path(argv0: str) -> str:
+    """The executable a launch command runs: argv[0] as a path, or found on PATH."""
+    if os.sep in argv0:
+        return resolve_path(argv0)
+    found = shutil.which(argv0)
+    if not found:
+        raise TargetError(f"{argv0}: command not found")
+    return os.path.realpath(found)
+
+
+def guess_this(demangled: str) -> bool:
+    """Whether a demangled C++ function probably has an implicit `this` in rdi.
+
+    Mangled names do not say whether a member function is static, so this is a heuristic: a const
+    qualified function is certainly a member; otherwise a scope spelt like a class (`Shape::area`,
+    capitalised) is taken as a non-static member. A signature on the command line overrides it.
+    """
+    pl = param_list(demangled)
+    if pl is None:
+        return False
+    if pl[1].startswith("const"):
+        return True
+    name = base_name(demangled)
+    if name.startswith(("operator", "std::")) or "::" not in name:
+        return False
+    scope = name.rsplit("::", 1)[0].rsplit("::", 1)[-1]
+    return bool(scope[:1].isupper())
+
+
+def args_for(sym: Symbol, user_params: list[str] | None, max_len: int) -> list[ArgSpec]:
+    """Arguments from a user signature, else the demangled C++ signature, else arg0..arg5."""
+    if user_params is not None:
+        return sysv_args(user_params, max_len=max_len)
+    if sym.name != sym.raw:
+        pl = param_list(sym.name)
+        if pl is not None:
+            return sysv_args(split_params(pl[0]), this=guess_this(sym.name), max_len=max_len)
+    return default_args()
+
+
+RET_DEFAULT = ArgSpec("ret", ArgKind.S64, Reg("rax"))
+
+
+def specs_for(
+    symbols: list[Symbol],
+    args_of: dict[int, list[ArgSpec]],
+    *,
+    ret: bool,
+    name_of: dict[int, str] | None = None,
+) -> list[ProbeSpec]:
+    specs: list[ProbeSpec] = []
+    for n, sym in enumerate(symbols):
+        label = (name_of or {}).get(n) or base_name(sym.name)
+        pair = f"{sym.module}:{sym.offset}"
+        specs.append(
+            ProbeSpec(
+                name=label,
+                module=sym.module,
+                offset=sym.offset,
+                kind=ProbeKind.ENTRY,
+                args=tuple(args_of[n]),
+                pair=pair,
+                address=sym.address,
+            )
+        )
+        if ret:
+            specs.append(
+                ProbeSpec(
+                    name=label,
+                    module=sym.module,
+                    offset=sym.offset,
+                    kind=ProbeKind.RETURN,
+                    ret=RET_DEFAULT,
+                    latency=True,
+                    pair=pair,
+                    address=sym.address,
+                )
+            )
+    return specs
+
+
+class NativeRuntime:
+    name: ClassVar[str] = "native"
+
+    def target(self, request: TraceRequest) -> Target:
+        if request.pid is not None:
+            return process_target(request.pid)
+        if request.binary:
+            return file_target(request.binary)
+        if request.command:
+            return file_target(command_path(request.command[0]))
+        raise UsageError("give a BINARY, --pid PID, or -- COMMAND")
+
+    def resolve(
+        self, modules: list[ModuleSymbols], expr: str, request: TraceRequest
+    ) -> tuple[list[Symbol], list[str] | None]:
+        """Symbols for one probe expression, and the user's signature if it carried one."""
+        found = find_functions(modules, expr)
+        if found:
+            return found, None
+        name, params = parse_user_probe(expr)
+        if params is not None and name != expr:
+            found = find_functions(modules, name)
+            if found:
+                return found, params
+        return [], None
+
+    def plan(self, request: TraceRequest, target: Target) -> Plan:
+        modules = load_modules(target)
+        plan = Plan()
+        symbols: list[Symbol] = []
+        args_of: dict[int, list[ArgSpec]] = {}
+        for expr in request.probes:
+            found, params = self.resolve(modules, expr, request)
+            if not found:
+                raise not_found(modules, expr, os.path.basename(target.modules[0].display))
+            for sym in found:
+                args_of[len(symbols)] = args_for(sym, params, request.max_len)
+                symbols.append(sym)
+        if len(symbols) > MAX_PROBES:
+            raise UsageError(f"{len(symbols)} functions match; narrow the pattern (at most {MAX_PROBES})")
+        plan.specs = specs_for(symbols, args_of, ret=request.ret)
+        return plan

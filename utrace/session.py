@@ -1,0 +1,223 @@
+"""The one composer of the tracing pipeline:
+request -> target -> plan -> BPF program -> attach -> poll -> decode -> reporter -> detach.
+
+Stops on Ctrl-C, SIGTERM, --duration, --max-events, or when the traced process exits, and always
+detaches (the Tracer context manager closes every perf event, which removes the uprobes).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
+
+from utrace.errors import TargetError, UsageError
+from utrace.model import Event, ProbeSpec, Target
+from utrace.probes.codegen import BpfProgram, Options, render
+from utrace.runtimes.base import Plan, TraceRequest
+from utrace.runtimes.registry import get_runtime
+from utrace.target import is_alive
+
+INIT_PID_NS_INODE = 0xEFFFFFFC
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    duration: float | None = None
+    max_events: int | None = None
+    ring_pages: int = 4096
+    dump_bpf: bool = False
+
+
+@dataclass(slots=True)
+class Summary:
+    events: int = 0
+    lost: int = 0
+    per_probe: Counter[str] = field(default_factory=Counter)
+    duration_s: float = 0.0
+    stopped_by: str = ""
+    exit_code: int | None = None
+    attached: int = 0
+
+
+class Reporter(Protocol):
+    def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None: ...
+    def event(self, ev: Event) -> None: ...
+    def flush(self) -> None: ...
+    def lost(self, total: int) -> None: ...
+    def finished(self, summary: Summary) -> None: ...
+
+
+def pid_namespace() -> tuple[int, int] | None:
+    """(dev, inode) of utrace's PID namespace, or None when it is the initial one."""
+    try:
+        st = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    if st.st_ino == INIT_PID_NS_INODE:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def plan_request(request: TraceRequest) -> tuple[Target, Plan]:
+    """Resolve the target and plan the probes, without touching the kernel."""
+    runtime = get_runtime(request.runtime)
+    target = runtime.target(request)
+    plan = runtime.plan(request, target)
+    if not plan.specs:
+        raise UsageError("nothing to trace")
+    return target, plan
+
+
+def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProgram:
+    return render(plan.specs, Options(pid=pid, pid_ns=pid_namespace(), ring_pages=options.ring_pages))
+
+
+def build(request: TraceRequest, options: SessionOptions) -> tuple[Target, Plan, BpfProgram]:
+    """Everything up to the generated program (what `--dump-bpf` shows)."""
+    target, plan = plan_request(request)
+    return target, plan, program_for(plan, request.pid, options)
+
+
+class _Held:
+    """A launched command held before exec until the probes are armed."""
+
+    def __init__(self, argv: tuple[str, ...]) -> None:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            try:
+                os.read(r, 1)  # wait for "go"; EOF (utrace died) also releases, harmlessly
+                os.close(r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.execvp(argv[0], list(argv))
+            except OSError as e:
+                os.write(2, f"utrace: error: cannot run {argv[0]}: {e.strerror}\n".encode())
+            os._exit(127)
+        os.close(r)
+        self.pid = pid
+        self._w = w
+        self.status: int | None = None
+
+    def release(self) -> None:
+        os.write(self._w, b"g")
+        os.close(self._w)
+
+    def poll(self) -> int | None:
+        if self.status is None:
+            pid, st = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(st)
+        return self.status
+
+    def kill(self) -> None:
+        if self.status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> Summary:
+    """Trace until a stop condition; return the summary. Detaches on every path out."""
+    from utrace.backend import Tracer
+    from utrace.probes.decode import Decoder
+
+    target, plan = plan_request(request)
+    summary = Summary()
+    stop: list[str] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.append("SIGINT" if signum == signal.SIGINT else "SIGTERM")
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    held: _Held | None = None
+    started = time.monotonic()
+    try:
+        if request.command:
+            # Held before exec: its pid goes into the program's filter, the probes are armed on the
+            # files by path, and only then does it run its first instruction.
+            held = _Held(request.command)
+        watch_pid = held.pid if held else request.pid
+        program = program_for(plan, watch_pid, options)
+        with Tracer(program) as tracer:
+            tracer.load()
+            tracer.attach(watch_pid)
+            summary.attached = tracer.attached
+            decoder = Decoder(program)
+            limit = options.max_events
+            specs: list[ProbeSpec] = program.specs
+
+            def on_record(data: bytes) -> None:
+                if limit is not None and summary.events >= limit:
+                    return
+                ev = decoder.decode(data)
+                summary.events += 1
+                summary.per_probe[ev.probe] += 1
+                reporter.event(ev)
+
+            tracer.open_ring(on_record)
+            reporter.started(target, plan, tracer.attached, held.pid if held else None)
+            if held:
+                held.release()
+            started = time.monotonic()
+            last_lost = 0
+            deadline = started + options.duration if options.duration else None
+            while not stop:
+                tracer.poll(100)
+                reporter.flush()
+                lost = tracer.lost()
+                if lost != last_lost:
+                    last_lost = lost
+                    reporter.lost(lost)
+                if limit is not None and summary.events >= limit:
+                    stop.append("max-events")
+                elif deadline is not None and time.monotonic() >= deadline:
+                    stop.append("duration")
+                elif (held is not None and held.poll() is not None) or (
+                    watch_pid is not None and held is None and not is_alive(watch_pid)
+                ):
+                    stop.append("target exited")
+            tracer.drain()
+            reporter.flush()
+            summary.lost = tracer.lost()
+            del specs
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        if held is not None and held.poll() is None:
+            if stop and stop[0] in ("SIGINT", "SIGTERM", "duration", "max-events"):
+                # the launched program is ours: let it finish on the same signal a shell would send
+                try:
+                    os.kill(held.pid, signal.SIGTERM if stop[0] != "SIGINT" else signal.SIGINT)
+                    for _ in range(50):
+                        if held.poll() is not None:
+                            break
+                        time.sleep(0.02)
+                finally:
+                    held.kill()
+            else:
+                held.kill()
+    summary.duration_s = time.monotonic() - started
+    summary.stopped_by = stop[0] if stop else "error"
+    if held is not None:
+        summary.exit_code = held.status
+    reporter.finished(summary)
+    return summary
+
+
+def check_target_alive(target: Target) -> None:
+    if target.pid is not None and not is_alive(target.pid):
+        raise TargetError(f"pid {target.pid} exited")
+
+
+__all__ = ["SessionOptions", "Summary", "build", "run", "sys"]
