@@ -52,6 +52,8 @@ fi
 
 # 4. Fixture toolchains and builds ---------------------------------------------------------------
 if [ "$want_fixtures" = 1 ]; then
+  # In CI a toolchain that cannot be had is a failure, not a silent skip.
+  [ -n "${CI:-}" ] && export UTRACE_FIXTURES_STRICT=1
   scripts/fetch-go.sh 1.15 >/dev/null
   scripts/build-fixtures.sh fixtures/build
 fi

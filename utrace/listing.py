@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from utrace.elf.demangle import display_name
 from utrace.elf.index import symbols_for
 from utrace.elf.symbols import SymbolTable
 from utrace.elf.usdt import usdt_probes_for
@@ -35,7 +36,7 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
 
     Without "(" in the pattern, a demangled C++ name also matches with its parameter list ignored, so
     `node::TCPWrap::Listen` finds `node::TCPWrap::Listen(v8::FunctionCallbackInfo<v8::Value> const&)`
-    and `demo::Shape::area` finds every overload.
+    and `demo::Shape::area` finds every overload; a template's leading return type may be left out.
     """
     if pattern is None or pattern in ("*", ""):
         return None
@@ -45,7 +46,16 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
     if "(" not in pattern:
         body += r"(?:\(.*)?"
     rx = re.compile(body + r"\Z")
-    return lambda s: rx.match(s) is not None
+
+    def matches(s: str) -> bool:
+        if rx.match(s):
+            return True
+        # Demangled function templates carry their return type first ("int demo::twice<int>(int)"):
+        # a pattern may leave it out. Only names with a space before their parameters can have one.
+        paren = s.find("(")
+        return paren > 0 and " " in s[:paren] and rx.match(display_name(s)) is not None
+
+    return matches
 
 
 def match_functions(table: SymbolTable, pattern: str | None) -> list[int]:

@@ -162,7 +162,7 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                     return
                 ev = decoder.decode(data)
                 summary.events += 1
-                summary.per_probe[ev.probe] += 1
+                summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
                 reporter.event(ev)
 
             tracer.open_ring(on_record)

@@ -168,7 +168,9 @@ def native_cmd(args: tuple[str, ...], **opts: Any) -> None:
       utrace native demo_greet -- ./prog world
       utrace native ./prog 'my_func(const char *name, int n)'   # your own signature
     """
-    if opts["pid"] is None and not _LAUNCH:
+    # BINARY comes first; with --pid or a command it may be left out (an existing path is still BINARY)
+    first_is_file = os.sep in args[0] and os.path.exists(args[0])
+    if (opts["pid"] is None and not _LAUNCH) or first_is_file:
         binary, probes = args[0], args[1:]
     else:
         binary, probes = None, args

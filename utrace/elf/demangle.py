@@ -93,3 +93,33 @@ def _parallel(unique: list[str]) -> dict[str, str]:
     result = dict(zip(first, mine, strict=True))
     result.update(zip(second, theirs, strict=True))
     return result
+
+
+def base_name(demangled: str) -> str:
+    """`ns::f(int) const` -> `ns::f`: a demangled name without its parameter list."""
+    depth = 0
+    for i, ch in enumerate(demangled):
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif ch == "(" and depth == 0 and i > 0:
+            return demangled[:i]
+    return demangled
+
+
+def display_name(demangled: str) -> str:
+    """A C++ name as people write it: parameters kept (they tell overloads apart), a template's
+    leading return type dropped: "long demo::twice<long>(long)" -> "demo::twice<long>(long)"."""
+    depth = 0
+    cut = -1
+    for i, ch in enumerate(demangled):
+        if ch == "(" and depth == 0 and i > 0:
+            break
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            depth -= 1
+        elif ch == " " and depth == 0 and not demangled[:i].endswith("operator"):
+            cut = i
+    return demangled[cut + 1 :] if cut >= 0 else demangled

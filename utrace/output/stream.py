@@ -16,7 +16,7 @@ import sys
 from typing import TextIO
 
 from utrace.model import Event, Target
-from utrace.probes.decode import StringValue
+from utrace.probes.decode import Pointer, StringValue
 from utrace.runtimes.base import Plan
 from utrace.session import Summary
 
@@ -34,7 +34,7 @@ def _fmt_value(v: object) -> str:
 
 
 def _fmt_ptr(name: str, v: object) -> str:
-    return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) and v > 0xFFFFFF else _fmt_value(v)
+    return f"{int(v):#x}" if isinstance(v, Pointer) else _fmt_value(v)
 
 
 def format_latency(ns: int) -> str:
@@ -43,6 +43,15 @@ def format_latency(ns: int) -> str:
     if ns < 10_000_000:
         return f"{ns / 1000:.0f}µs"
     return f"{ns / 1e6:.1f}ms"
+
+
+def announce(err: TextIO, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
+    """Notes about choices made, then one line once the probes are armed (on stderr)."""
+    for note in plan.notes:
+        err.write(f"utrace: {note}\n")
+    who = f"pid {target.pid}" if target.pid else (f"launched pid {launched}" if launched else "all processes")
+    err.write(f"utrace: {attached} probe(s) attached to {target.modules[0].display} ({who}); Ctrl-C to stop\n")
+    err.flush()
 
 
 class TextReporter:
@@ -59,11 +68,7 @@ class TextReporter:
         return f"\x1b[{code}m{s}\x1b[0m" if self.color else s
 
     def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
-        for note in plan.notes:
-            self.err.write(f"utrace: {note}\n")
-        who = f"pid {target.pid}" if target.pid else (f"launched pid {launched}" if launched else "all processes")
-        self.err.write(f"utrace: {attached} probe(s) attached to {target.modules[0].display} ({who}); Ctrl-C to stop\n")
-        self.err.flush()
+        announce(self.err, target, plan, attached, launched)
 
     def event(self, ev: Event) -> None:
         if self.t0 is None:
@@ -112,6 +117,8 @@ class TextReporter:
 def _json_value(v: object) -> object:
     if isinstance(v, StringValue):
         return str(v)
+    if isinstance(v, Pointer):
+        return int(v)
     return v
 
 
@@ -125,9 +132,7 @@ class JsonReporter:
         self._dumps = json.JSONEncoder(ensure_ascii=False).encode
 
     def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
-        for note in plan.notes:
-            self.err.write(f"utrace: {note}\n")
-        self.err.flush()
+        announce(self.err, target, plan, attached, launched)
 
     def event(self, ev: Event) -> None:
         obj: dict[str, object] = {

@@ -23,6 +23,13 @@ _WIDTH = {
 _KIND_NAME = {ProbeKind.ENTRY: "call", ProbeKind.RETURN: "return", ProbeKind.USDT: "event"}
 
 
+class Pointer(int):
+    """An address: shown in hex by people-facing output, an integer in JSON."""
+
+    def __repr__(self) -> str:
+        return f"{int(self):#x}"
+
+
 class StringValue(str):
     """A captured string; `truncated` says more bytes existed than were captured."""
 
@@ -60,7 +67,7 @@ def _value(arg: ArgSpec, items: list[object], pos: int) -> tuple[object, int]:
     if k is ArgKind.BOOL:
         return bool(raw & 0xFF), pos + 1
     if k is ArgKind.PTR:
-        return raw, pos + 1
+        return Pointer(raw), pos + 1
     v = integer(raw, k)
     if arg.labels:
         for value, label in arg.labels:
@@ -109,4 +116,4 @@ class Decoder:
         )
 
 
-__all__ = ["HEADER_SIZE", "Decoder", "StringValue", "integer"]
+__all__ = ["HEADER_SIZE", "Decoder", "Pointer", "StringValue", "integer"]

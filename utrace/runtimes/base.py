@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from utrace.elf.demangle import base_name, display_name
 from utrace.elf.index import symbols_for
 from utrace.elf.symbols import SymbolTable
 from utrace.errors import ElfError, NotFoundError
@@ -87,19 +88,6 @@ def find_functions(modules: Sequence[ModuleSymbols], pattern: str) -> list[Symbo
     return found
 
 
-def base_name(demangled: str) -> str:
-    """`ns::f(int) const` -> `ns::f`: a demangled name without its parameter list."""
-    depth = 0
-    for i, ch in enumerate(demangled):
-        if ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth -= 1
-        elif ch == "(" and depth == 0 and i > 0:
-            return demangled[:i]
-    return demangled
-
-
 def suggestions(modules: Sequence[ModuleSymbols], name: str, limit: int = 5) -> list[str]:
     """Existing names closest to a name that matched nothing (difflib over raw and base names)."""
     pool: set[str] = set()
@@ -121,3 +109,17 @@ def suggestions(modules: Sequence[ModuleSymbols], name: str, limit: int = 5) -> 
 
 def not_found(modules: Sequence[ModuleSymbols], name: str, where: str) -> NotFoundError:
     return NotFoundError(f"no function matches {name!r} in {where}", suggestions(modules, name))
+
+
+__all__ = [
+    "ModuleSymbols",
+    "Plan",
+    "Runtime",
+    "TraceRequest",
+    "base_name",
+    "display_name",
+    "find_functions",
+    "load_modules",
+    "not_found",
+    "suggestions",
+]

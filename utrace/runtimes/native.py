@@ -6,13 +6,14 @@ import os
 import shutil
 from typing import ClassVar
 
-from utrace.errors import TargetError, UsageError
+from utrace.errors import NotFoundError, TargetError, UsageError
 from utrace.model import ArgKind, ArgSpec, ProbeKind, ProbeSpec, Reg, Symbol, Target
 from utrace.runtimes.base import (
     ModuleSymbols,
     Plan,
     TraceRequest,
     base_name,
+    display_name,
     find_functions,
     load_modules,
     not_found,
@@ -24,6 +25,7 @@ from utrace.runtimes.signature import (
     split_params,
     sysv_args,
 )
+from utrace.runtimes.usdt import find_usdt, probe_spec, usdt_args
 from utrace.target import file_target, process_target, resolve_path
 
 MAX_PROBES = 512
@@ -81,7 +83,7 @@ def specs_for(
 ) -> list[ProbeSpec]:
     specs: list[ProbeSpec] = []
     for n, sym in enumerate(symbols):
-        label = (name_of or {}).get(n) or base_name(sym.name)
+        label = (name_of or {}).get(n) or display_name(sym.name)
         pair = f"{sym.module}:{sym.offset}"
         specs.append(
             ProbeSpec(
@@ -141,7 +143,14 @@ class NativeRuntime:
         plan = Plan()
         symbols: list[Symbol] = []
         args_of: dict[int, list[ArgSpec]] = {}
+        usdt_specs: list[ProbeSpec] = []
         for expr in request.probes:
+            if ":" in expr.replace("::", "") and "(" not in expr:
+                sites = find_usdt(target.modules, expr)
+                if not sites:
+                    raise NotFoundError(f"no USDT probe matches {expr!r} in {target.modules[0].display}")
+                usdt_specs += [probe_spec(p, usdt_args(p)) for p in sites]
+                continue
             found, params = self.resolve(modules, expr, request)
             if not found:
                 raise not_found(modules, expr, os.path.basename(target.modules[0].display))
@@ -150,5 +159,5 @@ class NativeRuntime:
                 symbols.append(sym)
         if len(symbols) > MAX_PROBES:
             raise UsageError(f"{len(symbols)} functions match; narrow the pattern (at most {MAX_PROBES})")
-        plan.specs = specs_for(symbols, args_of, ret=request.ret)
+        plan.specs = specs_for(symbols, args_of, ret=request.ret) + usdt_specs
         return plan

@@ -91,8 +91,8 @@ def _split_type_and_name(param: str) -> tuple[str, str]:
     m = re.match(r"^(.*?[\s*&])([A-Za-z_]\w*)$", param.strip())
     if (
         m
-        and _normalise(m.group(1)) not in ("", "unsigned", "signed", "long", "short")
-        and (m.group(2) not in _INTS and m.group(2) not in ("char", "int", "long", "short", "double", "float"))
+        and _normalise(m.group(1))
+        and (m.group(2) not in _INTS and m.group(2) not in ("char", "int", "long", "short", "double", "float", "const"))
     ):
         return m.group(1).strip(), m.group(2)
     return param.strip(), ""

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make demo`: utrace on the bundled demo programs. Run by `make demo` after set-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+U=".venv/bin/utrace"
+B=fixtures/build
+step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "$2"; }
+
+step "Can this machine trace?" "utrace doctor"
+$U doctor
+
+step "Functions and USDT probes of a C program (one is semaphore-gated)" "utrace list $B/c/sdt_demo 'demo_*'; utrace list $B/c/sdt_demo --usdt"
+$U list $B/c/sdt_demo 'demo_*'
+$U list $B/c/sdt_demo --usdt
+
+step "C++ overloads and templates, demangled" "utrace list $B/cpp/overloads 'demo::*'"
+$U list $B/cpp/overloads 'demo::*'
+
+step "HotSpot's USDT probes in libjvm.so" "utrace list /usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so 'hotspot:class__*'"
+$U list /usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so 'hotspot:class__*' || true
+
+step "Live: a Node HTTP server, from its first instruction" \
+     "utrace node uv_tcp_listen 'node::TCPWrap::Listen' uv_accept --ret -- node fixtures/node/server.js --requests 3"
+port=$((20000 + RANDOM % 20000))
+(
+  # three requests once the server listens; the server exits after answering them
+  for _ in $(seq 50); do
+    .venv/bin/python - "$port" <<'PY' && break
+import sys, urllib.request
+port = sys.argv[1]
+for i in range(1, 4):
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/demo/{i}", timeout=5).read()
+PY
+    sleep 0.2
+  done
+) 2>/dev/null &
+$U node uv_tcp_listen 'node::TCPWrap::Listen' uv_accept --ret --duration 30 -- node fixtures/node/server.js --port "$port" --requests 3
+wait
+
+step "Live: arguments by signature, USDT probes, returns with latency" \
+     "utrace native $B/c/sdt_demo 'demo_greet(const char *name, long n)' demo_add 'utrace_demo:*' --ret -- $B/c/sdt_demo 3"
+$U native $B/c/sdt_demo 'demo_greet(const char *name, long n)' 'demo_add(int a, int b)' 'utrace_demo:*' --ret -- $B/c/sdt_demo 3
