@@ -62,8 +62,9 @@ def run_bpftrace(calls: int, out: Path) -> tuple[float, int, int]:
             ["bpftrace", "-e", prog, "-c", f"{HOT} {calls}"], stdout=f, stderr=subprocess.DEVNULL, check=True
         )
         wall = time.perf_counter() - t
-    delivered = sum(1 for line in open(out) if line[:1].isdigit() or line[:1] == "-")
-    return wall, delivered - 0, calls - (delivered - 0)
+    with open(out) as fh:
+        delivered = sum(1 for line in fh if line[:1].isdigit() or line[:1] == "-")
+    return wall, delivered, calls - delivered
 
 
 def run_utrace(calls: int, out: Path) -> tuple[float, int, int]:
@@ -78,7 +79,7 @@ def run_utrace(calls: int, out: Path) -> tuple[float, int, int]:
     wall = time.perf_counter() - t
     import json
 
-    last = open(out).read().rstrip().rsplit("\n", 1)[-1]
+    last = out.read_text().rstrip().rsplit("\n", 1)[-1]
     summary = json.loads(last)
     return wall, int(summary["events"]), int(summary["lost"])
 

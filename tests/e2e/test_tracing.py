@@ -120,7 +120,7 @@ def test_native_c_arguments_and_usdt_exact(fixtures_built: Path) -> None:
     ticks = [e for e in evs if e["probe"] == "utrace_demo:tick"]
     gated = [e for e in evs if e["probe"] == "utrace_demo:gated"]
     for row, add, ret, greet, tick in zip(printed, adds, rets, greets, ticks, strict=True):
-        i, a, b, s, name, n, ti, tmsg, tval = row
+        _i, a, b, s, name, n, ti, _tmsg, tval = row
         assert add["args"] == {"a": int(a), "b": int(b)}
         assert ret["ret"] == int(s) and isinstance(ret["latency_ns"], int) and ret["latency_ns"] > 0
         assert greet["args"] == {"name": name, "n": int(n)}
@@ -141,7 +141,7 @@ def test_lost_events_are_counted(fixtures_built: Path) -> None:
     n = 50000
     p = run_utrace("native", hot, "hot", "--json", "--buffer-mb", "0.004", "--", hot, str(n), timeout=300)
     assert p.returncode == 0, p.stderr
-    evs, summary = events(p.stdout)
+    _evs, summary = events(p.stdout)
     assert summary["lost"] > 0, "a one-page ring buffer must overflow"
     assert summary["events"] + summary["lost"] == n, "every call is either delivered or counted as lost"
     assert "lost" in p.stderr
