@@ -10,7 +10,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Debian packages ---------------------------------------------------------------------------
 pkgs=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 golang-go default-jdk-headless
-      systemtap-sdt-dev bpftrace python3-venv gcc g++ make binutils)
+      systemtap-sdt-dev bpftrace python3-venv gcc g++ make binutils
+      libc-ares2 libbrotli1 libicu72 libnghttp2-14 libuv1)  # the last ones: Debian's node 18 fixture
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -55,6 +56,7 @@ if [ "$want_fixtures" = 1 ]; then
   # In CI a toolchain that cannot be had is a failure, not a silent skip.
   [ -n "${CI:-}" ] && export UTRACE_FIXTURES_STRICT=1
   scripts/fetch-go.sh 1.15 >/dev/null
+  scripts/fetch-debian-node.sh >/dev/null
   scripts/build-fixtures.sh fixtures/build
 fi
 say "ready"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Background, load_base, read_text_byte, run_utrace, uprobe_events
+from tests.e2e.conftest import ROOT, Background, load_base, read_text_byte, run_utrace, uprobe_events, utrace_cmd
 
 pytestmark = pytest.mark.usefixtures("root_bpf")
 SERVER = str(ROOT / "fixtures" / "node" / "server.js")
@@ -180,3 +180,34 @@ def test_detaches_and_leaves_the_program_running(fixtures_built: Path, how: str)
         if prog.poll() is None:
             prog.kill()
         prog.wait()
+
+
+def test_node_debian_layout_libnode_and_system_libuv() -> None:
+    """Debian's own node 18: code in libnode.so.108 and the system libuv.so.1 (1.44, stripped of
+    `uv__tcp_listen`), so `uv_tcp_listen` must fall back to `uv_listen` restricted to TCP handles."""
+    fetch = subprocess.run([str(ROOT / "scripts" / "fetch-debian-node.sh")], capture_output=True, text=True)
+    from tests.e2e.conftest import need
+
+    need(fetch.returncode == 0, f"Debian's nodejs 18 could not be fetched: {fetch.stderr[-300:]}")
+    root = fetch.stdout.strip().splitlines()[-1]
+    node = f"{root}/usr/bin/node"
+    libdir = f"{root}/usr/lib/x86_64-linux-gnu"
+    script = "require('net').createServer().listen(0, () => process.exit(0))"
+    inner = (
+        f"mkdir -p /usr/share/nodejs; mount --bind {root}/usr/share/nodejs /usr/share/nodejs && "
+        f'exec {node} -e "{script}"'
+    )
+    env_cmd = ["env", f"LD_LIBRARY_PATH={libdir}"]
+    p = subprocess.run(
+        [*env_cmd, *utrace_cmd("node", "--binary", node, "uv_tcp_listen", "node::TCPWrap::Listen", "--json",
+                                 "--", "unshare", "-m", "sh", "-c", inner)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    evs, summary = events(p.stdout)
+    assert "tracing uv_listen (restricted to TCP handles)" in p.stderr
+    listen = [e for e in evs if e["probe"] == "uv_listen"]
+    assert len(listen) == 1 and listen[0]["args"]["backlog"] == 511  # type: ignore[index]
+    assert listen[0]["args"]["type"] == "tcp"  # type: ignore[index]
+    assert any(str(e["probe"]).startswith("node::TCPWrap::Listen(") for e in evs)
+    assert summary["exit_code"] == 0
