@@ -163,6 +163,14 @@ class Tracer:
         pmu = kernel.uprobe_pmu_type()
         if pmu is None:
             raise EnvironmentProblem("the kernel has no uprobe PMU (needs CONFIG_UPROBE_EVENTS, Linux >= 4.17)")
+        gated = [s.name for s in self.program.specs if s.ref_ctr_offset]
+        if gated and not kernel.uprobe_ref_ctr_supported():
+            # Without kernel reference counting the probe would attach and never fire (the program
+            # skips a probe whose semaphore is zero); say so instead of tracing nothing.
+            raise EnvironmentProblem(
+                f"{gated[0]} is semaphore-gated and this kernel cannot count USDT semaphores "
+                "(uprobe ref_ctr_offset needs Linux >= 4.20)"
+            )
         for spec, prog in zip(self.program.specs, self._progs, strict=True):
             fd = open_uprobe(
                 pmu,

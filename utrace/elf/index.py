@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
+import zlib
 from array import array
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,7 @@ from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import SymbolTable, read_symbols
 from utrace.errors import ElfError
 
-_FORMAT = 2
+_FORMAT = 3  # 3: a CRC-32 of the marshal data precedes it
 
 
 def _key(path: str, build_id: str | None) -> str:
@@ -64,7 +65,7 @@ def symbols_for(path: str, *, use_cache: bool = True, on_cold: Callable[[str], N
         table = read_symbols(image, build_id)
     if use_cache:
         try:
-            write_atomic(file, marshal.dumps(_pack(table)))
+            write_atomic(file, _seal(marshal.dumps(_pack(table))))
         except OSError:
             pass  # a read-only or full cache only costs speed
     return table
@@ -86,12 +87,21 @@ def _pack(t: SymbolTable) -> tuple[Any, ...]:
     )
 
 
+def _seal(body: bytes) -> bytes:
+    return zlib.crc32(body).to_bytes(4, "little") + body
+
+
 def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTable | None:
     try:
         with open(file, "rb") as f:
-            # loads() checks lengths against the data; load() would allocate what a corrupt header
-            # claims (up to 2 GiB for one string) before finding the file short.
-            payload = marshal.loads(f.read())
+            data = f.read()
+        # marshal trusts the counts it reads: one flipped byte in a tuple or list header makes it
+        # allocate and fill gigabytes (a minute, or MemoryError) before it finds the data short. The
+        # checksum rejects a damaged file first; loads() (not load()) bounds string lengths too.
+        body = memoryview(data)[4:]
+        if len(data) < 4 or int.from_bytes(data[:4], "little") != zlib.crc32(body):
+            return None
+        payload = marshal.loads(body)
         fmt, names_blob, raws_blob, addr_bytes, size_bytes, bindings, clones_blob, segments = payload
         if fmt != _FORMAT:
             return None
