@@ -1,0 +1,187 @@
+"""symbols_for: the marshal cache under $XDG_CACHE_HOME/utrace, keyed by build-id."""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.unit.elfgen import Sym, build_elf
+from utrace.elf import index
+from utrace.errors import ElfError
+
+SYMS = [Sym("main", 0x10), Sym("_ZN3foo3barEv", 0x20), Sym("f.cold", 0x30)]
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    home = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home / "utrace"
+
+
+def _columns(t):
+    return (t.names, t.raws, t.addresses, t.sizes, t.bindings, t.clones, t.segments)
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("read_symbols called although the cache holds the table")
+
+
+def test_second_call_is_served_from_cache(tmp_path, cache_home, monkeypatch):
+    path = build_elf(symtab=SYMS, build_id=b"\xab" * 20).write(tmp_path / "a.out")
+    cold: list[str] = []
+    first = index.symbols_for(path, on_cold=cold.append)
+    assert cold == [path]
+    files = os.listdir(cache_home)
+    assert files == [f"symbols-v{index._FORMAT}-buildid-{'ab' * 20}.marshal"]
+    monkeypatch.setattr(index, "read_symbols", _fail)
+    second = index.symbols_for(path, on_cold=cold.append)
+    assert cold == [path]  # no second cold read
+    assert _columns(second) == _columns(first)
+    assert second.build_id == "ab" * 20 and second.module == path
+    assert second.names[1] == "foo::bar()"
+    assert [second.raws[i] for i in second.entries()] == ["main", "_ZN3foo3barEv"]
+    assert second.symbol(0) == first.symbol(0)
+
+
+def test_cache_is_shared_by_build_id_and_module_is_the_callers_path(tmp_path, cache_home, monkeypatch):
+    built = build_elf(symtab=SYMS)
+    a = built.write(tmp_path / "a")
+    b = built.write(tmp_path / "b")
+    index.symbols_for(a)
+    monkeypatch.setattr(index, "read_symbols", _fail)
+    assert index.symbols_for(b).module == b
+
+
+def test_without_build_id_keyed_by_file(tmp_path, cache_home, monkeypatch):
+    path = build_elf(symtab=SYMS, build_id=None).write(tmp_path / "a.out")
+    table = index.symbols_for(path)
+    assert table.build_id is None
+    [name] = os.listdir(cache_home)
+    assert name.startswith(f"symbols-v{index._FORMAT}-file-")
+    # Rewriting the file (new mtime/size) must not serve the old table.
+    build_elf(symtab=[Sym("other", 0x10)], build_id=None, text_size=0x300).write(path)
+    assert index.symbols_for(path).raws == ["other"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage\xff" * 10, None])
+def test_corrupt_cache_file_is_ignored(tmp_path, cache_home, content):
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    good = index.symbols_for(path)
+    [file] = list(cache_home.iterdir())
+    file.write_bytes(content if content is not None else file.read_bytes()[:-7])  # None: truncate
+    table = index.symbols_for(path)
+    assert _columns(table) == _columns(good)
+    assert table.symbol(2).raw == "f.cold"
+
+
+def test_every_single_byte_corruption_is_ignored_quickly(tmp_path, cache_home):
+    """Without a checksum, one flipped byte in a list/tuple count makes marshal fill gigabytes."""
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    good = _columns(index.symbols_for(path))
+    [file] = list(cache_home.iterdir())
+    clean = file.read_bytes()
+    signal.signal(signal.SIGALRM, signal.default_int_handler)
+    signal.alarm(20)  # KeyboardInterrupt rather than a hung test run
+    try:
+        for pos in range(len(clean)):
+            for flip in (0x50, 0xFF):
+                file.write_bytes(clean[:pos] + bytes([clean[pos] ^ flip]) + clean[pos + 1 :])
+                start = time.monotonic()
+                assert _columns(index.symbols_for(path)) == good, (pos, flip)
+                assert time.monotonic() - start < 1.0, (pos, flip)  # about 1 ms when ignored
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+JUNK = [5, None, "x", [5], (1, 2), b"\x01"]
+
+
+def test_malformed_payload_is_ignored(tmp_path, cache_home):
+    """A well-formed marshal file whose fields have the wrong shape (any field, any junk)."""
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    good = index.symbols_for(path)
+    [file] = list(cache_home.iterdir())
+    payload = marshal.loads(file.read_bytes()[4:])  # after the CRC-32
+    assert isinstance(payload, tuple)
+    variants = [payload[:-1], (*payload, 0), ["not", "a", "tuple"], 7]
+    variants += [(*payload[:i], junk, *payload[i + 1 :]) for i in range(len(payload)) for junk in JUNK]
+    for variant in variants:
+        file.write_bytes(index._seal(marshal.dumps(variant)))  # a valid checksum: reaches the checks
+        table = index.symbols_for(path)
+        assert _columns(table) == _columns(good), variant
+
+
+def test_non_utf8_names_round_trip_through_the_cache(tmp_path, cache_home, monkeypatch):
+    path = build_elf(symtab=[Sym("bad\udcffname", 0x10), Sym("_Zx\udcfe", 0x20)]).write(tmp_path / "a")
+    first = index.symbols_for(path)
+    monkeypatch.setattr(index, "read_symbols", _fail)
+    assert _columns(index.symbols_for(path)) == _columns(first)
+    assert first.raws == ["bad\udcffname", "_Zx\udcfe"]
+
+
+def test_use_cache_false_neither_reads_nor_writes(tmp_path, cache_home, monkeypatch):
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    index.symbols_for(path, use_cache=False)
+    assert not cache_home.exists()
+    index.symbols_for(path)
+    calls = []
+    real = index.read_symbols
+    monkeypatch.setattr(index, "read_symbols", lambda *a: calls.append(1) or real(*a))
+    index.symbols_for(path, use_cache=False)
+    assert calls == [1]
+
+
+def test_unwritable_cache_only_costs_speed(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # cache dir cannot be created under a file
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    assert index.symbols_for(path).raws == ["main", "_ZN3foo3barEv", "f.cold"]
+
+
+def test_default_cache_dir_is_under_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    index.symbols_for(path)
+    assert len(list((tmp_path / "home" / ".cache" / "utrace").iterdir())) == 1
+
+
+@pytest.mark.parametrize("make", ["missing", "directory", "not_elf"])
+def test_bad_paths_raise_elf_error(tmp_path, cache_home, make):
+    path = tmp_path / "x"
+    if make == "directory":
+        path.mkdir()
+    elif make == "not_elf":
+        path.write_bytes(b"hello world" * 10)
+    with pytest.raises(ElfError):
+        index.symbols_for(str(path))
+
+
+def test_corrupt_length_does_not_allocate_gigabytes(tmp_path):
+    """A string header claiming 2 GiB, read under a 1 GiB address-space limit: ignored, no MemoryError."""
+    script = r"""
+import os, resource, struct, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from utrace.elf import index
+good = index.symbols_for(sys.argv[1])
+[file] = list((Path(os.environ["XDG_CACHE_HOME"]) / "utrace").iterdir())
+file.write_bytes(index._seal(b"u" + struct.pack("<i", 0x7FFFFFF0) + b"abc"))
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+assert index.symbols_for(sys.argv[1]).raws == good.raws
+"""
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", script, path, root], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
