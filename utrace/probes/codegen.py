@@ -71,6 +71,10 @@ class BpfProgram:
 def _int(n: int) -> str:
     if not isinstance(n, int) or isinstance(n, bool):
         raise CodegenError(f"not an integer: {n!r}")
+    if not -(1 << 63) <= n < (1 << 64):
+        raise CodegenError(f"integer out of 64-bit range: {n}")
+    if n == -(1 << 63):  # the literal 9223372036854775808 alone does not fit in long long
+        return "(-9223372036854775807LL - 1)"
     return f"{n}LL" if n < 0 else f"{n}ULL"
 
 

@@ -110,9 +110,11 @@ def libuv_args(name: str, max_len: int) -> list[ArgSpec] | None:
         ctype = p.rsplit(" ", 1)[0]
         if re.match(r"uv_(stream|tcp|pipe|udp|timer|process|handle)_t\*", ctype) and isinstance(spec.loc, Reg):
             out.append(ArgSpec(spec.name, ArgKind.PTR, spec.loc))
+            # the first handle's type is "type"; a second handle (uv_accept's client) gets its own name
+            type_name = "type" if not any(a.name == "type" for a in out) else f"{spec.name}_type"
             out.append(
                 ArgSpec(
-                    "type",
+                    type_name,
                     ArgKind.S32,
                     Deref(spec.loc, HANDLE_TYPE_OFFSET, 4),
                     labels=HANDLE_TYPES,

@@ -88,6 +88,9 @@ def _normalise(t: str) -> str:
 
 def _split_type_and_name(param: str) -> tuple[str, str]:
     """`const char *name` -> ("const char *", "name"); a bare type keeps an empty name."""
+    arr = re.match(r"^(.*?[\s*&])([A-Za-z_]\w*)\s*((?:\[[^\]]*\])+)$", param.strip())
+    if arr:  # `char buf[16]`: the name sits before the brackets
+        return arr.group(1).strip() + arr.group(3), arr.group(2)
     m = re.match(r"^(.*?[\s*&])([A-Za-z_]\w*)$", param.strip())
     if (
         m
@@ -101,6 +104,9 @@ def _split_type_and_name(param: str) -> tuple[str, str]:
 def kind_of(ctype: str) -> tuple[ArgKind, str]:
     """ArgKind for a C/C++ type, and a note when it cannot be read."""
     t = _normalise(ctype)
+    if t.endswith("]"):  # an array parameter is a pointer
+        base = t[: t.index("[")].strip()
+        return (ArgKind.CSTR if base in _CHAR_TYPES else ArgKind.PTR), ""
     if t.endswith("&&") or t.endswith("&"):
         return ArgKind.PTR, ""
     if t.endswith("*"):

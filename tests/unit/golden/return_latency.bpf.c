@@ -1,0 +1,149 @@
+#include <uapi/linux/ptrace.h>
+
+struct header {
+    u32 probe;
+    u32 pid;
+    u32 tid;
+    u32 cpu;
+    u64 ts;
+    u64 latency;
+    char comm[16];
+} __attribute__((packed));
+
+struct start_key {
+    u32 tid;
+    u32 pair;
+    u64 sp;
+};
+
+BPF_RINGBUF_OUTPUT(events, 4096);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
+
+static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
+    u64 id = bpf_get_current_pid_tgid();
+    *pid = id >> 32;
+    *tid = (u32)id;
+    return 0;
+}
+
+struct event_0 {
+    struct header h;
+    u64 f0;
+} __attribute__((packed));
+int probe_0(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    u64 now = bpf_ktime_get_ns();
+    struct event_0 *e = events.ringbuf_reserve(sizeof(struct event_0));
+    if (!e) {
+        u32 zero = 0;
+        u64 *n = lost.lookup(&zero);
+        if (n) *n += 1;
+        return 0;
+    }
+    e->h.probe = 0;
+    e->h.pid = pid;
+    e->h.tid = tid;
+    e->h.cpu = bpf_get_smp_processor_id();
+    e->h.ts = now;
+    e->h.latency = 0;
+    bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));
+    u64 t1 = ctx->di;
+    e->f0 = t1;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+struct event_1 {
+    struct header h;
+    u64 f0;
+    u64 f1;
+} __attribute__((packed));
+int probe_1(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    u64 now = bpf_ktime_get_ns();
+    struct start_key sk = { .tid = tid, .pair = 1, .sp = ctx->sp };
+    starts.update(&sk, &now);
+    struct event_1 *e = events.ringbuf_reserve(sizeof(struct event_1));
+    if (!e) {
+        u32 zero = 0;
+        u64 *n = lost.lookup(&zero);
+        if (n) *n += 1;
+        return 0;
+    }
+    e->h.probe = 1;
+    e->h.pid = pid;
+    e->h.tid = tid;
+    e->h.cpu = bpf_get_smp_processor_id();
+    e->h.ts = now;
+    e->h.latency = 0;
+    bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));
+    u64 t1 = ctx->di;
+    e->f0 = t1;
+    u64 t2 = ctx->si;
+    e->f1 = t2;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+struct event_2 {
+    struct header h;
+    u64 f0;
+} __attribute__((packed));
+int probe_2(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    u64 now = bpf_ktime_get_ns();
+    struct start_key sk = { .tid = tid, .pair = 1, .sp = ctx->sp - 8 };
+    u64 *start = starts.lookup(&sk);
+    u64 latency = 0;
+    if (start) { latency = now - *start; starts.delete(&sk); }
+    struct event_2 *e = events.ringbuf_reserve(sizeof(struct event_2));
+    if (!e) {
+        u32 zero = 0;
+        u64 *n = lost.lookup(&zero);
+        if (n) *n += 1;
+        return 0;
+    }
+    e->h.probe = 2;
+    e->h.pid = pid;
+    e->h.tid = tid;
+    e->h.cpu = bpf_get_smp_processor_id();
+    e->h.ts = now;
+    e->h.latency = latency;
+    bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));
+    u64 t1 = ctx->ax;
+    e->f0 = t1;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+struct event_3 {
+    struct header h;
+    u64 f0;
+} __attribute__((packed));
+int probe_3(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    u64 now = bpf_ktime_get_ns();
+    struct event_3 *e = events.ringbuf_reserve(sizeof(struct event_3));
+    if (!e) {
+        u32 zero = 0;
+        u64 *n = lost.lookup(&zero);
+        if (n) *n += 1;
+        return 0;
+    }
+    e->h.probe = 3;
+    e->h.pid = pid;
+    e->h.tid = tid;
+    e->h.cpu = bpf_get_smp_processor_id();
+    e->h.ts = now;
+    e->h.latency = 0;
+    bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));
+    u64 t1 = ctx->ax;
+    e->f0 = t1;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}

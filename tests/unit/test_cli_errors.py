@@ -1,0 +1,149 @@
+"""The CLI's failure contract, run as a real subprocess: documented exit code (2 usage, 3 target),
+exactly one `utrace: error:` line on stderr, and never a traceback. No root needed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.unit.elfgen import Sym, build_elf
+
+REPO = Path(__file__).resolve().parents[2]
+TRUE = shutil.which("true") or "/bin/true"
+NO_PID = 4194305  # above the largest possible pid_max (2**22)
+USAGE, TARGET = 2, 3
+
+
+def run(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "UTRACE_DEBUG"}
+    env["XDG_CACHE_HOME"] = str(cache)  # a warm cache must not change the outcome
+    return subprocess.run(
+        [sys.executable, "-m", "utrace", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("targets")
+    passwd = d / "passwd"
+    passwd.write_bytes(Path("/etc/passwd").read_bytes())
+    elf = Path(TRUE).read_bytes()
+    truncated = d / "truncated"
+    truncated.write_bytes(elf[:200])
+    corrupt = bytearray(elf)
+    struct.pack_into("<Q", corrupt, 0x28, 0x7FFF_FFFF_0000)  # e_shoff far past the end of the file
+    (d / "corrupt").write_bytes(bytes(corrupt))
+    demo = build_elf(
+        symtab=[Sym("demo_greet", 0x10), Sym("demo_add", 0x20), Sym("_ZN4demo5greetEPKci", 0x30)],
+        build_id=bytes(range(0x60, 0x74)),
+    ).write(d / "demo")
+    return {
+        "dir": str(d),
+        "missing": str(d / "no-such-file"),
+        "passwd": str(passwd),
+        "truncated": str(truncated),
+        "corrupt": str(d / "corrupt"),
+        "demo": demo,
+    }
+
+
+def assert_one_error(r: subprocess.CompletedProcess[str], code: int, contains: str) -> str:
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("utrace: error: "), r.stderr
+    assert contains in lines[0], lines[0]
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "internal error" not in lines[0]
+    return lines[0]
+
+
+CASES = [
+    # (id, argv with {placeholders}, exit code, text in the message)
+    ("list-missing", ["list", "{missing}"], TARGET, "no such file"),
+    ("list-directory", ["list", "{dir}"], TARGET, "is a directory"),
+    ("list-not-elf", ["list", "{passwd}"], TARGET, "not an ELF file"),
+    ("list-truncated", ["list", "{truncated}"], TARGET, "truncated"),
+    ("list-corrupt-shoff", ["list", "{corrupt}"], TARGET, "corrupt"),
+    ("list-no-pid", ["list", "--pid", str(NO_PID)], TARGET, f"no process with pid {NO_PID}"),
+    ("list-pid-zero", ["list", "--pid", "0"], USAGE, "invalid pid"),
+    ("list-unknown-option", ["list", "--bogus", TRUE], USAGE, "No such option"),
+    ("list-no-target", ["list"], USAGE, "missing TARGET"),
+    ("list-nothing-matches", ["list", "{demo}", "zzz_nothing*"], USAGE, "nothing matches"),
+    ("unknown-command", ["nosuchcmd"], USAGE, "No such command"),
+    ("native-missing", ["native", "{missing}", "main"], TARGET, "no such file"),
+    ("native-directory", ["native", "{dir}", "main"], TARGET, "is a directory"),
+    ("native-not-elf", ["native", "{passwd}", "main"], TARGET, "not an ELF file"),
+    ("native-truncated", ["native", "{truncated}", "main"], TARGET, "truncated"),
+    ("native-corrupt-shoff", ["native", "{corrupt}", "main", "--dump-bpf"], TARGET, "corrupt"),
+    ("native-no-pid", ["native", "--pid", str(NO_PID), "main"], TARGET, f"no process with pid {NO_PID}"),
+    ("native-not-found", ["native", TRUE, "nonexistent_fn"], USAGE, "no function matches 'nonexistent_fn'"),
+    ("native-not-found-dump", ["native", TRUE, "nonexistent_fn", "--dump-bpf"], USAGE, "no function matches"),
+    ("native-no-usdt", ["native", TRUE, "nosuch:probe", "--dump-bpf"], USAGE, "no USDT probe matches"),
+    ("native-no-probes", ["native", TRUE], USAGE, "name at least one function"),
+    ("native-bad-max-len", ["native", TRUE, "main", "--max-len", "3"], USAGE, "--max-len"),
+    ("native-bad-buffer", ["native", TRUE, "main", "--buffer-mb", "0", "--dump-bpf"], USAGE, "--buffer-mb"),
+    ("native-pid-not-int", ["native", "--pid", "abc", "main"], USAGE, "--pid"),
+    ("native-unknown-option", ["native", TRUE, "main", "--bogus"], USAGE, "No such option"),
+    ("native-missing-command", ["native", "main", "--", "{missing}"], TARGET, "no such file"),
+    ("node-not-node", ["node", "--binary", TRUE, "uv_listen", "--dump-bpf"], TARGET, "not a Node.js executable"),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "contains"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_error(files, tmp_path, argv, code, contains):
+    r = run(*(a.format(**files) for a in argv), cache=tmp_path / "cache")
+    assert_one_error(r, code, contains)
+    assert r.stdout == ""
+
+
+def test_not_found_suggests_close_names(files, tmp_path):
+    r = run("native", files["demo"], "demo_gret", "--dump-bpf", cache=tmp_path / "cache")
+    line = assert_one_error(r, USAGE, "no function matches 'demo_gret'")
+    assert "did you mean: demo_greet" in line
+
+
+def test_not_found_suggests_demangled_base_names(files, tmp_path):
+    r = run("native", files["demo"], "demo::gret", cache=tmp_path / "cache")
+    line = assert_one_error(r, USAGE, "no function matches 'demo::gret'")
+    assert "did you mean" in line and "demo::greet" in line
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_errors_do_not_depend_on_the_cache(files, tmp_path, warm):
+    cache = tmp_path / "cache"
+    if warm:
+        run("list", files["demo"], cache=cache)
+    for _ in range(2):  # the second run reads what the first one cached
+        r = run("native", files["demo"], "nonexistent_fn", cache=cache)
+        assert_one_error(r, USAGE, "no function matches")
+        r = run("list", files["truncated"], cache=cache)
+        assert_one_error(r, TARGET, "truncated")
+
+
+def test_dump_bpf_succeeds_without_root(files, tmp_path):
+    """The control case: the same invocation style works when the function exists."""
+    r = run("native", files["demo"], "demo_greet(const char *name, long n)", "--dump-bpf", cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert "int probe_0(struct pt_regs *ctx) {" in r.stdout
+    assert "bpf_probe_read_user_str(e->f0, 128, " in r.stdout
+    assert "int probe_1(" not in r.stdout
+    assert "demo_greet" not in r.stdout  # names never reach the C source
+
+
+def test_list_succeeds(files, tmp_path):
+    r = run("list", files["demo"], "demo*", cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert "demo_greet" in r.stdout and "demo_add" in r.stdout and "demo::greet(char const*, int)" in r.stdout

@@ -1,0 +1,578 @@
+"""The BPF C generator: golden programs, errors, the no-text-reaches-C rule, and a C syntax check.
+
+Golden files live in tests/unit/golden/. After an intended change to the generator, regenerate them
+with `UTRACE_UPDATE_GOLDEN=1 pytest tests/unit/test_codegen.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from utrace.model import (
+    ArgKind,
+    ArgSpec,
+    Const,
+    Deref,
+    Filter,
+    ProbeKind,
+    ProbeSpec,
+    Reg,
+    Stack,
+)
+from utrace.probes.codegen import PT_REGS, CodegenError, Options, render
+from utrace.probes.layout import HEADER_FORMAT, event_format
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("UTRACE_UPDATE_GOLDEN") == "1"
+
+HANDLE_LABELS = ((7, "pipe"), (12, "tcp"), (15, "udp"))
+TCP_ONLY = Filter(Deref(Reg("rdi"), 16, 4), ArgKind.S32, 12)
+
+
+def entry_specs() -> list[ProbeSpec]:
+    """An entry probe using every capture style: ints of several widths, strings, derefs, stack, filter."""
+    args = (
+        ArgSpec("name", ArgKind.CSTR, Reg("rdi"), max_len=32),
+        ArgSpec("n", ArgKind.S32, Reg("rsi")),
+        ArgSpec("data", ArgKind.PTRLEN_STR, Reg("rdx"), length=Reg("rcx"), length_kind=ArgKind.S32, max_len=20),
+        ArgSpec("type", ArgKind.S32, Deref(Reg("rdi"), 16, 4), labels=HANDLE_LABELS),
+        ArgSpec("ratio", ArgKind.UNAVAILABLE, note="floating-point register"),
+        ArgSpec("ok", ArgKind.BOOL, Reg("r8")),
+        ArgSpec("handle", ArgKind.PTR, Reg("r9")),
+        ArgSpec("seventh", ArgKind.U64, Stack(8)),
+        ArgSpec("inner", ArgKind.U16, Deref(Deref(Reg("rsi"), 8, 8), -4, 2)),
+    )
+    return [
+        ProbeSpec(
+            "demo_greet",
+            "/srv/demo/prog",
+            0x1130,
+            ProbeKind.ENTRY,
+            args=args,
+            filters=(TCP_ONLY,),
+            pair="/srv/demo/prog:4400",
+            address=0x401130,
+        )
+    ]
+
+
+def return_specs() -> list[ProbeSpec]:
+    """An entry/return pair with latency, a second entry without a return, and a return without latency."""
+    m = "/srv/demo/prog"
+    ret = ArgSpec("ret", ArgKind.S64, Reg("rax"))
+    return [
+        ProbeSpec("other", m, 0x2000, ProbeKind.ENTRY, args=(ArgSpec("x", ArgKind.S64, Reg("rdi")),), pair=f"{m}:8192"),
+        ProbeSpec(
+            "demo_add",
+            m,
+            0x1150,
+            ProbeKind.ENTRY,
+            args=(ArgSpec("a", ArgKind.S64, Reg("rdi")), ArgSpec("b", ArgKind.S64, Reg("rsi"))),
+            pair=f"{m}:4432",
+        ),
+        ProbeSpec("demo_add", m, 0x1150, ProbeKind.RETURN, ret=ret, latency=True, pair=f"{m}:4432"),
+        ProbeSpec("demo_alloc", m, 0x1200, ProbeKind.RETURN, ret=ArgSpec("ret", ArgKind.PTR, Reg("rax"))),
+    ]
+
+
+def usdt_specs() -> list[ProbeSpec]:
+    """USDT probes: constants, a `-4@%eax` register, memory operands, an unreadable one, a ptr+len string."""
+    m = "/usr/lib/jvm/libjvm.so"
+    tick = (
+        ArgSpec("arg0", ArgKind.S32, Const(-1)),
+        ArgSpec("arg1", ArgKind.U64, Const(42)),
+        ArgSpec("arg2", ArgKind.S32, Deref(Reg("rbp"), -8, 4)),
+        ArgSpec("arg3", ArgKind.S32, Reg("rax")),
+        ArgSpec("arg4", ArgKind.U64, Deref(Reg("rsp"), 152, 8)),
+        ArgSpec("arg5", ArgKind.UNAVAILABLE, note="operand 8@(%rax,%rbx,8) not readable from BPF"),
+    )
+    loaded = (
+        ArgSpec("name", ArgKind.PTRLEN_STR, Reg("rdi"), length=Reg("rsi"), length_kind=ArgKind.S32, max_len=64),
+        ArgSpec("loader", ArgKind.PTR, Reg("rdx")),
+        ArgSpec("shared", ArgKind.BOOL, Reg("rcx")),
+    )
+    return [
+        ProbeSpec("sdt_demo:tick", "/srv/demo/sdt_demo", 0x1188, ProbeKind.USDT, args=tick, ref_ctr_offset=0x4010),
+        ProbeSpec("hotspot:class__loaded", m, 0x9A0F00, ProbeKind.USDT, args=loaded, ref_ctr_offset=0x1ACD2F0),
+    ]
+
+
+def pid_specs() -> list[ProbeSpec]:
+    return [
+        ProbeSpec(
+            "uv_run", "/usr/lib/libuv.so.1", 0x1234, ProbeKind.ENTRY, args=(ArgSpec("mode", ArgKind.S32, Reg("rsi")),)
+        )
+    ]
+
+
+PID_OPTIONS = Options(pid=4242, pid_ns=(4, 4026532281), ring_pages=256)
+
+CASES = {
+    "entry": (entry_specs, None),
+    "return_latency": (return_specs, None),
+    "usdt": (usdt_specs, None),
+    "pid_ns": (pid_specs, PID_OPTIONS),
+}
+
+
+def check_golden(name: str, source: str) -> None:
+    path = GOLDEN / f"{name}.bpf.c"
+    if UPDATE:
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    assert path.exists(), f"{path} missing: run with UTRACE_UPDATE_GOLDEN=1 to create it"
+    assert source == path.read_text(encoding="utf-8"), f"generated C differs from {path.name}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden(name):
+    make, options = CASES[name]
+    check_golden(name, render(make(), options).source)
+
+
+def _probe_body(source: str, index: int) -> str:
+    m = re.search(rf"^int probe_{index}\(struct pt_regs \*ctx\) {{\n(.*?)^}}\n", source, re.M | re.S)
+    assert m, f"probe_{index} not found"
+    return m.group(1)
+
+
+def _struct_body(source: str, index: int) -> list[str]:
+    m = re.search(rf"^struct event_{index} {{\n(.*?)^}} __attribute__\(\(packed\)\);", source, re.M | re.S)
+    assert m, f"struct event_{index} not found"
+    return [ln.strip() for ln in m.group(1).splitlines()]
+
+
+# --- Targeted properties of the golden programs (so a bad golden file cannot hide a bug) ----------
+
+
+def test_entry_program_shape():
+    prog = render(entry_specs())
+    assert prog.functions == ["probe_0"]
+    assert len(prog.fields) == 1
+    assert [f.c_name for f in prog.fields[0]] == [f"f{i}" for i in range(9)]
+    # strings get a length, flags and a buffer rounded up to 8 bytes; the unavailable value has no member
+    assert _struct_body(prog.source, 0) == [
+        "struct header h;",
+        "u32 f0_len;",
+        "u32 f0_flags;",
+        "char f0[32];",
+        "u64 f1;",
+        "u32 f2_len;",
+        "u32 f2_flags;",
+        "char f2[24];",
+        "u64 f3;",
+        "u64 f5;",
+        "u64 f6;",
+        "u64 f7;",
+        "u64 f8;",
+    ]
+    body = _probe_body(prog.source, 0)
+    # the filter runs before anything is reserved, on the 4-byte handle type at rdi+16
+    before = body[: body.index("ringbuf_reserve")]
+    assert "bpf_probe_read_user(&t1, 4, (void *)(t2 + 16ULL));" in before
+    assert "if ((s32)t1 != (s32)12ULL) return 0;" in before
+    assert "bpf_probe_read_user_str(e->f0, 32, " in body
+    assert "(void *)(ctx->sp + 8ULL)" in body  # the seventh argument
+    assert ", 2, (void *)(" in body and "+ -4LL));" in body  # the nested 2-byte dereference
+    assert "s64 t7 = (s64)(s32)t6;" in body  # a -4@ length is sign-extended before the checks
+    assert "starts." not in body  # no latency pairing without a return probe
+    assert "e->h.latency = 0;" in body
+
+
+def test_return_program_pairs_entry_and_return():
+    prog = render(return_specs())
+    src = prog.source
+    assert prog.functions == ["probe_0", "probe_1", "probe_2", "probe_3"]
+    other, entry, ret, alloc = (_probe_body(src, i) for i in range(4))
+    assert "starts." not in other  # its pair has no return probe
+    assert "struct start_key sk = { .tid = tid, .pair = 1, .sp = ctx->sp };" in entry
+    assert "starts.update(&sk, &now);" in entry
+    assert "struct start_key sk = { .tid = tid, .pair = 1, .sp = ctx->sp - 8 };" in ret
+    assert "starts.delete(&sk);" in ret
+    assert "e->h.latency = latency;" in ret
+    assert "starts." not in alloc and "e->h.latency = 0;" in alloc
+    # the return value is the first (and only) field
+    assert _struct_body(src, 2) == ["struct header h;", "u64 f0;"]
+    assert "u64 t1 = ctx->ax;" in ret
+
+
+def test_usdt_program_constants_and_memory():
+    prog = render(usdt_specs())
+    tick = _probe_body(prog.source, 0)
+    assert "= (u64)-1LL;" in tick
+    assert "= (u64)42ULL;" in tick
+    assert "+ -8LL));" in tick
+    assert "ctx->ax;" in tick
+    assert "ctx->sp;" in tick and "+ 152ULL));" in tick
+    assert [ln for ln in _struct_body(prog.source, 0) if ln.startswith("u64")] == [f"u64 f{i};" for i in range(5)]
+    loaded = _probe_body(prog.source, 1)
+    assert "char f0[64];" in _struct_body(prog.source, 1)
+    assert "bpf_probe_read_user(e->f0, k, " in loaded
+    # semaphores are the kernel's business (ref_ctr_offset): never in the C source
+    assert str(0x4010) not in prog.source and str(0x1ACD2F0) not in prog.source
+
+
+def test_pid_filter_and_namespace():
+    src = render(pid_specs(), PID_OPTIONS).source
+    assert "BPF_RINGBUF_OUTPUT(events, 256);" in src
+    assert "bpf_get_ns_current_pid_tgid(4ULL, 4026532281ULL, &ns, sizeof(ns))" in src
+    assert "bpf_get_current_pid_tgid()" not in src
+    body = _probe_body(src, 0)
+    assert body.index("if (pid != 4242ULL) return 0;") < body.index("ringbuf_reserve")
+
+
+def test_default_options_read_host_pids():
+    src = render(pid_specs()).source
+    assert "bpf_get_current_pid_tgid()" in src
+    assert "bpf_get_ns_current_pid_tgid" not in src
+    assert "if (pid != " not in src
+    assert "BPF_RINGBUF_OUTPUT(events, 4096);" in src
+
+
+def test_empty_spec_list_renders_prelude_only():
+    prog = render([])
+    assert prog.functions == [] and prog.fields == []
+    assert "int probe_" not in prog.source
+
+
+def test_string_capacity_is_clamped_and_rounded():
+    specs = [
+        ProbeSpec("s", "/m", 0, ProbeKind.ENTRY, args=(ArgSpec("a", ArgKind.CSTR, Reg("rdi"), max_len=n),))
+        for n in (1, 9, 4096, 100000)
+    ]
+    prog = render(specs)
+    assert [f[0].capacity for f in prog.fields] == [8, 16, 4096, 4096]
+
+
+# --- Errors ----------------------------------------------------------------------------------------
+
+
+def _one(arg: ArgSpec) -> list[ProbeSpec]:
+    return [ProbeSpec("p", "/m", 0, ProbeKind.ENTRY, args=(arg,))]
+
+
+@pytest.mark.parametrize("reg", ["eax", "xmm0", "RDI", "", "rdi; x", "di"])
+def test_bad_register(reg):
+    with pytest.raises(CodegenError, match="register"):
+        render(_one(ArgSpec("a", ArgKind.S64, Reg(reg))))
+
+
+def test_bad_register_inside_deref_and_filter():
+    with pytest.raises(CodegenError):
+        render(_one(ArgSpec("a", ArgKind.S64, Deref(Reg("eax"), 0, 8))))
+    spec = ProbeSpec("p", "/m", 0, ProbeKind.ENTRY, filters=(Filter(Reg("bogus"), ArgKind.S32, 1),))
+    with pytest.raises(CodegenError):
+        render([spec])
+
+
+@pytest.mark.parametrize("pages", [0, -4, 3, 6, 100, 4095])
+def test_ring_pages_not_power_of_two(pages):
+    with pytest.raises(CodegenError, match="power of two"):
+        render(pid_specs(), Options(ring_pages=pages))
+
+
+@pytest.mark.parametrize("pages", [1, 2, 64, 4096, 1 << 18])
+def test_ring_pages_power_of_two(pages):
+    assert f"BPF_RINGBUF_OUTPUT(events, {pages});" in render(pid_specs(), Options(ring_pages=pages)).source
+
+
+@pytest.mark.parametrize("size", [0, 3, 5, 16, -8])
+def test_bad_deref_size(size):
+    with pytest.raises(CodegenError, match="size"):
+        render(_one(ArgSpec("a", ArgKind.S64, Deref(Reg("rdi"), 0, size))))
+
+
+def test_ptrlen_without_length():
+    with pytest.raises(CodegenError, match="length"):
+        render(_one(ArgSpec("s", ArgKind.PTRLEN_STR, Reg("rdi"))))
+
+
+@pytest.mark.parametrize("kind", [ArgKind.CSTR, ArgKind.PTRLEN_STR, ArgKind.UNAVAILABLE])
+def test_filter_on_non_integer(kind):
+    spec = ProbeSpec("p", "/m", 0, ProbeKind.ENTRY, filters=(Filter(Reg("rdi"), kind, 1),))
+    with pytest.raises(CodegenError):
+        render([spec])
+
+
+@pytest.mark.parametrize("value", [True, "1", 1.0, None])
+def test_non_integer_constants(value):
+    with pytest.raises(CodegenError, match="integer"):
+        render(_one(ArgSpec("a", ArgKind.S64, Const(value))))  # type: ignore[arg-type]
+    with pytest.raises(CodegenError):
+        render(_one(ArgSpec("a", ArgKind.S64, Stack(value))))  # type: ignore[arg-type]
+    if value is not None:  # pid=None means "every process"
+        with pytest.raises(CodegenError):
+            render(pid_specs(), Options(pid=value))  # type: ignore[arg-type]
+
+
+def test_unknown_location():
+    with pytest.raises(CodegenError, match="location"):
+        render(_one(ArgSpec("a", ArgKind.S64, "rdi")))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [1 << 64, -(1 << 63) - 1, 99999999999999999999999])
+def test_out_of_range_constant_is_a_codegen_error(value):
+    with pytest.raises(CodegenError):
+        render(_one(ArgSpec("a", ArgKind.S64, Const(value))))
+
+
+# --- Security: no text from binaries or the command line reaches the C source -----------------------
+
+HOSTILE = [
+    "*/ int x; /*",
+    '"\n#include </etc/shadow>\n',
+    "a\\\n#define u64 char",
+    "probe_0(struct pt_regs *ctx) { return 1; }",
+    "}; int evil(void) { return 0; } //",
+    "\x00\x01\u202e\ud800",
+    "%s%n%x",
+]
+
+
+def _with_text(text: str) -> list[ProbeSpec]:
+    """The golden specs with every free-text field replaced by `text` (pairs kept distinct)."""
+    out: list[ProbeSpec] = []
+    for make, _ in CASES.values():
+        for s in make():
+            args = tuple(_rename(a, text) for a in s.args)
+            ret = _rename(s.ret, text) if s.ret else None
+            out.append(
+                ProbeSpec(
+                    name=text,
+                    module=text,
+                    offset=s.offset,
+                    kind=s.kind,
+                    args=args,
+                    ret=ret,
+                    ref_ctr_offset=s.ref_ctr_offset,
+                    filters=s.filters,
+                    latency=s.latency,
+                    pair=(text + "\0" + s.pair) if s.pair else "",
+                    address=s.address,
+                )
+            )
+    return out
+
+
+def _rename(a: ArgSpec, text: str) -> ArgSpec:
+    return ArgSpec(
+        name=text,
+        kind=a.kind,
+        loc=a.loc,
+        length=a.length,
+        length_kind=a.length_kind,
+        max_len=a.max_len,
+        labels=tuple((v, text) for v, _ in a.labels),
+        note=text if a.note else "",
+    )
+
+
+def _baseline() -> str:
+    return render(_with_text("x"), PID_OPTIONS).source
+
+
+def _assert_only_generated_text(src: str) -> None:
+    assert src.count("#include") == 1
+    assert src.count('"') == 2  # BPF_TABLE("lru_hash", ...)
+    assert "/*" not in src and "*/" not in src and "//" not in src
+    assert "\\" not in src
+    assert src.isascii()
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_names_never_reach_c(text):
+    src = render(_with_text(text), PID_OPTIONS).source
+    assert src == _baseline()
+    _assert_only_generated_text(src)
+    for fragment in ("int x;", "evil", "/etc/shadow", "#define", "%n"):
+        assert fragment not in src
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text())
+def test_arbitrary_text_never_reaches_c(text):
+    assert render(_with_text(text), PID_OPTIONS).source == _baseline()
+
+
+# --- Random specs: the C struct layout matches the decoder's struct format ---------------------------
+
+REGS = sorted(PT_REGS)
+# -(1 << 63) itself renders as `-9223372036854775808LL`, which compilers accept with a warning only
+# (the literal is unsigned before the minus); the range starts one above so the gcc check can use -Werror.
+I64_MIN = -(1 << 63) + 1
+U64_MAX = (1 << 64) - 1
+INT_KINDS = [k for k in ArgKind if k not in (ArgKind.CSTR, ArgKind.PTRLEN_STR, ArgKind.UNAVAILABLE)]
+FILTER_KINDS = [*INT_KINDS]
+
+locations = st.recursive(
+    st.one_of(
+        st.builds(Reg, st.sampled_from(REGS)),
+        st.builds(Stack, st.integers(-4096, 4096)),
+        st.builds(Const, st.integers(I64_MIN, U64_MAX)),
+    ),
+    lambda inner: st.builds(Deref, inner, st.integers(-(1 << 31), 1 << 31), st.sampled_from([1, 2, 4, 8])),
+    max_leaves=3,
+)
+
+
+@st.composite
+def arg_specs(draw):
+    kind = draw(st.sampled_from(list(ArgKind)))
+    name = draw(st.text(max_size=8))
+    if kind is ArgKind.UNAVAILABLE:
+        return ArgSpec(name, kind, note=draw(st.text(max_size=8)))
+    loc = draw(locations)
+    if kind is ArgKind.PTRLEN_STR:
+        return ArgSpec(
+            name,
+            kind,
+            loc,
+            length=draw(locations),
+            length_kind=draw(st.sampled_from(INT_KINDS)),
+            max_len=draw(st.integers(1, 5000)),
+        )
+    return ArgSpec(name, kind, loc, max_len=draw(st.integers(1, 5000)))
+
+
+@st.composite
+def probe_specs(draw):
+    kind = draw(st.sampled_from(list(ProbeKind)))
+    ret = draw(st.one_of(st.none(), arg_specs())) if kind is ProbeKind.RETURN else None
+    return ProbeSpec(
+        name=draw(st.text(max_size=10)),
+        module=draw(st.text(max_size=10)),
+        offset=draw(st.integers(0, 1 << 40)),
+        kind=kind,
+        args=tuple(draw(st.lists(arg_specs(), max_size=6))),
+        ret=ret,
+        filters=tuple(
+            draw(
+                st.lists(
+                    st.builds(Filter, locations, st.sampled_from(FILTER_KINDS), st.integers(I64_MIN, U64_MAX)),
+                    max_size=2,
+                )
+            )
+        ),
+        latency=draw(st.booleans()),
+        pair=draw(st.sampled_from(["", "a", "b"])),
+    )
+
+
+options_st = st.builds(
+    Options,
+    pid=st.one_of(st.none(), st.integers(1, 1 << 22)),
+    pid_ns=st.one_of(st.none(), st.tuples(st.integers(0, 1 << 32), st.integers(0, 1 << 32))),
+    ring_pages=st.sampled_from([1, 8, 4096]),
+)
+
+_C_SIZES = {"u64": 8, "u32": 4}
+
+
+def _c_struct_size(lines: list[str]) -> int:
+    size = 0
+    for ln in lines:
+        if ln == "struct header h;":
+            size += struct.calcsize(HEADER_FORMAT)
+        elif m := re.fullmatch(r"char f\d+\[(\d+)\];", ln):
+            size += int(m.group(1))
+        else:
+            m = re.fullmatch(r"(u64|u32) f\d+(?:_len|_flags)?;", ln)
+            assert m, ln
+            size += _C_SIZES[m.group(1)]
+    return size
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(probe_specs(), max_size=4), options_st)
+def test_random_specs_render_consistent_layouts(specs, options):
+    prog = render(specs, options)
+    src = prog.source
+    _assert_only_generated_text(src)
+    assert prog.functions == [f"probe_{i}" for i in range(len(specs))]
+    assert src.count("{") == src.count("}")
+    for i, fields in enumerate(prog.fields):
+        assert _c_struct_size(_struct_body(src, i)) == struct.calcsize(event_format(fields))
+        body = _probe_body(src, i)
+        assert f"e->h.probe = {i};" in body
+        assert body.count("events.ringbuf_submit(e, 0);") == 1
+        # every captured value is written exactly once into the event
+        for f in fields:
+            if f.present and not f.is_string:
+                assert len(re.findall(rf"e->{f.c_name} = ", body)) == 1
+
+
+# --- Optional: the generated C is valid C (gcc with a stand-in for bcc's helpers and maps) ----------
+
+GCC = shutil.which("gcc")
+
+SHIM = """\
+typedef unsigned long long u64; typedef long long s64; typedef unsigned int u32; typedef int s32;
+typedef unsigned short u16; typedef short s16; typedef unsigned char u8; typedef signed char s8;
+struct pt_regs { u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags,
+                 sp, ss; };
+struct bpf_pidns_info { u32 pid; u32 tgid; };
+#define __always_inline inline
+u64 bpf_get_current_pid_tgid(void);
+long bpf_get_ns_current_pid_tgid(u64 dev, u64 ino, struct bpf_pidns_info *nsdata, u32 size);
+u64 bpf_ktime_get_ns(void);
+u32 bpf_get_smp_processor_id(void);
+long bpf_get_current_comm(void *buf, u32 size);
+long bpf_probe_read_user(void *dst, u32 size, const void *src);
+long bpf_probe_read_user_str(void *dst, u32 size, const void *src);
+#define BPF_RINGBUF_OUTPUT(name, pages) \\
+    struct { void *(*ringbuf_reserve)(u64); void (*ringbuf_submit)(void *, u64); } name
+#define BPF_PERCPU_ARRAY(name, type, n) struct { type *(*lookup)(u32 *); } name
+#define BPF_TABLE(kind, k, v, name, n) \\
+    struct { v *(*lookup)(k *); long (*update)(k *, v *); long (*delete)(k *); } name
+"""
+
+
+def _gcc_check(tmp_path: Path, prog) -> None:
+    src = prog.source.replace("#include <uapi/linux/ptrace.h>\n", SHIM, 1)
+    offsets: list[str] = []
+    for i, fields in enumerate(prog.fields):
+        offsets.append(
+            f'_Static_assert(sizeof(struct event_{i}) == {struct.calcsize(event_format(fields))}, "size {i}");'
+        )
+        fmt = HEADER_FORMAT
+        for f in fields:
+            if not f.present:
+                continue
+            member = f"{f.c_name}_len" if f.is_string else f.c_name
+            offsets.append(
+                f"_Static_assert(__builtin_offsetof(struct event_{i}, {member}) == {struct.calcsize(fmt)},"
+                f' "offset {i} {member}");'
+            )
+            fmt += f.struct_format
+    c = tmp_path / "prog.c"
+    c.write_text(src + "\n" + "\n".join(offsets) + "\n", encoding="utf-8")
+    r = subprocess.run(
+        [GCC, "-std=gnu11", "-fsyntax-only", "-Wall", "-Wno-unused-variable", "-Werror", str(c)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(GCC is None, reason="gcc not installed")
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_programs_are_valid_c(tmp_path, name):
+    make, options = CASES[name]
+    _gcc_check(tmp_path, render(make(), options))
+
+
+@pytest.mark.skipif(GCC is None, reason="gcc not installed")
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(probe_specs(), min_size=1, max_size=4), options_st)
+def test_random_programs_are_valid_c(tmp_path, specs, options):
+    _gcc_check(tmp_path, render(specs, options))
