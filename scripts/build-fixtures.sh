@@ -268,10 +268,11 @@ fi
 {
     printf '{\n'
     first=1
-    for m in "$STAMPS"/*.manifest; do
-        [ -f "$m" ] || continue
-        comp=$(basename "$m" .manifest)
-        [ -f "$STAMPS/$comp" ] || continue
+    # only the components of this run (built now or up to date), not leftovers of
+    # earlier runs with other settings
+    for comp in "${BUILT[@]}" "${CACHED[@]}"; do
+        m=$STAMPS/$comp.manifest
+        [ -f "$m" ] && [ -f "$STAMPS/$comp" ] || continue
         while IFS=$'\t' read -r path tool flags; do
             [ $first = 1 ] || printf ',\n'
             first=0

@@ -17,6 +17,8 @@
 #   UTRACE_TOOLCHAINS     cache root (default $HOME/.cache/utrace/toolchains)
 #   UTRACE_DEBIAN_MIRROR  Debian archive URL (default: the one in /etc/apt, else
 #                         http://deb.debian.org/debian)
+#   UTRACE_DEBIAN_KEYRING keyring for signature checks
+#                         (default /usr/share/keyrings/debian-archive-keyring.gpg)
 set -euo pipefail
 
 log() { printf 'fetch-go: %s\n' "$*" >&2; }
@@ -62,10 +64,11 @@ fi
 # Accept a URI whose path ends in /debian (not debian-security, not snapshot.debian.org
 # time-stamped URLs, not third-party repos). Reads both one-line *.list files and
 # deb822 *.sources files (what apt itself reads; *.disabled etc. are ignored).
+APT_ETC=${UTRACE_APT_ETC:-/etc/apt}   # only for testing this parser
 detect_mirror() {
     local files=() f
-    [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
-    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -f "$APT_ETC/sources.list" ] && files+=("$APT_ETC/sources.list")
+    for f in "$APT_ETC"/sources.list.d/*.list "$APT_ETC"/sources.list.d/*.sources; do
         [ -f "$f" ] && files+=("$f")
     done
     [ ${#files[@]} -gt 0 ] || return 0
@@ -103,7 +106,7 @@ fi
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 log "Go $VERSION: suite $SUITE from $MIRROR"
 
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+KEYRING=${UTRACE_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
 
 WORK=$(mktemp -d "$CACHE_ROOT/.fetch-go-$VERSION.XXXXXX")
 cleanup() { rm -rf "$WORK"; }
@@ -118,20 +121,25 @@ APT_OPTS=(
     -o "Dir::Cache::archives=$WORK/cache/archives"
     -o "Dir::Cache::pkgcache="
     -o "Dir::Cache::srcpkgcache="
-    -o "APT::Sandbox::User=root"
     -o "Acquire::Languages=none"
     -o "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false"
     -o "Debug::NoLocking=1"
     -q
 )
+# As root apt drops to the _apt user for downloads, which cannot write our private dirs.
+[ "$(id -u)" -ne 0 ] || APT_OPTS+=(-o "APT::Sandbox::User=root")
 
-write_sources() {   # $1: apt source options
-    printf 'deb [%s] %s %s main\n' "$1" "$MIRROR" "$SUITE" >"$WORK/sources.list"
+write_sources() {   # $1: apt source options ("" for none)
+    printf 'deb %s%s %s main\n' "${1:+[$1] }" "$MIRROR" "$SUITE" >"$WORK/sources.list"
 }
 
 update() {
     rm -rf "$WORK/lists"; mkdir -p "$WORK/lists/partial"
-    apt-get "${APT_OPTS[@]}" update >&2
+    apt-get "${APT_OPTS[@]}" update >&2 || return 1
+    # apt-get update exits 0 when the mirror cannot be reached at all: require an index.
+    if ! ls "$WORK"/lists/*_Packages* >/dev/null 2>&1; then
+        die "could not fetch the $SUITE package index from $MIRROR (network? mirror?)"
+    fi
 }
 
 SIGNED=yes
