@@ -54,21 +54,38 @@ def announce(err: TextIO, target: Target, plan: Plan, attached: int, launched: i
     err.flush()
 
 
-class TextReporter:
+class _Buffered:
+    """Events are formatted into a buffer and written once per poll, not once per event."""
+
+    def __init__(self, out: TextIO, err: TextIO | None) -> None:
+        self.out = out
+        self.err = err or sys.stderr
+        self.buf: list[str] = []
+
+    def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
+        announce(self.err, target, plan, attached, launched)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.out.write("\n".join(self.buf) + "\n")
+            self.buf.clear()
+            self.out.flush()
+
+    def lost(self, total: int) -> None:
+        self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
+        self.err.flush()
+
+
+class TextReporter(_Buffered):
     """Human-readable lines: time, pid, tid, comm, probe, arguments; returns with value and latency."""
 
     def __init__(self, out: TextIO, err: TextIO | None = None, color: bool | None = None) -> None:
-        self.out = out
-        self.err = err or sys.stderr
+        super().__init__(out, err)
         self.color = out.isatty() if color is None else color
-        self.buf: list[str] = []
         self.t0: int | None = None
 
     def _c(self, code: str, s: str) -> str:
         return f"\x1b[{code}m{s}\x1b[0m" if self.color else s
-
-    def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
-        announce(self.err, target, plan, attached, launched)
 
     def event(self, ev: Event) -> None:
         if self.t0 is None:
@@ -83,16 +100,6 @@ class TextReporter:
             arrow = "-> " if ev.kind == "call" else "@ "
             line = f"{head}{self._c('36', arrow + ev.probe)} {args}"
         self.buf.append(line)
-
-    def flush(self) -> None:
-        if self.buf:
-            self.out.write("\n".join(self.buf) + "\n")
-            self.buf.clear()
-            self.out.flush()
-
-    def lost(self, total: int) -> None:
-        self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
-        self.err.flush()
 
     def finished(self, summary: Summary) -> None:
         self.flush()
@@ -122,17 +129,12 @@ def _json_value(v: object) -> object:
     return v
 
 
-class JsonReporter:
+class JsonReporter(_Buffered):
     """JSON lines on `out`; notes and warnings on stderr."""
 
     def __init__(self, out: TextIO, err: TextIO | None = None) -> None:
-        self.out = out
-        self.err = err or sys.stderr
-        self.buf: list[str] = []
+        super().__init__(out, err)
         self._dumps = json.JSONEncoder(ensure_ascii=False).encode
-
-    def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
-        announce(self.err, target, plan, attached, launched)
 
     def event(self, ev: Event) -> None:
         obj: dict[str, object] = {
@@ -152,16 +154,6 @@ class JsonReporter:
             obj["ret"] = _json_value(ev.ret)
             obj["latency_ns"] = ev.latency_ns
         self.buf.append(self._dumps(obj))
-
-    def flush(self) -> None:
-        if self.buf:
-            self.out.write("\n".join(self.buf) + "\n")
-            self.buf.clear()
-            self.out.flush()
-
-    def lost(self, total: int) -> None:
-        self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
-        self.err.flush()
 
     def finished(self, summary: Summary) -> None:
         self.flush()

@@ -7,7 +7,7 @@ import shutil
 from typing import ClassVar
 
 from utrace.errors import NotFoundError, TargetError, UsageError
-from utrace.model import ArgKind, ArgSpec, ProbeKind, ProbeSpec, Reg, Symbol, Target
+from utrace.model import ArgKind, ArgSpec, Filter, ProbeKind, ProbeSpec, Reg, Symbol, Target
 from utrace.runtimes.base import (
     ModuleSymbols,
     Plan,
@@ -79,11 +79,11 @@ def specs_for(
     args_of: dict[int, list[ArgSpec]],
     *,
     ret: bool,
-    name_of: dict[int, str] | None = None,
+    filters_of: dict[int, tuple[Filter, ...]] | None = None,
 ) -> list[ProbeSpec]:
     specs: list[ProbeSpec] = []
     for n, sym in enumerate(symbols):
-        label = (name_of or {}).get(n) or display_name(sym.name)
+        label = display_name(sym.name)
         pair = f"{sym.module}:{sym.offset}"
         specs.append(
             ProbeSpec(
@@ -92,6 +92,7 @@ def specs_for(
                 offset=sym.offset,
                 kind=ProbeKind.ENTRY,
                 args=tuple(args_of[n]),
+                filters=(filters_of or {}).get(n, ()),
                 pair=pair,
                 address=sym.address,
             )
@@ -138,11 +139,28 @@ class NativeRuntime:
                 return found, params
         return [], None
 
+    def resolve_expr(
+        self, modules: list[ModuleSymbols], expr: str, request: TraceRequest, plan: Plan
+    ) -> tuple[list[Symbol], list[str] | None, tuple[Filter, ...]]:
+        """Functions for one probe expression, the user's signature if any, and entry filters.
+
+        Raises:
+            NotFoundError: nothing matches (with the closest names).
+        """
+        found, params = self.resolve(modules, expr, request)
+        if not found:
+            raise not_found(modules, expr, os.path.basename(modules[0].display))
+        return found, params, ()
+
+    def arguments(self, sym: Symbol, params: list[str] | None, request: TraceRequest) -> list[ArgSpec]:
+        return args_for(sym, params, request.max_len)
+
     def plan(self, request: TraceRequest, target: Target) -> Plan:
         modules = load_modules(target)
         plan = Plan()
         symbols: list[Symbol] = []
         args_of: dict[int, list[ArgSpec]] = {}
+        filters_of: dict[int, tuple[Filter, ...]] = {}
         usdt_specs: list[ProbeSpec] = []
         for expr in request.probes:
             if ":" in expr.replace("::", "") and "(" not in expr:
@@ -151,13 +169,12 @@ class NativeRuntime:
                     raise NotFoundError(f"no USDT probe matches {expr!r} in {target.modules[0].display}")
                 usdt_specs += [probe_spec(p, usdt_args(p)) for p in sites]
                 continue
-            found, params = self.resolve(modules, expr, request)
-            if not found:
-                raise not_found(modules, expr, os.path.basename(target.modules[0].display))
+            found, params, filters = self.resolve_expr(modules, expr, request, plan)
             for sym in found:
-                args_of[len(symbols)] = args_for(sym, params, request.max_len)
+                args_of[len(symbols)] = self.arguments(sym, params, request)
+                filters_of[len(symbols)] = filters
                 symbols.append(sym)
         if len(symbols) > MAX_PROBES:
             raise UsageError(f"{len(symbols)} functions match; narrow the pattern (at most {MAX_PROBES})")
-        plan.specs = specs_for(symbols, args_of, ret=request.ret) + usdt_specs
+        plan.specs = specs_for(symbols, args_of, ret=request.ret, filters_of=filters_of) + usdt_specs
         return plan

@@ -12,17 +12,16 @@ import re
 from typing import ClassVar
 
 from utrace.elf.dynamic import needed_libraries
-from utrace.errors import ElfError, TargetError, UsageError
+from utrace.errors import ElfError, TargetError
 from utrace.model import ArgKind, ArgSpec, Deref, Filter, Module, Reg, Symbol, Target
 from utrace.runtimes.base import (
     ModuleSymbols,
     Plan,
     TraceRequest,
     find_functions,
-    load_modules,
     not_found,
 )
-from utrace.runtimes.native import MAX_PROBES, NativeRuntime, args_for, command_path, specs_for
+from utrace.runtimes.native import NativeRuntime, args_for, command_path
 from utrace.runtimes.signature import sysv_args
 from utrace.target import process_target, resolve_path
 
@@ -202,42 +201,26 @@ class NodeRuntime(NativeRuntime):
                 return found, candidate, tcp_only
         return [], expr, False
 
-    def plan(self, request: TraceRequest, target: Target) -> Plan:
-        modules = load_modules(target)
-        plan = Plan()
-        symbols: list[Symbol] = []
-        args_of: dict[int, list[ArgSpec]] = {}
-        filters: dict[int, bool] = {}
-        for expr in request.probes:
-            found, params = self.resolve(modules, expr, request)
-            tcp_only = False
-            if not found and expr in ALIASES:
-                found, _used, tcp_only = self._resolve_alias(modules, expr, plan)
-            if not found:
-                err = not_found(modules, expr, "node")
-                for cand, _t in ALIASES.get(_close_alias(expr), []):
-                    if find_functions(modules, cand) and cand not in err.suggestions:
-                        err.suggestions.insert(0, cand)
-                raise type(err)(f"no function matches {expr!r} in node", err.suggestions[:5])
-            for sym in found:
-                n = len(symbols)
-                uv = libuv_args(sym.raw, request.max_len) if params is None else None
-                args_of[n] = uv if uv is not None else args_for(sym, params, request.max_len)
-                filters[n] = tcp_only
-                symbols.append(sym)
-        if len(symbols) > MAX_PROBES:
-            raise UsageError(f"{len(symbols)} functions match; narrow the pattern (at most {MAX_PROBES})")
-        specs = specs_for(symbols, args_of, ret=request.ret)
-        tcp_filter = Filter(Deref(Reg("rdi"), HANDLE_TYPE_OFFSET, 4), ArgKind.S32, UV_TCP)
-        # entries and returns alternate per symbol when --ret is given
-        per = 2 if request.ret else 1
-        for n in range(len(symbols)):
-            if filters[n]:
-                i = n * per
-                s = specs[i]
-                specs[i] = type(s)(**{**{f: getattr(s, f) for f in s.__slots__}, "filters": (tcp_filter,)})
-        plan.specs = specs
-        return plan
+    def resolve_expr(
+        self, modules: list[ModuleSymbols], expr: str, request: TraceRequest, plan: Plan
+    ) -> tuple[list[Symbol], list[str] | None, tuple[Filter, ...]]:
+        found, params = self.resolve(modules, expr, request)
+        if found:
+            return found, params, ()
+        if expr in ALIASES:
+            found, _used, tcp_only = self._resolve_alias(modules, expr, plan)
+            if found:
+                tcp = Filter(Deref(Reg("rdi"), HANDLE_TYPE_OFFSET, 4), ArgKind.S32, UV_TCP)
+                return found, None, (tcp,) if tcp_only else ()
+        err = not_found(modules, expr, "node")
+        for cand, _t in ALIASES.get(_close_alias(expr), []):
+            if find_functions(modules, cand) and cand not in err.suggestions:
+                err.suggestions.insert(0, cand)
+        raise type(err)(f"no function matches {expr!r} in node", err.suggestions[:5])
+
+    def arguments(self, sym: Symbol, params: list[str] | None, request: TraceRequest) -> list[ArgSpec]:
+        uv = libuv_args(sym.raw, request.max_len) if params is None else None
+        return uv if uv is not None else args_for(sym, params, request.max_len)
 
 
 def _close_alias(expr: str) -> str:
