@@ -85,7 +85,7 @@ def run_checks(*, compile_test: bool = True) -> list[Check]:
             "bcc",
             bcc_ok,
             bcc_detail,
-            "" if bcc_ok else "apt-get install python3-bpfcc libbpfcc, then run `make venv` (or use make demo)",
+            "" if bcc_ok else "apt-get install python3-bpfcc libbpfcc, then run `make demo` (it sets up .venv)",
         )
     )
     hs = kernel.prepare_bcc_headers()

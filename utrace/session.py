@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
 
-from utrace.errors import TargetError, UsageError
-from utrace.model import Event, ProbeSpec, Target
+from utrace.errors import UsageError
+from utrace.model import Event, Target
 from utrace.probes.codegen import BpfProgram, Options, render
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.registry import get_runtime
@@ -155,7 +154,6 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             summary.attached = tracer.attached
             decoder = Decoder(program)
             limit = options.max_events
-            specs: list[ProbeSpec] = program.specs
 
             def on_record(data: bytes) -> None:
                 if limit is not None and summary.events >= limit:
@@ -190,7 +188,6 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             tracer.drain()
             reporter.flush()
             summary.lost = tracer.lost()
-            del specs
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -213,11 +210,3 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
         summary.exit_code = held.status
     reporter.finished(summary)
     return summary
-
-
-def check_target_alive(target: Target) -> None:
-    if target.pid is not None and not is_alive(target.pid):
-        raise TargetError(f"pid {target.pid} exited")
-
-
-__all__ = ["SessionOptions", "Summary", "build", "run", "sys"]

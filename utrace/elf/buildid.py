@@ -17,6 +17,17 @@ NT_GNU_BUILD_ID = 3
 _MAX_NOTE_BYTES = 1 << 20
 
 
+def file_error(path: str, e: OSError) -> ElfError:
+    """One clear ElfError for a file that cannot be opened or read."""
+    if isinstance(e, IsADirectoryError):
+        return ElfError(f"{path}: is a directory, not an ELF file")
+    if isinstance(e, FileNotFoundError):
+        return ElfError(f"{path}: no such file")
+    if isinstance(e, PermissionError):
+        return ElfError(f"{path}: permission denied")
+    return ElfError(f"{path}: cannot read: {e.strerror or e}")
+
+
 def check_elf_magic(head: bytes, path: str) -> None:
     """Raise ElfError unless `head` starts an ELF64 little-endian file (the only kind traced here)."""
     if len(head) < 64:

@@ -17,10 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from utrace.cache import cache_dir, write_atomic
-from utrace.elf.buildid import read_build_id
+from utrace.elf.buildid import file_error, read_build_id
 from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import SymbolTable, read_symbols
-from utrace.errors import ElfError
 
 _FORMAT = 3  # 3: a CRC-32 of the marshal data precedes it
 
@@ -46,14 +45,8 @@ def symbols_for(path: str, *, use_cache: bool = True, on_cold: Callable[[str], N
     """
     try:
         build_id = read_build_id(path)
-    except IsADirectoryError:
-        raise ElfError(f"{path}: is a directory, not an ELF file") from None
-    except FileNotFoundError:
-        raise ElfError(f"{path}: no such file") from None
-    except PermissionError:
-        raise ElfError(f"{path}: permission denied") from None
     except OSError as e:
-        raise ElfError(f"{path}: cannot read: {e.strerror}") from None
+        raise file_error(path, e) from None
     file = cache_dir() / f"symbols-v{_FORMAT}-{_key(path, build_id)}.marshal"
     if use_cache:
         table = _load(file, path, build_id)

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from utrace.elf.buildid import check_elf_magic
+from utrace.elf.buildid import check_elf_magic, file_error
 from utrace.errors import ElfError
 
 SHT_NULL = 0
@@ -63,14 +63,8 @@ class ElfImage:
         self.data: Any = None
         try:
             self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
-        except IsADirectoryError:
-            raise ElfError(f"{path}: is a directory, not an ELF file") from None
-        except FileNotFoundError:
-            raise ElfError(f"{path}: no such file") from None
-        except PermissionError:
-            raise ElfError(f"{path}: permission denied") from None
         except OSError as e:
-            raise ElfError(f"{path}: cannot open: {e.strerror}") from None
+            raise file_error(path, e) from None
         try:
             self.size = os.fstat(self._file.fileno()).st_size
             check_elf_magic(self._file.read(64), path)

@@ -107,10 +107,7 @@ def write_table(listing: Listing, out: TextIO) -> None:
                 display,
             )
         console.print(table)
-    total = listing.function_count + len(listing.probes)
     console.print(f"[dim]{listing.function_count} functions, {len(listing.probes)} USDT probes[/dim]")
-    if not total:
-        return
 
 
 class ColdIndexProgress:
