@@ -307,3 +307,51 @@ class Event:
     args: dict[str, object]
     ret: object = None
     latency_ns: int | None = None
+
+
+# --- Go types: produced by the DWARF reader or a user signature, consumed by the Go ABI --------------
+
+
+class GoKind(StrEnum):
+    """How a Go type is passed (abi-internal.md) and shown."""
+
+    BOOL = "bool"
+    INT = "int"  # int, int8..int64 (signed)
+    UINT = "uint"  # uint, uint8..uint64, uintptr
+    FLOAT = "float"  # float32, float64
+    COMPLEX = "complex"  # complex64, complex128
+    STRING = "string"  # {ptr, len}
+    SLICE = "slice"  # {ptr, len, cap}
+    IFACE = "iface"  # non-empty interface such as error: {itab, data}
+    EFACE = "eface"  # interface{} / any: {type, data}
+    POINTER = "pointer"  # *T, map, chan, func, unsafe.Pointer: one word
+    STRUCT = "struct"
+    ARRAY = "array"
+
+
+@dataclass(frozen=True, slots=True)
+class GoField:
+    name: str
+    offset: int
+    type: GoType
+
+
+@dataclass(frozen=True, slots=True)
+class GoType:
+    """A Go type as far as passing and showing it needs.
+
+    Attributes:
+        name: as Go writes it ("string", "[]uint8", "*net/http.Response", "error", "main.T").
+        kind: see GoKind.
+        size: bytes in memory.
+        fields: STRUCT members in declaration order with their offsets.
+        elem: element type of SLICE and ARRAY, pointee of POINTER when known.
+        length: ARRAY element count.
+    """
+
+    name: str
+    kind: GoKind
+    size: int
+    fields: tuple[GoField, ...] = ()
+    elem: GoType | None = None
+    length: int = 0
