@@ -215,7 +215,22 @@ class Deref:
     size: int = 8
 
 
-Location = Reg | Stack | Const | Deref
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """The value of `a` minus the value of `b` (a goroutine's stack depth: stack.hi - sp)."""
+
+    a: Location
+    b: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """The 8-byte value at the thread pointer (x86-64 fs base) + offset: Go's `g` in the stack ABI."""
+
+    offset: int
+
+
+Location = Reg | Stack | Const | Deref | Diff | Tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,8 +268,9 @@ class Filter:
 
 
 class ProbeKind(StrEnum):
-    ENTRY = "entry"  # uprobe at a function's first instruction
+    ENTRY = "entry"  # uprobe at a function's first instruction (or just after Go's stack check)
     RETURN = "return"  # uretprobe (never used on Go)
+    EXIT = "exit"  # plain uprobe on one return instruction (Go): `args` are the results
     USDT = "usdt"  # uprobe at a USDT note's pc
 
 
@@ -274,6 +290,10 @@ class ProbeSpec:
         latency: pair this RETURN probe with the ENTRY probe of the same `pair` to measure latency.
         pair: key shared by an entry and its return probe (the function).
         address: the symbol or note address (for display).
+        frame: how an ENTRY and its EXIT recognise the same call, as (owner, depth) values read at
+            both probes (Go: the goroutine pointer and stack.hi - sp, which stay equal when the
+            goroutine's stack is copied); None pairs by thread id and stack pointer.
+        context: values shown with every event of this probe but not as arguments (Go's goid).
     """
 
     name: str
@@ -287,6 +307,8 @@ class ProbeSpec:
     latency: bool = False
     pair: str = ""
     address: int = 0
+    frame: tuple[Location, Location] | None = None
+    context: tuple[ArgSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +316,9 @@ class Event:
     """One decoded event.
 
     `kind` is "call" (function entry), "return" or "event" (USDT hit); `args` are keyed by parameter
-    name; `ret` and `latency_ns` only for returns (latency when the entry was seen).
+    name; `ret` and `latency_ns` only for returns (latency when the entry was seen). A Go return has
+    several results: `ret` is then a dict keyed by result name. `context` holds per-event facts that
+    are not arguments (Go's goroutine id).
     """
 
     kind: str
@@ -307,6 +331,7 @@ class Event:
     args: dict[str, object]
     ret: object = None
     latency_ns: int | None = None
+    context: dict[str, object] = field(default_factory=dict)
 
 
 # --- Go types: produced by the DWARF reader or a user signature, consumed by the Go ABI --------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
 
-from utrace.errors import UsageError
+from utrace.errors import EnvironmentProblem, UsageError
 from utrace.model import Event, Target
 from utrace.probes.codegen import BpfProgram, Options, render
 from utrace.runtimes.base import Plan, TraceRequest
@@ -74,7 +74,20 @@ def plan_request(request: TraceRequest) -> tuple[Target, Plan]:
 
 
 def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProgram:
-    return render(plan.specs, Options(pid=pid, pid_ns=pid_namespace(), ring_pages=options.ring_pages))
+    fsbase: int | None = None
+    if plan.needs_tls:
+        from utrace.btf import VMLINUX_BTF, task_fsbase_offset
+
+        fsbase = task_fsbase_offset()
+        if fsbase is None:
+            raise EnvironmentProblem(
+                f"cannot read the kernel's task_struct layout from {VMLINUX_BTF} (CONFIG_DEBUG_INFO_BTF): "
+                "needed to find goroutines of stack-ABI Go code"
+            )
+    return render(
+        plan.specs,
+        Options(pid=pid, pid_ns=pid_namespace(), ring_pages=options.ring_pages, fsbase_offset=fsbase),
+    )
 
 
 def build(request: TraceRequest, options: SessionOptions) -> tuple[Target, Plan, BpfProgram]:
@@ -153,12 +166,15 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             tracer.attach(watch_pid)
             summary.attached = tracer.attached
             decoder = Decoder(program)
+            post = plan.postprocess
             limit = options.max_events
 
             def on_record(data: bytes) -> None:
                 if limit is not None and summary.events >= limit:
                     return
                 ev = decoder.decode(data)
+                if post is not None:
+                    ev = post(ev)
                 summary.events += 1
                 summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
                 reporter.event(ev)

@@ -22,11 +22,13 @@ from utrace.model import (
     ArgSpec,
     Const,
     Deref,
+    Diff,
     Filter,
     ProbeKind,
     ProbeSpec,
     Reg,
     Stack,
+    Tls,
 )
 from utrace.probes.codegen import PT_REGS, CodegenError, Options, render
 from utrace.probes.layout import HEADER_FORMAT, event_format
@@ -116,11 +118,29 @@ def pid_specs() -> list[ProbeSpec]:
 
 PID_OPTIONS = Options(pid=4242, pid_ns=(4, 4026532281), ring_pages=256)
 
+
+def go_specs() -> list[ProbeSpec]:
+    """A Go function in the stack ABI: entry after the stack check, one exit probe per `ret`."""
+    g = Tls(-8)
+    frame = (g, Diff(Deref(g, 8), Reg("rsp")))
+    goid = (ArgSpec("goid", ArgKind.S64, Deref(g, 152)),)
+    name = ArgSpec("name", ArgKind.PTRLEN_STR, Stack(8), length=Stack(16), max_len=64)
+    res = (ArgSpec("r0", ArgKind.S64, Stack(32)),)
+    common = {"module": "/srv/greet", "pair": "main.Greet", "frame": frame, "context": goid, "latency": True}
+    return [
+        ProbeSpec("main.Greet", offset=0x9E84D, kind=ProbeKind.ENTRY, args=(name,), **common),  # type: ignore[arg-type]
+        ProbeSpec("main.Greet", offset=0x9E935, kind=ProbeKind.EXIT, args=res, **common),  # type: ignore[arg-type]
+    ]
+
+
+GO_OPTIONS = Options(fsbase_offset=0x1B48)
+
 CASES = {
     "entry": (entry_specs, None),
     "return_latency": (return_specs, None),
     "usdt": (usdt_specs, None),
     "pid_ns": (pid_specs, PID_OPTIONS),
+    "go_stack_abi": (go_specs, GO_OPTIONS),
 }
 
 
@@ -183,7 +203,7 @@ def test_entry_program_shape():
     assert "bpf_probe_read_user_str(e->f0, 32, " in body
     assert "(void *)(ctx->sp + 8ULL)" in body  # the seventh argument
     assert ", 2, (void *)(" in body and "+ -4LL));" in body  # the nested 2-byte dereference
-    assert "s64 t7 = (s64)(s32)t6;" in body  # a -4@ length is sign-extended before the checks
+    assert re.search(r"s64 t\d+ = \(s64\)\(s32\)t\d+;", body)  # a -4@ length is sign-extended before the checks
     assert "starts." not in body  # no latency pairing without a return probe
     assert "e->h.latency = 0;" in body
 
@@ -194,9 +214,9 @@ def test_return_program_pairs_entry_and_return():
     assert prog.functions == ["probe_0", "probe_1", "probe_2", "probe_3"]
     other, entry, ret, alloc = (_probe_body(src, i) for i in range(4))
     assert "starts." not in other  # its pair has no return probe
-    assert "struct start_key sk = { .tid = tid, .pair = 1, .sp = ctx->sp };" in entry
+    assert "struct start_key sk = { .a = ctx->sp, .b = 0, .pair = 1, .who = tid };" in entry
     assert "starts.update(&sk, &now);" in entry
-    assert "struct start_key sk = { .tid = tid, .pair = 1, .sp = ctx->sp - 8 };" in ret
+    assert "struct start_key sk = { .a = ctx->sp - 8ULL, .b = 0, .pair = 1, .who = tid };" in ret
     assert "starts.delete(&sk);" in ret
     assert "e->h.latency = latency;" in ret
     assert "starts." not in alloc and "e->h.latency = 0;" in alloc
@@ -418,8 +438,12 @@ locations = st.recursive(
         st.builds(Reg, st.sampled_from(REGS)),
         st.builds(Stack, st.integers(-4096, 4096)),
         st.builds(Const, st.integers(I64_MIN, U64_MAX)),
+        st.builds(Tls, st.integers(-4096, 4096)),
     ),
-    lambda inner: st.builds(Deref, inner, st.integers(-(1 << 31), 1 << 31), st.sampled_from([1, 2, 4, 8])),
+    lambda inner: st.one_of(
+        st.builds(Deref, inner, st.integers(-(1 << 31), 1 << 31), st.sampled_from([1, 2, 4, 8])),
+        st.builds(Diff, inner, inner),
+    ),
     max_leaves=3,
 )
 
@@ -447,6 +471,7 @@ def arg_specs(draw):
 def probe_specs(draw):
     kind = draw(st.sampled_from(list(ProbeKind)))
     ret = draw(st.one_of(st.none(), arg_specs())) if kind is ProbeKind.RETURN else None
+    frame = draw(st.one_of(st.none(), st.tuples(locations, locations)))
     return ProbeSpec(
         name=draw(st.text(max_size=10)),
         module=draw(st.text(max_size=10)),
@@ -464,6 +489,8 @@ def probe_specs(draw):
         ),
         latency=draw(st.booleans()),
         pair=draw(st.sampled_from(["", "a", "b"])),
+        frame=frame,
+        context=tuple(draw(st.lists(arg_specs(), max_size=2))),
     )
 
 
@@ -472,6 +499,7 @@ options_st = st.builds(
     pid=st.one_of(st.none(), st.integers(1, 1 << 22)),
     pid_ns=st.one_of(st.none(), st.tuples(st.integers(0, 1 << 32), st.integers(0, 1 << 32))),
     ring_pages=st.sampled_from([1, 8, 4096]),
+    fsbase_offset=st.integers(0, 1 << 16),
 )
 
 _C_SIZES = {"u64": 8, "u32": 4}
@@ -528,6 +556,8 @@ u32 bpf_get_smp_processor_id(void);
 long bpf_get_current_comm(void *buf, u32 size);
 long bpf_probe_read_user(void *dst, u32 size, const void *src);
 long bpf_probe_read_user_str(void *dst, u32 size, const void *src);
+long bpf_probe_read_kernel(void *dst, u32 size, const void *src);
+u64 bpf_get_current_task(void);
 #define BPF_RINGBUF_OUTPUT(name, pages) \\
     struct { void *(*ringbuf_reserve)(u64); void (*ringbuf_submit)(void *, u64); } name
 #define BPF_PERCPU_ARRAY(name, type, n) struct { type *(*lookup)(u32 *); } name

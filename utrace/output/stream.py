@@ -2,7 +2,9 @@
 
 JSON schema (one object per line, stable):
   {"kind": "call"|"return"|"event", "probe": str, "pid": int, "tid": int, "comm": str,
-   "ts_ns": int, "cpu": int, "args": {name: value}, ["ret": value], ["latency_ns": int]}
+   "ts_ns": int, "cpu": int, "args": {name: value}, ["ret": value], ["latency_ns": int],
+   ["context": {name: value}]}
+  A Go return's "ret" is an object keyed by result name; "context" carries Go's {"goid": int}.
   last line: {"kind": "summary", "events": int, "lost": int, "per_probe": {probe: count},
               "duration_s": float, "stopped_by": str, "exit_code": int|null, "attached": int}
 String values are JSON strings (cut at the capture limit; "truncated" lists which were cut),
@@ -16,12 +18,14 @@ import sys
 from typing import TextIO
 
 from utrace.model import Event, Target
-from utrace.probes.decode import Pointer, StringValue
+from utrace.probes.decode import Pointer, Rendered, StringValue
 from utrace.runtimes.base import Plan
 from utrace.session import Summary
 
 
 def _fmt_value(v: object) -> str:
+    if isinstance(v, Rendered):
+        return str(v)
     if isinstance(v, StringValue):
         return json.dumps(str(v)) + ("…" if v.truncated else "")
     if isinstance(v, str):
@@ -93,12 +97,19 @@ class TextReporter(_Buffered):
         t = (ev.ts_ns - self.t0) / 1e9
         args = " ".join(f"{k}={_fmt_ptr(k, v)}" for k, v in ev.args.items())
         head = f"{t:10.6f} {ev.pid:>7} {ev.tid:>7} {ev.comm:<15} "
+        ctx = ""
+        if ev.context:
+            ctx = " " + self._c("2", "[" + " ".join(f"{k}={_fmt_value(v)}" for k, v in ev.context.items()) + "]")
         if ev.kind == "return":
             lat = f" {self._c('33', format_latency(ev.latency_ns))}" if ev.latency_ns is not None else ""
-            line = f"{head}{self._c('35', '<- ' + ev.probe)} = {_fmt_ptr('ret', ev.ret)}{lat}"
+            if isinstance(ev.ret, dict):
+                ret = " ".join(f"{k}={_fmt_ptr(k, v)}" for k, v in ev.ret.items()) or "(no results)"
+            else:
+                ret = _fmt_ptr("ret", ev.ret)
+            line = f"{head}{self._c('35', '<- ' + ev.probe)}{ctx} = {ret}{lat}"
         else:
             arrow = "-> " if ev.kind == "call" else "@ "
-            line = f"{head}{self._c('36', arrow + ev.probe)} {args}"
+            line = f"{head}{self._c('36', arrow + ev.probe)}{ctx} {args}"
         self.buf.append(line)
 
     def finished(self, summary: Summary) -> None:
@@ -126,6 +137,8 @@ def _json_value(v: object) -> object:
         return str(v)
     if isinstance(v, Pointer):
         return int(v)
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
     return v
 
 
@@ -153,6 +166,12 @@ class JsonReporter(_Buffered):
         if ev.kind == "return":
             obj["ret"] = _json_value(ev.ret)
             obj["latency_ns"] = ev.latency_ns
+            if isinstance(ev.ret, dict):
+                cut += [k for k, v in ev.ret.items() if isinstance(v, StringValue) and v.truncated]
+                if cut:
+                    obj["truncated"] = cut
+        if ev.context:
+            obj["context"] = {k: _json_value(v) for k, v in ev.context.items()}
         self.buf.append(self._dumps(obj))
 
     def finished(self, summary: Summary) -> None:

@@ -13,12 +13,14 @@ from utrace.model import (
     ArgSpec,
     Const,
     Deref,
+    Diff,
     Filter,
     Location,
     ProbeKind,
     ProbeSpec,
     Reg,
     Stack,
+    Tls,
 )
 from utrace.probes.layout import Field, fields_of
 
@@ -50,11 +52,14 @@ class Options:
         pid_ns: (dev, inode) of utrace's PID namespace when it is not the initial one: pids are then
             read with bpf_get_ns_current_pid_tgid so they match what utrace's /proc shows.
         ring_pages: ring buffer size in pages (a power of two).
+        fsbase_offset: byte offset of `thread.fsbase` in the running kernel's task_struct (from its
+            BTF), needed by `Tls` locations; None when unknown.
     """
 
     pid: int | None = None
     pid_ns: tuple[int, int] | None = None
     ring_pages: int = 4096
+    fsbase_offset: int | None = None
 
 
 @dataclass(slots=True)
@@ -79,9 +84,12 @@ def _int(n: int) -> str:
 
 
 class _Emitter:
-    def __init__(self) -> None:
+    def __init__(self, fsbase_offset: int | None = None) -> None:
         self.lines: list[str] = []
         self.tmp = 0
+        self.fsbase_offset = fsbase_offset
+        # Locations are read once per probe: the goroutine pointer feeds the frame key, goid, ...
+        self.memo: dict[Location, str] = {}
 
     def new(self) -> str:
         self.tmp += 1
@@ -91,7 +99,15 @@ class _Emitter:
         self.lines.append("    " + line)
 
     def value(self, loc: Location) -> str:
-        """Emit statements computing `loc` into a fresh u64 variable; return the variable."""
+        """Emit statements computing `loc` into a u64 variable (once per location); return the variable."""
+        known = self.memo.get(loc)
+        if known is not None:
+            return known
+        v = self._compute(loc)
+        self.memo[loc] = v
+        return v
+
+    def _compute(self, loc: Location) -> str:
         v = self.new()
         if isinstance(loc, Reg):
             member = PT_REGS.get(loc.name)
@@ -109,6 +125,20 @@ class _Emitter:
             base = self.value(loc.base)
             self.emit(f"u64 {v} = 0;")
             self.emit(f"bpf_probe_read_user(&{v}, {loc.size}, (void *)({base} + {_int(loc.offset)}));")
+        elif isinstance(loc, Diff):
+            a = self.value(loc.a)
+            b = self.value(loc.b)
+            self.emit(f"u64 {v} = {a} - {b};")
+        elif isinstance(loc, Tls):
+            if self.fsbase_offset is None:
+                raise CodegenError("a thread-local location needs the kernel's task_struct fsbase offset")
+            fs = self.new()
+            self.emit(f"u64 {fs} = 0;")
+            self.emit(
+                f"bpf_probe_read_kernel(&{fs}, 8, (void *)(bpf_get_current_task() + {_int(self.fsbase_offset)}));"
+            )
+            self.emit(f"u64 {v} = 0;")
+            self.emit(f"bpf_probe_read_user(&{v}, 8, (void *)({fs} + {_int(loc.offset)}));")
         else:
             raise CodegenError(f"unknown location {loc!r}")
         return v
@@ -149,7 +179,8 @@ def _capture(em: _Emitter, fl: Field) -> None:
         want = em.new()
         em.emit(f"s64 {want} = (s64)({ltype}){ln};")
         em.emit(f"e->{n}_len = {want} < 0 ? 0 : (u32){want};")
-        em.emit(f"if ({p} == 0) {{ e->{n}_flags = 1; }} else if ({want} > 0) {{")
+        # (NULL, 0) is an empty string (Go's zero value), not a NULL one
+        em.emit(f"if ({p} == 0 && {want} != 0) {{ e->{n}_flags = 1; }} else if ({want} > 0) {{")
         em.emit(f"    u32 k = {want} > {fl.capacity} ? {fl.capacity} : (u32){want};")
         em.emit(f"    if ({want} > {fl.capacity}) e->{n}_flags = 2;")
         em.emit(f"    if (k > {fl.capacity}) k = {fl.capacity};")
@@ -158,6 +189,22 @@ def _capture(em: _Emitter, fl: Field) -> None:
         return
     v = em.value(a.loc)
     em.emit(f"e->{n} = {v};")
+
+
+def _frame_key(em: _Emitter, spec: ProbeSpec, pair_id: int, sp_adjust: int) -> None:
+    """Declare `sk`, the key that the entry of a call and its return both compute.
+
+    `start_key` is {a, b, pair, who}: (stack pointer, 0, function, thread id) by default, or
+    (owner, depth, function, process id) for frames owned by goroutines, which move between threads.
+    """
+    if spec.frame is None:
+        # The stack pointer at entry identifies the frame and keeps recursive calls apart.
+        sp = f"ctx->sp - {_int(sp_adjust)}" if sp_adjust else "ctx->sp"
+        em.emit(f"struct start_key sk = {{ .a = {sp}, .b = 0, .pair = {pair_id}, .who = tid }};")
+        return
+    owner = em.value(spec.frame[0])
+    depth = em.value(spec.frame[1])
+    em.emit(f"struct start_key sk = {{ .a = {owner}, .b = {depth}, .pair = {pair_id}, .who = pid }};")
 
 
 def _struct(index: int, fields: list[Field]) -> list[str]:
@@ -188,9 +235,10 @@ struct header {
 } __attribute__((packed));
 
 struct start_key {
-    u32 tid;
+    u64 a;
+    u64 b;
     u32 pair;
-    u64 sp;
+    u32 who;
 };
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
@@ -233,14 +281,14 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
     src = _PRELUDE.replace("RING_PAGES", str(int(pages))).replace("PID_READ", pid_read)
     lines = [src]
     pairs: dict[str, int] = {}
-    entry_pairs = {s.pair for s in specs if s.kind is ProbeKind.RETURN and s.latency and s.pair}
+    entry_pairs = {s.pair for s in specs if s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency and s.pair}
     all_fields: list[list[Field]] = []
     functions: list[str] = []
     for i, spec in enumerate(specs):
         fields = fields_of(spec)
         all_fields.append(fields)
         lines += _struct(i, fields)
-        em = _Emitter()
+        em = _Emitter(opts.fsbase_offset)
         em.emit("u32 pid = 0, tid = 0;")
         em.emit("if (utrace_ids(&pid, &tid)) return 0;")
         if opts.pid is not None:
@@ -251,12 +299,12 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         latency = "0"
         pair_id = pairs.setdefault(spec.pair, len(pairs)) if spec.pair else 0
         if spec.kind is ProbeKind.ENTRY and spec.pair in entry_pairs:
-            # The stack pointer at entry identifies the frame: the matching return sees it + 8
-            # (the return address popped), which keeps recursive calls apart.
-            em.emit(f"struct start_key sk = {{ .tid = tid, .pair = {pair_id}, .sp = ctx->sp }};")
+            _frame_key(em, spec, pair_id, sp_adjust=0)
             em.emit("starts.update(&sk, &now);")
-        if spec.kind is ProbeKind.RETURN and spec.latency:
-            em.emit(f"struct start_key sk = {{ .tid = tid, .pair = {pair_id}, .sp = ctx->sp - 8 }};")
+        if spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and spec.latency:
+            # A uretprobe runs after `ret` popped the return address (sp + 8 of the entry's sp);
+            # an exit probe sits on the `ret` itself, where sp equals the entry's sp again.
+            _frame_key(em, spec, pair_id, sp_adjust=8 if spec.kind is ProbeKind.RETURN else 0)
             em.emit("u64 *start = starts.lookup(&sk);")
             em.emit("u64 latency = 0;")
             em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")

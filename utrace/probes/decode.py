@@ -20,7 +20,12 @@ _WIDTH = {
     ArgKind.S32: (32, True), ArgKind.U16: (16, False), ArgKind.S16: (16, True),
     ArgKind.U8: (8, False), ArgKind.S8: (8, True),
 }  # fmt: skip
-_KIND_NAME = {ProbeKind.ENTRY: "call", ProbeKind.RETURN: "return", ProbeKind.USDT: "event"}
+_KIND_NAME = {
+    ProbeKind.ENTRY: "call",
+    ProbeKind.RETURN: "return",
+    ProbeKind.EXIT: "return",
+    ProbeKind.USDT: "event",
+}
 
 
 class Pointer(int):
@@ -28,6 +33,10 @@ class Pointer(int):
 
     def __repr__(self) -> str:
         return f"{int(self):#x}"
+
+
+class Rendered(str):
+    """A value a runtime already formatted the way its language prints it (`nil`, `*errors.errorString("x")`)."""
 
 
 class StringValue(str):
@@ -95,13 +104,21 @@ class Decoder:
         _probe, pid, tid, cpu, ts, latency, comm = items[:7]
         pos = 7
         args: dict[str, object] = {}
+        context: dict[str, object] = {}
         ret: object = None
+        first_context = len(self.fields[index]) - len(spec.context)
         for n, fl in enumerate(self.fields[index]):
             value, pos = _value(fl.arg, items, pos)
             if n == 0 and spec.ret is not None:
                 ret = value
+            elif n >= first_context:
+                context[fl.arg.name] = value
             else:
                 args[fl.arg.name] = value
+        if spec.kind is ProbeKind.EXIT:
+            # the captured values of an exit probe are the function's results
+            ret, args = args, {}
+        returning = spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT)
         return Event(
             kind=_KIND_NAME[spec.kind],
             probe=spec.name,
@@ -112,8 +129,9 @@ class Decoder:
             cpu=cpu,
             args=args,
             ret=ret,
-            latency_ns=latency if (spec.kind is ProbeKind.RETURN and spec.latency and latency) else None,
+            latency_ns=latency if (returning and spec.latency and latency) else None,
+            context=context,
         )
 
 
-__all__ = ["HEADER_SIZE", "Decoder", "Pointer", "StringValue", "integer"]
+__all__ = ["HEADER_SIZE", "Decoder", "Pointer", "Rendered", "StringValue", "integer"]

@@ -59,8 +59,8 @@ def _capacity(arg: ArgSpec) -> int:
 
 
 def fields_of(spec: ProbeSpec) -> list[Field]:
-    """The captured values of a probe in event order: the return value first, then the arguments."""
-    values = ([spec.ret] if spec.ret is not None else []) + list(spec.args)
+    """The captured values of a probe in event order: the return value first, the arguments, the context."""
+    values = ([spec.ret] if spec.ret is not None else []) + list(spec.args) + list(spec.context)
     return [Field(f"f{i}", a, _capacity(a) if a.kind in STRING_KINDS else 0) for i, a in enumerate(values)]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -12,7 +12,7 @@ from utrace.elf.index import symbols_for
 from utrace.elf.symbols import SymbolTable
 from utrace.errors import ElfError, NotFoundError
 from utrace.listing import match_functions
-from utrace.model import ProbeSpec, Symbol, Target
+from utrace.model import Event, ProbeSpec, Symbol, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +40,19 @@ class TraceRequest:
 
 @dataclass(slots=True)
 class Plan:
-    """Probe specs to attach, and lines to tell the user about choices made (aliases, skips)."""
+    """Probe specs to attach, and lines to tell the user about choices made (aliases, skips).
+
+    Attributes:
+        postprocess: turns a decoded event into what the user sees (Go folds an interface's captured
+            words into its dynamic type and message); None leaves events as decoded.
+        needs_tls: some location reads the thread pointer (Go's `g` in the stack ABI), so the program
+            needs the running kernel's task_struct layout.
+    """
 
     specs: list[ProbeSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    postprocess: Callable[[Event], Event] | None = None
+    needs_tls: bool = False
 
 
 class Runtime(Protocol):

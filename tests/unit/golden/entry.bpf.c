@@ -11,9 +11,10 @@ struct header {
 } __attribute__((packed));
 
 struct start_key {
-    u32 tid;
+    u64 a;
+    u64 b;
     u32 pair;
-    u64 sp;
+    u32 who;
 };
 
 BPF_RINGBUF_OUTPUT(events, 4096);
@@ -66,44 +67,39 @@ int probe_0(struct pt_regs *ctx) {
     bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));
     e->f0_len = 0;
     e->f0_flags = 0;
-    u64 t3 = ctx->di;
-    if (t3 == 0) { e->f0_flags = 1; } else {
-        long r = bpf_probe_read_user_str(e->f0, 32, (void *)t3);
+    if (t2 == 0) { e->f0_flags = 1; } else {
+        long r = bpf_probe_read_user_str(e->f0, 32, (void *)t2);
         if (r < 0) { e->f0_flags = 4; }
         else { e->f0_len = r > 0 ? r - 1 : 0;
                if (r == 32) e->f0_flags = 2; }
     }
-    u64 t4 = ctx->si;
-    e->f1 = t4;
+    u64 t3 = ctx->si;
+    e->f1 = t3;
     e->f2_len = 0;
     e->f2_flags = 0;
-    u64 t5 = ctx->dx;
-    u64 t6 = ctx->cx;
-    s64 t7 = (s64)(s32)t6;
-    e->f2_len = t7 < 0 ? 0 : (u32)t7;
-    if (t5 == 0) { e->f2_flags = 1; } else if (t7 > 0) {
-        u32 k = t7 > 24 ? 24 : (u32)t7;
-        if (t7 > 24) e->f2_flags = 2;
+    u64 t4 = ctx->dx;
+    u64 t5 = ctx->cx;
+    s64 t6 = (s64)(s32)t5;
+    e->f2_len = t6 < 0 ? 0 : (u32)t6;
+    if (t4 == 0 && t6 != 0) { e->f2_flags = 1; } else if (t6 > 0) {
+        u32 k = t6 > 24 ? 24 : (u32)t6;
+        if (t6 > 24) e->f2_flags = 2;
         if (k > 24) k = 24;
-        if (bpf_probe_read_user(e->f2, k, (void *)t5) < 0) e->f2_flags = 4;
+        if (bpf_probe_read_user(e->f2, k, (void *)t4) < 0) e->f2_flags = 4;
     }
-    u64 t9 = ctx->di;
-    u64 t8 = 0;
-    bpf_probe_read_user(&t8, 4, (void *)(t9 + 16ULL));
-    e->f3 = t8;
-    u64 t10 = ctx->r8;
-    e->f5 = t10;
-    u64 t11 = ctx->r9;
-    e->f6 = t11;
-    u64 t12 = 0;
-    bpf_probe_read_user(&t12, 8, (void *)(ctx->sp + 8ULL));
-    e->f7 = t12;
-    u64 t15 = ctx->si;
-    u64 t14 = 0;
-    bpf_probe_read_user(&t14, 8, (void *)(t15 + 8ULL));
-    u64 t13 = 0;
-    bpf_probe_read_user(&t13, 2, (void *)(t14 + -4LL));
-    e->f8 = t13;
+    e->f3 = t1;
+    u64 t7 = ctx->r8;
+    e->f5 = t7;
+    u64 t8 = ctx->r9;
+    e->f6 = t8;
+    u64 t9 = 0;
+    bpf_probe_read_user(&t9, 8, (void *)(ctx->sp + 8ULL));
+    e->f7 = t9;
+    u64 t11 = 0;
+    bpf_probe_read_user(&t11, 8, (void *)(t3 + 8ULL));
+    u64 t10 = 0;
+    bpf_probe_read_user(&t10, 2, (void *)(t11 + -4LL));
+    e->f8 = t10;
     events.ringbuf_submit(e, 0);
     return 0;
 }

@@ -11,9 +11,10 @@ struct header {
 } __attribute__((packed));
 
 struct start_key {
-    u32 tid;
+    u64 a;
+    u64 b;
     u32 pair;
-    u64 sp;
+    u32 who;
 };
 
 BPF_RINGBUF_OUTPUT(events, 256);

@@ -11,9 +11,10 @@ struct header {
 } __attribute__((packed));
 
 struct start_key {
-    u32 tid;
+    u64 a;
+    u64 b;
     u32 pair;
-    u64 sp;
+    u32 who;
 };
 
 BPF_RINGBUF_OUTPUT(events, 4096);
@@ -64,7 +65,7 @@ int probe_1(struct pt_regs *ctx) {
     u32 pid = 0, tid = 0;
     if (utrace_ids(&pid, &tid)) return 0;
     u64 now = bpf_ktime_get_ns();
-    struct start_key sk = { .tid = tid, .pair = 1, .sp = ctx->sp };
+    struct start_key sk = { .a = ctx->sp, .b = 0, .pair = 1, .who = tid };
     starts.update(&sk, &now);
     struct event_1 *e = events.ringbuf_reserve(sizeof(struct event_1));
     if (!e) {
@@ -96,7 +97,7 @@ int probe_2(struct pt_regs *ctx) {
     u32 pid = 0, tid = 0;
     if (utrace_ids(&pid, &tid)) return 0;
     u64 now = bpf_ktime_get_ns();
-    struct start_key sk = { .tid = tid, .pair = 1, .sp = ctx->sp - 8 };
+    struct start_key sk = { .a = ctx->sp - 8ULL, .b = 0, .pair = 1, .who = tid };
     u64 *start = starts.lookup(&sk);
     u64 latency = 0;
     if (start) { latency = now - *start; starts.delete(&sk); }

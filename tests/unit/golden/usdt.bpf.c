@@ -11,9 +11,10 @@ struct header {
 } __attribute__((packed));
 
 struct start_key {
-    u32 tid;
+    u64 a;
+    u64 b;
     u32 pair;
-    u64 sp;
+    u32 who;
 };
 
 BPF_RINGBUF_OUTPUT(events, 4096);
@@ -103,7 +104,7 @@ int probe_1(struct pt_regs *ctx) {
     u64 t2 = ctx->si;
     s64 t3 = (s64)(s32)t2;
     e->f0_len = t3 < 0 ? 0 : (u32)t3;
-    if (t1 == 0) { e->f0_flags = 1; } else if (t3 > 0) {
+    if (t1 == 0 && t3 != 0) { e->f0_flags = 1; } else if (t3 > 0) {
         u32 k = t3 > 64 ? 64 : (u32)t3;
         if (t3 > 64) e->f0_flags = 2;
         if (k > 64) k = 64;

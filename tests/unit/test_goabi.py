@@ -1,0 +1,119 @@
+"""The Go ABI engine against the worked examples of abi-internal.md and hand-checked disassembly."""
+
+from __future__ import annotations
+
+import pytest
+
+from utrace.model import GoField, GoKind, GoType
+from utrace.runtimes.goabi import REGABI_AMD64, STACK_AMD64, UnsupportedArch, abi_for, alignment, assign
+
+STRING = GoType("string", GoKind.STRING, 16)
+INT = GoType("int", GoKind.INT, 8)
+INT32 = GoType("int32", GoKind.INT, 4)
+BOOL = GoType("bool", GoKind.BOOL, 1)
+F64 = GoType("float64", GoKind.FLOAT, 8)
+ERROR = GoType("error", GoKind.IFACE, 16)
+PTR = GoType("*net/http.Response", GoKind.POINTER, 8)
+BYTE = GoType("uint8", GoKind.UINT, 1)
+BYTES = GoType("[]uint8", GoKind.SLICE, 24, elem=BYTE)
+
+
+def arr(n: int, elem: GoType) -> GoType:
+    return GoType(f"[{n}]{elem.name}", GoKind.ARRAY, n * elem.size, elem=elem, length=n)
+
+
+def where(a):
+    return [p.reg if p.reg is not None else p.stack for p in a.parts]
+
+
+def test_http_get_register_abi():
+    args, res = assign([("url", STRING)], [("resp", PTR), ("err", ERROR)], REGABI_AMD64)
+    assert where(args[0]) == ["rax", "rbx"]
+    # results start again from the first register
+    assert [where(r) for r in res] == [["rax"], ["rbx", "rcx"]]
+
+
+def test_http_get_stack_abi():
+    args, res = assign([("url", STRING)], [("resp", PTR), ("err", ERROR)], STACK_AMD64)
+    assert where(args[0]) == [8, 16]
+    assert [where(r) for r in res] == [[24], [32, 40]]
+
+
+def test_backfill_after_a_value_that_does_not_fit():
+    # abi-internal.md: a..d take 8 registers, e needs 2 with 1 left -> stack; g back-fills r11
+    params = [(n, STRING) for n in "abcd"] + [("e", STRING), ("g", INT)]
+    args, _ = assign(params, [], REGABI_AMD64)
+    assert [where(a) for a in args[:4]] == [["rax", "rbx"], ["rcx", "rdi"], ["rsi", "r8"], ["r9", "r10"]]
+    assert where(args[4]) == [8, 16] and not args[4].in_registers
+    assert where(args[5]) == ["r11"]
+
+
+def test_arrays_longer_than_one_go_on_the_stack():
+    args, res = assign([("x", arr(2, INT)), ("y", INT)], [("r0", INT)], REGABI_AMD64)
+    assert where(args[0]) == [8, 16]
+    assert where(args[1]) == ["rax"]
+    assert where(res[0]) == ["rax"]
+    one, _ = assign([("x", arr(1, INT))], [], REGABI_AMD64)
+    assert where(one[0]) == ["rax"]
+
+
+def test_greet_matches_its_disassembly():
+    # go1.19 main.Greet: the error path returns `mov %rax,%rcx; mov %rbx,%rdi; xor %eax; xor %ebx; ret`
+    args, res = assign([("name", STRING), ("n", INT)], [("r0", STRING), ("r1", ERROR)], REGABI_AMD64)
+    assert [where(a) for a in args] == [["rax", "rbx"], ["rcx"]]
+    assert [where(r) for r in res] == [["rax", "rbx"], ["rcx", "rdi"]]
+    # go1.15: `mov 0x98(%rsp),%rax` after `add $-0x80,%rsp` reads n at entry sp + 0x18
+    args, res = assign([("name", STRING), ("n", INT)], [("r0", STRING), ("r1", ERROR)], STACK_AMD64)
+    assert [where(a) for a in args] == [[8, 16], [24]]
+    assert [where(r) for r in res] == [[32, 40], [48, 56]]
+
+
+def test_fib_pad_on_the_stack_and_n_in_a_register():
+    args, _res = assign([("n", INT), ("pad", arr(512, BYTE))], [("r0", INT)], REGABI_AMD64)
+    assert where(args[0]) == ["rax"]
+    assert args[1].stack == 8 and not args[1].in_registers
+    stack_args, stack_res = assign([("n", INT), ("pad", arr(512, BYTE))], [("r0", INT)], STACK_AMD64)
+    assert where(stack_args[0]) == [8]
+    assert stack_args[1].stack == 16
+    assert where(stack_res[0]) == [8 + 8 + 512]
+
+
+def test_floats_use_their_own_registers():
+    args, _ = assign([("a", F64), ("b", INT), ("c", F64)], [], REGABI_AMD64)
+    assert [where(a) for a in args] == [["xmm0"], ["rax"], ["xmm1"]]
+    assert args[0].parts[0].is_float
+
+
+def test_structs_are_flattened_and_aligned_on_the_stack():
+    s = GoType("main.S", GoKind.STRUCT, 16, fields=(GoField("A", 0, BOOL), GoField("B", 8, INT)))
+    args, _ = assign([("s", s)], [], REGABI_AMD64)
+    assert [(p.path, p.reg) for p in args[0].parts] == [(".A", "rax"), (".B", "rbx")]
+    args, _ = assign([("x", INT32), ("s", s)], [], STACK_AMD64)
+    assert where(args[0]) == [8]
+    assert args[1].stack == 16  # aligned to 8 after the 4-byte int32
+    assert where(args[1]) == [16, 24]
+
+
+def test_slices_and_too_many_values():
+    params = [(f"b{i}", BYTES) for i in range(4)]
+    args, _ = assign(params, [], REGABI_AMD64)
+    assert where(args[0]) == ["rax", "rbx", "rcx"]
+    assert where(args[2]) == ["r9", "r10", "r11"]
+    assert where(args[3]) == [8, 16, 24]
+
+
+def test_zero_sized_values_take_nothing():
+    empty = GoType("struct {}", GoKind.STRUCT, 0)
+    args, _ = assign([("e", empty), ("n", INT)], [], REGABI_AMD64)
+    assert where(args[0]) == [] and where(args[1]) == ["rax"]
+
+
+def test_alignment():
+    assert alignment(INT32) == 4 and alignment(STRING) == 8 and alignment(arr(3, INT32)) == 4
+
+
+def test_only_amd64_has_tables():
+    assert abi_for("amd64", True) is REGABI_AMD64
+    assert abi_for("amd64", False) is STACK_AMD64
+    with pytest.raises(UnsupportedArch):
+        abi_for("arm64", True)
