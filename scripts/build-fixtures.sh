@@ -10,7 +10,8 @@
 #   go/greet, go/httpget                      system Go (1.19 on bookworm)
 #   go/greet-stripped, go/httpget-stripped    system Go, -ldflags='-s -w'
 #   go/greet-pie, go/httpget-pie              system Go, -buildmode=pie
-#   go/greet-go1.15, go/httpget-go1.15        Go 1.15 (stack ABI) via scripts/fetch-go.sh
+#   go/<prog>-go<ver>{,-stripped,-pie}        fetched Go <ver> (scripts/fetch-go.sh): normal,
+#                                             -ldflags='-s -w', -buildmode=pie; 1.15 is stack ABI
 #   java/Demo.class (+ Demo$Worker.class)     javac; run: java -cp OUTDIR/java Demo
 #   manifest.json                             what was built, with which toolchain/flags
 # Node fixtures (fixtures/node/*.js) need no build and are used in place.
@@ -23,8 +24,8 @@
 # and its outputs exist, so a warm run takes well under a second.
 #
 # Environment:
-#   UTRACE_GO_VERSIONS   fetched Go versions to build with (default "1.15"; any of
-#                        1.15 1.21 1.22 1.23 1.24; "" for none). Outputs: go/<prog>-go<ver>
+#   UTRACE_GO_VERSIONS   fetched Go versions to build with (default "1.15 1.21 1.22 1.23 1.24";
+#                        "" for none). Outputs: go/<prog>-go<ver>{,-stripped,-pie}
 #   UTRACE_FIXTURES_STRICT=1   treat a missing toolchain as a failure (default: skip it)
 #   CC, CXX, GO, JAVAC   override the compilers
 #   UTRACE_CACHE         cache root for Go build caches (default $HOME/.cache/utrace)
@@ -46,7 +47,7 @@ LOGS=$OUTDIR/.logs
 mkdir -p "$STAMPS" "$LOGS"
 
 CACHE=${UTRACE_CACHE:-$HOME/.cache/utrace}
-GO_VERSIONS=${UTRACE_GO_VERSIONS-1.15}
+GO_VERSIONS=${UTRACE_GO_VERSIONS-1.15 1.21 1.22 1.23 1.24}
 STRICT=${UTRACE_FIXTURES_STRICT:-0}
 
 log() { printf 'build-fixtures: %s\n' "$*" >&2; }
@@ -225,9 +226,11 @@ else
     skip go-system "no go toolchain (install golang-go)"
 fi
 
-# Fetched Go toolchains (default 1.15, the last stack-ABI release): normal builds.
+# Fetched Go toolchains (1.15 is the last stack-ABI release; 1.21-1.24 cover the 1.20+ pclntab
+# and both goid offsets): the same three variants as the system Go, since stripped and PIE
+# builds are where the table layouts differ (no .symtab; pie moves pclntab/relocates textStart).
 build_go_fetched() {
-    build_go_variants "$FETCHED_GOROOT/bin/go" "$FETCHED_GOROOT" "$FETCHED_VER" "-go$FETCHED_VER" normal
+    build_go_variants "$FETCHED_GOROOT/bin/go" "$FETCHED_GOROOT" "$FETCHED_VER" "-go$FETCHED_VER" normal stripped pie
 }
 for v in $GO_VERSIONS; do
     comp=go-$v
@@ -239,7 +242,7 @@ for v in $GO_VERSIONS; do
     CUR_GO_COMP=$comp
     FETCHED_GOROOT=$goroot FETCHED_VER=$v
     outs=()
-    for p in "${GO_PROGS[@]}"; do outs+=("go/$p-go$v"); done
+    for p in "${GO_PROGS[@]}"; do outs+=("go/$p-go$v" "go/$p-go$v-stripped" "go/$p-go$v-pie"); done
     run_component "$comp" "$(hash_of "$GO_ID" "${GO_SRCS[@]}")" build_go_fetched "${outs[@]}"
 done
 
