@@ -40,3 +40,25 @@ wait
 step "Live: arguments by signature, USDT probes, returns with latency" \
      "utrace native $B/c/sdt_demo 'demo_greet(const char *name, long n)' demo_add 'utrace_demo:*' --ret -- $B/c/sdt_demo 3"
 $U native $B/c/sdt_demo 'demo_greet(const char *name, long n)' 'demo_add(int a, int b)' 'utrace_demo:*' --ret -- $B/c/sdt_demo 3
+
+step "Go: net/http.Get, inlined by the compiler, traced from DWARF (a real HTTP server answers)" \
+     "utrace go $B/go/httpget net/http.Get -- $B/go/httpget http://127.0.0.1:PORT/a http://127.0.0.1:PORT/b?q=1"
+www=$(mktemp -d)
+.venv/bin/python -u -m http.server 0 --bind 127.0.0.1 --directory "$www" >"$www/.port" 2>/dev/null &
+httpd=$!
+for _ in $(seq 50); do grep -q port "$www/.port" 2>/dev/null && break; sleep 0.1; done
+gport=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$www/.port" | head -n1)
+echo hello >"$www/a"
+$U go $B/go/httpget net/http.Get -- $B/go/httpget "http://127.0.0.1:$gport/a" "http://127.0.0.1:$gport/b?q=1" || true
+kill "$httpd" 2>/dev/null || true
+rm -rf "$www"
+
+step "Go: arguments, results and error messages, both ABIs, returns without uretprobes" \
+     "utrace go $B/go/greet main.Greet 'main.(*T).M' --ret -- $B/go/greet 2   (and the Go 1.15 stack-ABI build)"
+$U go $B/go/greet main.Greet 'main.(*T).M' --ret -- $B/go/greet 2 5
+$U go $B/go/greet-go1.15 main.Greet --ret -- $B/go/greet-go1.15 1 5
+
+step "Go, stripped (-ldflags='-s -w'): functions from the pclntab, types from a signature" \
+     "utrace go $B/go/greet-stripped 'main.Greet(name string, n int) (string, error)' --ret -- ..."
+$U list $B/go/greet-stripped 'main.*'
+$U go $B/go/greet-stripped 'main.Greet(name string, n int) (string, error)' --ret -- $B/go/greet-stripped 1 5

@@ -96,6 +96,11 @@ def list_target(
         try:
             if functions:
                 table = symbols_for(module.path, on_cold=on_cold)
+                if len(table) == 0:
+                    # a stripped Go binary still names every function in its pclntab
+                    from utrace.elf.gosyms import go_function_table
+
+                    table = go_function_table(module.path) or table
                 listing.functions.append(ModuleFunctions(module.display, table, match_functions(table, pattern)))
             if usdt:
                 for p in match_probes(usdt_probes_for(module.path), pattern):

@@ -192,6 +192,27 @@ def node_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
     _run_trace("node", binary, probes, opts)
 
 
+@cli.command("go")
+@click.argument("args", nargs=-1, required=True)
+@_trace_options
+def go_cmd(args: tuple[str, ...], **opts: Any) -> None:
+    """Trace Go functions: arguments by name and type, returns without uretprobes.
+
+    \b
+      utrace go ./bin net/http.Get
+      utrace go ./bin 'main.(*T).*' --ret
+      utrace go --pid 1234 'main.Greet'
+      utrace go ./stripped 'main.Greet(name string, n int) (string, error)' --ret
+      utrace go main.Greet -- ./bin world
+    """
+    first_is_file = os.sep in args[0] and os.path.exists(args[0])
+    if (opts["pid"] is None and not _LAUNCH) or first_is_file:
+        binary, probes = args[0], args[1:]
+    else:
+        binary, probes = None, args
+    _run_trace("go", binary, probes, opts)
+
+
 @cli.command("doctor")
 @click.option("--no-compile", is_flag=True, help="Skip the compile-and-load test.")
 def doctor_cmd(no_compile: bool) -> None:

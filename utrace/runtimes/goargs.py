@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from utrace.model import ArgKind, ArgSpec, Const, Deref, Diff, GoKind, GoType, Location, Reg, Stack
+from utrace.model import ArgKind, ArgSpec, Deref, GoKind, GoType, Location, Reg, Stack
 from utrace.probes.decode import Rendered
 from utrace.runtimes.goabi import Assigned, Part
 
@@ -141,15 +141,8 @@ def _value(name: str, t: GoType, ps: list[Part], caps: Captures, max_len: int) -
         if base is None:
             caps.args.append(ArgSpec(name, ArgKind.UNAVAILABLE, note=f"{t.name} not captured"))
             return
-        if t.elem.kind is GoKind.UINT and t.elem.size == 1:
-            # bytes in place on the stack: the "pointer" is the stack address itself (sp + offset)
-            addr = Diff(Reg("rsp"), Const(-base))
-            caps.args.append(
-                ArgSpec(name, ArgKind.PTRLEN_STR, addr, length=Const(t.length), max_len=min(max_len, t.length))
-            )
-            return
         if t.length > MAX_ARRAY_ELEMS:
-            caps.args.append(ArgSpec(name, ArgKind.UNAVAILABLE, note=f"{t.name} on the stack at sp+{base}: too long"))
+            caps.args.append(ArgSpec(name, ArgKind.UNAVAILABLE, note=f"{t.name} at sp+{base}: not captured"))
             return
         for i in range(t.length):
             prefix = f"[{i}]"

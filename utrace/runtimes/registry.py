@@ -9,11 +9,27 @@ from typing import Any
 from utrace.errors import UsageError
 
 
-def _builtin() -> dict[str, Any]:
+def _go() -> Any:
+    from utrace.runtimes.go import GoRuntime
+
+    return GoRuntime()
+
+
+def _native() -> Any:
     from utrace.runtimes.native import NativeRuntime
+
+    return NativeRuntime()
+
+
+def _node() -> Any:
     from utrace.runtimes.node import NodeRuntime
 
-    return {"native": NativeRuntime, "node": NodeRuntime}
+    return NodeRuntime()
+
+
+def _builtin() -> dict[str, Any]:
+    # factories, so that tracing node never imports the Go plugin's disassembler and DWARF reader
+    return {"native": _native, "node": _node, "go": _go}
 
 
 def runtimes() -> dict[str, Any]:

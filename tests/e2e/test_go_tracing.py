@@ -1,0 +1,214 @@
+"""Tracing real Go programs in both ABIs, checked against their own printout and a real HTTP server's log."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BUILD, Background, need, read_text_byte, run_utrace, uprobe_events
+from tests.e2e.test_tracing import events, release, start_waiting
+
+pytestmark = pytest.mark.usefixtures("root_bpf")
+
+GO = BUILD / "go"
+# (suffix, what it is): every Go build variant that build-fixtures.sh makes
+REQUIRED = ["", "-go1.15", "-pie", "-stripped"]
+OPTIONAL = [f"-go{v}{k}" for v in ("1.21", "1.22", "1.23", "1.24") for k in ("", "-pie", "-stripped")]
+OPTIONAL += ["-go1.15-pie", "-go1.15-stripped"]
+GREET_SIG = "main.Greet(name string, n int) (string, error)"
+M_SIG = "main.(*T).M(x int) int"
+
+
+def variants(prog: str) -> list[str]:
+    found = [s for s in OPTIONAL if (GO / f"{prog}{s}").exists()]
+    return REQUIRED + found
+
+
+def binary(fixtures_built: Path, prog: str, suffix: str) -> str:
+    path = fixtures_built / "go" / f"{prog}{suffix}"
+    need(path.exists(), f"{path} not built (scripts/build-fixtures.sh; Go toolchains via scripts/fetch-go.sh)")
+    return str(path)
+
+
+GREET_LINE = re.compile(
+    r'iter (\d+) Greet\("(\w+)",(\d+)\)="([^"]*)" err=<nil> Greet\("\w+",(-\d+)\)="" err="([^"]*)" '
+    r"T\{(\d+)\}\.M\((\d+)\)=(\d+)"
+)
+
+
+@pytest.mark.parametrize("suffix", variants("greet"))
+def test_greet_arguments_results_and_error_messages(fixtures_built: Path, suffix: str) -> None:
+    exe = binary(fixtures_built, "greet", suffix)
+    stripped = "stripped" in suffix
+    probes = [GREET_SIG, M_SIG] if stripped else ["main.Greet", "main.(*T).M"]
+    p = run_utrace("go", exe, *probes, "--ret", "--json", "--", exe, "3", "5", timeout=120)
+    assert p.returncode == 0, p.stderr
+    evs, summary = events(p.stdout)
+    printed = [GREET_LINE.match(line) for line in p.stdout.splitlines() if line.startswith("iter ")]
+    assert len(printed) == 3 and all(printed), p.stdout
+    assert summary["lost"] == 0
+    greet_calls = [e for e in evs if e["probe"] == "main.Greet" and e["kind"] == "call"]
+    greet_rets = [e for e in evs if e["probe"] == "main.Greet" and e["kind"] == "return"]
+    m_calls = [e for e in evs if e["probe"] == "main.(*T).M" and e["kind"] == "call"]
+    m_rets = [e for e in evs if e["probe"] == "main.(*T).M" and e["kind"] == "return"]
+    # what the program says it passed and got, in call order: Greet(i), Greet(-i), M(i) per iteration
+    want_calls, want_rets, want_m = [], [], []
+    for m in printed:
+        assert m is not None
+        _i, who, ok, ok_text, neg, err_text, _base, x, mres = m.groups()
+        want_calls += [{"name": who, "n": int(ok)}, {"name": who, "n": int(neg)}]
+        want_rets += [(ok_text, "nil"), ("", f'*errors.errorString("{err_text}")')]
+        want_m.append((int(x), int(mres)))
+    assert [e["args"] for e in greet_calls] == want_calls
+    assert [(e["ret"]["r0"], e["ret"]["r1"]) for e in greet_rets] == want_rets
+    assert [e["args"]["x"] for e in m_calls[:3]] == [x for x, _ in want_m]
+    assert [e["ret"]["r0"] for e in m_rets[:3]] == [r for _, r in want_m]
+    # every return paired with its entry (latency), and the goroutine id is main's
+    assert all(e["latency_ns"] is not None and e["latency_ns"] > 0 for e in greet_rets + m_rets)
+    assert {e["context"]["goid"] for e in greet_calls + greet_rets} == {1}
+    # the last M call runs on another goroutine, whose id the program read from runtime.Stack
+    g = re.search(r"goroutine (\d+) T\{100\}\.M\(1000\)=1100", p.stdout)
+    assert g, p.stdout
+    last = [e for e in m_calls if e["args"]["x"] == 1000]
+    assert len(last) == 1 and last[0]["context"]["goid"] == int(g.group(1))
+
+
+@pytest.mark.parametrize("suffix", ["", "-go1.15"])
+def test_deep_recursion_with_stack_growth_pairs_every_return(fixtures_built: Path, suffix: str) -> None:
+    """main.Depth(n, pad [512]byte): 600 frames of ~1 KB; the 8 KB goroutine stack is copied ~7 times."""
+    exe = binary(fixtures_built, "greet", suffix)
+    p = run_utrace("go", exe, "main.Depth", "main.Fib", "--ret", "--json", "--", exe, "1", "12", "600", timeout=180)
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"Depth\(600\)=(\d+) calls=(\d+) stack moved=(\w+)", p.stdout)
+    fib = re.search(r"Fib\(12\)=(\d+)", p.stdout)
+    assert m and fib, p.stdout
+    # 1 + ... + 600, plus pad[0], which the call with n = 512 incremented in its copy
+    assert m.group(1) == str(sum(range(601)) + 1), "the traced program computed the right result"
+    assert m.group(3) == "yes", "the goroutine stack really moved during the traced calls"
+    evs, summary = events(p.stdout)
+    assert summary["lost"] == 0
+    for probe, calls in (("main.Depth", int(m.group(2))), ("main.Fib", 465)):  # Fib(12) makes 465 calls
+        entries = [e for e in evs if e["probe"] == probe and e["kind"] == "call"]
+        rets = [e for e in evs if e["probe"] == probe and e["kind"] == "return"]
+        assert len(entries) == calls, f"{probe}: one entry per call, none doubled by morestack"
+        assert len(rets) == calls
+        assert all(r["latency_ns"] is not None for r in rets), f"{probe}: every return paired with its entry"
+    depth_rets = [e["ret"]["r0"] for e in evs if e["probe"] == "main.Depth" and e["kind"] == "return"]
+    # innermost first (Depth(0) returns pad[0] = 1), outermost last (the printed sum)
+    assert depth_rets[0] == 1 and depth_rets[-1] == int(m.group(1))
+    entries = [e["args"]["n"] for e in evs if e["probe"] == "main.Depth" and e["kind"] == "call"]
+    assert entries == list(range(600, -1, -1))
+
+
+# --- net/http.Get against a real HTTP server ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """CPython's http.server on 127.0.0.1, its request log (one line per request) in a file."""
+    root = tmp_path_factory.mktemp("www")
+    (root / "hello.txt").write_text("hello\n")
+    log = root.parent / "httpd.log"
+    with open(log, "w") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(root)],
+            stdout=subprocess.PIPE,
+            stderr=logf,
+            text=True,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(re.search(r"port (\d+)", line).group(1))  # type: ignore[union-attr]
+        try:
+            yield port, log
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+
+
+def served(log: Path, marker: str) -> list[str]:
+    return [ln for ln in log.read_text().splitlines() if '"GET /' in ln and marker in ln]
+
+
+@pytest.mark.parametrize("suffix", variants("httpget"))
+def test_http_get_urls_exact_and_the_server_agrees(
+    fixtures_built: Path, http_server: tuple[int, Path], suffix: str
+) -> None:
+    exe = binary(fixtures_built, "httpget", suffix)
+    port, log = http_server
+    tag = f"t{int(time.time() * 1000) % 10**9}{suffix.replace('.', '_')}"
+    urls = [
+        f"http://127.0.0.1:{port}/hello.txt?{tag}=1",
+        f"http://127.0.0.1:{port}/missing/{tag}/x%20y",
+        f"http://127.0.0.1:{port}/hello.txt?{tag}=3&q=" + "z" * 60,
+    ]
+    p = run_utrace("go", exe, "net/http.Get", "--json", "--", exe, *urls, timeout=120)
+    assert p.returncode == 0, p.stderr
+    evs, summary = events(p.stdout)
+    assert "done 3/3" in p.stdout, p.stdout
+    gets = [e for e in evs if e["probe"] == "net/http.Get"]
+    hits = served(log, tag)
+    assert len(hits) == 3, "the server logged each request once"
+    assert "inlined into main.main" in p.stderr  # the compiler inlined http.Get into main
+    if "stripped" in suffix:
+        assert len(gets) == len(hits) == 3
+        assert all(str(e["args"]["args"]).startswith("<unavailable") for e in gets)
+        assert "pclntab inline tree" in p.stderr
+    else:
+        assert [e["args"]["url"] for e in gets] == urls
+        assert len(gets) == len(hits)
+    assert summary["lost"] == 0
+
+
+# --- Live process, detach, bad input ---------------------------------------------------------------
+
+
+def test_live_go_process_by_pid_and_detach(fixtures_built: Path) -> None:
+    exe = binary(fixtures_built, "greet", "")
+    prog = start_waiting([exe, "--wait", "2", "5"])
+    try:
+        bg = Background("go", "--pid", str(prog.pid), "main.Greet", "--ret", "--json")
+        bg.wait_attached()
+        from utrace.elf.gobin import pclntab
+
+        fn = pclntab(exe).lookup("main.Greet")
+        assert fn is not None
+        rets = []
+        from utrace.elf.goasm import return_sites
+        from utrace.elf.reader import ElfImage
+
+        with ElfImage(exe) as img:
+            assert fn.offset is not None
+            rets = return_sites(img.read(fn.offset, fn.end - fn.entry), fn.entry)
+        assert all(read_text_byte(prog.pid, r) == 0xCC for r in rets), "a breakpoint on every ret"
+        release(prog)
+        prog.wait(timeout=30)
+        out, err, rc = bg.finish()
+        assert rc == 0, err
+        evs, summary = events(out)
+        assert summary["stopped_by"] == "target exited"
+        assert [e["args"]["n"] for e in evs if e["kind"] == "call"] == [1, -1, 2, -2]
+        assert "utrace" not in uprobe_events()
+    finally:
+        if prog.poll() is None:
+            prog.kill()
+        prog.wait()
+
+
+def test_bad_go_input_gets_one_line(fixtures_built: Path) -> None:
+    greet = binary(fixtures_built, "greet", "")
+    p = run_utrace("go", greet, "main.Gret")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "did you mean: main.Greet" in p.stderr
+    p = run_utrace("go", str(fixtures_built / "c" / "sdt_demo"), "main.main")
+    assert p.returncode == 3 and "not a Go binary" in p.stderr and p.stderr.count("\n") == 1
+    p = run_utrace("go", greet, "strings.Title")
+    assert p.returncode == 2 and "strings" in p.stderr and "Traceback" not in p.stderr
+    p = run_utrace("go", str(fixtures_built / "go" / "greet-stripped"), "main.Greet(name Foo)")
+    assert p.returncode == 2 and "Foo" in p.stderr and p.stderr.count("\n") == 1

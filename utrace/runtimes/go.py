@@ -1,0 +1,429 @@
+"""`go`: Go programs. Functions from the pclntab (stripped binaries too), arguments by the Go ABI.
+
+- Names as Go writes them (`net/http.Get`, `main.(*T).M`) and globs over them.
+- Arguments by name and type from DWARF, or from a signature on the command line; placed by the
+  register ABI (Go >= 1.17 on amd64) or the stack ABI (older, and `.abi0` assembly functions).
+- Inlined calls: every DW_TAG_inlined_subroutine of the function is probed as well, its arguments
+  read where DWARF's location lists say they are at that pc. Without DWARF the pclntab inline tree
+  still says where the calls are; they are probed without arguments.
+- Returns without uretprobes (which corrupt Go's movable stacks): a plain uprobe on every `ret`.
+  Entry and return pair per goroutine frame: (g, g.stack.hi - sp) stays the same when the
+  goroutine's stack is copied to grow, and the entry probe sits after the stack-bound check so the
+  morestack retry does not fire it twice.
+- Every event carries the goroutine id (`runtime.g.goid`: offset from DWARF, else by version).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from utrace.elf.goasm import after_stack_check, return_sites
+from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, inlined_calls, open_binary
+from utrace.elf.godwarf import DwarfParam, FrameLoc, GoDwarf, RegLoc, Unavailable
+from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
+from utrace.model import (
+    ArgKind,
+    ArgSpec,
+    Deref,
+    Diff,
+    Event,
+    GoType,
+    Location,
+    ProbeKind,
+    ProbeSpec,
+    Reg,
+    Target,
+    Tls,
+)
+from utrace.runtimes.base import Plan, TraceRequest
+from utrace.runtimes.goabi import Abi, Assigned, Part, UnsupportedArch, abi_for, assign, memory_parts, parts
+from utrace.runtimes.goargs import Captures, captures, present
+from utrace.runtimes.gosig import GoSignature, parse_signature, parse_type
+from utrace.runtimes.native import NativeRuntime
+
+MAX_FUNCTIONS = 256
+G_STACK_HI = 8  # runtime.g starts with `stack stack` = {lo, hi uintptr}
+G_TLS_OFFSET = -8  # amd64: g is the last word below the thread pointer (runtime.tlsg)
+PC_CONTEXT = "pc"  # PIE only: the probe's run-time pc, to learn the load bias (removed before output)
+
+
+def goid_offset_by_version(info: GoInfo) -> int | None:
+    """`runtime.g.goid` on 64-bit when DWARF cannot say: 152 up to go1.22, 160 in 1.23-1.24
+    (syscallbp added), 152 again from 1.25 (gobuf.ret removed)."""
+    v = info.version_tuple
+    if v is None:
+        return None
+    if (1, 23, 0) <= v < (1, 25, 0):
+        return 160
+    return 152
+
+
+def _result_names(params: list[tuple[str, GoType]]) -> list[tuple[str, GoType]]:
+    """Unnamed results (`~r0`, `~r2` in older DWARF) become r0, r1... by position."""
+    return [(n if n and not n.startswith("~") else f"r{i}", t) for i, (n, t) in enumerate(params)]
+
+
+@dataclass(slots=True)
+class _Presenter:
+    """Plan.postprocess for Go: interfaces by dynamic type, floats from bits."""
+
+    path: str
+    pie: bool
+    binary: GoBinary
+    shown: dict[tuple[str, str], Captures] = field(default_factory=dict)
+    sites: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # link-time pcs of each probe
+    bias: dict[int, int] = field(default_factory=dict)
+
+    def _learn_bias(self, ev: Event) -> None:
+        """A PIE's load bias from the pc of the probe that fired (a page multiple: pc - link pc)."""
+        pc = ev.context.pop(PC_CONTEXT, None)
+        if not isinstance(pc, int) or ev.pid in self.bias:
+            return
+        for addr in self.sites.get((ev.probe, ev.kind), []):
+            # ip is the probe address, or one past the int3 on kernels that report it so
+            for delta in (pc - addr, pc - addr - 1):
+                if delta >= 0 and delta % 4096 == 0:
+                    self.bias[ev.pid] = delta
+                    return
+
+    def type_name(self, pid: int, addr: int) -> str | None:
+        return self.binary.type_name(addr - self.bias.get(pid, 0))
+
+    def __call__(self, ev: Event) -> Event:
+        if self.pie:
+            self._learn_bias(ev)
+        caps = self.shown.get((ev.probe, ev.kind))
+        if caps is None or not (caps.interfaces or caps.floats):
+            return ev
+        if ev.kind == "return" and isinstance(ev.ret, dict):
+            ret = present(ev.ret, caps, self.type_name, ev.pid)
+            return Event(ev.kind, ev.probe, ev.pid, ev.tid, ev.comm, ev.ts_ns, ev.cpu, ev.args, ret,
+                         ev.latency_ns, ev.context)  # fmt: skip
+        args = present(ev.args, caps, self.type_name, ev.pid)
+        return Event(ev.kind, ev.probe, ev.pid, ev.tid, ev.comm, ev.ts_ns, ev.cpu, args, ev.ret,
+                     ev.latency_ns, ev.context)  # fmt: skip
+
+
+class GoRuntime:
+    name: ClassVar[str] = "go"
+
+    def __init__(self) -> None:
+        self._pie = False
+
+    def target(self, request: TraceRequest) -> Target:
+        return NativeRuntime().target(request)
+
+    # ------------------------------------------------------------------ resolution
+
+    def _match(self, funcs: list[GoFunc], name: str) -> list[GoFunc]:
+        if any(c in name for c in "*?["):
+            # `(*T)` in Go names: a literal "(*" is not a glob
+            pat = re.escape(name).replace(r"\*", ".*").replace(r"\?", ".")
+            pat = pat.replace(r"\(.*", r"\(\*")
+            rx = re.compile(pat)
+            return [f for f in funcs if rx.fullmatch(f.name) or rx.fullmatch(f.symbol)]
+        return [f for f in funcs if f.name == name or f.symbol == name]
+
+    def _missing(self, funcs: list[GoFunc], name: str, where: str) -> str:
+        """Why a name matched nothing: unknown package, or a package linked in without that function."""
+        pkg = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else ""
+        pkg = re.sub(r"\.\(\*?[^)]*\)$", "", pkg)
+        if pkg and any(f.name.startswith(pkg + ".") for f in funcs):
+            return (
+                f"no Go function {name!r} in {where}: package {pkg} is linked in, but this function is not "
+                "(the linker drops functions nothing calls) and no inlined copy of it was found"
+            )
+        if pkg:
+            return f"no Go function {name!r} in {where}: package {pkg} is not part of this program"
+        return f"no Go function {name!r} in {where} (not in the pclntab, and not inlined anywhere)"
+
+    def _suggest(self, funcs: list[GoFunc], name: str) -> list[str]:
+        pool = {f.name for f in funcs}
+        close = difflib.get_close_matches(name, pool, n=5, cutoff=0.7)
+        short = name.rsplit(".", 1)[-1]
+        if len(close) < 5 and len(short) > 2:
+            close += sorted(n for n in pool if n.endswith("." + short) and n not in close)[: 5 - len(close)]
+        return close
+
+    # ------------------------------------------------------------------ arguments
+
+    def _types_for(
+        self, fn: GoFunc, sig: GoSignature | None, dwarf: GoDwarf | None, plan: Plan
+    ) -> tuple[list[tuple[str, GoType]], list[tuple[str, GoType]], bool]:
+        """(params, results, known) for a function: a user signature wins over DWARF."""
+        if sig is not None:
+            params = list(sig.params)
+            m = re.search(r"\.\(\*([^)]+)\)\.[^.]+$", fn.name)
+            if m:
+                recv = parse_type("*" + fn.name[: m.start()] + "." + m.group(1))
+                params.insert(0, ("recv", recv))
+            return params, list(sig.results or ()), True
+        if dwarf is not None:
+            df = dwarf.function(fn.name)
+            if df is not None:
+                ps = [(p.name, p.type) for p in df.params if not p.is_result]
+                rs = _result_names([(p.name, p.type) for p in df.params if p.is_result])
+                return ps, rs, True
+        return [], [], False
+
+    def _goid(self, info: GoInfo, dwarf: GoDwarf | None) -> int | None:
+        if dwarf is not None:
+            try:
+                off = dwarf.struct_member_offset("runtime.g", "goid")
+            except ElfError:
+                off = None
+            if off is not None:
+                return off
+        return goid_offset_by_version(info)
+
+    # ------------------------------------------------------------------ planning
+
+    def plan(self, request: TraceRequest, target: Target) -> Plan:
+        exe = target.modules[0]
+        try:
+            binary = open_binary(exe.path)
+            info = binary.info()
+        except ElfError:
+            raise
+        if info is None:
+            raise TargetError(
+                f"{exe.display} is not a Go binary (no .note.go.buildid, .go.buildinfo or .gopclntab); "
+                "for C/C++ use `utrace native`"
+            )
+        try:
+            abi_main = abi_for(info.arch, info.abi == "regabi")
+            abi_stack = abi_for(info.arch, False)
+        except UnsupportedArch as e:
+            raise TargetError(f"{exe.display}: {e}") from None
+        tab = binary.pclntab()
+        dwarf: GoDwarf | None = GoDwarf(exe.path) if info.has_dwarf else None
+        if dwarf is not None and not dwarf.has_dwarf:
+            dwarf = None
+        plan = Plan()
+        presenter = _Presenter(exe.path, info.pie, binary)
+        self._pie = info.pie
+        goid = self._goid(info, dwarf)
+        funcs = tab.functions
+        specs: list[ProbeSpec] = []
+        for expr in request.probes:
+            sig = parse_signature(expr)
+            name = sig.function if sig is not None else expr
+            found = self._match(funcs, name)
+            inlined_dw = []
+            inlined_pc: list[InlinedCall] = []
+            is_glob = any(c in name for c in "*?[")
+            if not is_glob:
+                if dwarf is not None:
+                    callers = self._inline_cus(tab, name)
+                    inlined_dw = dwarf.inlined_instances(name, callers or None) if callers else []
+                else:
+                    inlined_pc = self._pcln_inlined(tab, name)
+            if not found and not inlined_dw and not inlined_pc:
+                raise NotFoundError(self._missing(funcs, name, exe.display), self._suggest(funcs, name))
+            if len(found) > MAX_FUNCTIONS:
+                raise UsageError(f"{len(found)} functions match {name!r}; narrow the pattern (at most {MAX_FUNCTIONS})")
+            for fn in found:
+                specs += self._function_specs(fn, sig, dwarf, info, abi_main, abi_stack, goid, request, plan,
+                                              presenter, binary)  # fmt: skip
+            for inst in inlined_dw:
+                spec = self._inlined_spec(name, inst, dwarf, abi_main, goid, request, presenter)
+                if spec is not None:
+                    specs.append(spec)
+                    plan.notes.append(
+                        f"{name} is inlined into {inst.caller} at {inst.entry_pc:#x}: probed there too, "
+                        "arguments from DWARF location lists"
+                    )
+            for call in inlined_pc:
+                off = binary.img.vaddr_to_offset(call.call_pc)
+                if off is None:
+                    continue
+                specs.append(self._bare_inlined_spec(name, call, binary.path, off, abi_main, goid))
+                plan.notes.append(
+                    f"{name} is inlined into {call.caller} at {call.call_pc:#x} (pclntab inline tree); "
+                    "without DWARF its arguments there cannot be located"
+                )
+            if (inlined_dw or inlined_pc) and request.ret:
+                plan.notes.append(f"returns of inlined calls of {name} are not traced (there is no return instruction)")
+            if not found and (inlined_dw or inlined_pc):
+                plan.notes.append(f"{name} has no out-of-line copy in {exe.display} (every call was inlined)")
+        for spec in specs:
+            presenter.sites.setdefault((spec.name, "call" if spec.kind is ProbeKind.ENTRY else "return"), []).append(
+                spec.address
+            )
+        plan.specs = specs
+        plan.needs_tls = any(_uses_tls(s) for s in specs)
+        plan.postprocess = presenter
+        return plan
+
+    def _inline_cus(self, tab: object, name: str) -> list[str]:
+        """Packages (DWARF compile units) whose functions contain inlined copies of `name`."""
+        from utrace.elf.godwarf import package_of
+
+        try:
+            calls = inlined_calls(tab, name)  # type: ignore[arg-type]
+        except ElfError:
+            return []
+        return sorted({package_of(c.caller) for c in calls})
+
+    def _pcln_inlined(self, tab: object, name: str) -> list[InlinedCall]:
+        try:
+            return inlined_calls(tab, name)  # type: ignore[arg-type]
+        except ElfError:
+            return []
+
+    def _frame(self, abi: Abi) -> tuple[Location, tuple[Location, Location]]:
+        g: Location = Reg(abi.goroutine_reg) if abi.goroutine_reg else Tls(G_TLS_OFFSET)
+        return g, (g, Diff(Deref(g, G_STACK_HI), Reg("rsp")))
+
+    def _context(self, g: Location, goid: int | None) -> tuple[ArgSpec, ...]:
+        out: list[ArgSpec] = []
+        if goid is not None:
+            out.append(ArgSpec("goid", ArgKind.S64, Deref(g, goid)))
+        if self._pie:
+            out.append(ArgSpec(PC_CONTEXT, ArgKind.PTR, Reg("rip")))
+        return tuple(out)
+
+    def _function_specs(
+        self,
+        fn: GoFunc,
+        sig: GoSignature | None,
+        dwarf: GoDwarf | None,
+        info: GoInfo,
+        abi_main: Abi,
+        abi_stack: Abi,
+        goid: int | None,
+        request: TraceRequest,
+        plan: Plan,
+        presenter: _Presenter,
+        binary: GoBinary,
+    ) -> list[ProbeSpec]:
+        if fn.offset is None:
+            return []
+        abi = abi_stack if fn.abi0 else abi_main
+        params, results, known = self._types_for(fn, sig, dwarf, plan)
+        if not known and dwarf is None:
+            plan.notes.append(
+                f"{fn.name}: no DWARF in this binary, arguments not decoded "
+                f"(give a signature: '{fn.name}(name string, n int)')"
+            )
+        args, res = assign(params, results, abi)
+        arg_caps = captures(args, request.max_len)
+        res_caps = captures(res, request.max_len)
+        presenter.shown[(fn.name, "call")] = arg_caps
+        presenter.shown[(fn.name, "return")] = res_caps
+        code = binary.img.read(fn.offset, fn.end - fn.entry)
+        # the entry probe goes after the stack-bound check: the morestack path re-enters at the top
+        at = after_stack_check(code, fn.entry) or fn.entry
+        g, frame = self._frame(abi)
+        context = self._context(g, goid)
+        specs = [
+            ProbeSpec(
+                name=fn.name, module=binary.path, offset=fn.offset + (at - fn.entry), kind=ProbeKind.ENTRY,
+                args=tuple(arg_caps.args), pair=fn.name, address=at, frame=frame, context=context,
+            )
+        ]  # fmt: skip
+        if request.ret:
+            rets = return_sites(code, fn.entry)
+            if not rets:
+                plan.notes.append(f"{fn.name} has no return instruction (it never returns or tail-calls): no returns")
+            for r in rets:
+                specs.append(
+                    ProbeSpec(
+                        name=fn.name, module=binary.path, offset=fn.offset + (r - fn.entry), kind=ProbeKind.EXIT,
+                        args=tuple(res_caps.args), latency=True, pair=fn.name, address=r, frame=frame,
+                        context=context,
+                    )
+                )  # fmt: skip
+        return specs
+
+    def _inlined_spec(
+        self,
+        name: str,
+        inst: object,
+        dwarf: GoDwarf | None,
+        abi: Abi,
+        goid: int | None,
+        request: TraceRequest,
+        presenter: _Presenter,
+    ) -> ProbeSpec | None:
+        from utrace.elf.godwarf import InlinedInstance
+
+        assert isinstance(inst, InlinedInstance) and dwarf is not None
+        binary = presenter.binary
+        off = binary.img.vaddr_to_offset(inst.entry_pc)
+        if off is None:
+            return None
+        values = [_from_dwarf(p, inst.entry_pc, dwarf) for p in inst.params if not p.is_result]
+        caps = captures(values, request.max_len)
+        presenter.shown[(name, "call")] = caps
+        g, _frame = self._frame(abi)
+        return ProbeSpec(
+            name=name, module=binary.path, offset=off, kind=ProbeKind.ENTRY, args=tuple(caps.args),
+            address=inst.entry_pc, context=self._context(g, goid),
+        )  # fmt: skip
+
+    def _bare_inlined_spec(
+        self, name: str, call: InlinedCall, path: str, off: int, abi: Abi, goid: int | None
+    ) -> ProbeSpec:
+        g, _frame = self._frame(abi)
+        note = ArgSpec("args", ArgKind.UNAVAILABLE, note="inlined call: arguments need DWARF")
+        return ProbeSpec(
+            name=name, module=path, offset=off, kind=ProbeKind.ENTRY, args=(note,),
+            address=call.call_pc, context=self._context(g, goid),
+        )  # fmt: skip
+
+
+def _from_dwarf(p: DwarfParam, pc: int, dwarf: GoDwarf) -> Assigned:
+    """An inlined call's parameter as an ABI-style assignment, from its DWARF location pieces."""
+    layout = parts(p.type) or memory_parts(p.type)
+    placed: list[Part] = []
+    pieces: list[tuple[int, int, object]] = []
+    pos = 0
+    for piece in p.location:
+        pieces.append((pos, piece.size, piece.where))
+        pos += piece.size
+    for part in layout:
+        where: object = None
+        inner = 0
+        for start, size, w in pieces:
+            if start <= part.offset < start + size:
+                where, inner = w, part.offset - start
+                break
+        reg: str | None = None
+        stack: int | None = None
+        missing = ""
+        if isinstance(where, RegLoc) and inner == 0:
+            reg = where.name
+        elif isinstance(where, FrameLoc):
+            fa = dwarf.frame_address(where.offset + inner, pc)
+            if fa is not None and fa[0] == "rsp":
+                stack = fa[1]
+            else:
+                missing = f"no frame rule at {pc:#x}"
+        elif isinstance(where, Unavailable):
+            missing = where.reason
+        else:
+            missing = f"no location at {pc:#x}"
+        placed.append(Part(part.path, part.type, part.offset, part.size, part.is_float, reg, stack, missing))
+    return Assigned(p.name, p.type, False, tuple(placed), True, None)
+
+
+def _uses_tls(spec: ProbeSpec) -> bool:
+    def walk(loc: object) -> bool:
+        if isinstance(loc, Tls):
+            return True
+        if isinstance(loc, Deref):
+            return walk(loc.base)
+        if isinstance(loc, Diff):
+            return walk(loc.a) or walk(loc.b)
+        return False
+
+    locs: list[object] = []
+    for a in (*spec.args, *spec.context):
+        locs += [a.loc, a.length]
+    if spec.frame is not None:
+        locs += list(spec.frame)
+    return any(walk(x) for x in locs)
