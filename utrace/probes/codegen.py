@@ -150,7 +150,9 @@ def _capture(em: _Emitter, fl: Field) -> None:
         em.emit(f"s64 {want} = (s64)({ltype}){ln};")
         em.emit(f"e->{n}_len = {want} < 0 ? 0 : (u32){want};")
         em.emit(f"if ({p} == 0) {{ e->{n}_flags = 1; }} else if ({want} > 0) {{")
-        em.emit(f"    u32 k = {want} > {fl.capacity} ? {fl.capacity} : (u32){want};")
+        # 64-bit on purpose: with a u32 clang may pass the unextended register to the helper, and the
+        # verifier then sees an unbounded size ("R2 min value is negative")
+        em.emit(f"    u64 k = {want} > {fl.capacity} ? {fl.capacity} : (u64){want};")
         em.emit(f"    if ({want} > {fl.capacity}) e->{n}_flags = 2;")
         em.emit(f"    if (k > {fl.capacity}) k = {fl.capacity};")
         em.emit(f"    if (bpf_probe_read_user(e->{n}, k, (void *){p}) < 0) e->{n}_flags = 4;")

@@ -82,7 +82,7 @@ int probe_0(struct pt_regs *ctx) {
     s64 t7 = (s64)(s32)t6;
     e->f2_len = t7 < 0 ? 0 : (u32)t7;
     if (t5 == 0) { e->f2_flags = 1; } else if (t7 > 0) {
-        u32 k = t7 > 24 ? 24 : (u32)t7;
+        u64 k = t7 > 24 ? 24 : (u64)t7;
         if (t7 > 24) e->f2_flags = 2;
         if (k > 24) k = 24;
         if (bpf_probe_read_user(e->f2, k, (void *)t5) < 0) e->f2_flags = 4;
