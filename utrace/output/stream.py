@@ -3,6 +3,7 @@
 JSON schema (one object per line, stable):
   {"kind": "call"|"return"|"event", "probe": str, "pid": int, "tid": int, "comm": str,
    "ts_ns": int, "cpu": int, "args": {name: value}, ["ret": value], ["latency_ns": int]}
+  ("latency_ns" on an "event": time since the begin probe it was paired with, e.g. a GC's duration)
   last line: {"kind": "summary", "events": int, "lost": int, "per_probe": {probe: count},
               "duration_s": float, "stopped_by": str, "exit_code": int|null, "attached": int}
 String values are JSON strings (cut at the capture limit; "truncated" lists which were cut),
@@ -98,7 +99,9 @@ class TextReporter(_Buffered):
             line = f"{head}{self._c('35', '<- ' + ev.probe)} = {_fmt_ptr('ret', ev.ret)}{lat}"
         else:
             arrow = "-> " if ev.kind == "call" else "@ "
-            line = f"{head}{self._c('36', arrow + ev.probe)} {args}"
+            # a USDT end probe paired with its begin (a GC, a method) carries the time between them
+            lat = f" {self._c('33', format_latency(ev.latency_ns))}" if ev.latency_ns is not None else ""
+            line = f"{head}{self._c('36', arrow + ev.probe)} {args}{lat}"
         self.buf.append(line)
 
     def finished(self, summary: Summary) -> None:
@@ -152,6 +155,8 @@ class JsonReporter(_Buffered):
             obj["truncated"] = cut
         if ev.kind == "return":
             obj["ret"] = _json_value(ev.ret)
+            obj["latency_ns"] = ev.latency_ns
+        elif ev.latency_ns is not None:
             obj["latency_ns"] = ev.latency_ns
         self.buf.append(self._dumps(obj))
 

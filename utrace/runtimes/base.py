@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -12,7 +12,7 @@ from utrace.elf.index import symbols_for
 from utrace.elf.symbols import SymbolTable
 from utrace.errors import ElfError, NotFoundError
 from utrace.listing import match_functions
-from utrace.model import ProbeSpec, Symbol, Target
+from utrace.model import Event, ProbeSpec, Symbol, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +40,16 @@ class TraceRequest:
 
 @dataclass(slots=True)
 class Plan:
-    """Probe specs to attach, and lines to tell the user about choices made (aliases, skips)."""
+    """Probe specs to attach, and lines to tell the user about choices made (aliases, skips).
+
+    `refine`, when a runtime sets it, sees every decoded event in order and returns the event to report:
+    the place for what only user space can do (pairing two USDT probes into a duration, rewriting a
+    VM's internal names). It must return exactly one event per event, so nothing is lost or invented.
+    """
 
     specs: list[ProbeSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    refine: Callable[[Event], Event] | None = None
 
 
 class Runtime(Protocol):
