@@ -10,10 +10,11 @@ from utrace.errors import UsageError
 
 
 def _builtin() -> dict[str, Any]:
+    from utrace.runtimes.jvm import JvmRuntime
     from utrace.runtimes.native import NativeRuntime
     from utrace.runtimes.node import NodeRuntime
 
-    return {"native": NativeRuntime, "node": NodeRuntime}
+    return {"native": NativeRuntime, "node": NodeRuntime, "java": JvmRuntime}
 
 
 def runtimes() -> dict[str, Any]:
