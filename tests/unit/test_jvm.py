@@ -364,3 +364,31 @@ def test_process_target_module_is_libjvm(tmp_path, monkeypatch):
     monkeypatch.setattr("utrace.runtimes.jvm.process_target", lambda pid: Target(exe.path, pid, pid, "", (exe,)))
     with pytest.raises(TargetError, match="is not a JVM"):
         JvmRuntime().target(TraceRequest(runtime="java", pid=1, probes=("gc",)))
+
+
+def test_class_filter_syntax():
+    from utrace.runtimes.jvm import split_class_filter
+
+    assert split_class_filter("method:com.example.*") == ("method", b"com/example/")
+    assert split_class_filter("alloc:Demo") == ("alloc", b"Demo")
+    assert split_class_filter("hotspot:class__loaded") == ("hotspot:class__loaded", None)
+    for bad in ("method:", "method:*", "method:a*b", "method:" + "x" * 65):
+        with pytest.raises(UsageError):
+            split_class_filter(bad)
+
+
+def test_plan_puts_class_prefixes_in_bpf(tmp_path):
+    from utrace.model import PrefixFilter
+
+    lib = synthetic_libjvm(tmp_path)
+    cmd = ("java", "-XX:+DTraceMethodProbes", "Main")
+    plan = plan_for(lib, ("method:Demo", "method:java.util.*", "class-load"), command=cmd)
+    entry = next(s for s in plan.specs if s.name == "hotspot:method__entry")
+    (f,) = entry.filters
+    assert isinstance(f, PrefixFilter) and f.prefixes == (b"Demo", b"java/util/")
+    assert f.loc == Reg("rdx") and f.length == Reg("rcx")
+    assert not next(s for s in plan.specs if s.name == "hotspot:class__loaded").filters
+    assert not any("narrow them" in n for n in plan.notes)
+    assert any("narrow them" in n for n in plan_for(lib, ("method",), command=cmd).notes)
+    with pytest.raises(UsageError, match="no class name"):
+        plan_for(lib, ("gc:Demo",))

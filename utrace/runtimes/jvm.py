@@ -25,7 +25,17 @@ from utrace.elf.usdt import usdt_probes_for
 from utrace.elf.variables import variables_for
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
 from utrace.listing import match_probes
-from utrace.model import ArgKind, ArgSpec, Event, Module, ProbeSpec, Target, UsdtProbe
+from utrace.model import (
+    PREFIX_MAX,
+    ArgKind,
+    ArgSpec,
+    Event,
+    Module,
+    PrefixFilter,
+    ProbeSpec,
+    Target,
+    UsdtProbe,
+)
 from utrace.probes.decode import StringValue
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.native import command_path
@@ -470,6 +480,25 @@ def resolve(probes: Sequence[UsdtProbe], expr: str) -> list[UsdtProbe]:
     return [p for p in match_probes(list(probes), expr) if p.offset >= 0]
 
 
+def split_class_filter(expr: str) -> tuple[str, bytes | None]:
+    """`method:com.example.*` -> ("method", b"com/example/"): a friendly name narrowed to classes whose
+    name starts with a prefix (Java form, an optional trailing `*`); other expressions pass through.
+
+    Raises:
+        UsageError: the class part is not a plain prefix, or is too long to compare in BPF.
+    """
+    name, sep, cls = expr.partition(":")
+    if not sep or name not in CATEGORIES:
+        return expr, None
+    prefix = cls.removesuffix("*")
+    if not prefix or any(c in prefix for c in "*?[]"):
+        raise UsageError(f"{expr!r}: after {name}: give a class name prefix such as com.example or Demo*")
+    raw = prefix.replace(".", "/").encode()
+    if len(raw) > PREFIX_MAX:
+        raise UsageError(f"{expr!r}: a class prefix may be at most {PREFIX_MAX} bytes")
+    return name, raw
+
+
 class JvmRuntime:
     name: ClassVar[str] = "java"
 
@@ -518,16 +547,22 @@ class JvmRuntime:
                 "support; use one built with it, such as Debian's openjdk or Eclipse Temurin"
             )
         sites: list[UsdtProbe] = []
-        seen: set[int] = set()
+        prefixes: dict[int, set[bytes] | None] = {}  # site offset -> class prefixes (None: every class)
         for expr in request.probes:
-            found = resolve(probes, expr)
+            name, prefix = split_class_filter(expr)
+            found = resolve(probes, name)
             if not found:
                 close = difflib.get_close_matches(expr.removeprefix(f"{PROVIDER}:"), _all_names(), n=5, cutoff=0.6)
                 raise NotFoundError(f"no JVM probe matches {expr!r} (known: {', '.join(CATEGORIES)})", close)
+            if prefix is not None and not all("class" in dict(LAYOUTS.get(p.name, ())) for p in found):
+                raise UsageError(f"{expr!r}: {name} probes carry no class name to filter on")
             for p in found:
-                if p.offset not in seen:
-                    seen.add(p.offset)
+                if p.offset not in prefixes:
                     sites.append(p)
+                    prefixes[p.offset] = None if prefix is None else {prefix}
+                else:
+                    have = prefixes[p.offset]
+                    prefixes[p.offset] = None if have is None or prefix is None else have | {prefix}
         flags = self.flags(request, target)
         off: dict[str, list[str]] = {}  # gate -> probes it turns off
         unknown: set[str] = set()
@@ -549,10 +584,21 @@ class JvmRuntime:
             plan.notes.append(line + "; not traced")
         for gate in sorted(unknown):
             plan.notes.append(f"probes gated by {gate} fire only in JVMs started with -XX:+{gate}")
-        plan.specs = [self.spec(p, request.max_len) for p in kept]
+        if any(p.name == "method__entry" and prefixes[p.offset] is None for p in kept):
+            plan.notes.append(
+                "method probes fire on every Java call (hundreds of thousands while a JVM starts; what the "
+                "ring buffer cannot hold is counted as lost): narrow them with method:CLASS, e.g. method:com.example"
+            )
+        plan.specs = [self.spec(p, request.max_len, prefixes[p.offset]) for p in kept]
         return plan
 
     @staticmethod
-    def spec(probe: UsdtProbe, max_len: int) -> ProbeSpec:
+    def spec(probe: UsdtProbe, max_len: int, prefixes: set[bytes] | None = None) -> ProbeSpec:
         args = hotspot_args(probe, max_len)
-        return probe_spec(probe, args if args is not None else usdt_args(probe))
+        spec = probe_spec(probe, args if args is not None else usdt_args(probe))
+        if prefixes:
+            cls = next(a for a in spec.args if a.name == "class")
+            assert cls.length is not None
+            only = PrefixFilter(cls.loc, cls.length, cls.length_kind, tuple(sorted(prefixes)))
+            spec = replace(spec, filters=(*spec.filters, only))
+        return spec
