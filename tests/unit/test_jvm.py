@@ -392,3 +392,10 @@ def test_plan_puts_class_prefixes_in_bpf(tmp_path):
     assert any("narrow them" in n for n in plan_for(lib, ("method",), command=cmd).notes)
     with pytest.raises(UsageError, match="no class name"):
         plan_for(lib, ("gc:Demo",))
+
+
+def test_no_libjvm_anywhere_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(TargetError, match=r"no libjvm\.so found: set JAVA_HOME"):
+        JvmRuntime().target(TraceRequest(runtime="java", probes=("gc",)))
