@@ -37,6 +37,31 @@ PY
 $U node uv_tcp_listen 'node::TCPWrap::Listen' uv_accept --ret --duration 30 -- node fixtures/node/server.js --port "$port" --requests 3
 wait
 
+step "Live: a running Java program by pid: its class loads, GC pauses with durations, its threads" \
+     "utrace java --pid PID class-load:Demo hotspot:gc__begin hotspot:gc__end thread"
+# Demo waits for a line on stdin after printing "ready PID"; it is released once the probes are armed.
+jtmp=$(mktemp -d)
+mkfifo "$jtmp/in"
+java -cp $B/java Demo --wait <"$jtmp/in" &
+jpid=$!
+exec 8>"$jtmp/in"
+$U java --pid "$jpid" class-load:Demo hotspot:gc__begin hotspot:gc__end thread --duration 60 2>"$jtmp/err" &
+upid=$!
+for _ in $(seq 300); do grep -q attached "$jtmp/err" && break; sleep 0.1; done
+cat "$jtmp/err"
+echo go >&8
+exec 8>&-
+wait "$upid" || true
+wait "$jpid" || true
+rm -rf "$jtmp"
+
+step "Java from its first instruction: every class load, counted against the JVM's own log" \
+     "utrace java class-load --json -- java -Xlog:class+load:file=LOG -cp $B/java Demo"
+jlog=$(mktemp)
+n=$($U java class-load --json -- java "-Xlog:class+load:file=$jlog" -cp $B/java Demo 2>/dev/null | grep -c '"kind": "event"' || true)
+echo "utrace saw $n class loads; the JVM logged $(grep -c 'class,load' "$jlog")"
+rm -f "$jlog"
+
 step "Live: arguments by signature, USDT probes, returns with latency" \
      "utrace native $B/c/sdt_demo 'demo_greet(const char *name, long n)' demo_add 'utrace_demo:*' --ret -- $B/c/sdt_demo 3"
 $U native $B/c/sdt_demo 'demo_greet(const char *name, long n)' 'demo_add(int a, int b)' 'utrace_demo:*' --ret -- $B/c/sdt_demo 3

@@ -267,6 +267,24 @@ class Filter:
     value: int
 
 
+@dataclass(frozen=True, slots=True)
+class PrefixFilter:
+    """Only emit when the (pointer, length) string at `loc`/`length` starts with one of `prefixes`.
+
+    Runs in BPF before anything is reserved, so a filtered-out hit costs no ring-buffer space (HotSpot's
+    method probes fire hundreds of thousands of times while a JVM starts). Prefixes are compared as
+    bytes, each at most PREFIX_MAX long.
+    """
+
+    loc: Location
+    length: Location
+    length_kind: ArgKind
+    prefixes: tuple[bytes, ...]
+
+
+PREFIX_MAX = 64
+
+
 class ProbeKind(StrEnum):
     ENTRY = "entry"  # uprobe at a function's first instruction (or just after Go's stack check)
     RETURN = "return"  # uretprobe (never used on Go)
@@ -303,7 +321,7 @@ class ProbeSpec:
     args: tuple[ArgSpec, ...] = ()
     ret: ArgSpec | None = None
     ref_ctr_offset: int = 0
-    filters: tuple[Filter, ...] = ()
+    filters: tuple[Filter | PrefixFilter, ...] = ()
     latency: bool = False
     pair: str = ""
     address: int = 0

@@ -166,15 +166,15 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             tracer.attach(watch_pid)
             summary.attached = tracer.attached
             decoder = Decoder(program)
-            post = plan.postprocess
             limit = options.max_events
+            refine = plan.refine
 
             def on_record(data: bytes) -> None:
                 if limit is not None and summary.events >= limit:
                     return
                 ev = decoder.decode(data)
-                if post is not None:
-                    ev = post(ev)
+                if refine is not None:
+                    ev = refine(ev)
                 summary.events += 1
                 summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
                 reporter.event(ev)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.elfgen import Sym, build_elf
+from tests.unit.elfgen import Probe, Sym, build_elf
 
 REPO = Path(__file__).resolve().parents[2]
 TRUE = shutil.which("true") or "/bin/true"
@@ -48,7 +48,15 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         symtab=[Sym("demo_greet", 0x10), Sym("demo_add", 0x20), Sym("_ZN4demo5greetEPKci", 0x30)],
         build_id=bytes(range(0x60, 0x74)),
     ).write(d / "demo")
+    for name, probes in (("jdk", [Probe("hotspot", "class__loaded", 0x10, "8@%rdx -4@%eax 8@152(%rdi) 1@%cl"),
+                                  Probe("hotspot", "method__entry", 0x20, "-8@%rax 8@%rdx -4@%ecx 8@%rsi -4@%edi "
+                                                                        "8@%r8 -4@%r9d")]),
+                         ("jdk-nousdt", [])):  # fmt: skip
+        (d / name / "lib" / "server").mkdir(parents=True)
+        build_elf(shared=True, probes=probes).write(d / name / "lib" / "server" / "libjvm.so")
     return {
+        "jdk": str(d / "jdk"),
+        "jdk_nousdt": str(d / "jdk-nousdt"),
         "dir": str(d),
         "missing": str(d / "no-such-file"),
         "passwd": str(passwd),
@@ -98,6 +106,18 @@ CASES = [
     ("native-unknown-option", ["native", TRUE, "main", "--bogus"], USAGE, "No such option"),
     ("native-missing-command", ["native", "main", "--", "{missing}"], TARGET, "no such file"),
     ("node-not-node", ["node", "--binary", TRUE, "uv_listen", "--dump-bpf"], TARGET, "not a Node.js executable"),
+    ("java-not-a-jvm", ["java", "--pid", str(os.getpid()), "class-load", "--dump-bpf"], TARGET, "is not a JVM"),
+    ("java-home-without-libjvm", ["java", "--binary", "{dir}", "class-load"], TARGET, "not a JAVA_HOME"),
+    ("java-not-a-launcher", ["java", "--binary", TRUE, "class-load"], TARGET, "not a java launcher"),
+    ("java-no-usdt", ["java", "--binary", "{jdk_nousdt}", "class-load", "--dump-bpf"], TARGET, "no USDT probes"),
+    ("jvm-unknown-probe", ["jvm", "--binary", "{jdk}", "class-lod", "--dump-bpf"], USAGE, "did you mean: class-load"),
+    (
+        "java-gated-off",
+        ["java", "--binary", "{jdk}", "method", "--dump-bpf", "--", "java", "-cp", "x", "Main"],
+        USAGE,
+        "need -XX:+DTraceMethodProbes (a startup-only flag: add it to the java command)",
+    ),
+    ("java-ret", ["java", "--binary", "{jdk}", "gc", "--ret"], USAGE, "--ret does not apply"),
 ]
 
 
@@ -141,6 +161,13 @@ def test_dump_bpf_succeeds_without_root(files, tmp_path):
     assert "bpf_probe_read_user_str(e->f0, 128, " in r.stdout
     assert "int probe_1(" not in r.stdout
     assert "demo_greet" not in r.stdout  # names never reach the C source
+
+
+def test_java_dump_bpf_succeeds_without_root(files, tmp_path):
+    r = run("jvm", "--binary", files["jdk"], "hotspot:class__loaded", "--dump-bpf", cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert "bpf_probe_read_user(e->f0, k, " in r.stdout  # the class name: exactly `len` bytes
+    assert "int probe_1(" not in r.stdout
 
 
 def test_list_succeeds(files, tmp_path):

@@ -24,6 +24,7 @@ from utrace.model import (
     Deref,
     Diff,
     Filter,
+    PrefixFilter,
     ProbeKind,
     ProbeSpec,
     Reg,
@@ -116,6 +117,22 @@ def pid_specs() -> list[ProbeSpec]:
     ]
 
 
+def prefix_specs() -> list[ProbeSpec]:
+    """HotSpot's method__entry narrowed in BPF to classes starting with `Demo` or `java/util/`."""
+    cls = ArgSpec("class", ArgKind.PTRLEN_STR, Reg("rdx"), length=Reg("rcx"), length_kind=ArgKind.S32, max_len=256)
+    only = PrefixFilter(cls.loc, Reg("rcx"), ArgKind.S32, (b"Demo", b"java/util/"))
+    return [
+        ProbeSpec(
+            "hotspot:method__entry",
+            "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so",
+            0x9B0000,
+            ProbeKind.USDT,
+            args=(ArgSpec("java_tid", ArgKind.S64, Reg("rax")), cls),
+            filters=(only,),
+        )
+    ]
+
+
 PID_OPTIONS = Options(pid=4242, pid_ns=(4, 4026532281), ring_pages=256)
 
 
@@ -141,6 +158,7 @@ CASES = {
     "usdt": (usdt_specs, None),
     "pid_ns": (pid_specs, PID_OPTIONS),
     "go_stack_abi": (go_specs, GO_OPTIONS),
+    "prefix_filter": (prefix_specs, None),
 }
 
 
@@ -239,6 +257,25 @@ def test_usdt_program_constants_and_memory():
     assert "bpf_probe_read_user(e->f0, k, " in loaded
     # semaphores are the kernel's business (ref_ctr_offset): never in the C source
     assert str(0x4010) not in prog.source and str(0x1ACD2F0) not in prog.source
+
+
+def test_prefix_filter_compares_bytes_before_reserving():
+    body = _probe_body(render(prefix_specs()).source, 0)
+    assert body.index("return 0;") < body.index("ringbuf_reserve")
+    assert "u8 t5[10] = {};" in body  # one buffer as long as the longest prefix
+    assert "u64 t4 = t3 > 10 ? 10 : (u64)t3;" in body  # never more than the string's own length
+    assert "bpf_probe_read_user(t5, t4, (void *)t1)" in body
+    demo = " && ".join(["t3 >= 4"] + [f"t5[{i}] == {b}" for i, b in enumerate(b"Demo")])
+    assert f"if ({demo}) t6 = 1;" in body
+    assert "if (!t6) return 0;" in body
+    assert "Demo" not in body and "java" not in body  # bytes as integers, never text
+
+
+@pytest.mark.parametrize("prefixes", [(), (b"",), (b"x" * 65,)])
+def test_prefix_filter_bounds(prefixes):
+    f = PrefixFilter(Reg("rdx"), Reg("rcx"), ArgKind.S32, prefixes)
+    with pytest.raises(CodegenError):
+        render([ProbeSpec("p", "/m", 1, ProbeKind.USDT, filters=(f,))])
 
 
 def test_pid_filter_and_namespace():

@@ -213,6 +213,35 @@ def go_cmd(args: tuple[str, ...], **opts: Any) -> None:
     _run_trace("go", binary, probes, opts)
 
 
+@cli.command("java")
+@click.argument("probes", nargs=-1, required=True)
+@click.option("--binary", help="libjvm.so, a java launcher or a JAVA_HOME (default: from --pid, the command, "
+              "JAVA_HOME or PATH).")  # fmt: skip
+@_trace_options
+def java_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
+    """Trace HotSpot's USDT probes in a JVM (`utrace jvm` is the same command).
+
+    \b
+    PROBES: class-load class-unload class-init gc thread method alloc monitor jit compile vmops sleep
+    park vm, or hotspot names (hotspot:class__loaded, 'hotspot:thread__*', hotspot_jni:...).
+    method, alloc and monitor need the JVM started with -XX:+DTraceMethodProbes,
+    -XX:+DTraceAllocProbes, -XX:+DTraceMonitorProbes.
+
+    \b
+      utrace java class-load -- java -cp app Main     # every class, from java.lang.Object on
+      utrace java --pid 1234 gc thread
+      utrace jvm method -- java -XX:+DTraceMethodProbes -cp app Main
+    """
+    from utrace.errors import UsageError
+
+    if opts["ret"]:
+        raise UsageError("--ret does not apply to java: begin/end probes are paired automatically")
+    _run_trace("java", binary, probes, opts)
+
+
+cli.add_command(java_cmd, "jvm")
+
+
 @cli.command("doctor")
 @click.option("--no-compile", is_flag=True, help="Skip the compile-and-load test.")
 def doctor_cmd(no_compile: bool) -> None:

@@ -5,6 +5,7 @@ JSON schema (one object per line, stable):
    "ts_ns": int, "cpu": int, "args": {name: value}, ["ret": value], ["latency_ns": int],
    ["context": {name: value}]}
   A Go return's "ret" is an object keyed by result name; "context" carries Go's {"goid": int}.
+  ("latency_ns" on an "event": time since the begin probe it was paired with, e.g. a GC's duration)
   last line: {"kind": "summary", "events": int, "lost": int, "per_probe": {probe: count},
               "duration_s": float, "stopped_by": str, "exit_code": int|null, "attached": int}
 String values are JSON strings (cut at the capture limit; "truncated" lists which were cut),
@@ -109,7 +110,9 @@ class TextReporter(_Buffered):
             line = f"{head}{self._c('35', '<- ' + ev.probe)}{ctx} = {ret}{lat}"
         else:
             arrow = "-> " if ev.kind == "call" else "@ "
-            line = f"{head}{self._c('36', arrow + ev.probe)}{ctx} {args}"
+            # a USDT end probe paired with its begin (a GC, a method) carries the time between them
+            lat = f" {self._c('33', format_latency(ev.latency_ns))}" if ev.latency_ns is not None else ""
+            line = f"{head}{self._c('36', arrow + ev.probe)}{ctx} {args}{lat}"
         self.buf.append(line)
 
     def finished(self, summary: Summary) -> None:
@@ -172,6 +175,8 @@ class JsonReporter(_Buffered):
                     obj["truncated"] = cut
         if ev.context:
             obj["context"] = {k: _json_value(v) for k, v in ev.context.items()}
+        elif ev.latency_ns is not None:
+            obj["latency_ns"] = ev.latency_ns
         self.buf.append(self._dumps(obj))
 
     def finished(self, summary: Summary) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from utrace.model import (
+    PREFIX_MAX,
     ArgKind,
     ArgSpec,
     Const,
@@ -16,6 +17,7 @@ from utrace.model import (
     Diff,
     Filter,
     Location,
+    PrefixFilter,
     ProbeKind,
     ProbeSpec,
     Reg,
@@ -144,7 +146,30 @@ class _Emitter:
         return v
 
 
-def _filter(em: _Emitter, f: Filter) -> None:
+def _prefix_filter(em: _Emitter, f: PrefixFilter) -> None:
+    if not f.prefixes or any(not p or len(p) > PREFIX_MAX for p in f.prefixes):
+        raise CodegenError(f"prefixes must be 1 to {PREFIX_MAX} bytes")
+    size = max(len(p) for p in f.prefixes)
+    p = em.value(f.loc)
+    ln = em.value(f.length)
+    ltype = _C_INT.get(f.length_kind, "s64")
+    want, k, buf, ok = em.new(), em.new(), em.new(), em.new()
+    em.emit(f"s64 {want} = (s64)({ltype}){ln};")
+    em.emit(f"if ({p} == 0 || {want} <= 0) return 0;")
+    em.emit(f"u64 {k} = {want} > {size} ? {size} : (u64){want};")
+    em.emit(f"u8 {buf}[{size}] = {{}};")
+    em.emit(f"if (bpf_probe_read_user({buf}, {k}, (void *){p}) < 0) return 0;")
+    em.emit(f"int {ok} = 0;")
+    for prefix in f.prefixes:
+        test = " && ".join([f"{want} >= {len(prefix)}"] + [f"{buf}[{i}] == {b}" for i, b in enumerate(prefix)])
+        em.emit(f"if ({test}) {ok} = 1;")
+    em.emit(f"if (!{ok}) return 0;")
+
+
+def _filter(em: _Emitter, f: Filter | PrefixFilter) -> None:
+    if isinstance(f, PrefixFilter):
+        _prefix_filter(em, f)
+        return
     v = em.value(f.loc)
     ctype = _C_INT.get(f.kind)
     if ctype is None:
@@ -181,7 +206,9 @@ def _capture(em: _Emitter, fl: Field) -> None:
         em.emit(f"e->{n}_len = {want} < 0 ? 0 : (u32){want};")
         # (NULL, 0) is an empty string (Go's zero value), not a NULL one
         em.emit(f"if ({p} == 0 && {want} != 0) {{ e->{n}_flags = 1; }} else if ({want} > 0) {{")
-        em.emit(f"    u32 k = {want} > {fl.capacity} ? {fl.capacity} : (u32){want};")
+        # 64-bit on purpose: with a u32 clang may pass the unextended register to the helper, and the
+        # verifier then sees an unbounded size ("R2 min value is negative")
+        em.emit(f"    u64 k = {want} > {fl.capacity} ? {fl.capacity} : (u64){want};")
         em.emit(f"    if ({want} > {fl.capacity}) e->{n}_flags = 2;")
         em.emit(f"    if (k > {fl.capacity}) k = {fl.capacity};")
         em.emit(f"    if (bpf_probe_read_user(e->{n}, k, (void *){p}) < 0) e->{n}_flags = 4;")

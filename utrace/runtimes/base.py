@@ -42,16 +42,17 @@ class TraceRequest:
 class Plan:
     """Probe specs to attach, and lines to tell the user about choices made (aliases, skips).
 
-    Attributes:
-        postprocess: turns a decoded event into what the user sees (Go folds an interface's captured
-            words into its dynamic type and message); None leaves events as decoded.
-        needs_tls: some location reads the thread pointer (Go's `g` in the stack ABI), so the program
-            needs the running kernel's task_struct layout.
+    `refine`, when a runtime sets it, sees every decoded event in order and returns the event to report:
+    the place for what only user space can do (pairing two USDT probes into a duration, rewriting a
+    VM's internal names). It must return exactly one event per event, so nothing is lost or invented.
+
+    `needs_tls`: some location reads the thread pointer (Go's `g` in the stack ABI), so the program
+    needs the running kernel's task_struct layout.
     """
 
     specs: list[ProbeSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    postprocess: Callable[[Event], Event] | None = None
+    refine: Callable[[Event], Event] | None = None
     needs_tls: bool = False
 
 

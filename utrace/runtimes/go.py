@@ -68,7 +68,7 @@ def _result_names(params: list[tuple[str, GoType]]) -> list[tuple[str, GoType]]:
 
 @dataclass(slots=True)
 class _Presenter:
-    """Plan.postprocess for Go: interfaces by dynamic type, floats from bits."""
+    """Plan.refine for Go: interfaces by dynamic type, floats from bits."""
 
     path: str
     pie: bool
@@ -255,7 +255,7 @@ class GoRuntime:
             )
         plan.specs = specs
         plan.needs_tls = any(_uses_tls(s) for s in specs)
-        plan.postprocess = presenter
+        plan.refine = presenter
         return plan
 
     def _inline_cus(self, tab: object, name: str) -> list[str]:

@@ -15,6 +15,12 @@ def _go() -> Any:
     return GoRuntime()
 
 
+def _java() -> Any:
+    from utrace.runtimes.jvm import JvmRuntime
+
+    return JvmRuntime()
+
+
 def _native() -> Any:
     from utrace.runtimes.native import NativeRuntime
 
@@ -29,7 +35,7 @@ def _node() -> Any:
 
 def _builtin() -> dict[str, Any]:
     # factories, so that tracing node never imports the Go plugin's disassembler and DWARF reader
-    return {"native": _native, "node": _node, "go": _go}
+    return {"native": _native, "node": _node, "go": _go, "java": _java}
 
 
 def runtimes() -> dict[str, Any]:

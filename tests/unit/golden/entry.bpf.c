@@ -82,7 +82,7 @@ int probe_0(struct pt_regs *ctx) {
     s64 t6 = (s64)(s32)t5;
     e->f2_len = t6 < 0 ? 0 : (u32)t6;
     if (t4 == 0 && t6 != 0) { e->f2_flags = 1; } else if (t6 > 0) {
-        u32 k = t6 > 24 ? 24 : (u32)t6;
+        u64 k = t6 > 24 ? 24 : (u64)t6;
         if (t6 > 24) e->f2_flags = 2;
         if (k > 24) k = 24;
         if (bpf_probe_read_user(e->f2, k, (void *)t4) < 0) e->f2_flags = 4;

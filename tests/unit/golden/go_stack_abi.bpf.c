@@ -72,7 +72,7 @@ int probe_0(struct pt_regs *ctx) {
     s64 t8 = (s64)(s64)t7;
     e->f0_len = t8 < 0 ? 0 : (u32)t8;
     if (t6 == 0 && t8 != 0) { e->f0_flags = 1; } else if (t8 > 0) {
-        u32 k = t8 > 64 ? 64 : (u32)t8;
+        u64 k = t8 > 64 ? 64 : (u64)t8;
         if (t8 > 64) e->f0_flags = 2;
         if (k > 64) k = 64;
         if (bpf_probe_read_user(e->f0, k, (void *)t6) < 0) e->f0_flags = 4;

@@ -105,7 +105,7 @@ int probe_1(struct pt_regs *ctx) {
     s64 t3 = (s64)(s32)t2;
     e->f0_len = t3 < 0 ? 0 : (u32)t3;
     if (t1 == 0 && t3 != 0) { e->f0_flags = 1; } else if (t3 > 0) {
-        u32 k = t3 > 64 ? 64 : (u32)t3;
+        u64 k = t3 > 64 ? 64 : (u64)t3;
         if (t3 > 64) e->f0_flags = 2;
         if (k > 64) k = 64;
         if (bpf_probe_read_user(e->f0, k, (void *)t1) < 0) e->f0_flags = 4;
