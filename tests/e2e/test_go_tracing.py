@@ -212,3 +212,13 @@ def test_bad_go_input_gets_one_line(fixtures_built: Path) -> None:
     assert p.returncode == 2 and "strings" in p.stderr and "Traceback" not in p.stderr
     p = run_utrace("go", str(fixtures_built / "go" / "greet-stripped"), "main.Greet(name Foo)")
     assert p.returncode == 2 and "Foo" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_architecture_without_abi_tables_is_refused(fixtures_built: Path, tmp_path: Path) -> None:
+    """The same Go binary relabelled as arm64 (e_machine = 183): one line, no guessing at registers."""
+    data = bytearray((fixtures_built / "go" / "greet").read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")
+    arm = tmp_path / "greet-arm64"
+    arm.write_bytes(bytes(data))
+    p = run_utrace("go", str(arm), "main.Greet")
+    assert p.returncode == 3 and "no Go ABI tables for arm64" in p.stderr and p.stderr.count("\n") == 1
