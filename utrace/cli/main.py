@@ -156,6 +156,14 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
             out.close()
 
 
+def _binary_and_probes(args: tuple[str, ...], opts: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """BINARY comes first; with --pid or a command it may be left out (an existing path is still BINARY)."""
+    first_is_file = os.sep in args[0] and os.path.exists(args[0])
+    if (opts["pid"] is None and not _LAUNCH) or first_is_file:
+        return args[0], args[1:]
+    return None, args
+
+
 @cli.command("native")
 @click.argument("args", nargs=-1, required=True)
 @_trace_options
@@ -168,13 +176,7 @@ def native_cmd(args: tuple[str, ...], **opts: Any) -> None:
       utrace native demo_greet -- ./prog world
       utrace native ./prog 'my_func(const char *name, int n)'   # your own signature
     """
-    # BINARY comes first; with --pid or a command it may be left out (an existing path is still BINARY)
-    first_is_file = os.sep in args[0] and os.path.exists(args[0])
-    if (opts["pid"] is None and not _LAUNCH) or first_is_file:
-        binary, probes = args[0], args[1:]
-    else:
-        binary, probes = None, args
-    _run_trace("native", binary, probes, opts)
+    _run_trace("native", *_binary_and_probes(args, opts), opts)
 
 
 @cli.command("node")
@@ -205,12 +207,7 @@ def go_cmd(args: tuple[str, ...], **opts: Any) -> None:
       utrace go ./stripped 'main.Greet(name string, n int) (string, error)' --ret
       utrace go main.Greet -- ./bin world
     """
-    first_is_file = os.sep in args[0] and os.path.exists(args[0])
-    if (opts["pid"] is None and not _LAUNCH) or first_is_file:
-        binary, probes = args[0], args[1:]
-    else:
-        binary, probes = None, args
-    _run_trace("go", binary, probes, opts)
+    _run_trace("go", *_binary_and_probes(args, opts), opts)
 
 
 @cli.command("java")

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from utrace.elf.goasm import after_stack_check, return_sites
-from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, inlined_calls, open_binary
-from utrace.elf.godwarf import DwarfParam, FrameLoc, GoDwarf, RegLoc, Unavailable
+from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, Pclntab, inlined_calls, open_binary
+from utrace.elf.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
 from utrace.model import (
     ArgKind,
@@ -99,12 +99,8 @@ class _Presenter:
         if caps is None or not (caps.interfaces or caps.floats):
             return ev
         if ev.kind == "return" and isinstance(ev.ret, dict):
-            ret = present(ev.ret, caps, self.type_name, ev.pid)
-            return Event(ev.kind, ev.probe, ev.pid, ev.tid, ev.comm, ev.ts_ns, ev.cpu, ev.args, ret,
-                         ev.latency_ns, ev.context)  # fmt: skip
-        args = present(ev.args, caps, self.type_name, ev.pid)
-        return Event(ev.kind, ev.probe, ev.pid, ev.tid, ev.comm, ev.ts_ns, ev.cpu, args, ev.ret,
-                     ev.latency_ns, ev.context)  # fmt: skip
+            return replace(ev, ret=present(ev.ret, caps, self.type_name, ev.pid))
+        return replace(ev, args=present(ev.args, caps, self.type_name, ev.pid))
 
 
 class GoRuntime:
@@ -151,7 +147,7 @@ class GoRuntime:
     # ------------------------------------------------------------------ arguments
 
     def _types_for(
-        self, fn: GoFunc, sig: GoSignature | None, dwarf: GoDwarf | None, plan: Plan
+        self, fn: GoFunc, sig: GoSignature | None, dwarf: GoDwarf | None
     ) -> tuple[list[tuple[str, GoType]], list[tuple[str, GoType]], bool]:
         """(params, results, known) for a function: a user signature wins over DWARF."""
         if sig is not None:
@@ -183,11 +179,8 @@ class GoRuntime:
 
     def plan(self, request: TraceRequest, target: Target) -> Plan:
         exe = target.modules[0]
-        try:
-            binary = open_binary(exe.path)
-            info = binary.info()
-        except ElfError:
-            raise
+        binary = open_binary(exe.path)
+        info = binary.info()
         if info is None:
             raise TargetError(
                 f"{exe.display} is not a Go binary (no .note.go.buildid, .go.buildinfo or .gopclntab); "
@@ -212,15 +205,17 @@ class GoRuntime:
             sig = parse_signature(expr)
             name = sig.function if sig is not None else expr
             found = self._match(funcs, name)
-            inlined_dw = []
+            inlined_dw: list[InlinedInstance] = []
             inlined_pc: list[InlinedCall] = []
-            is_glob = any(c in name for c in "*?[")
-            if not is_glob:
-                if dwarf is not None:
-                    callers = self._inline_cus(tab, name)
-                    inlined_dw = dwarf.inlined_instances(name, callers or None) if callers else []
-                else:
-                    inlined_pc = self._pcln_inlined(tab, name)
+            if not any(c in name for c in "*?["):
+                calls = self._pcln_inlined(tab, name)
+                if dwarf is None:
+                    inlined_pc = calls or []
+                elif calls is None or calls:
+                    # the inline tree says which packages' compile units hold the copies; when it cannot be
+                    # read, every unit is searched (1-2 s on a program with net/http)
+                    cus = sorted({package_of(c.caller) for c in calls}) if calls else None
+                    inlined_dw = dwarf.inlined_instances(name, cus)
             if not found and not inlined_dw and not inlined_pc:
                 raise NotFoundError(self._missing(funcs, name, exe.display), self._suggest(funcs, name))
             if len(found) > MAX_FUNCTIONS:
@@ -229,6 +224,7 @@ class GoRuntime:
                 specs += self._function_specs(fn, sig, dwarf, info, abi_main, abi_stack, goid, request, plan,
                                               presenter, binary)  # fmt: skip
             for inst in inlined_dw:
+                assert dwarf is not None  # instances come from it
                 spec = self._inlined_spec(name, inst, dwarf, abi_main, goid, request, presenter)
                 if spec is not None:
                     specs.append(spec)
@@ -258,21 +254,12 @@ class GoRuntime:
         plan.refine = presenter
         return plan
 
-    def _inline_cus(self, tab: object, name: str) -> list[str]:
-        """Packages (DWARF compile units) whose functions contain inlined copies of `name`."""
-        from utrace.elf.godwarf import package_of
-
+    def _pcln_inlined(self, tab: Pclntab, name: str) -> list[InlinedCall] | None:
+        """Where the pclntab's inline trees say `name` was inlined; None when they cannot be read."""
         try:
-            calls = inlined_calls(tab, name)  # type: ignore[arg-type]
+            return inlined_calls(tab, name)
         except ElfError:
-            return []
-        return sorted({package_of(c.caller) for c in calls})
-
-    def _pcln_inlined(self, tab: object, name: str) -> list[InlinedCall]:
-        try:
-            return inlined_calls(tab, name)  # type: ignore[arg-type]
-        except ElfError:
-            return []
+            return None
 
     def _frame(self, abi: Abi) -> tuple[Location, tuple[Location, Location]]:
         g: Location = Reg(abi.goroutine_reg) if abi.goroutine_reg else Tls(G_TLS_OFFSET)
@@ -303,12 +290,11 @@ class GoRuntime:
         if fn.offset is None:
             return []
         abi = abi_stack if fn.abi0 else abi_main
-        params, results, known = self._types_for(fn, sig, dwarf, plan)
+        params, results, known = self._types_for(fn, sig, dwarf)
         if not known and dwarf is None:
-            plan.notes.append(
-                f"{fn.name}: no DWARF in this binary, arguments not decoded "
-                f"(give a signature: '{fn.name}(name string, n int)')"
-            )
+            note = f"no DWARF in this binary: arguments not decoded (give a signature: '{fn.name}(name string, n int)')"
+            if not any(n.startswith("no DWARF") for n in plan.notes):
+                plan.notes.append(note)
         args, res = assign(params, results, abi)
         arg_caps = captures(args, request.max_len)
         res_caps = captures(res, request.max_len)
@@ -342,16 +328,13 @@ class GoRuntime:
     def _inlined_spec(
         self,
         name: str,
-        inst: object,
-        dwarf: GoDwarf | None,
+        inst: InlinedInstance,
+        dwarf: GoDwarf,
         abi: Abi,
         goid: int | None,
         request: TraceRequest,
         presenter: _Presenter,
     ) -> ProbeSpec | None:
-        from utrace.elf.godwarf import InlinedInstance
-
-        assert isinstance(inst, InlinedInstance) and dwarf is not None
         binary = presenter.binary
         off = binary.img.vaddr_to_offset(inst.entry_pc)
         if off is None:
