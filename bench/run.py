@@ -31,6 +31,16 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, stdout: int | None 
     return time.perf_counter() - t
 
 
+def _wait_for_cache(where: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = list(where.glob("*"))
+        if len(files) >= 2 and all(f.suffix in (".txt", ".marshal") for f in files):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"bench: the listing cache was not written within {timeout} s")
+
+
 def bench_listing(reps: int) -> list[tuple[str, float, str]]:
     cache = Path(tempfile.mkdtemp(prefix="utrace-bench-cache-"))
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
@@ -38,6 +48,7 @@ def bench_listing(reps: int) -> list[tuple[str, float, str]]:
     for _ in range(reps):
         shutil.rmtree(cache / "utrace", ignore_errors=True)
         cold.append(timed([*UTRACE, "list", NODE], env))
+        _wait_for_cache(cache / "utrace")  # written behind, by a detached process, after the command
         warm.append(timed([*UTRACE, "list", NODE], env))
         bt.append(timed(["bpftrace", "-l", f"uprobe:{NODE}:*"]))
     shutil.rmtree(cache, ignore_errors=True)

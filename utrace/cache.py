@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -14,6 +14,8 @@ def cache_dir() -> Path:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` so readers see either the old file or the whole new one, never a torn one."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     try:
@@ -26,3 +28,65 @@ def write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def seal(body: bytes) -> bytes:
+    """`body` preceded by its CRC-32, so a damaged cache file is recognised before it is parsed."""
+    import zlib
+
+    return zlib.crc32(body).to_bytes(4, "little") + body
+
+
+def read_sealed(path: str | os.PathLike[str]) -> memoryview | None:
+    """The body of a file written with `seal`, or None when it is missing, unreadable or damaged."""
+    import zlib
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    body = memoryview(data)[4:]
+    if len(data) < 4 or int.from_bytes(data[:4], "little") != zlib.crc32(body):
+        return None
+    return body
+
+
+CacheJob = tuple[Path, Callable[[], bytes]]
+
+
+def write_behind(jobs: list[CacheJob]) -> None:
+    """Write cache files from a detached grandchild, so a short-lived command need not wait for them.
+
+    Each job is (file, producer of its bytes); the producers run in the grandchild, on the other core,
+    while this process goes on (and typically exits). The grandchild holds none of our standard streams
+    open, so a reader of our output sees its end when we exit. Where fork is impossible, the files are
+    written here and now.
+    """
+    if not jobs:
+        return
+    try:
+        pid = os.fork()
+    except OSError:
+        write_jobs(jobs)
+        return
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:  # child: fork the writer and exit at once, so nobody has to reap the writer
+        if os.fork() == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            write_jobs(jobs)
+    finally:
+        os._exit(0)
+
+
+def write_jobs(jobs: list[CacheJob]) -> None:
+    """Write cache files now; failures only cost speed next time."""
+    for path, produce in jobs:
+        try:
+            write_atomic(path, produce())
+        except OSError:
+            pass  # a read-only or full cache only costs speed

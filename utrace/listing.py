@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from utrace.elf.demangle import display_name
 from utrace.elf.index import symbols_for
@@ -13,12 +14,22 @@ from utrace.elf.symbols import SymbolTable
 from utrace.elf.usdt import usdt_probes_for
 from utrace.model import Target, UsdtProbe
 
+if TYPE_CHECKING:
+    from utrace.cache import CacheJob
+
 
 @dataclass(slots=True)
 class ModuleFunctions:
+    """The matching functions of one module.
+
+    `rendered`, when a renderer was given to `list_target`, holds their plain-text lines; a listing of
+    every function may then come from the cache without the table (`table` None, `indices` a range).
+    """
+
     display: str
-    table: SymbolTable
-    indices: list[int]
+    table: SymbolTable | None
+    indices: Sequence[int]
+    rendered: str | None = None
 
 
 @dataclass(slots=True)
@@ -65,7 +76,7 @@ def match_functions(table: SymbolTable, pattern: str | None) -> list[int]:
     if m is None:
         return list(entries)
     names, raws = table.names, table.raws
-    return [i for i in entries if m(names[i]) or (raws[i] is not names[i] and m(raws[i]))]
+    return [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
 
 
 def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe]:
@@ -75,6 +86,10 @@ def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe
     return [p for p in probes if m(p.full_name) or m(p.name)]
 
 
+Renderer = Callable[[SymbolTable, Sequence[int]], str]
+_RENDER_FORMAT = 1
+
+
 def list_target(
     target: Target,
     pattern: str | None,
@@ -82,30 +97,77 @@ def list_target(
     functions: bool = True,
     usdt: bool = True,
     on_cold: Callable[[str], None] | None = None,
+    render: tuple[str, Renderer] | None = None,
 ) -> Listing:
     """Collect the matching functions and USDT probes of every module of `target`.
+
+    Args:
+        render: (name, function) to render each module's functions as text up front. The text of a
+            module's complete listing is cached by build-id under `name`, so the next complete listing
+            reads one file and neither loads nor formats the symbol table. The process is assumed to
+            exit soon after (big cache files are written from a detached child).
 
     Raises:
         ElfError: the main executable is not a readable ELF file. Other modules of a process that cannot
             be read are skipped (a library may be replaced on disk while mapped).
     """
+    from utrace.cache import write_behind, write_jobs
     from utrace.errors import ElfError
 
     listing = Listing()
+    writes: list[CacheJob] = []
     for n, module in enumerate(target.modules):
         try:
             if functions:
-                table = symbols_for(module.path, on_cold=on_cold)
-                if len(table) == 0:
-                    # a stripped Go binary still names every function in its pclntab
-                    from utrace.elf.gosyms import go_function_table
-
-                    table = go_function_table(module.path) or table
-                listing.functions.append(ModuleFunctions(module.display, table, match_functions(table, pattern)))
+                mf = _module_functions(module.path, module.display, pattern, on_cold, render, writes)
+                listing.functions.append(mf)
             if usdt:
                 for p in match_probes(usdt_probes_for(module.path), pattern):
                     listing.probes.append((module.display, p))
         except ElfError:
             if n == 0:
                 raise
+    if render is not None and sum(len(m.indices) for m in listing.functions) >= _WRITE_BEHIND_COUNT:
+        write_behind(writes)  # on the other core, while this process prints and exits
+    else:
+        write_jobs(writes)
     return listing
+
+
+_WRITE_BEHIND_COUNT = 20000  # functions; below that, writing the cache files costs a few ms
+
+
+def _module_functions(
+    path: str,
+    display: str,
+    pattern: str | None,
+    on_cold: Callable[[str], None] | None,
+    render: tuple[str, Renderer] | None,
+    writes: list[CacheJob],
+) -> ModuleFunctions:
+    rendered_file = None
+    if render is not None and name_matcher(pattern) is None:
+        from utrace.cache import cache_dir, read_sealed
+        from utrace.elf.index import cache_key
+
+        rendered_file = cache_dir() / f"{render[0]}-v{_RENDER_FORMAT}-{cache_key(path)}.txt"
+        body = read_sealed(rendered_file)
+        if body is not None:
+            count, _, text = bytes(body).partition(b"\n")
+            if count.isdigit():
+                return ModuleFunctions(display, None, range(int(count)), text.decode("utf-8", "surrogateescape"))
+    table = symbols_for(path, on_cold=on_cold, defer_write=writes)
+    if len(table) == 0:
+        # a stripped Go binary still names every function in its pclntab
+        from utrace.elf.gosyms import go_function_table
+
+        table = go_function_table(path) or table
+    mf = ModuleFunctions(display, table, match_functions(table, pattern))
+    if render is not None:
+        mf.rendered = render[1](table, mf.indices)
+        if rendered_file is not None:
+            from utrace.cache import seal
+
+            lines, n_lines = mf.rendered, len(mf.indices)
+            writes.append((rendered_file, lambda: seal(b"%d\n" % n_lines + lines.encode("utf-8", "surrogateescape"))))
+    return mf

@@ -120,3 +120,59 @@ def test_warm_cache_is_used(tmp_path: Path, fixtures_built: Path) -> None:
     assert len(files) == 1
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     assert first == second
+
+
+def _wait_for(pattern: str, where: Path, timeout: float = 30.0) -> list[Path]:
+    """Cache files of a big listing are written by a detached process: wait for them to appear."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = list(where.glob(pattern))
+        done = [f for f in files if f.suffix in (".txt", ".marshal")]  # others are half-written temporaries
+        if done and len(done) == len(files):
+            return done
+        time.sleep(0.1)
+    raise AssertionError(f"no {pattern} in {where} after {timeout} s")
+
+
+def test_big_listing_cold_and_warm_agree_with_nm(tmp_path: Path, node_bin: str) -> None:
+    """node's complete listing: the cold read (forked reader, cache written behind) and the warm one
+    (served from the rendered cache) print the same lines, whose names and addresses are nm -C's."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    cmd = [sys.executable, "-m", "utrace", "list", node_bin, "--functions"]
+    cold = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    _wait_for("plain-*", cache / "utrace")
+    _wait_for("symbols-*", cache / "utrace")
+    warm = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    assert warm == cold
+    lines = cold.splitlines()
+    assert lines[0] == f"# {node_bin}: {len(lines) - 1} functions"
+    got = set()
+    for line in lines[1:]:
+        address, size, name = line.split(None, 2)
+        got.add((name, int(address, 16), int(size)))
+    want = readelf_functions(node_bin)
+    assert len(got) > 50000
+    # the same functions (addresses and sizes); names as readelf demangles them (binutils' demangler,
+    # which agrees with libstdc++'s on all but a handful of names)
+    assert {(a, n) for _name, a, n in got} == {(a, n) for _name, a, n in want}
+    assert len(got & want) > 0.999 * len(got)
+    # and a filtered listing from the same cache agrees with the complete one
+    uv = subprocess.run([*cmd, "uv_tcp_*"], capture_output=True, text=True, env=env, check=True).stdout
+    assert set(uv.splitlines()[1:]) == {line for line in lines[1:] if line.split(None, 2)[2].startswith("uv_tcp_")}
+
+
+def readelf_functions(path: str) -> set[tuple[str, int, int]]:
+    """(demangled name, address, size) of every defined FUNC/IFUNC symbol but `.cold` parts, both tables."""
+    out = subprocess.run(["readelf", "-W", "--syms", "--demangle", path], capture_output=True, text=True).stdout
+    found = set()
+    for line in out.splitlines():
+        parts = line.split(None, 7)
+        if len(parts) == 8 and parts[3] in ("FUNC", "IFUNC") and parts[6] not in ("UND", "ABS"):
+            value = int(parts[1], 16)
+            name = re.sub(r"@.*$", "", parts[7]) if "(" not in parts[7] else parts[7]
+            if value and ".cold" not in name:
+                found.add((name, value, int(parts[2], 0)))
+    return found

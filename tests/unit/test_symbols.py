@@ -21,6 +21,7 @@ from tests.unit.elfgen import (
     Sym,
     build_elf,
 )
+from utrace import parallel
 from utrace.elf import demangle as demangle_mod
 from utrace.elf.demangle import clone_suffix, demangle, demangle_many
 from utrace.elf.reader import ElfImage
@@ -196,23 +197,70 @@ def test_demangle_many_parallel_equals_serial(monkeypatch):
     assert serial[names.index(NODE_LISTEN)] == NODE_LISTEN_DEMANGLED
     assert serial[names.index("_Zgarbage")] == "_Zgarbage"
     calls = []
-    real_parallel = demangle_mod._parallel
+    real = demangle_mod.in_child
 
-    def spy(unique):
-        calls.append(len(unique))
-        return real_parallel(unique)
+    def spy(job):
+        calls.append(1)
+        return real(job)
 
     monkeypatch.setattr(demangle_mod, "_PARALLEL_THRESHOLD", 2)
-    monkeypatch.setattr(demangle_mod.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(demangle_mod, "_parallel", spy)
+    monkeypatch.setattr(demangle_mod, "worth_a_child", lambda: True)
+    monkeypatch.setattr(demangle_mod, "in_child", spy)
     assert demangle_many(names) == serial
-    assert calls == [len({n for n in names if n.startswith("_Z")})]
+    assert calls == [1]  # a child took half
 
 
-@pytest.mark.parametrize("count", [1, 2, 3])
-def test_parallel_small_inputs(count):
-    unique = [f"_Z{len(f'g{i}')}g{i}v" for i in range(count)]
-    assert demangle_mod._parallel(unique) == {u: f"g{i}()" for i, u in enumerate(unique)}
+def test_failed_child_loses_no_name(monkeypatch):
+    names = _many_names()
+    serial = demangle_many(names)
+
+    def dying(job):
+        return parallel.in_child(lambda: os._exit(3))
+
+    monkeypatch.setattr(demangle_mod, "_PARALLEL_THRESHOLD", 2)
+    monkeypatch.setattr(demangle_mod, "worth_a_child", lambda: True)
+    monkeypatch.setattr(demangle_mod, "in_child", dying)
+    assert demangle_many(names) == serial
+
+
+def test_child_result_travels_whole():
+    big = bytes(range(256)) * 20000  # several pipe buffers
+    assert parallel.in_child(lambda: big)() == big
+    with pytest.raises(parallel.ChildFailed):
+        parallel.in_child(lambda: os._exit(0))()
+
+
+def test_cxxfilt_fallback_agrees():
+    """Without libstdc++ by soname, cxxfilt does the same job with the same results."""
+    names = [n.encode("utf-8", "surrogateescape") for n in _many_names()]
+    long_name = ("_Z1fI" + "St6vectorI" * 7000 + "i" + "E" * 7000 + "EvT_").encode()  # demangles to 77 kB
+    names += [long_name, b"_Z3foov", long_name, b"_Z3barv"]
+    ours = demangle_mod.demangle_serial(names)
+    assert ours == demangle_mod._cxxfilt_demangler()(names)
+    assert ours[-3] == b"foo()" and ours[-1] == b"bar()" and len(ours[-2]) > 1 << 16
+
+
+@pytest.mark.parametrize("share_rows", [1, 10**9])
+def test_parallel_and_serial_reads_agree(tmp_path, monkeypatch, share_rows):
+    """The forked reader (child demangles part, merges .dynsym) gives what the serial one gives."""
+    import utrace.elf.symbols as symbols_mod
+
+    path = build_elf(symtab=SYMTAB, dynsym=DYNSYM).write(tmp_path / "both")
+    with ElfImage(str(path)) as image:
+        serial = read_symbols(image, None)
+    monkeypatch.setattr(symbols_mod, "_PARALLEL_ROWS", share_rows)
+    monkeypatch.setattr(symbols_mod, "worth_a_child", lambda: True)
+    with ElfImage(str(path)) as image:
+        table = read_symbols(image, None)
+    assert table.names and (table.names, table.raws, table.addresses, table.sizes, table.bindings, table.clones) == (
+        serial.names,
+        serial.raws,
+        serial.addresses,
+        serial.sizes,
+        serial.bindings,
+        serial.clones,
+    )
+    assert "dynamic_only" in table.raws
 
 
 # -- against nm on real programs ------------------------------------------------------------------

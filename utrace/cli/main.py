@@ -42,6 +42,7 @@ def list_cmd(
     from utrace.errors import UsageError
     from utrace.listing import list_target
     from utrace.output.listing import (
+        PLAIN,
         TABLE_LIMIT,
         ColdIndexProgress,
         write_json,
@@ -62,16 +63,24 @@ def list_cmd(
         if target is None:
             raise UsageError("missing TARGET (a file, a command on PATH, or --pid PID)")
         tgt = file_target(target)
+    out = sys.stdout
+    tty = out.isatty()
     progress = ColdIndexProgress(sys.stderr)
     try:
-        listing = list_target(tgt, pattern, functions=not only_usdt, usdt=not only_functions, on_cold=progress)
+        listing = list_target(
+            tgt,
+            pattern,
+            functions=not only_usdt,
+            usdt=not only_functions,
+            on_cold=progress,
+            render=None if as_json or tty else PLAIN,  # a terminal may get a table instead
+        )
     finally:
         progress.stop()
-    out = sys.stdout
     total = listing.function_count + len(listing.probes)
     if as_json:
         write_json(listing, out)
-    elif out.isatty() and total <= TABLE_LIMIT:
+    elif tty and total <= TABLE_LIMIT:
         write_table(listing, out)
     else:
         write_plain(listing, out)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
-import zlib
 from array import array
 from collections.abc import Callable
 from typing import Any
 
-from utrace.cache import cache_dir, write_atomic
+from utrace.cache import CacheJob, cache_dir, read_sealed, seal, write_jobs
 from utrace.elf.buildid import file_error, read_build_id
 from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import SymbolTable, read_symbols
@@ -32,13 +31,33 @@ def _key(path: str, build_id: str | None) -> str:
     return "file-" + hashlib.sha1(raw).hexdigest()
 
 
-def symbols_for(path: str, *, use_cache: bool = True, on_cold: Callable[[str], None] | None = None) -> SymbolTable:
+def cache_key(path: str) -> str:
+    """The key of `path`'s derived data in the cache: its build-id, else its path, size and mtime.
+
+    Raises:
+        ElfError: missing or unreadable file.
+    """
+    try:
+        return _key(path, read_build_id(path))
+    except OSError as e:
+        raise file_error(path, e) from None
+
+
+def symbols_for(
+    path: str,
+    *,
+    use_cache: bool = True,
+    on_cold: Callable[[str], None] | None = None,
+    defer_write: list[CacheJob] | None = None,
+) -> SymbolTable:
     """The function symbols of the ELF file at `path`, from the cache when it has them.
 
     Args:
         path: the file to read (for a process, a path under /proc/PID/root).
         use_cache: read and write the on-disk cache.
         on_cold: called with the path before a cold (uncached) read, e.g. to show progress.
+        defer_write: a cold read appends its cache file write here instead of writing it, for the
+            caller to hand to `cache.write_behind` (see there).
 
     Raises:
         ElfError: missing, unreadable, non-ELF or corrupt file.
@@ -57,10 +76,11 @@ def symbols_for(path: str, *, use_cache: bool = True, on_cold: Callable[[str], N
     with ElfImage(path) as image:
         table = read_symbols(image, build_id)
     if use_cache:
-        try:
-            write_atomic(file, _seal(marshal.dumps(_pack(table))))
-        except OSError:
-            pass  # a read-only or full cache only costs speed
+        job = (file, lambda: seal(marshal.dumps(_pack(table))))
+        if defer_write is not None:
+            defer_write.append(job)
+        else:
+            write_jobs([job])
     return table
 
 
@@ -80,20 +100,17 @@ def _pack(t: SymbolTable) -> tuple[Any, ...]:
     )
 
 
-def _seal(body: bytes) -> bytes:
-    return zlib.crc32(body).to_bytes(4, "little") + body
+_seal = seal  # tests write damaged files with it
 
 
 def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTable | None:
+    body = read_sealed(file)
+    if body is None:
+        return None
+    # marshal trusts the counts it reads: one flipped byte in a tuple or list header makes it allocate
+    # and fill gigabytes (a minute, or MemoryError) before it finds the data short. read_sealed's
+    # checksum rejects a damaged file first; loads() (not load()) bounds string lengths too.
     try:
-        with open(file, "rb") as f:
-            data = f.read()
-        # marshal trusts the counts it reads: one flipped byte in a tuple or list header makes it
-        # allocate and fill gigabytes (a minute, or MemoryError) before it finds the data short. The
-        # checksum rejects a damaged file first; loads() (not load()) bounds string lengths too.
-        body = memoryview(data)[4:]
-        if len(data) < 4 or int.from_bytes(data[:4], "little") != zlib.crc32(body):
-            return None
         payload = marshal.loads(body)
         fmt, names_blob, raws_blob, addr_bytes, size_bytes, bindings, clones_blob, segments = payload
         if fmt != _FORMAT:

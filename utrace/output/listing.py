@@ -8,9 +8,12 @@ built with plain string formatting.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from itertools import chain
 from typing import TextIO
 
-from utrace.listing import Listing
+from utrace.elf.symbols import SymbolTable
+from utrace.listing import Listing, ModuleFunctions
 
 TABLE_LIMIT = 3000
 _esc = json.encoder.encode_basestring_ascii
@@ -19,7 +22,7 @@ _esc = json.encoder.encode_basestring_ascii
 def write_json(listing: Listing, out: TextIO) -> None:
     """One JSON object per line: {"kind": "function", ...} and {"kind": "usdt", ...}."""
     for mf in listing.functions:
-        t = mf.table
+        t = _table(mf)
         module = _esc(mf.display)
         names, raws, addrs, sizes = t.names, t.raws, t.addresses, t.sizes
         out.write(
@@ -44,20 +47,37 @@ def write_json(listing: Listing, out: TextIO) -> None:
         out.write(json.dumps(obj) + "\n")
 
 
+def plain_lines(table: SymbolTable, indices: Sequence[int]) -> str:
+    """`ADDRESS SIZE NAME` lines for the functions `indices` of `table` (one % format for all)."""
+    names, addrs, sizes = table.names, table.addresses, table.sizes
+    if isinstance(indices, range) and indices == range(len(names)):
+        fields = chain.from_iterable(zip(addrs, sizes, names, strict=True))
+    else:
+        fields = chain.from_iterable((addrs[i], sizes[i], names[i]) for i in indices)
+    return ("%#014x %7d %s\n" * len(indices)) % tuple(fields)
+
+
+PLAIN = ("plain", plain_lines)  # the renderer `list_target` caches complete listings with
+
+
 def write_plain(listing: Listing, out: TextIO) -> None:
     """Plain text: `ADDRESS SIZE NAME` per function, a `# module` line before each module."""
     for mf in listing.functions:
         if not mf.indices:
             continue
-        t = mf.table
-        names, addrs, sizes = t.names, t.addresses, t.sizes
         out.write(f"# {mf.display}: {len(mf.indices)} functions\n")
-        out.write("".join([f"{addrs[i]:#014x} {sizes[i]:>7} {names[i]}\n" for i in mf.indices]))
+        out.write(mf.rendered if mf.rendered is not None else plain_lines(_table(mf), mf.indices))
     if listing.probes:
         out.write(f"# USDT probes: {len(listing.probes)}\n")
         for display, p in listing.probes:
             sem = f" semaphore={p.semaphore:#x}" if p.semaphore else ""
             out.write(f"{p.address:#014x} {p.full_name} [{' '.join(p.argument_texts)}]{sem} {display}\n")
+
+
+def _table(mf: ModuleFunctions) -> SymbolTable:
+    if mf.table is None:
+        raise AssertionError("a listing rendered from the cache has no table: list it without a renderer")
+    return mf.table
 
 
 def write_table(listing: Listing, out: TextIO) -> None:
@@ -77,7 +97,7 @@ def write_table(listing: Listing, out: TextIO) -> None:
         if many_modules:
             table.add_column("Module", overflow="fold", style="dim")
         for mf in listing.functions:
-            t = mf.table
+            t = _table(mf)
             for i in mf.indices:
                 sym = t.symbol(i)
                 row = [
