@@ -209,6 +209,19 @@ class Tracer:
         except Exception:
             return 0
 
+    def aggregates(self, name: str) -> dict[tuple[int, int, int], int]:
+        """The per-CPU hash `name` ({probe, pid, slot} -> count) summed over CPUs; {} if absent."""
+        if self._bpf is None:
+            return {}
+        try:
+            table = self._bpf[name]
+        except KeyError:
+            return {}
+        out: dict[tuple[int, int, int], int] = {}
+        for key, values in table.items():
+            out[(int(key.probe), int(key.pid), int(key.slot))] = int(sum(int(v) for v in values))
+        return out
+
     def detach(self) -> None:
         fds, self._fds = self._fds, []
         for fd in fds:

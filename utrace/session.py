@@ -16,8 +16,8 @@ from types import FrameType
 from typing import Protocol
 
 from utrace.errors import EnvironmentProblem, UsageError
-from utrace.model import Event, Target
-from utrace.probes.codegen import BpfProgram, Options, render
+from utrace.model import Event, ProbeKind, ProbeSpec, Target
+from utrace.probes.codegen import Aggregate, BpfProgram, Options, render
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.registry import get_runtime
 from utrace.target import is_alive
@@ -31,6 +31,8 @@ class SessionOptions:
     max_events: int | None = None
     ring_pages: int = 4096
     dump_bpf: bool = False
+    aggregate: Aggregate = Aggregate.NONE
+    refresh_s: float | None = None  # with aggregation: hand the reporter a snapshot this often (--top)
 
 
 @dataclass(slots=True)
@@ -42,6 +44,10 @@ class Summary:
     stopped_by: str = ""
     exit_code: int | None = None
     attached: int = 0
+    # with in-kernel aggregation: hits per (probe, pid), a return's probe named "NAME (return)"; and
+    # log2 latency buckets {slot: n} per (function, pid), slots as in codegen.slot_range
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    hist: dict[tuple[str, int], dict[int, int]] = field(default_factory=dict)
 
 
 class Reporter(Protocol):
@@ -50,6 +56,7 @@ class Reporter(Protocol):
     def flush(self) -> None: ...
     def lost(self, total: int) -> None: ...
     def finished(self, summary: Summary) -> None: ...
+    def snapshot(self, counts: dict[tuple[str, int], int], elapsed_s: float) -> None: ...
 
 
 def pid_namespace() -> tuple[int, int] | None:
@@ -73,6 +80,25 @@ def plan_request(request: TraceRequest) -> tuple[Target, Plan]:
     return target, plan
 
 
+def specs_for(plan: Plan, aggregate: Aggregate) -> list[ProbeSpec]:
+    """The probes a mode needs: counting needs no returns; a histogram needs them.
+
+    Raises:
+        UsageError: --hist for probes without returns.
+    """
+    if aggregate is Aggregate.COUNT:
+        return [s for s in plan.specs if s.kind not in (ProbeKind.RETURN, ProbeKind.EXIT)]
+    if aggregate is Aggregate.HIST and not any(
+        s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency for s in plan.specs
+    ):
+        raise UsageError("--hist needs functions with returns (USDT probes have none)")
+    return list(plan.specs)
+
+
+def probe_label(spec: ProbeSpec) -> str:
+    return f"{spec.name} (return)" if spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) else spec.name
+
+
 def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProgram:
     fsbase: int | None = None
     if plan.needs_tls:
@@ -85,8 +111,14 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
                 "needed to find goroutines of stack-ABI Go code"
             )
     return render(
-        plan.specs,
-        Options(pid=pid, pid_ns=pid_namespace(), ring_pages=options.ring_pages, fsbase_offset=fsbase),
+        specs_for(plan, options.aggregate),
+        Options(
+            pid=pid,
+            pid_ns=pid_namespace(),
+            ring_pages=options.ring_pages,
+            fsbase_offset=fsbase,
+            aggregate=options.aggregate,
+        ),
     )
 
 
@@ -179,15 +211,33 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
                 reporter.event(ev)
 
-            tracer.open_ring(on_record)
+            aggregating = options.aggregate is not Aggregate.NONE
+            labels = [probe_label(s) for s in program.specs]
+
+            def counts_now() -> dict[tuple[str, int], int]:
+                out: Counter[tuple[str, int]] = Counter()
+                for (probe, pid, _slot), n in tracer.aggregates("counts").items():
+                    if probe < len(labels):
+                        out[(labels[probe], pid)] += n
+                return dict(out)
+
+            if not aggregating:
+                tracer.open_ring(on_record)
             reporter.started(target, plan, tracer.attached, held.pid if held else None)
             if held:
                 held.release()
             started = time.monotonic()
             last_lost = 0
             deadline = started + options.duration if options.duration else None
+            next_refresh = started + (options.refresh_s or 0)
             while not stop:
-                tracer.poll(100)
+                if aggregating:
+                    time.sleep(0.1)
+                    if options.refresh_s and time.monotonic() >= next_refresh:
+                        next_refresh += options.refresh_s
+                        reporter.snapshot(counts_now(), time.monotonic() - started)
+                else:
+                    tracer.poll(100)
                 reporter.flush()
                 lost = tracer.lost()
                 if lost != last_lost:
@@ -201,7 +251,17 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                     watch_pid is not None and held is None and not is_alive(watch_pid)
                 ):
                     stop.append("target exited")
-            tracer.drain()
+            if aggregating:
+                summary.counts = counts_now()
+                summary.events = sum(summary.counts.values())
+                for (label, _pid), n in summary.counts.items():
+                    summary.per_probe[label] += n
+                for (probe, pid, slot), n in tracer.aggregates("hist").items():
+                    if probe < len(labels):  # keyed by the return probe, shown by the function's name
+                        buckets = summary.hist.setdefault((program.specs[probe].name, pid), {})
+                        buckets[slot] = buckets.get(slot, 0) + n
+            else:
+                tracer.drain()
             reporter.flush()
             summary.lost = tracer.lost()
     finally:

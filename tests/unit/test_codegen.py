@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ from utrace.model import (
     Stack,
     Tls,
 )
-from utrace.probes.codegen import PT_REGS, CodegenError, Options, render
+from utrace.probes.codegen import PT_REGS, Aggregate, CodegenError, Options, render, slot_range
 from utrace.probes.layout import HEADER_FORMAT, event_format
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -159,6 +160,9 @@ CASES = {
     "pid_ns": (pid_specs, PID_OPTIONS),
     "go_stack_abi": (go_specs, GO_OPTIONS),
     "prefix_filter": (prefix_specs, None),
+    "count": (entry_specs, Options(aggregate=Aggregate.COUNT)),
+    "hist": (return_specs, Options(aggregate=Aggregate.HIST)),
+    "hist_go": (go_specs, Options(fsbase_offset=0x1B48, aggregate=Aggregate.HIST)),
 }
 
 
@@ -537,6 +541,7 @@ options_st = st.builds(
     pid_ns=st.one_of(st.none(), st.tuples(st.integers(0, 1 << 32), st.integers(0, 1 << 32))),
     ring_pages=st.sampled_from([1, 8, 4096]),
     fsbase_offset=st.integers(0, 1 << 16),
+    aggregate=st.sampled_from(list(Aggregate)),
 )
 
 _C_SIZES = {"u64": 8, "u32": 4}
@@ -559,6 +564,7 @@ def _c_struct_size(lines: list[str]) -> int:
 @settings(max_examples=80, deadline=None)
 @given(st.lists(probe_specs(), max_size=4), options_st)
 def test_random_specs_render_consistent_layouts(specs, options):
+    options = replace(options, aggregate=Aggregate.NONE)  # events, whose layout is checked here
     prog = render(specs, options)
     src = prog.source
     _assert_only_generated_text(src)
@@ -600,6 +606,8 @@ u64 bpf_get_current_task(void);
 #define BPF_PERCPU_ARRAY(name, type, n) struct { type *(*lookup)(u32 *); } name
 #define BPF_TABLE(kind, k, v, name, n) \\
     struct { v *(*lookup)(k *); long (*update)(k *, v *); long (*delete)(k *); } name
+#define BPF_PERCPU_HASH(name, k, v, n) struct { v *(*lookup)(k *); long (*insert)(k *, v *); } name
+unsigned int bpf_log2l(unsigned long v);
 """
 
 
@@ -643,3 +651,22 @@ def test_golden_programs_are_valid_c(tmp_path, name):
 @given(st.lists(probe_specs(), min_size=1, max_size=4), options_st)
 def test_random_programs_are_valid_c(tmp_path, specs, options):
     _gcc_check(tmp_path, render(specs, options))
+
+
+@pytest.mark.parametrize("aggregate", [Aggregate.COUNT, Aggregate.HIST])
+def test_aggregating_programs_send_no_events(aggregate):
+    prog = render(return_specs(), Options(aggregate=aggregate))
+    assert "ringbuf_reserve" not in prog.source and "ringbuf_submit" not in prog.source
+    assert "BPF_RINGBUF_OUTPUT(events, 1);" in prog.source  # a one-page ring that stays empty
+    assert "BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);" in prog.source
+    assert ("BPF_PERCPU_HASH(hist," in prog.source) == (aggregate is Aggregate.HIST)
+    assert ("bpf_log2l(latency)" in prog.source) == (aggregate is Aggregate.HIST)
+
+
+def test_slot_ranges_match_bcc_log2l():
+    def bpf_log2l(v: int) -> int:  # bcc's helpers.h, transcribed: floor(log2(v)) + 1, and 1 for 0
+        return v.bit_length() if v else 1
+
+    for v in [0, 1, 2, 3, 4, 7, 8, 1000, 4095, 4096, 10**9, 2**40 + 5]:
+        low, high = slot_range(bpf_log2l(v))
+        assert low <= v <= high or (v == 0 and low == 1)

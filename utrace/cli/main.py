@@ -99,6 +99,10 @@ def _trace_options(f: Any) -> Any:
         click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write events to FILE."),
         click.option("--duration", "-d", type=float, help="Stop after SECONDS."),
         click.option("--max-events", "-n", type=int, help="Stop after N events."),
+        click.option("--count", "count", is_flag=True,
+                     help="Count calls per probe and process in the kernel; print the counts at the end."),
+        click.option("--hist", is_flag=True,
+                     help="Latency histogram per function (log2 buckets, computed in the kernel)."),
         click.option("--dump-bpf", is_flag=True, help="Print the generated BPF program and exit."),
         click.option("--buffer-mb", type=float, default=16.0, show_default=True, help="Ring buffer size."),
         click.option("--max-len", type=click.IntRange(8, 4096), default=128, show_default=True,
@@ -134,13 +138,21 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         pid=opts["pid"],
         command=command,
         probes=probes,
-        ret=opts["ret"],
+        ret=opts["ret"] or opts["hist"],
         max_len=opts["max_len"],
     )
+    from utrace.probes.codegen import Aggregate
+
+    if opts["count"] and opts["hist"]:
+        raise UsageError("--count and --hist exclude each other (--hist counts calls too)")
+    aggregate = Aggregate.COUNT if opts["count"] else Aggregate.HIST if opts["hist"] else Aggregate.NONE
+    if aggregate is not Aggregate.NONE and opts["max_events"] is not None:
+        raise UsageError("--max-events applies to streamed events, not to --count or --hist")
     session = SessionOptions(
         duration=opts["duration"],
         max_events=opts["max_events"],
         ring_pages=_ring_pages(opts["buffer_mb"]),
+        aggregate=aggregate,
     )
     if opts["dump_bpf"]:
         _target, plan, program = build(request, session)

@@ -6,6 +6,9 @@ JSON schema (one object per line, stable):
    ["context": {name: value}]}
   A Go return's "ret" is an object keyed by result name; "context" carries Go's {"goid": int}.
   ("latency_ns" on an "event": time since the begin probe it was paired with, e.g. a GC's duration)
+  with --count / --hist instead of events: {"kind": "count", "probe": str, "pid": int, "count": int}
+  and {"kind": "hist", "probe": str, "pid": int, "unit": "ns", "count": int,
+       "buckets": [{"low": int, "high": int, "count": int}]} (inclusive ranges)
   last line: {"kind": "summary", "events": int, "lost": int, "per_probe": {probe: count},
               "duration_s": float, "stopped_by": str, "exit_code": int|null, "attached": int}
 String values are JSON strings (cut at the capture limit; "truncated" lists which were cut),
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from dataclasses import replace
 from typing import TextIO
 
 from utrace.model import Event, Target
@@ -50,6 +55,52 @@ def format_latency(ns: int) -> str:
     return f"{ns / 1e6:.1f}ms"
 
 
+def _by_count(counts: dict[tuple[str, int], int]) -> list[tuple[str, int, int]]:
+    return sorted(((p, pid, n) for (p, pid), n in counts.items()), key=lambda r: (-r[2], r[0], r[1]))
+
+
+def hist_lines(buckets: dict[int, int], width: int = 40) -> list[str]:
+    """Log2 latency buckets as bars, from the lowest to the highest non-empty slot."""
+    from utrace.probes.codegen import slot_range
+
+    if not buckets:
+        return []
+    lo, hi = min(buckets), max(buckets)
+    top = max(buckets.values())
+    out = []
+    for slot in range(lo, hi + 1):
+        n = buckets.get(slot, 0)
+        low, high = slot_range(slot)
+        cells = n * width / top if top else 0
+        bar = "█" * int(cells) + ("▌" if cells - int(cells) >= 0.5 else "")
+        out.append(f"  {format_duration(low):>8} .. {format_duration(high + 1):<8} │{bar:<{width}}│ {n}")
+    return out
+
+
+def format_duration(ns: int) -> str:
+    """A power-of-two bucket edge in the unit people read: 512ns, 16µs, 4ms, 2s."""
+    for unit, scale in (("s", 1_000_000_000), ("ms", 1_000_000), ("µs", 1_000)):
+        if ns >= scale:
+            v = ns / scale
+            return f"{v:.0f}{unit}" if v >= 10 or v == int(v) else f"{v:.1f}{unit}"
+    return f"{ns}ns"
+
+
+def write_aggregates(out: TextIO, summary: Summary) -> None:
+    """--count and --hist results, for people: a count per probe and process, then histograms."""
+    rows = _by_count(summary.counts)
+    if rows:
+        width = max(len(p) for p, _pid, _n in rows)
+        out.write(f"{'probe':<{width}} {'pid':>7} {'calls':>10}\n")
+        for probe, pid, n in rows:
+            out.write(f"{probe:<{width}} {pid:>7} {n:>10}\n")
+    for (probe, pid), buckets in sorted(summary.hist.items()):
+        total = sum(buckets.values())
+        out.write(f"\n{probe}  pid {pid}: {total} calls, latency\n")
+        out.write("\n".join(hist_lines(buckets)) + "\n")
+    out.flush()
+
+
 def announce(err: TextIO, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
     """Notes about choices made, then one line once the probes are armed (on stderr)."""
     for note in plan.notes:
@@ -79,6 +130,9 @@ class _Buffered:
     def lost(self, total: int) -> None:
         self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
         self.err.flush()
+
+    def snapshot(self, counts: dict[tuple[str, int], int], elapsed_s: float) -> None:
+        pass  # only the live view (--top) shows snapshots
 
 
 class TextReporter(_Buffered):
@@ -119,6 +173,10 @@ class TextReporter(_Buffered):
         self.flush()
         from rich.console import Console
         from rich.table import Table
+
+        if summary.counts:
+            write_aggregates(self.out, summary)
+            summary = replace(summary, per_probe=Counter())  # already shown, per process
 
         console = Console(file=self.err, highlight=False)
         table = Table(title=None, show_edge=False)
@@ -181,6 +239,14 @@ class JsonReporter(_Buffered):
 
     def finished(self, summary: Summary) -> None:
         self.flush()
+        from utrace.probes.codegen import slot_range
+
+        for probe, pid, n in _by_count(summary.counts):
+            self.out.write(self._dumps({"kind": "count", "probe": probe, "pid": pid, "count": n}) + "\n")
+        for (probe, pid), buckets in sorted(summary.hist.items()):
+            rows = [{"low": slot_range(k)[0], "high": slot_range(k)[1], "count": buckets[k]} for k in sorted(buckets)]
+            obj = {"kind": "hist", "probe": probe, "pid": pid, "unit": "ns", "count": sum(buckets.values())}
+            self.out.write(self._dumps({**obj, "buckets": rows}) + "\n")
         self.out.write(
             self._dumps(
                 {

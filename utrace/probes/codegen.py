@@ -7,6 +7,7 @@ positional (`probe_3`, `f1`); everything else is an integer formatted by this mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from utrace.model import (
     PREFIX_MAX,
@@ -45,6 +46,22 @@ class CodegenError(ValueError):
     """A spec the generator cannot express (a programming error in a runtime plugin)."""
 
 
+class Aggregate(StrEnum):
+    """What the program does with a hit: stream it, or only count it in the kernel."""
+
+    NONE = "none"  # every hit is an event in the ring buffer
+    COUNT = "count"  # hits per (probe, pid) in a per-CPU hash; no events
+    HIST = "hist"  # as COUNT, plus log2 latency buckets per (return probe, pid)
+
+
+def slot_range(slot: int) -> tuple[int, int]:
+    """The nanoseconds [low, high] (inclusive) of a `hist` slot: bcc's bpf_log2l(v) is
+    floor(log2(v)) + 1, so slot k >= 1 holds 2^(k-1) .. 2^k - 1 (and slot 1 also 0)."""
+    if slot <= 0:
+        return 0, 0
+    return 1 << (slot - 1), (1 << slot) - 1
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """Program-wide settings.
@@ -56,12 +73,15 @@ class Options:
         ring_pages: ring buffer size in pages (a power of two).
         fsbase_offset: byte offset of `thread.fsbase` in the running kernel's task_struct (from its
             BTF), needed by `Tls` locations; None when unknown.
+        aggregate: stream events, or aggregate in the kernel (maps `counts` and `hist`, keyed by
+            `agg_key` {probe, pid, slot}); a key that finds the map full counts as lost.
     """
 
     pid: int | None = None
     pid_ns: tuple[int, int] | None = None
     ring_pages: int = 4096
     fsbase_offset: int | None = None
+    aggregate: Aggregate = Aggregate.NONE
 
 
 @dataclass(slots=True)
@@ -234,6 +254,20 @@ def _frame_key(em: _Emitter, spec: ProbeSpec, pair_id: int, sp_adjust: int) -> N
     em.emit(f"struct start_key sk = {{ .a = {owner}, .b = {depth}, .pair = {pair_id}, .who = pid }};")
 
 
+def _count(em: _Emitter, table: str, probe: int, slot: str, indent: str = "") -> None:
+    """Add one to `table`[{probe, pid, slot}] (this CPU's slot of a per-CPU hash); a full map is a loss."""
+    k, v = em.new(), em.new()
+    em.emit(f"{indent}struct agg_key {k} = {{ .probe = {_int(probe)}, .pid = pid, .slot = {slot} }};")
+    em.emit(f"{indent}u64 *{v} = {table}.lookup(&{k});")
+    em.emit(f"{indent}if (!{v}) {{")
+    em.emit(f"{indent}    u64 zero = 0;")
+    em.emit(f"{indent}    {table}.insert(&{k}, &zero);")  # fails if another CPU was first: fine
+    em.emit(f"{indent}    {v} = {table}.lookup(&{k});")
+    em.emit(f"{indent}}}")
+    # this CPU's own slot, so no atomics; no slot at all means the map is full
+    em.emit(f"{indent}if ({v}) *{v} += 1; else utrace_lost();")
+
+
 def _struct(index: int, fields: list[Field]) -> list[str]:
     out = [f"struct event_{index} {{", "    struct header h;"]
     for fl in fields:
@@ -268,9 +302,21 @@ struct start_key {
     u32 who;
 };
 
+struct agg_key {
+    u32 probe;
+    u32 pid;
+    u32 slot;
+};
+
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
+AGG_MAPS
+static __always_inline void utrace_lost(void) {
+    u32 zero = 0;
+    u64 *n = lost.lookup(&zero);
+    if (n) *n += 1;
+}
 
 static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
 PID_READ
@@ -305,7 +351,14 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         pid_read = _PID_HOST
     else:
         pid_read = _PID_NS.replace("NS_DEV", _int(opts.pid_ns[0])).replace("NS_INO", _int(opts.pid_ns[1]))
-    src = _PRELUDE.replace("RING_PAGES", str(int(pages))).replace("PID_READ", pid_read)
+    agg = opts.aggregate
+    maps = ""
+    if agg is not Aggregate.NONE:
+        pages = 1  # no events: the ring buffer only has to exist
+        maps = "BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);\n"
+        if agg is Aggregate.HIST:
+            maps += "BPF_PERCPU_HASH(hist, struct agg_key, u64, 65536);\n"
+    src = _PRELUDE.replace("RING_PAGES", str(int(pages))).replace("PID_READ", pid_read).replace("AGG_MAPS", maps)
     lines = [src]
     pairs: dict[str, int] = {}
     entry_pairs = {s.pair for s in specs if s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency and s.pair}
@@ -322,13 +375,17 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
             em.emit(f"if (pid != {_int(opts.pid)}) return 0;")
         for f in spec.filters:
             _filter(em, f)
-        em.emit("u64 now = bpf_ktime_get_ns();")
+        # counting needs no timing: entries and returns are only counted
+        returning = spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and spec.latency and agg is not Aggregate.COUNT
+        starting = spec.kind is ProbeKind.ENTRY and spec.pair in entry_pairs and agg is not Aggregate.COUNT
+        if agg is Aggregate.NONE or returning or starting:
+            em.emit("u64 now = bpf_ktime_get_ns();")
         latency = "0"
         pair_id = pairs.setdefault(spec.pair, len(pairs)) if spec.pair else 0
-        if spec.kind is ProbeKind.ENTRY and spec.pair in entry_pairs:
+        if starting:
             _frame_key(em, spec, pair_id, sp_adjust=0)
             em.emit("starts.update(&sk, &now);")
-        if spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and spec.latency:
+        if returning:
             # A uretprobe runs after `ret` popped the return address (sp + 8 of the entry's sp);
             # an exit probe sits on the `ret` itself, where sp equals the entry's sp again.
             _frame_key(em, spec, pair_id, sp_adjust=8 if spec.kind is ProbeKind.RETURN else 0)
@@ -336,24 +393,31 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
             em.emit("u64 latency = 0;")
             em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")
             latency = "latency"
-        em.emit(f"struct event_{i} *e = events.ringbuf_reserve(sizeof(struct event_{i}));")
-        em.emit("if (!e) {")
-        em.emit("    u32 zero = 0;")
-        em.emit("    u64 *n = lost.lookup(&zero);")
-        em.emit("    if (n) *n += 1;")
-        em.emit("    return 0;")
-        em.emit("}")
-        em.emit(f"e->h.probe = {i};")
-        em.emit("e->h.pid = pid;")
-        em.emit("e->h.tid = tid;")
-        em.emit("e->h.cpu = bpf_get_smp_processor_id();")
-        em.emit("e->h.ts = now;")
-        em.emit(f"e->h.latency = {latency};")
-        em.emit("bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));")
-        for fl in fields:
-            _capture(em, fl)
-        em.emit("events.ringbuf_submit(e, 0);")
-        em.emit("return 0;")
+        if agg is not Aggregate.NONE:
+            _count(em, "counts", i, "0")
+            if agg is Aggregate.HIST and latency == "latency":
+                em.emit("if (start) {")
+                _count(em, "hist", i, "bpf_log2l(latency)", indent="    ")
+                em.emit("}")
+            em.emit("return 0;")
+        else:
+            em.emit(f"struct event_{i} *e = events.ringbuf_reserve(sizeof(struct event_{i}));")
+            em.emit("if (!e) {")
+            em.emit("    utrace_lost();")
+            em.emit("    return 0;")
+            em.emit("}")
+        if agg is Aggregate.NONE:
+            em.emit(f"e->h.probe = {i};")
+            em.emit("e->h.pid = pid;")
+            em.emit("e->h.tid = tid;")
+            em.emit("e->h.cpu = bpf_get_smp_processor_id();")
+            em.emit("e->h.ts = now;")
+            em.emit(f"e->h.latency = {latency};")
+            em.emit("bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));")
+            for fl in fields:
+                _capture(em, fl)
+            em.emit("events.ringbuf_submit(e, 0);")
+            em.emit("return 0;")
         fn = f"probe_{i}"
         functions.append(fn)
         lines.append(f"int {fn}(struct pt_regs *ctx) {{")

@@ -17,9 +17,21 @@ struct start_key {
     u32 who;
 };
 
+struct agg_key {
+    u32 probe;
+    u32 pid;
+    u32 slot;
+};
+
 BPF_RINGBUF_OUTPUT(events, 256);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
+
+static __always_inline void utrace_lost(void) {
+    u32 zero = 0;
+    u64 *n = lost.lookup(&zero);
+    if (n) *n += 1;
+}
 
 static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
     struct bpf_pidns_info ns = {};
@@ -41,9 +53,7 @@ int probe_0(struct pt_regs *ctx) {
     u64 now = bpf_ktime_get_ns();
     struct event_0 *e = events.ringbuf_reserve(sizeof(struct event_0));
     if (!e) {
-        u32 zero = 0;
-        u64 *n = lost.lookup(&zero);
-        if (n) *n += 1;
+        utrace_lost();
         return 0;
     }
     e->h.probe = 0;

@@ -1,0 +1,75 @@
+#include <uapi/linux/ptrace.h>
+
+struct header {
+    u32 probe;
+    u32 pid;
+    u32 tid;
+    u32 cpu;
+    u64 ts;
+    u64 latency;
+    char comm[16];
+} __attribute__((packed));
+
+struct start_key {
+    u64 a;
+    u64 b;
+    u32 pair;
+    u32 who;
+};
+
+struct agg_key {
+    u32 probe;
+    u32 pid;
+    u32 slot;
+};
+
+BPF_RINGBUF_OUTPUT(events, 1);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
+BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);
+
+static __always_inline void utrace_lost(void) {
+    u32 zero = 0;
+    u64 *n = lost.lookup(&zero);
+    if (n) *n += 1;
+}
+
+static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
+    u64 id = bpf_get_current_pid_tgid();
+    *pid = id >> 32;
+    *tid = (u32)id;
+    return 0;
+}
+
+struct event_0 {
+    struct header h;
+    u32 f0_len;
+    u32 f0_flags;
+    char f0[32];
+    u64 f1;
+    u32 f2_len;
+    u32 f2_flags;
+    char f2[24];
+    u64 f3;
+    u64 f5;
+    u64 f6;
+    u64 f7;
+    u64 f8;
+} __attribute__((packed));
+int probe_0(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    u64 t2 = ctx->di;
+    u64 t1 = 0;
+    bpf_probe_read_user(&t1, 4, (void *)(t2 + 16ULL));
+    if ((s32)t1 != (s32)12ULL) return 0;
+    struct agg_key t3 = { .probe = 0ULL, .pid = pid, .slot = 0 };
+    u64 *t4 = counts.lookup(&t3);
+    if (!t4) {
+        u64 zero = 0;
+        counts.insert(&t3, &zero);
+        t4 = counts.lookup(&t3);
+    }
+    if (t4) *t4 += 1; else utrace_lost();
+    return 0;
+}

@@ -1,0 +1,134 @@
+#include <uapi/linux/ptrace.h>
+
+struct header {
+    u32 probe;
+    u32 pid;
+    u32 tid;
+    u32 cpu;
+    u64 ts;
+    u64 latency;
+    char comm[16];
+} __attribute__((packed));
+
+struct start_key {
+    u64 a;
+    u64 b;
+    u32 pair;
+    u32 who;
+};
+
+struct agg_key {
+    u32 probe;
+    u32 pid;
+    u32 slot;
+};
+
+BPF_RINGBUF_OUTPUT(events, 1);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
+BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);
+BPF_PERCPU_HASH(hist, struct agg_key, u64, 65536);
+
+static __always_inline void utrace_lost(void) {
+    u32 zero = 0;
+    u64 *n = lost.lookup(&zero);
+    if (n) *n += 1;
+}
+
+static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
+    u64 id = bpf_get_current_pid_tgid();
+    *pid = id >> 32;
+    *tid = (u32)id;
+    return 0;
+}
+
+struct event_0 {
+    struct header h;
+    u64 f0;
+} __attribute__((packed));
+int probe_0(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    struct agg_key t1 = { .probe = 0ULL, .pid = pid, .slot = 0 };
+    u64 *t2 = counts.lookup(&t1);
+    if (!t2) {
+        u64 zero = 0;
+        counts.insert(&t1, &zero);
+        t2 = counts.lookup(&t1);
+    }
+    if (t2) *t2 += 1; else utrace_lost();
+    return 0;
+}
+
+struct event_1 {
+    struct header h;
+    u64 f0;
+    u64 f1;
+} __attribute__((packed));
+int probe_1(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    u64 now = bpf_ktime_get_ns();
+    struct start_key sk = { .a = ctx->sp, .b = 0, .pair = 1, .who = tid };
+    starts.update(&sk, &now);
+    struct agg_key t1 = { .probe = 1ULL, .pid = pid, .slot = 0 };
+    u64 *t2 = counts.lookup(&t1);
+    if (!t2) {
+        u64 zero = 0;
+        counts.insert(&t1, &zero);
+        t2 = counts.lookup(&t1);
+    }
+    if (t2) *t2 += 1; else utrace_lost();
+    return 0;
+}
+
+struct event_2 {
+    struct header h;
+    u64 f0;
+} __attribute__((packed));
+int probe_2(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    u64 now = bpf_ktime_get_ns();
+    struct start_key sk = { .a = ctx->sp - 8ULL, .b = 0, .pair = 1, .who = tid };
+    u64 *start = starts.lookup(&sk);
+    u64 latency = 0;
+    if (start) { latency = now - *start; starts.delete(&sk); }
+    struct agg_key t1 = { .probe = 2ULL, .pid = pid, .slot = 0 };
+    u64 *t2 = counts.lookup(&t1);
+    if (!t2) {
+        u64 zero = 0;
+        counts.insert(&t1, &zero);
+        t2 = counts.lookup(&t1);
+    }
+    if (t2) *t2 += 1; else utrace_lost();
+    if (start) {
+        struct agg_key t3 = { .probe = 2ULL, .pid = pid, .slot = bpf_log2l(latency) };
+        u64 *t4 = hist.lookup(&t3);
+        if (!t4) {
+            u64 zero = 0;
+            hist.insert(&t3, &zero);
+            t4 = hist.lookup(&t3);
+        }
+        if (t4) *t4 += 1; else utrace_lost();
+    }
+    return 0;
+}
+
+struct event_3 {
+    struct header h;
+    u64 f0;
+} __attribute__((packed));
+int probe_3(struct pt_regs *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    struct agg_key t1 = { .probe = 3ULL, .pid = pid, .slot = 0 };
+    u64 *t2 = counts.lookup(&t1);
+    if (!t2) {
+        u64 zero = 0;
+        counts.insert(&t1, &zero);
+        t2 = counts.lookup(&t1);
+    }
+    if (t2) *t2 += 1; else utrace_lost();
+    return 0;
+}
