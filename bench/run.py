@@ -4,13 +4,16 @@ Prints ratios (utrace / incumbent) with medians of repeated runs, because these 
   (a) listing node's functions: utrace cold cache, utrace warm cache, `bpftrace -l 'uprobe:node:*'`
   (b) 200,000 calls of a hot C function streamed to user space with both arguments:
       events delivered, lost, wall time (command start to the last event written)
+  (c) the same calls counted in the kernel: utrace --count against bpftrace's count()
 Usage: python bench/run.py [--quick] [--calls N] [--reps N] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -88,7 +91,6 @@ def run_utrace(calls: int, out: Path) -> tuple[float, int, int]:
         cwd=ROOT,
     )
     wall = time.perf_counter() - t
-    import json
 
     last = out.read_text().rstrip().rsplit("\n", 1)[-1]
     summary = json.loads(last)
@@ -120,6 +122,41 @@ def run_bcc_trace(calls: int, out: Path) -> tuple[float, int, int] | None:
         wall = time.perf_counter() - t
     delivered = _count_lines(out) - 1
     return wall, delivered, calls - delivered
+
+
+def count_bpftrace(calls: int) -> tuple[float, int]:
+    t = time.perf_counter()
+    p = subprocess.run(
+        ["bpftrace", "-e", f"uprobe:{HOT}:hot {{ @calls = count(); }}", "-c", f"{HOT} {calls}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = time.perf_counter() - t
+    m = re.search(r"@calls: (\d+)", p.stdout)
+    return wall, int(m.group(1)) if m else 0
+
+
+def count_utrace(calls: int) -> tuple[float, int]:
+    t = time.perf_counter()
+    p = subprocess.run(
+        [*UTRACE, "native", str(HOT), "hot", "--count", "--json", "--", str(HOT), str(calls)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    wall = time.perf_counter() - t
+    counts = [json.loads(line) for line in p.stdout.splitlines() if line.startswith('{"kind": "count"')]
+    return wall, sum(int(c["count"]) for c in counts)
+
+
+def bench_count(calls: int, reps: int) -> list[tuple[str, float, int]]:
+    results: dict[str, list[tuple[float, int]]] = {"bpftrace count()": [], "utrace --count": []}
+    for _ in range(reps):
+        results["bpftrace count()"].append(count_bpftrace(calls))
+        results["utrace --count"].append(count_utrace(calls))
+    return [(name, statistics.median(r[0] for r in rs), min(r[1] for r in rs)) for name, rs in results.items()]
 
 
 def bench_stream(calls: int, reps: int) -> list[tuple[str, float, int, int]]:
@@ -157,6 +194,12 @@ def main() -> None:
     base = next(t for n, t, _d, _l in rows if n.startswith("bpftrace"))
     for name, t, delivered, lost in rows:
         lines.append(f"| {name} | {t:.2f} | {delivered:,} | {lost:,} | {t / base:.2f} |")
+    lines += ["", f"## (c) {args.calls:,} calls of hot(i, j) counted in the kernel", ""]
+    lines += ["| tracer | wall s | counted | wall ratio to bpftrace |", "|---|---|---|---|"]
+    crows = bench_count(args.calls, args.reps)
+    cbase = crows[0][1]
+    for name, t, counted in crows:
+        lines.append(f"| {name} | {t:.2f} | {counted:,} | {t / cbase:.2f} |")
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
