@@ -32,7 +32,6 @@ class SessionOptions:
     ring_pages: int = 4096
     dump_bpf: bool = False
     aggregate: Aggregate = Aggregate.NONE
-    refresh_s: float | None = None  # with aggregation: hand the reporter a snapshot this often (--top)
 
 
 @dataclass(slots=True)
@@ -56,7 +55,6 @@ class Reporter(Protocol):
     def flush(self) -> None: ...
     def lost(self, total: int) -> None: ...
     def finished(self, summary: Summary) -> None: ...
-    def snapshot(self, counts: dict[tuple[str, int], int], elapsed_s: float) -> None: ...
 
 
 def pid_namespace() -> tuple[int, int] | None:
@@ -229,13 +227,9 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             started = time.monotonic()
             last_lost = 0
             deadline = started + options.duration if options.duration else None
-            next_refresh = started + (options.refresh_s or 0)
             while not stop:
                 if aggregating:
                     time.sleep(0.1)
-                    if options.refresh_s and time.monotonic() >= next_refresh:
-                        next_refresh += options.refresh_s
-                        reporter.snapshot(counts_now(), time.monotonic() - started)
                 else:
                     tracer.poll(100)
                 reporter.flush()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.elfgen import Sym, build_elf
+from utrace.cache import seal
 from utrace.elf import index
 from utrace.errors import ElfError
 
@@ -115,7 +116,7 @@ def test_malformed_payload_is_ignored(tmp_path, cache_home):
     variants = [payload[:-1], (*payload, 0), ["not", "a", "tuple"], 7]
     variants += [(*payload[:i], junk, *payload[i + 1 :]) for i in range(len(payload)) for junk in JUNK]
     for variant in variants:
-        file.write_bytes(index._seal(marshal.dumps(variant)))  # a valid checksum: reaches the checks
+        file.write_bytes(seal(marshal.dumps(variant)))  # a valid checksum: reaches the checks
         table = index.symbols_for(path)
         assert _columns(table) == _columns(good), variant
 
@@ -173,10 +174,11 @@ def test_corrupt_length_does_not_allocate_gigabytes(tmp_path):
 import os, resource, struct, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
+from utrace.cache import seal
 from utrace.elf import index
 good = index.symbols_for(sys.argv[1])
 [file] = list((Path(os.environ["XDG_CACHE_HOME"]) / "utrace").iterdir())
-file.write_bytes(index._seal(b"u" + struct.pack("<i", 0x7FFFFFF0) + b"abc"))
+file.write_bytes(seal(b"u" + struct.pack("<i", 0x7FFFFFF0) + b"abc"))
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 assert index.symbols_for(sys.argv[1]).raws == good.raws
 """

@@ -100,9 +100,6 @@ def _pack(t: SymbolTable) -> tuple[Any, ...]:
     )
 
 
-_seal = seal  # tests write damaged files with it
-
-
 def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTable | None:
     body = read_sealed(file)
     if body is None:

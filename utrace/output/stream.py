@@ -131,9 +131,6 @@ class _Buffered:
         self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
         self.err.flush()
 
-    def snapshot(self, counts: dict[tuple[str, int], int], elapsed_s: float) -> None:
-        pass  # only the live view (--top) shows snapshots
-
 
 class TextReporter(_Buffered):
     """Human-readable lines: time, pid, tid, comm, probe, arguments; returns with value and latency."""
