@@ -7,12 +7,14 @@
 #   c/sdt_demo-stripped   strip of c/sdt_demo (no .symtab/DWARF; .note.stapsdt kept)
 #   c/hot                 gcc -O2 -g                    (benchmark loop)
 #   cpp/overloads         g++ -O2 -g -fno-inline        (Debian default: PIE)
+#   cpp/stack             g++ -O1 -g -fno-inline -fno-omit-frame-pointer (stacks)
 #   go/greet, go/httpget                      system Go (1.19 on bookworm)
 #   go/greet-stripped, go/httpget-stripped    system Go, -ldflags='-s -w'
 #   go/greet-pie, go/httpget-pie              system Go, -buildmode=pie
 #   go/<prog>-go<ver>{,-stripped,-pie}        fetched Go <ver> (scripts/fetch-go.sh): normal,
 #                                             -ldflags='-s -w', -buildmode=pie; 1.15 is stack ABI
 #   java/Demo.class (+ Demo$Worker.class)     javac; run: java -cp OUTDIR/java Demo
+#   java/StackDemo.class                      javac (JIT-compiled frames for --stack)
 #   manifest.json                             what was built, with which toolchain/flags
 # Node fixtures (fixtures/node/*.js) need no build and are used in place.
 #
@@ -159,15 +161,20 @@ fi
 # ----------------------------------------------------------------------- C++
 CXX=${CXX:-g++}
 CXX_FLAGS="-O2 -g -fno-inline -Wall"
+CXX_STACK_FLAGS="-O1 -g -fno-inline -fno-omit-frame-pointer -Wall"
 build_cpp() {
     mkdir -p "$OUTDIR/cpp"
     $CXX $CXX_FLAGS -o "$OUTDIR/cpp/overloads.tmp" "$SRC/cpp/overloads.cpp"
     mv -f "$OUTDIR/cpp/overloads.tmp" "$OUTDIR/cpp/overloads"
     manifest cpp cpp/overloads "$CXX_ID" "$CXX_FLAGS"
+    $CXX $CXX_STACK_FLAGS -o "$OUTDIR/cpp/stack.tmp" "$SRC/cpp/stack.cpp"
+    mv -f "$OUTDIR/cpp/stack.tmp" "$OUTDIR/cpp/stack"
+    manifest cpp cpp/stack "$CXX_ID" "$CXX_STACK_FLAGS"
 }
 if command -v "$CXX" >/dev/null 2>&1; then
     CXX_ID="$(readlink -f "$(command -v "$CXX")") $($CXX -dumpfullversion 2>/dev/null || $CXX -dumpversion)"
-    run_component cpp "$(hash_of "$CXX_ID|$CXX_FLAGS" "$SRC/cpp/overloads.cpp")" build_cpp cpp/overloads
+    run_component cpp "$(hash_of "$CXX_ID|$CXX_FLAGS|$CXX_STACK_FLAGS" "$SRC/cpp/overloads.cpp" "$SRC/cpp/stack.cpp")" \
+        build_cpp cpp/overloads cpp/stack
 else
     skip cpp "no $CXX"
 fi
@@ -251,7 +258,7 @@ JAVAC=${JAVAC:-javac}
 build_java() {
     rm -rf "$OUTDIR/java.tmp"
     mkdir -p "$OUTDIR/java.tmp"
-    "$JAVAC" -g -d "$OUTDIR/java.tmp" "$SRC/java/Demo.java"
+    "$JAVAC" -g -d "$OUTDIR/java.tmp" "$SRC/java/Demo.java" "$SRC/java/StackDemo.java"
     rm -rf "$OUTDIR/java"
     mv "$OUTDIR/java.tmp" "$OUTDIR/java"
     manifest java java/Demo.class "$JAVAC_ID" "-g"
@@ -262,7 +269,8 @@ if command -v "$JAVAC" >/dev/null 2>&1; then
     javac_real=$(readlink -f "$(command -v "$JAVAC")")
     jhome=$(dirname "$(dirname "$javac_real")")
     JAVAC_ID="$javac_real $(grep -h '^JAVA_VERSION=' "$jhome/release" 2>/dev/null | tr -d '"') $(stat -c '%s-%Y' "$jhome/lib/modules" 2>/dev/null)"
-    run_component java "$(hash_of "$JAVAC_ID" "$SRC/java/Demo.java")" build_java java/Demo.class 'java/Demo$Worker.class'
+    run_component java "$(hash_of "$JAVAC_ID" "$SRC/java/Demo.java" "$SRC/java/StackDemo.java")" build_java \
+        java/Demo.class 'java/Demo$Worker.class' java/StackDemo.class
 else
     skip java "no javac (install default-jdk-headless)"
 fi

@@ -10,7 +10,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Debian packages ---------------------------------------------------------------------------
 pkgs=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 golang-go default-jdk-headless
-      systemtap-sdt-dev bpftrace python3-venv gcc g++ make binutils
+      systemtap-sdt-dev bpftrace python3-venv gcc g++ make binutils gdb
       libc-ares2 libbrotli1 libicu72 libnghttp2-14 libuv1)  # the last ones: Debian's node 18 fixture
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 missing=()

@@ -330,13 +330,35 @@ class ProbeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame of a user stack: an address and, when known, the function holding it.
+
+    `offset` is the address's distance from the function's start; `module` is the file (as the traced
+    process names it) or a region such as "[vdso]"; both None when nothing maps the address. JIT code
+    is named from the process's perf map (`module` is then "[perf-map]").
+    """
+
+    address: int
+    function: str | None = None
+    offset: int = 0
+    module: str | None = None
+
+    def __str__(self) -> str:
+        where = f" ({self.module.rsplit('/', 1)[-1]})" if self.module else ""
+        if self.function is None:
+            return f"{self.address:#x}{where}"
+        return f"{self.function}+{self.offset:#x}{where}"
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One decoded event.
 
     `kind` is "call" (function entry), "return" or "event" (USDT hit); `args` are keyed by parameter
     name; `ret` and `latency_ns` only for returns (latency when the entry was seen). A Go return has
     several results: `ret` is then a dict keyed by result name. `context` holds per-event facts that
-    are not arguments (Go's goroutine id).
+    are not arguments (Go's goroutine id). `stack` is the user stack, innermost frame first, when
+    stacks were asked for.
     """
 
     kind: str
@@ -350,6 +372,7 @@ class Event:
     ret: object = None
     latency_ns: int | None = None
     context: dict[str, object] = field(default_factory=dict)
+    stack: tuple[Frame, ...] = ()
 
 
 # --- Go types: produced by the DWARF reader or a user signature, consumed by the Go ABI --------------

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Protocol
 
@@ -32,6 +32,7 @@ class SessionOptions:
     ring_pages: int = 4096
     dump_bpf: bool = False
     aggregate: Aggregate = Aggregate.NONE
+    stack_depth: int = 0  # user stack frames per event (0: none)
 
 
 @dataclass(slots=True)
@@ -116,6 +117,7 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
             ring_pages=options.ring_pages,
             fsbase_offset=fsbase,
             aggregate=options.aggregate,
+            stack_depth=options.stack_depth,
         ),
     )
 
@@ -198,6 +200,12 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             decoder = Decoder(program)
             limit = options.max_events
             refine = plan.refine
+            symbolizer = None
+            if options.stack_depth:
+                from utrace.stacks import Symbolizer
+
+                symbolizer = Symbolizer((target.exe, target.modules[0].display))
+            uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
 
             def on_record(data: bytes) -> None:
                 if limit is not None and summary.events >= limit:
@@ -205,6 +213,9 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 ev = decoder.decode(data)
                 if refine is not None:
                     ev = refine(ev)
+                if symbolizer is not None:
+                    after_return = ev.kind == "return" and ev.probe in uretprobes
+                    ev = replace(ev, stack=symbolizer.stack(ev.pid, ev.stack, after_return=after_return))
                 summary.events += 1
                 summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
                 reporter.event(ev)

@@ -163,6 +163,7 @@ CASES = {
     "count": (entry_specs, Options(aggregate=Aggregate.COUNT)),
     "hist": (return_specs, Options(aggregate=Aggregate.HIST)),
     "hist_go": (go_specs, Options(fsbase_offset=0x1B48, aggregate=Aggregate.HIST)),
+    "stack": (lambda: return_specs() + go_specs() + usdt_specs(), Options(fsbase_offset=0x1B48, stack_depth=16)),
 }
 
 
@@ -542,6 +543,7 @@ options_st = st.builds(
     ring_pages=st.sampled_from([1, 8, 4096]),
     fsbase_offset=st.integers(0, 1 << 16),
     aggregate=st.sampled_from(list(Aggregate)),
+    stack_depth=st.sampled_from([0, 0, 1, 2, 64, 127]),
 )
 
 _C_SIZES = {"u64": 8, "u32": 4}
@@ -554,6 +556,10 @@ def _c_struct_size(lines: list[str]) -> int:
             size += struct.calcsize(HEADER_FORMAT)
         elif m := re.fullmatch(r"char f\d+\[(\d+)\];", ln):
             size += int(m.group(1))
+        elif ln == "s64 ustack_n;":
+            size += 8
+        elif m := re.fullmatch(r"u64 ustack\[(\d+)\];", ln):
+            size += 8 * int(m.group(1))
         else:
             m = re.fullmatch(r"(u64|u32) f\d+(?:_len|_flags)?;", ln)
             assert m, ln
@@ -566,12 +572,13 @@ def _c_struct_size(lines: list[str]) -> int:
 def test_random_specs_render_consistent_layouts(specs, options):
     options = replace(options, aggregate=Aggregate.NONE)  # events, whose layout is checked here
     prog = render(specs, options)
+    depth = options.stack_depth
     src = prog.source
     _assert_only_generated_text(src)
     assert prog.functions == [f"probe_{i}" for i in range(len(specs))]
     assert src.count("{") == src.count("}")
     for i, fields in enumerate(prog.fields):
-        assert _c_struct_size(_struct_body(src, i)) == struct.calcsize(event_format(fields))
+        assert _c_struct_size(_struct_body(src, i)) == struct.calcsize(event_format(fields, depth))
         body = _probe_body(src, i)
         assert f"e->h.probe = {i};" in body
         assert body.count("events.ringbuf_submit(e, 0);") == 1
@@ -615,9 +622,8 @@ def _gcc_check(tmp_path: Path, prog) -> None:
     src = prog.source.replace("#include <uapi/linux/ptrace.h>\n", SHIM, 1)
     offsets: list[str] = []
     for i, fields in enumerate(prog.fields):
-        offsets.append(
-            f'_Static_assert(sizeof(struct event_{i}) == {struct.calcsize(event_format(fields))}, "size {i}");'
-        )
+        size = struct.calcsize(event_format(fields, prog.options.stack_depth))
+        offsets.append(f'_Static_assert(sizeof(struct event_{i}) == {size}, "size {i}");')
         fmt = HEADER_FORMAT
         for f in fields:
             if not f.present:
@@ -650,6 +656,8 @@ def test_golden_programs_are_valid_c(tmp_path, name):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(probe_specs(), min_size=1, max_size=4), options_st)
 def test_random_programs_are_valid_c(tmp_path, specs, options):
+    if options.aggregate is not Aggregate.NONE:
+        options = replace(options, stack_depth=0)
     _gcc_check(tmp_path, render(specs, options))
 
 
@@ -670,3 +678,38 @@ def test_slot_ranges_match_bcc_log2l():
     for v in [0, 1, 2, 3, 4, 7, 8, 1000, 4095, 4096, 10**9, 2**40 + 5]:
         low, high = slot_range(bpf_log2l(v))
         assert low <= v <= high or (v == 0 and low == 1)
+
+
+# --- User stacks -----------------------------------------------------------------------------------
+
+
+def test_stack_walk_takes_the_return_address_at_entries_only():
+    specs = return_specs() + go_specs() + usdt_specs()
+    prog = render(specs, Options(fsbase_offset=0x1B48, stack_depth=16))
+    for i, spec in enumerate(specs):
+        body = _probe_body(prog.source, i)
+        assert _struct_body(prog.source, i)[-2:] == ["s64 ustack_n;", "u64 ustack[16];"]
+        assert "e->ustack[0] = ctx->ip;" in body
+        at_entry = spec.kind in (ProbeKind.ENTRY, ProbeKind.EXIT)
+        # before the callee pushes its frame, the caller is only found at [sp]
+        assert ("bpf_probe_read_user(&e->ustack[1], 8, (void *)ctx->sp);" in body) == at_entry
+        assert f"for (int i = {2 if at_entry else 1}; i < 16; i++) {{" in body
+        # the walk ends before the event is sent
+        assert body.index("e->ustack_n = sn;") < body.index("events.ringbuf_submit(e, 0);")
+
+
+def test_no_stack_code_without_stacks():
+    src = render(return_specs()).source
+    assert "ustack" not in src
+
+
+@pytest.mark.parametrize("depth", [-1, 128, 1000])
+def test_stack_depth_bounds(depth):
+    with pytest.raises(CodegenError):
+        render(entry_specs(), Options(stack_depth=depth))
+
+
+@pytest.mark.parametrize("aggregate", [Aggregate.COUNT, Aggregate.HIST])
+def test_stacks_only_with_events(aggregate):
+    with pytest.raises(CodegenError):
+        render(return_specs(), Options(stack_depth=8, aggregate=aggregate))

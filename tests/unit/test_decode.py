@@ -320,3 +320,25 @@ def test_uv_accept_keeps_both_handle_types():
     values = list(ev.args.values())
     assert len(values) == 4
     assert "tcp" in values and "pipe" in values
+
+
+# --- User stacks -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("count", "expected"), [(0, 0), (3, 3), (4, 4), (9, 4), (-14, 0)])
+def test_stack_frames_are_the_counted_prefix(count, expected):
+    from utrace.probes.codegen import Options
+
+    prog = render([entry("f", ArgSpec("a", ArgKind.S64, Reg("rdi")))], Options(stack_depth=4))
+    addresses = [0x401000, 0x402000, 0x403000, 0x404000]
+    fmt = event_format(prog.fields[0], 4)
+    data = struct.pack(fmt, *header(0), 7, count, *addresses)
+    ev = Decoder(prog).decode(data)
+    assert ev.args == {"a": 7}
+    assert [f.address for f in ev.stack] == addresses[:expected]
+    assert all(f.function is None for f in ev.stack)
+
+
+def test_no_stack_without_depth():
+    prog = render([entry("f")])
+    assert Decoder(prog).decode(record(prog, 0)).stack == ()

@@ -89,6 +89,7 @@ def list_cmd(
 
 
 _LAUNCH: list[str] = []
+STACK_DEPTH = 64  # frames captured per event with --stack
 
 
 def _trace_options(f: Any) -> Any:
@@ -103,6 +104,8 @@ def _trace_options(f: Any) -> Any:
                      help="Count calls per probe and process in the kernel; print the counts at the end."),
         click.option("--hist", is_flag=True,
                      help="Latency histogram per function (log2 buckets, computed in the kernel)."),
+        click.option("--stack", is_flag=True,
+                     help="Show each event's user stack (frame pointers; C++, Go, and JIT code via perf maps)."),
         click.option("--dump-bpf", is_flag=True, help="Print the generated BPF program and exit."),
         click.option("--buffer-mb", type=float, default=16.0, show_default=True, help="Ring buffer size."),
         click.option("--max-len", type=click.IntRange(8, 4096), default=128, show_default=True,
@@ -148,11 +151,14 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
     aggregate = Aggregate.COUNT if opts["count"] else Aggregate.HIST if opts["hist"] else Aggregate.NONE
     if aggregate is not Aggregate.NONE and opts["max_events"] is not None:
         raise UsageError("--max-events applies to streamed events, not to --count or --hist")
+    if aggregate is not Aggregate.NONE and opts["stack"]:
+        raise UsageError("--stack applies to streamed events, not to --count or --hist")
     session = SessionOptions(
         duration=opts["duration"],
         max_events=opts["max_events"],
         ring_pages=_ring_pages(opts["buffer_mb"]),
         aggregate=aggregate,
+        stack_depth=STACK_DEPTH if opts["stack"] else 0,
     )
     if opts["dump_bpf"]:
         _target, plan, program = build(request, session)

@@ -3,7 +3,8 @@
 JSON schema (one object per line, stable):
   {"kind": "call"|"return"|"event", "probe": str, "pid": int, "tid": int, "comm": str,
    "ts_ns": int, "cpu": int, "args": {name: value}, ["ret": value], ["latency_ns": int],
-   ["context": {name: value}]}
+   ["context": {name: value}], ["stack": [{"address": int, "function": str|null, "offset": int,
+  "module": str|null}]]}   (with --stack: innermost frame first; module "[perf-map]" for JIT code)
   A Go return's "ret" is an object keyed by result name; "context" carries Go's {"goid": int}.
   ("latency_ns" on an "event": time since the begin probe it was paired with, e.g. a GC's duration)
   with --count / --hist instead of events: {"kind": "count", "probe": str, "pid": int, "count": int}
@@ -165,6 +166,8 @@ class TextReporter(_Buffered):
             lat = f" {self._c('33', format_latency(ev.latency_ns))}" if ev.latency_ns is not None else ""
             line = f"{head}{self._c('36', arrow + ev.probe)}{ctx} {args}{lat}"
         self.buf.append(line)
+        if ev.stack:
+            self.buf.extend(f"        {self._c('2', f'#{i:<2}')} {frame}" for i, frame in enumerate(ev.stack))
 
     def finished(self, summary: Summary) -> None:
         self.flush()
@@ -232,6 +235,10 @@ class JsonReporter(_Buffered):
             obj["context"] = {k: _json_value(v) for k, v in ev.context.items()}
         elif ev.latency_ns is not None:
             obj["latency_ns"] = ev.latency_ns
+        if ev.stack:
+            obj["stack"] = [
+                {"address": f.address, "function": f.function, "offset": f.offset, "module": f.module} for f in ev.stack
+            ]
         self.buf.append(self._dumps(obj))
 
     def finished(self, summary: Summary) -> None:

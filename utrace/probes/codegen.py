@@ -75,6 +75,8 @@ class Options:
             BTF), needed by `Tls` locations; None when unknown.
         aggregate: stream events, or aggregate in the kernel (maps `counts` and `hist`, keyed by
             `agg_key` {probe, pid, slot}); a key that finds the map full counts as lost.
+        stack_depth: capture up to this many user stack frames with every event (0: none), walked
+            by frame pointers (see `_stack`).
     """
 
     pid: int | None = None
@@ -82,6 +84,10 @@ class Options:
     ring_pages: int = 4096
     fsbase_offset: int | None = None
     aggregate: Aggregate = Aggregate.NONE
+    stack_depth: int = 0
+
+
+MAX_STACK_DEPTH = 127  # as perf's default kernel.perf_event_max_stack
 
 
 @dataclass(slots=True)
@@ -268,7 +274,35 @@ def _count(em: _Emitter, table: str, probe: int, slot: str, indent: str = "") ->
     em.emit(f"{indent}if ({v}) *{v} += 1; else utrace_lost();")
 
 
-def _struct(index: int, fields: list[Field]) -> list[str]:
+def _stack(em: _Emitter, spec: ProbeSpec, depth: int) -> None:
+    """Walk the user stack by frame pointers into `e->ustack`, innermost first.
+
+    Not bpf_get_stack: at a function's first instruction (entry probes, and Go's exit probes on `ret`)
+    the function has not pushed its frame yet, so the frame-pointer chain starts at the caller's frame
+    and skips the caller itself; the kernel adds that return address back only since Linux 6.11 and
+    only when the probed instruction is `push %rbp` or `endbr64` (never for Go). Here the return
+    address at [sp] is taken explicitly at those probes, the same on every kernel.
+    """
+    at_entry = spec.kind in (ProbeKind.ENTRY, ProbeKind.EXIT)
+    first = 2 if at_entry else 1
+    em.emit("e->ustack[0] = ctx->ip;")
+    if at_entry:
+        em.emit("e->ustack[1] = 0;")
+        em.emit("bpf_probe_read_user(&e->ustack[1], 8, (void *)ctx->sp);")
+    em.emit(f"s64 sn = {first};")
+    em.emit("u64 fp = ctx->bp;")
+    em.emit(f"for (int i = {first}; i < {depth}; i++) {{")
+    em.emit("    u64 fr[2] = {};")  # the saved frame pointer and the return address above it
+    em.emit("    if (fp == 0 || (fp & 7) || bpf_probe_read_user(fr, 16, (void *)fp) < 0 || fr[1] == 0) break;")
+    em.emit("    e->ustack[i] = fr[1];")
+    em.emit("    sn = i + 1;")
+    em.emit("    if (fr[0] <= fp) break;")  # callers' frames lie higher up the stack: anything else is not a chain
+    em.emit("    fp = fr[0];")
+    em.emit("}")
+    em.emit("e->ustack_n = sn;")
+
+
+def _struct(index: int, fields: list[Field], stack_depth: int = 0) -> list[str]:
     out = [f"struct event_{index} {{", "    struct header h;"]
     for fl in fields:
         if not fl.present:
@@ -278,6 +312,8 @@ def _struct(index: int, fields: list[Field]) -> list[str]:
             out.append(f"    char {fl.c_name}[{fl.capacity}];")
         else:
             out.append(f"    u64 {fl.c_name};")
+    if stack_depth:
+        out += ["    s64 ustack_n;", f"    u64 ustack[{stack_depth}];"]
     out.append("} __attribute__((packed));")
     return out
 
@@ -347,6 +383,11 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
     pages = opts.ring_pages
     if pages <= 0 or pages & (pages - 1):
         raise CodegenError(f"ring buffer pages must be a power of two, not {pages}")
+    depth = opts.stack_depth
+    if not isinstance(depth, int) or not 0 <= depth <= MAX_STACK_DEPTH:
+        raise CodegenError(f"stack depth must be 0 to {MAX_STACK_DEPTH}, not {depth!r}")
+    if depth and opts.aggregate is not Aggregate.NONE:
+        raise CodegenError("stacks are captured with streamed events only")
     if opts.pid_ns is None:
         pid_read = _PID_HOST
     else:
@@ -367,7 +408,7 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
     for i, spec in enumerate(specs):
         fields = fields_of(spec)
         all_fields.append(fields)
-        lines += _struct(i, fields)
+        lines += _struct(i, fields, depth)
         em = _Emitter(opts.fsbase_offset)
         em.emit("u32 pid = 0, tid = 0;")
         em.emit("if (utrace_ids(&pid, &tid)) return 0;")
@@ -416,6 +457,8 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
             em.emit("bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));")
             for fl in fields:
                 _capture(em, fl)
+            if depth:
+                _stack(em, spec, depth)
             em.emit("events.ringbuf_submit(e, 0);")
             em.emit("return 0;")
         fn = f"probe_{i}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from utrace.model import ArgKind, ArgSpec, Event, ProbeKind, ProbeSpec
+from utrace.model import ArgKind, ArgSpec, Event, Frame, ProbeKind, ProbeSpec
 from utrace.probes.codegen import BpfProgram
 from utrace.probes.layout import (
     HEADER_SIZE,
@@ -91,7 +91,8 @@ class Decoder:
     def __init__(self, program: BpfProgram) -> None:
         self.specs = program.specs
         self.fields: list[list[Field]] = program.fields
-        self.structs = [struct.Struct(event_format(f)) for f in program.fields]
+        self.stack_depth = program.options.stack_depth
+        self.structs = [struct.Struct(event_format(f, self.stack_depth)) for f in program.fields]
         self.sizes = [s.size for s in self.structs]
 
     def probe_index(self, data: bytes) -> int:
@@ -119,6 +120,12 @@ class Decoder:
             # the captured values of an exit probe are the function's results
             ret, args = args, {}
         returning = spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT)
+        stack: tuple[Frame, ...] = ()
+        if self.stack_depth:
+            n = items[pos]
+            assert isinstance(n, int)
+            n = max(0, min(n, self.stack_depth))
+            stack = tuple(Frame(a) for a in items[pos + 1 : pos + 1 + n] if isinstance(a, int))
         return Event(
             kind=_KIND_NAME[spec.kind],
             probe=spec.name,
@@ -131,6 +138,7 @@ class Decoder:
             ret=ret,
             latency_ns=latency if (returning and spec.latency and latency) else None,
             context=context,
+            stack=stack,
         )
 
 

@@ -6,6 +6,9 @@ Every event is a fixed header followed by one field per captured value, in `Prob
 
 Header (48 bytes, little-endian): probe index u32, pid u32, tid u32, cpu u32, ktime ns u64,
 latency ns u64 (0 = none), comm char[16].
+
+With stacks, every event ends with the user stack: a frame count s64 and `depth` return addresses
+u64 (innermost first; entries past the count are garbage).
 """
 
 from __future__ import annotations
@@ -68,5 +71,9 @@ def payload_format(fields: list[Field]) -> str:
     return "".join(f.struct_format for f in fields)
 
 
-def event_format(fields: list[Field]) -> str:
-    return HEADER_FORMAT + payload_format(fields)
+def stack_format(depth: int) -> str:
+    return f"q{depth}Q" if depth > 0 else ""
+
+
+def event_format(fields: list[Field], stack_depth: int = 0) -> str:
+    return HEADER_FORMAT + payload_format(fields) + stack_format(stack_depth)

@@ -1,0 +1,292 @@
+"""--stack end to end: every frame against gdb's backtrace, node's and HotSpot's own perf maps.
+
+gdb unwinds with the DWARF call-frame information, utrace with frame pointers: two independent ways to
+the same frames. JIT frames are checked against the perf map the runtime itself wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, Background, need, utrace_cmd
+from tests.e2e.test_tracing import events, release, start_waiting
+
+pytestmark = pytest.mark.usefixtures("root_bpf")
+
+GDB_FRAMES = """\
+import gdb
+f = gdb.newest_frame()
+while f is not None:
+    pc = f.pc()
+    info = gdb.execute("info symbol %#x" % pc, to_string=True).strip()
+    print("FRAME %#x %s\t%s" % (pc, f.name() or "", info))
+    f = f.older()
+"""
+# gdb's frame name (for Go, `info symbol` writes main.Fib as "main[Fib]"), then `info symbol`'s answer
+INFO_SYMBOL = re.compile(r"FRAME 0x[0-9a-f]+ (.*)\t(.+?)(?: \+ (\d+))? in section \.text(?: of (.*))?$")
+
+
+def gdb_frames(argv: list[str], breakpoint: str, tmp_path: Path, skip_hits: int = 0) -> list[tuple[str, int]]:
+    """(function, offset) of each frame gdb shows at `breakpoint`, for frames in the executable itself."""
+    gdb = shutil.which("gdb")
+    need(gdb is not None, "gdb is not installed (scripts/setup.sh installs it)")
+    assert gdb is not None
+    script = tmp_path / "frames.py"
+    script.write_text(GDB_FRAMES)
+    cmd = [gdb, "-batch", "-nx", "-ex", "set pagination off", "-ex", f"break {breakpoint}"]
+    if skip_hits:
+        cmd += ["-ex", f"ignore 1 {skip_hits}"]
+    cmd += ["-ex", "run", "-x", str(script), "--args", *argv]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    frames = []
+    for line in p.stdout.splitlines():
+        m = INFO_SYMBOL.match(line)
+        # " of /lib/...": another module (gdb names the executable too when it is position-independent)
+        if m and (m.group(4) is None or os.path.realpath(m.group(4)) == os.path.realpath(argv[0])):
+            name = m.group(1) if argv[0].find("/go/") >= 0 and m.group(1) else m.group(2)
+            frames.append((name, int(m.group(3) or 0)))
+    assert frames, f"gdb showed no frames:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return frames
+
+
+def own_frames(stack: list[dict[str, object]], module: str) -> list[tuple[str, int]]:
+    return [
+        (str(f["function"]), int(f["offset"]))  # type: ignore[call-overload]
+        for f in stack
+        if isinstance(f["module"], str) and os.path.basename(f["module"]) == module
+    ]
+
+
+def test_cpp_stack_equals_gdb_backtrace(fixtures_built: Path, tmp_path: Path) -> None:
+    exe = fixtures_built / "cpp" / "stack"
+    need(exe.exists(), f"{exe} not built")
+    depth = 4
+    expected = gdb_frames([str(exe), "1", str(depth)], "*leaf_work", tmp_path)
+    # main -> Walker::run -> descend x (depth + 1) -> leaf_work, as the fixture says
+    assert [name for name, _ in expected].count("int demo::descend<int>(int, int)") == depth + 1
+    prog = start_waiting([str(exe), "--wait", "2", str(depth)])
+    try:
+        bg = Background("native", "--pid", str(prog.pid), "leaf_work", "--stack", "--ret", "--json")
+        bg.wait_attached()
+        release(prog)
+        assert prog.stdout is not None
+        lines = [prog.stdout.readline() for _ in range(3)]
+        assert lines[-1].strip() == "done", lines
+        time.sleep(1)  # the events are decoded while the program still runs
+        release(prog)
+        prog.wait(timeout=30)
+        out, err, rc = bg.finish()
+    finally:
+        if prog.poll() is None:
+            prog.kill()
+        prog.wait()
+    assert rc == 0, err
+    evs, summary = events(out)
+    assert summary["lost"] == 0
+    calls = [e for e in evs if e["kind"] == "call"]
+    returns = [e for e in evs if e["kind"] == "return"]
+    assert len(calls) == len(returns) == 2
+    for ev in calls:
+        assert own_frames(ev["stack"], "stack") == expected  # type: ignore[arg-type]
+    for ev in returns:
+        # a uretprobe fires at the return address: the stack of the caller
+        assert own_frames(ev["stack"], "stack") == expected[1:]  # type: ignore[arg-type]
+    # the text form shows the same frames, demangled
+    text_frames = [str(f["function"]) for f in calls[0]["stack"]]  # type: ignore[index, union-attr]
+    assert "demo::Walker::run(int) const" in text_frames
+
+
+GO_VARIANTS = ["greet", "greet-go1.15", "greet-stripped"]
+
+
+@pytest.mark.parametrize("name", GO_VARIANTS)
+def test_go_stack_equals_gdb_backtrace(fixtures_built: Path, tmp_path: Path, name: str) -> None:
+    """Fib(3) -> Fib(2) -> Fib(1): the third call's stack. The stripped build is compared with gdb on its
+    unstripped twin (same code, `-ldflags=-s -w` only drops the tables)."""
+    exe = fixtures_built / "go" / name
+    need(exe.exists(), f"{exe} not built")
+    twin = fixtures_built / "go" / name.removesuffix("-stripped")
+    expected = gdb_frames([str(twin), "1", "3"], "*'main.Fib'", tmp_path, skip_hits=2)
+    assert [n for n, _ in expected[:3]] == ["main.Fib", "main.Fib", "main.Fib"]
+    p = subprocess.run(
+        utrace_cmd("go", str(exe), "main.Fib", "--stack", "--json", "-n", "3", "--", str(exe), "1", "3"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stderr
+    evs, _summary = events(p.stdout)
+    assert len(evs) == 3
+    if not name.endswith("-stripped"):  # (no DWARF there: no argument names)
+        assert [e["args"]["n"] for e in evs] == [3, 2, 1]  # type: ignore[index]
+    got = own_frames(evs[2]["stack"], name)  # type: ignore[arg-type]
+    # the entry probe sits after Go's stack check, not on the first instruction gdb stopped at
+    assert got[0][0] == "main.Fib" and got[0][1] > 0
+    n = min(len(got), len(expected))
+    assert n >= 4, (got, expected)  # Fib, Fib, Fib, main.main at least
+    assert got[1:n] == expected[1:n]
+
+
+def _perf_map_regions(path: str) -> list[tuple[int, int, str]]:
+    regions = []
+    with open(path, "rb") as f:
+        for line in f:
+            parts = line.split(None, 2)
+            if len(parts) == 3:
+                regions.append((int(parts[0], 16), int(parts[1], 16), parts[2].decode().strip()))
+    return regions
+
+
+def _in_map(regions: list[tuple[int, int, str]], frame: dict[str, object]) -> bool:
+    a = int(frame["address"])  # type: ignore[call-overload]
+    return any(start <= a - 1 < start + size and name == frame["function"] for start, size, name in regions)
+
+
+def test_node_js_frames_from_its_perf_map(node_bin: str, tmp_path: Path) -> None:
+    """uv_fs_open under fs.openSync inside fsops.js's run(): its JS frames named as node's perf map names them."""
+    fsops = ROOT / "fixtures" / "node" / "fsops.js"
+    p = subprocess.run(
+        [
+            *utrace_cmd("node", "uv_fs_open", "--stack", "--json"),
+            "--",
+            node_bin,
+            "--perf-basic-prof",
+            "--interpreted-frames-native-stack",
+            str(fsops),
+            "--files",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,  # node writes its isolate log into the working directory
+    )
+    assert p.returncode == 0, p.stderr
+    evs, _summary = events(p.stdout)
+    own = [e for e in evs if "kind" not in e]  # the program's own JSON line of counts
+    assert len(own) == 1, own
+    opened = [e for e in evs if "utrace-fsops-" in str(e.get("args", {}).get("path", ""))]  # type: ignore[attr-defined]
+    assert len(opened) == own[0]["open"] == 4  # 2 files, each opened to write and to read
+    pid = opened[0]["pid"]
+    regions = _perf_map_regions(f"/tmp/perf-{pid}.map")
+    try:
+        for ev in opened:
+            stack = ev["stack"]
+            assert isinstance(stack, list)
+            assert stack[0]["function"] == "uv_fs_open" and stack[0]["offset"] == 0
+            jit = [f for f in stack if f["module"] == "[perf-map]"]
+            assert jit, [f["function"] for f in stack]
+            assert all(_in_map(regions, f) for f in jit)
+            names = [str(f["function"]) for f in jit]
+            # fs.openSync called from run() in fsops.js, itself called from the script's top level
+            assert any(n.startswith("JS:") and "openSync" in n for n in names), names
+            assert any(re.search(r"\brun\b.*fsops\.js", n) for n in names), names
+    finally:
+        os.unlink(f"/tmp/perf-{pid}.map")
+
+
+def test_java_compiled_frames_from_jcmd_perfmap(fixtures_built: Path, tmp_path: Path) -> None:
+    """JVM_Sleep under Thread.sleep inside the JIT-compiled StackDemo.tick, named by `jcmd Compiler.perfmap`
+    (addresses written with 0x)."""
+    java, jcmd = shutil.which("java"), shutil.which("jcmd")
+    need(java is not None and jcmd is not None, "java and jcmd are not installed")
+    assert java is not None and jcmd is not None
+    need((fixtures_built / "java" / "StackDemo.class").exists(), "StackDemo.class not built")
+    rounds = 3
+    prog = subprocess.Popen(
+        [java, "-XX:+PreserveFramePointer", "-cp", str(fixtures_built / "java"), "StackDemo", str(rounds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    perf_map = ""
+    try:
+        assert prog.stdout is not None and prog.stdin is not None
+        line = prog.stdout.readline()
+        assert line.startswith("warm "), line
+        pid = int(line.split()[1])
+        perf_map = f"/tmp/perf-{pid}.map"
+        subprocess.run([jcmd, str(pid), "Compiler.perfmap"], check=True, capture_output=True, timeout=60)
+        assert Path(perf_map).read_text().startswith("0x")  # HotSpot writes 0x-prefixed addresses
+        bg = Background("native", "--pid", str(pid), "JVM_Sleep", "--stack", "--json")
+        bg.wait_attached()
+        release(prog)
+        assert prog.stdout.readline().strip() == f"slept {rounds}"
+        time.sleep(1)
+        release(prog)
+        prog.wait(timeout=30)
+        out, err, rc = bg.finish()
+    finally:
+        if prog.poll() is None:
+            prog.kill()
+        prog.wait()
+    assert rc == 0, err
+    evs, _summary = events(out)
+    regions = _perf_map_regions(perf_map)
+    os.unlink(perf_map)
+    main = [e for e in evs if any(f["function"] == "long StackDemo.tick(int)" for f in e["stack"])]  # type: ignore[union-attr]
+    assert len(main) == rounds, [[f["function"] for f in e["stack"]] for e in evs]  # type: ignore[union-attr]
+    for ev in main:
+        stack = ev["stack"]
+        assert isinstance(stack, list)
+        assert stack[0]["function"] == "JVM_Sleep"
+        jit = [f for f in stack if f["module"] == "[perf-map]"]
+        assert all(_in_map(regions, f) for f in jit)
+        names = [f["function"] for f in jit]
+        # the native method's wrapper, called from the compiled tick()
+        assert names.index("long StackDemo.tick(int)") > 0
+        assert any("java.lang.Thread.sleep" in str(n) for n in names[: names.index("long StackDemo.tick(int)")])
+
+
+def test_stack_refused_with_aggregation() -> None:
+    for flag in ("--count", "--hist"):
+        p = subprocess.run(
+            [sys.executable, "-m", "utrace", "native", "/bin/true", "main", "--stack", flag],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--stack" in p.stderr, p.stderr
+
+
+def test_text_output_shows_frames(fixtures_built: Path) -> None:
+    exe = fixtures_built / "go" / "greet"
+    need(exe.exists(), f"{exe} not built")
+    p = subprocess.run(
+        utrace_cmd("go", str(exe), "main.Fib", "--stack", "-n", "1", "--", str(exe), "1", "3"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if re.match(r"\s+#\d+ ", ln)]
+    assert re.match(r"\s+#0\s+main\.Fib\+0x[0-9a-f]+ \(greet\)$", lines[0]), lines
+    assert re.match(r"\s+#1\s+main\.main\+0x[0-9a-f]+ \(greet\)$", lines[1]), lines
+
+
+def test_json_stack_schema(fixtures_built: Path) -> None:
+    exe = fixtures_built / "go" / "greet"
+    need(exe.exists(), f"{exe} not built")
+    p = subprocess.run(
+        utrace_cmd("go", str(exe), "main.Fib", "--stack", "--json", "-n", "1", "--", str(exe), "1", "3"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    ev = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith('{"kind": "call"')))
+    assert set(ev["stack"][0]) == {"address", "function", "offset", "module"}
+    assert ev["stack"][0]["module"] == str(exe)

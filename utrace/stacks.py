@@ -1,0 +1,258 @@
+"""User stack addresses -> functions: ELF symbols (demangled C++), Go's pclntab, JIT perf maps.
+
+An address is looked up in the process's `/proc/PID/maps`: in a file mapping it becomes a file offset,
+then an address in the ELF file's own terms, then the function holding it, from the same symbol index
+`utrace list` uses (a stripped Go binary's functions come from its pclntab). An address in anonymous
+executable memory is JIT code: it is looked up in `/tmp/perf-NSPID.map` under the process's root
+(`/proc/PID/root`, with the pid the process sees itself as), re-read when the file has grown.
+
+Return addresses (every frame but the innermost) are looked up one byte back, at the call, so a call
+that ends a function (to a function that does not return) is not shown as the next function.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from dataclasses import dataclass, field
+
+from utrace.errors import ElfError
+from utrace.model import Frame
+from utrace.perfmap import PerfMap
+from utrace.target import namespace_pid
+
+PERF_MAP_MODULE = "[perf-map]"
+_RELOAD_S = 0.1  # re-read a process's maps at most this often when an address is not in them
+_CACHE_MAX = 1 << 20
+
+
+@dataclass(slots=True)
+class _Mapping:
+    start: int
+    end: int
+    offset: int
+    name: str  # as the process names it: a path, "[vdso]", or "" for anonymous memory
+    key: tuple[int, int] | None  # (dev, inode) of the file through /proc/PID/root, when readable
+    host: str  # the file's path from here
+
+
+@dataclass(slots=True)
+class _Process:
+    pid: int
+    mappings: list[_Mapping] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    loaded: float = -1.0
+    perf_map: PerfMap | None = None
+    perf_map_checked: float = -1.0
+
+
+class _Table:
+    """A module's function symbols in address order, for lookups."""
+
+    def __init__(self, names: list[str], addresses: list[int], sizes: list[int], segments: list[tuple[int, int, int]]):
+        order = sorted(range(len(addresses)), key=addresses.__getitem__)
+        self.addresses = [addresses[i] for i in order]
+        self.ends = [addresses[i] + max(sizes[i], 1) for i in order]
+        self.names = [names[i] for i in order]
+        self.segments = segments
+
+    def holds(self, vaddr: int) -> bool:
+        return any(v <= vaddr < v + filesz for v, _offset, filesz in self.segments)
+
+    def vaddr(self, file_offset: int) -> int | None:
+        for vaddr, offset, filesz in self.segments:
+            if offset <= file_offset < offset + filesz:
+                return vaddr + file_offset - offset
+        return None
+
+    def function(self, vaddr: int) -> tuple[str, int] | None:
+        k = bisect.bisect_right(self.addresses, vaddr) - 1
+        # nested or overlapping symbols (aliases, local labels): the closest start that holds it
+        for j in range(k, max(k - 16, -1), -1):
+            if vaddr < self.ends[j]:
+                return self.names[j], self.addresses[j]
+        return None
+
+
+class Symbolizer:
+    """Resolves stacks of any number of processes; caches maps, symbol tables and answers.
+
+    `exe` (path, name to show) is the traced executable: when a process is gone before its maps could
+    be read and that executable is not position-independent (Go's default, `-no-pie` C), its addresses
+    are its own and still resolve.
+    """
+
+    def __init__(self, exe: tuple[str, str] | None = None) -> None:
+        self._procs: dict[int, _Process] = {}
+        self._tables: dict[tuple[int, int], _Table | None] = {}
+        self._answers: dict[tuple[int, int, bool], Frame] = {}
+        self._exe = exe
+        self._fixed: _Table | bool | None = False  # False: not looked at yet
+
+    def stack(self, pid: int, frames: tuple[Frame, ...], *, after_return: bool = False) -> tuple[Frame, ...]:
+        """The frames of a raw stack of `pid` with functions and modules filled in.
+
+        `after_return`: the innermost frame is a return address too (a uretprobe fires there).
+        """
+        return tuple(self.frame(pid, f.address, returning=i > 0 or after_return) for i, f in enumerate(frames))
+
+    def frame(self, pid: int, address: int, *, returning: bool = False) -> Frame:
+        key = (pid, address, returning)
+        known = self._answers.get(key)
+        if known is not None:
+            return known
+        found = self._resolve(pid, address, returning)
+        if found.module is not None:  # what nothing maps yet (new JIT code) is asked again next time
+            if len(self._answers) >= _CACHE_MAX:
+                self._answers.clear()
+            self._answers[key] = found
+        return found
+
+    def _process(self, pid: int, reload: bool = False) -> _Process:
+        proc = self._procs.get(pid)
+        if proc is None:
+            proc = self._procs[pid] = _Process(pid)
+            reload = True
+        if reload and (proc.loaded < 0 or time.monotonic() - proc.loaded >= _RELOAD_S):
+            _load_maps(proc)
+            _perf_map(proc)  # opened while the process lives: readable after it exits
+        return proc
+
+    def _resolve(self, pid: int, address: int, returning: bool) -> Frame:
+        proc = self._process(pid)
+        m = _mapping_at(proc, address)
+        if m is None or (not m.name and not _perf_map_has(proc, address)):
+            proc = self._process(pid, reload=True)  # a library loaded, or JIT code, since the last read
+            m = _mapping_at(proc, address)
+        look = address - 1 if returning else address
+        if m is None and not proc.mappings and self._exe is not None:
+            fixed = self._fixed_exe()
+            hit = fixed.function(look) if fixed is not None and fixed.holds(look) else None
+            if hit is not None:
+                return Frame(address, hit[0], address - hit[1], self._exe[1])
+        if m is not None and m.key is not None:
+            table = self._table(m)
+            if table is not None:
+                vaddr = table.vaddr(look - m.start + m.offset)
+                if vaddr is not None:
+                    hit = table.function(vaddr)
+                    if hit is not None:
+                        return Frame(address, hit[0], vaddr + (address - look) - hit[1], m.name)
+        # anonymous executable memory, or a file that is not ELF (JIT code double-mapped from a memfd)
+        jit = _perf_map(proc)
+        if jit is not None:
+            hit = jit.lookup(look)
+            if hit is None and jit.refresh():
+                hit = jit.lookup(look)
+            if hit is not None:
+                return Frame(address, hit[0], address - hit[1], PERF_MAP_MODULE)
+        return Frame(address, None, 0, m.name if m is not None and m.name else None)
+
+    def _table(self, m: _Mapping) -> _Table | None:
+        assert m.key is not None
+        if m.key not in self._tables:
+            table = _read_table(m.host)
+            if table is None and _same_file(m.name, m.key):
+                # the process exited meanwhile (its /proc/PID/root went with it): the same file from here
+                table = _read_table(m.name)
+            self._tables[m.key] = table
+        return self._tables[m.key]
+
+    def _fixed_exe(self) -> _Table | None:
+        if self._fixed is False:
+            self._fixed = None
+            assert self._exe is not None
+            try:
+                from utrace.elf.reader import ElfImage
+
+                with ElfImage(self._exe[0]) as image:
+                    shared = image.is_shared
+                if not shared:
+                    self._fixed = _read_table(self._exe[0])
+            except (ElfError, OSError):
+                pass
+        return self._fixed if isinstance(self._fixed, _Table) else None
+
+
+def _same_file(path: str, key: tuple[int, int]) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == key
+
+
+def _read_table(path: str) -> _Table | None:
+    try:
+        from utrace.elf.index import symbols_for
+
+        t = symbols_for(path)
+        if len(t) == 0:
+            from utrace.elf.gosyms import go_function_table
+
+            t = go_function_table(path) or t
+    except (ElfError, OSError):
+        return None
+    return _Table(t.names, t.addresses, t.sizes, t.segments) if len(t) else None
+
+
+def _load_maps(proc: _Process) -> None:
+    root = f"/proc/{proc.pid}/root"
+    try:
+        with open(f"/proc/{proc.pid}/maps", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        proc.loaded = time.monotonic()
+        return
+    keys: dict[str, tuple[int, int] | None] = {}
+    mappings: list[_Mapping] = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5 or "x" not in parts[1]:
+            continue
+        try:
+            lo, hi = (int(x, 16) for x in parts[0].split("-", 1))
+            offset = int(parts[2], 16)
+        except ValueError:
+            continue
+        name = parts[5].removesuffix(" (deleted)") if len(parts) == 6 else ""
+        key = None
+        host = ""
+        if name.startswith("/"):
+            host = root + name
+            if name not in keys:
+                try:
+                    st = os.stat(host)
+                    keys[name] = (st.st_dev, st.st_ino)
+                except OSError:
+                    keys[name] = None
+            key = keys[name]
+        mappings.append(_Mapping(lo, hi, offset, name, key, host))
+    mappings.sort(key=lambda m: m.start)
+    proc.mappings = mappings
+    proc.starts = [m.start for m in mappings]
+    proc.loaded = time.monotonic()
+
+
+def _mapping_at(proc: _Process, address: int) -> _Mapping | None:
+    k = bisect.bisect_right(proc.starts, address) - 1
+    if k >= 0 and address < proc.mappings[k].end:
+        return proc.mappings[k]
+    return None
+
+
+def _perf_map(proc: _Process) -> PerfMap | None:
+    if proc.perf_map is None:
+        now = time.monotonic()
+        if now - proc.perf_map_checked < 1.0:
+            return None
+        proc.perf_map_checked = now
+        nspid = namespace_pid(proc.pid)
+        proc.perf_map = PerfMap.open(f"/proc/{proc.pid}/root/tmp/perf-{nspid}.map")
+    return proc.perf_map
+
+
+def _perf_map_has(proc: _Process, address: int) -> bool:
+    jit = proc.perf_map
+    return jit is not None and jit.lookup(address) is not None
