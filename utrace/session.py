@@ -33,6 +33,7 @@ class SessionOptions:
     dump_bpf: bool = False
     aggregate: Aggregate = Aggregate.NONE
     stack_depth: int = 0  # user stack frames per event (0: none)
+    refresh_s: float | None = None  # with aggregation: hand the reporter the counts this often (--top)
 
 
 @dataclass(slots=True)
@@ -56,6 +57,8 @@ class Reporter(Protocol):
     def flush(self) -> None: ...
     def lost(self, total: int) -> None: ...
     def finished(self, summary: Summary) -> None: ...
+    # with SessionOptions.refresh_s: the counts so far (as Summary.counts), seconds since the release
+    def snapshot(self, counts: dict[tuple[str, int], int], elapsed_s: float) -> None: ...
 
 
 def pid_namespace() -> tuple[int, int] | None:
@@ -238,8 +241,18 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             started = time.monotonic()
             last_lost = 0
             deadline = started + options.duration if options.duration else None
+            refresh = options.refresh_s if aggregating and options.refresh_s else 0.0
+            next_refresh = started + refresh
             while not stop:
-                if aggregating:
+                if refresh:
+                    time.sleep(min(0.1, max(0.0, next_refresh - time.monotonic())))
+                    now = time.monotonic()
+                    if now >= next_refresh:
+                        next_refresh += refresh
+                        if next_refresh <= now:  # late (a busy machine): keep the pace, do not bunch up
+                            next_refresh = now + refresh
+                        reporter.snapshot(counts_now(), now - started)
+                elif aggregating:
                     time.sleep(0.1)
                 else:
                     tracer.poll(100)

@@ -128,3 +128,11 @@ def is_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def comm_of(pid: int) -> str | None:
+    """The process's command name (`/proc/PID/comm`, at most 15 bytes), or None once it is gone."""
+    try:
+        return _read(f"/proc/{pid}/comm").rstrip("\n") or None
+    except OSError:
+        return None

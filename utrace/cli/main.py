@@ -106,6 +106,9 @@ def _trace_options(f: Any) -> Any:
                      help="Latency histogram per function (log2 buckets, computed in the kernel)."),
         click.option("--stack", is_flag=True,
                      help="Show each event's user stack (frame pointers; C++, Go, and JIT code via perf maps)."),
+        click.option("--top", is_flag=True,
+                     help="Live table of the busiest probes (counted in the kernel), redrawn every interval."),
+        click.option("--interval", type=float, metavar="SECONDS", help="--top's refresh interval (default 1)."),
         click.option("--dump-bpf", is_flag=True, help="Print the generated BPF program and exit."),
         click.option("--buffer-mb", type=float, default=16.0, show_default=True, help="Ring buffer size."),
         click.option("--max-len", type=click.IntRange(8, 4096), default=128, show_default=True,
@@ -148,17 +151,20 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
 
     if opts["count"] and opts["hist"]:
         raise UsageError("--count and --hist exclude each other (--hist counts calls too)")
-    aggregate = Aggregate.COUNT if opts["count"] else Aggregate.HIST if opts["hist"] else Aggregate.NONE
+    interval = _top_interval(opts)
+    top = interval is not None
+    aggregate = Aggregate.COUNT if opts["count"] or top else Aggregate.HIST if opts["hist"] else Aggregate.NONE
     if aggregate is not Aggregate.NONE and opts["max_events"] is not None:
-        raise UsageError("--max-events applies to streamed events, not to --count or --hist")
+        raise UsageError(f"--max-events applies to streamed events, not to {'--top' if top else '--count or --hist'}")
     if aggregate is not Aggregate.NONE and opts["stack"]:
-        raise UsageError("--stack applies to streamed events, not to --count or --hist")
+        raise UsageError(f"--stack applies to streamed events, not to {'--top' if top else '--count or --hist'}")
     session = SessionOptions(
         duration=opts["duration"],
         max_events=opts["max_events"],
         ring_pages=_ring_pages(opts["buffer_mb"]),
         aggregate=aggregate,
         stack_depth=STACK_DEPTH if opts["stack"] else 0,
+        refresh_s=interval,
     )
     if opts["dump_bpf"]:
         _target, plan, program = build(request, session)
@@ -173,14 +179,45 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         if not kernel.can_trace_capabilities():
             raise EnvironmentProblem("tracing needs root (or CAP_BPF and CAP_PERFMON); try sudo")
     out = open(opts["output"], "w", encoding="utf-8") if opts["output"] else sys.stdout  # noqa: SIM115
+    top_view = None
     try:
         from utrace.output.stream import JsonReporter, TextReporter
+        from utrace.session import Reporter
 
-        reporter = JsonReporter(out) if opts["as_json"] else TextReporter(out)
+        reporter: Reporter
+        if interval is not None:
+            from utrace.output.top import TopReporter
+
+            reporter = top_view = TopReporter(out, interval_s=interval)
+        else:
+            reporter = JsonReporter(out) if opts["as_json"] else TextReporter(out)
         run(request, session, reporter)
     finally:
+        if top_view is not None:
+            top_view.close()  # an error must not leave the terminal mid-frame with its cursor hidden
         if out is not sys.stdout:
             out.close()
+
+
+def _top_interval(opts: dict[str, Any]) -> float | None:
+    """--top's refresh interval in seconds, or None without --top.
+
+    Raises:
+        UsageError: --interval without --top, a bad interval, or --top with an option it replaces.
+    """
+    from utrace.errors import UsageError
+
+    if not opts["top"]:
+        if opts["interval"] is not None:
+            raise UsageError("--interval applies to --top")
+        return None
+    for flag, given in (("--count", opts["count"]), ("--hist", opts["hist"]), ("--json", opts["as_json"])):
+        if given:
+            raise UsageError(f"--top and {flag} exclude each other (--top shows live counts as a table)")
+    interval = 1.0 if opts["interval"] is None else float(opts["interval"])
+    if not 0.1 <= interval <= 3600:
+        raise UsageError("--interval must be between 0.1 and 3600 seconds")
+    return interval
 
 
 def _binary_and_probes(args: tuple[str, ...], opts: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:

@@ -132,6 +132,9 @@ class _Buffered:
         self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
         self.err.flush()
 
+    def snapshot(self, counts: dict[tuple[str, int], int], elapsed_s: float) -> None:
+        pass  # streams have no periodic view; --top has its own reporter (utrace.output.top)
+
 
 class TextReporter(_Buffered):
     """Human-readable lines: time, pid, tid, comm, probe, arguments; returns with value and latency."""
@@ -186,11 +189,14 @@ class TextReporter(_Buffered):
             table.add_row(probe, str(n))
         if summary.per_probe:
             console.print(table)
-        lost = f"[red]{summary.lost} lost[/red]" if summary.lost else "0 lost"
-        extra = f", traced program exited with {summary.exit_code}" if summary.exit_code is not None else ""
-        console.print(
-            f"{summary.events} events, {lost}, {summary.duration_s:.1f}s, stopped by {summary.stopped_by}{extra}"
-        )
+        console.print(summary_line(summary))
+
+
+def summary_line(summary: Summary) -> str:
+    """The last line on stderr (rich markup): events, lost, duration, why tracing stopped, exit code."""
+    lost = f"[red]{summary.lost} lost[/red]" if summary.lost else "0 lost"
+    extra = f", traced program exited with {summary.exit_code}" if summary.exit_code is not None else ""
+    return f"{summary.events} events, {lost}, {summary.duration_s:.1f}s, stopped by {summary.stopped_by}{extra}"
 
 
 def _json_value(v: object) -> object:
