@@ -95,7 +95,12 @@ def _trace_options(f: Any) -> Any:
     options = [
         click.option("--pid", "-p", type=int, help="Trace only this running process."),
         click.option("--ret", is_flag=True, help="Also trace returns (value and latency)."),
-        click.option("--json", "as_json", is_flag=True, help="JSON lines (schema in the README)."),
+        click.option("--json", "as_json", is_flag=True, help="JSON lines (schema in the README): --format json."),
+        click.option("--format", "fmt", type=click.Choice(["text", "json", "perfetto"]), default=None,
+                     help="text (default), json lines, or perfetto (Trace Event Format JSON for ui.perfetto.dev)."),
+        click.option("--otlp", metavar="URL",
+                     help="Also send calls with returns as OpenTelemetry spans to an OTLP/HTTP receiver "
+                          "(e.g. http://127.0.0.1:4318)."),
         click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write events to FILE."),
         click.option("--duration", "-d", type=float, help="Stop after SECONDS."),
         click.option("--max-events", "-n", type=int, help="Stop after N events."),
@@ -148,12 +153,18 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
     aggregate = Aggregate.COUNT if opts["count"] else Aggregate.HIST if opts["hist"] else Aggregate.NONE
     if aggregate is not Aggregate.NONE and opts["max_events"] is not None:
         raise UsageError("--max-events applies to streamed events, not to --count or --hist")
+    fmt = _output_format(opts, aggregate)
     session = SessionOptions(
         duration=opts["duration"],
         max_events=opts["max_events"],
         ring_pages=_ring_pages(opts["buffer_mb"]),
         aggregate=aggregate,
     )
+    otlp = None
+    if opts["otlp"]:
+        from utrace.output.otlp import OtlpReporter
+
+        otlp = OtlpReporter(opts["otlp"])  # checks the URL before anything is traced
     if opts["dump_bpf"]:
         _target, plan, program = build(request, session)
         for note in plan.notes:
@@ -169,12 +180,42 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
     out = open(opts["output"], "w", encoding="utf-8") if opts["output"] else sys.stdout  # noqa: SIM115
     try:
         from utrace.output.stream import JsonReporter, TextReporter
+        from utrace.session import Reporter
 
-        reporter = JsonReporter(out) if opts["as_json"] else TextReporter(out)
+        reporter: Reporter
+        if fmt == "perfetto":
+            from utrace.output.perfetto import PerfettoReporter
+
+            if out is sys.stdout and command:
+                sys.stderr.write("utrace: note: the traced program shares stdout with the trace; use -o FILE\n")
+            reporter = PerfettoReporter(out)
+        else:
+            reporter = JsonReporter(out) if fmt == "json" else TextReporter(out)
+        if otlp is not None:
+            from utrace.output.tee import TeeReporter
+
+            reporter = TeeReporter(reporter, otlp)
         run(request, session, reporter)
     finally:
         if out is not sys.stdout:
             out.close()
+
+
+def _output_format(opts: dict[str, Any], aggregate: Any) -> str:
+    """--format, with --json as its alias; perfetto and --otlp need streamed events.
+
+    Raises:
+        UsageError: contradicting options.
+    """
+    from utrace.errors import UsageError
+    from utrace.probes.codegen import Aggregate
+
+    fmt: str = opts["fmt"] or ("json" if opts["as_json"] else "text")
+    if opts["as_json"] and fmt != "json":
+        raise UsageError(f"--json and --format {fmt} exclude each other")
+    if aggregate is not Aggregate.NONE and (fmt == "perfetto" or opts["otlp"]):
+        raise UsageError("--format perfetto and --otlp export events; --count and --hist do not stream them")
+    return fmt
 
 
 def _binary_and_probes(args: tuple[str, ...], opts: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
