@@ -225,7 +225,8 @@ class OtlpReporter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(self.drain_s)
-        unsent = self.queue.qsize()
+        # queued or in flight when we stopped waiting (the counters are final once the thread is done)
+        unsent = self.spans - self.sent - self.failed - self.dropped
         open_calls = len(self.pairer.finish())
         self.err.write(self.report(unsent, open_calls, self._thread.is_alive()) + "\n")
         self.err.flush()
