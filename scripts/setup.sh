@@ -13,6 +13,7 @@ pkgs=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 golang-go default-j
       systemtap-sdt-dev bpftrace python3-venv gcc g++ make binutils gdb
       libc-ares2 libbrotli1 libicu72 libnghttp2-14 libuv1)  # the last ones: Debian's node 18 fixture
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)  # installs the perfetto-export test oracle (tests/e2e/oracles)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -51,6 +52,24 @@ if [ ! -e "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/python -c 'import bcc' || { say "bcc is not importable from .venv"; exit 1; }
+
+# 3b. Test oracles from npm (tests/e2e/oracles): Chrome DevTools' trace engine reads the files that
+# `--format perfetto` writes. Perfetto's own trace_processor_shell is downloaded by the `perfetto`
+# package from get.perfetto.dev / commondatastorage.googleapis.com, which this network cannot reach.
+oracles=tests/e2e/oracles
+ostamp=$oracles/node_modules/.installed-$(cat $oracles/package.json $oracles/package-lock.json | sha1sum | cut -c1-12)
+if [ ! -e "$ostamp" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    say "installing test oracles into $oracles (npm ci)"
+    if (cd "$oracles" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+      touch "$ostamp"
+    else
+      say "npm ci failed in $oracles: the perfetto export tests will be skipped (failed under CI=true)"
+    fi
+  else
+    say "npm is missing: the perfetto export tests will be skipped (failed under CI=true)"
+  fi
+fi
 
 # 4. Fixture toolchains and builds ---------------------------------------------------------------
 if [ "$want_fixtures" = 1 ]; then

@@ -118,6 +118,12 @@ CASES = [
         "need -XX:+DTraceMethodProbes (a startup-only flag: add it to the java command)",
     ),
     ("java-ret", ["java", "--binary", "{jdk}", "gc", "--ret"], USAGE, "--ret does not apply"),
+    ("format-unknown", ["native", TRUE, "main", "--format", "xml"], USAGE, "'xml' is not one of"),
+    ("format-and-json", ["native", TRUE, "main", "--json", "--format", "perfetto"], USAGE, "exclude each other"),
+    ("perfetto-count", ["native", TRUE, "main", "--format", "perfetto", "--count"], USAGE, "do not stream"),
+    ("otlp-hist", ["native", TRUE, "main", "--otlp", "http://127.0.0.1:4318", "--hist"], USAGE, "do not stream"),
+    ("otlp-no-scheme", ["native", TRUE, "main", "--otlp", "127.0.0.1:4318"], USAGE, "--otlp needs an http://"),
+    ("otlp-bad-port", ["native", TRUE, "main", "--otlp", "http://127.0.0.1:99999"], USAGE, "bad port"),
 ]
 
 

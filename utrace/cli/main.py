@@ -96,7 +96,12 @@ def _trace_options(f: Any) -> Any:
     options = [
         click.option("--pid", "-p", type=int, help="Trace only this running process."),
         click.option("--ret", is_flag=True, help="Also trace returns (value and latency)."),
-        click.option("--json", "as_json", is_flag=True, help="JSON lines (schema in the README)."),
+        click.option("--json", "as_json", is_flag=True, help="JSON lines (schema in the README): --format json."),
+        click.option("--format", "fmt", type=click.Choice(["text", "json", "perfetto"]), default=None,
+                     help="text (default), json lines, or perfetto (Trace Event Format JSON for ui.perfetto.dev)."),
+        click.option("--otlp", metavar="URL",
+                     help="Also send calls with returns as OpenTelemetry spans to an OTLP/HTTP receiver "
+                          "(e.g. http://127.0.0.1:4318)."),
         click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write events to FILE."),
         click.option("--duration", "-d", type=float, help="Stop after SECONDS."),
         click.option("--max-events", "-n", type=int, help="Stop after N events."),
@@ -158,6 +163,7 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         raise UsageError(f"--max-events applies to streamed events, not to {'--top' if top else '--count or --hist'}")
     if aggregate is not Aggregate.NONE and opts["stack"]:
         raise UsageError(f"--stack applies to streamed events, not to {'--top' if top else '--count or --hist'}")
+    fmt = _output_format(opts, aggregate)
     session = SessionOptions(
         duration=opts["duration"],
         max_events=opts["max_events"],
@@ -166,6 +172,11 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         stack_depth=STACK_DEPTH if opts["stack"] else 0,
         refresh_s=interval,
     )
+    otlp = None
+    if opts["otlp"]:
+        from utrace.output.otlp import OtlpReporter
+
+        otlp = OtlpReporter(opts["otlp"])  # checks the URL before anything is traced
     if opts["dump_bpf"]:
         _target, plan, program = build(request, session)
         for note in plan.notes:
@@ -189,8 +200,18 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
             from utrace.output.top import TopReporter
 
             reporter = top_view = TopReporter(out, interval_s=interval)
+        elif fmt == "perfetto":
+            from utrace.output.perfetto import PerfettoReporter
+
+            if out is sys.stdout and command:
+                sys.stderr.write("utrace: note: the traced program shares stdout with the trace; use -o FILE\n")
+            reporter = PerfettoReporter(out)
         else:
-            reporter = JsonReporter(out) if opts["as_json"] else TextReporter(out)
+            reporter = JsonReporter(out) if fmt == "json" else TextReporter(out)
+        if otlp is not None:
+            from utrace.output.tee import TeeReporter
+
+            reporter = TeeReporter(reporter, otlp)
         run(request, session, reporter)
     finally:
         if top_view is not None:
@@ -211,13 +232,36 @@ def _top_interval(opts: dict[str, Any]) -> float | None:
         if opts["interval"] is not None:
             raise UsageError("--interval applies to --top")
         return None
-    for flag, given in (("--count", opts["count"]), ("--hist", opts["hist"]), ("--json", opts["as_json"])):
+    for flag, given in (
+        ("--count", opts["count"]),
+        ("--hist", opts["hist"]),
+        ("--json", opts["as_json"]),
+        ("--format", opts["fmt"] not in (None, "text")),
+        ("--otlp", opts["otlp"]),
+    ):
         if given:
             raise UsageError(f"--top and {flag} exclude each other (--top shows live counts as a table)")
     interval = 1.0 if opts["interval"] is None else float(opts["interval"])
     if not 0.1 <= interval <= 3600:
         raise UsageError("--interval must be between 0.1 and 3600 seconds")
     return interval
+
+
+def _output_format(opts: dict[str, Any], aggregate: Any) -> str:
+    """--format, with --json as its alias; perfetto and --otlp need streamed events.
+
+    Raises:
+        UsageError: contradicting options.
+    """
+    from utrace.errors import UsageError
+    from utrace.probes.codegen import Aggregate
+
+    fmt: str = opts["fmt"] or ("json" if opts["as_json"] else "text")
+    if opts["as_json"] and fmt != "json":
+        raise UsageError(f"--json and --format {fmt} exclude each other")
+    if aggregate is not Aggregate.NONE and (fmt == "perfetto" or opts["otlp"]):
+        raise UsageError("--format perfetto and --otlp export events; --count and --hist do not stream them")
+    return fmt
 
 
 def _binary_and_probes(args: tuple[str, ...], opts: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
