@@ -4,7 +4,9 @@ begin/end pairing, and the variable lookup it reads flags with."""
 from __future__ import annotations
 
 import io
+import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -351,6 +353,13 @@ def test_reporters_show_a_paired_duration():
     j.event(e)
     j.flush()
     assert '"latency_ns": 4700000' in out.getvalue()
+    # a paired event that also carries context keeps its duration
+    out = io.StringIO()
+    j = JsonReporter(out, err=io.StringIO())
+    j.event(replace(e, context={"goid": 7}))
+    j.flush()
+    obj = json.loads(out.getvalue())
+    assert obj["latency_ns"] == 4_700_000 and obj["context"] == {"goid": 7}
 
 
 def test_process_target_module_is_libjvm(tmp_path, monkeypatch):

@@ -189,7 +189,7 @@ class TextReporter(_Buffered):
             table.add_row(probe, str(n))
         if summary.per_probe:
             console.print(table)
-        console.print(summary_line(summary))
+        console.print(summary_line(summary), soft_wrap=True)  # one line, however long the paths
 
 
 def summary_line(summary: Summary) -> str:
@@ -239,7 +239,7 @@ class JsonReporter(_Buffered):
                     obj["truncated"] = cut
         if ev.context:
             obj["context"] = {k: _json_value(v) for k, v in ev.context.items()}
-        elif ev.latency_ns is not None:
+        if ev.latency_ns is not None and "latency_ns" not in obj:
             obj["latency_ns"] = ev.latency_ns
         if ev.stack:
             obj["stack"] = [
