@@ -5,6 +5,12 @@ Prints ratios (utrace / incumbent) with medians of repeated runs, because these 
   (b) 200,000 calls of a hot C function streamed to user space with both arguments:
       events delivered, lost, wall time (command start to the last event written)
   (c) the same calls counted in the kernel: utrace --count against bpftrace's count()
+  (d) command to first event: each tracer started against an already running program that calls
+      hot() in a loop; time from the command's start to its probes armed (utrace's "attached" line)
+      and to the first event written
+  and, for (b), the tracer's own CPU time (user + system) in a run attached by path to a separately
+  started program, so the traced program's CPU (which includes the BPF programs run in its context) is
+  not counted
 Usage: python bench/run.py [--quick] [--calls N] [--reps N] [--out FILE]
 """
 
@@ -15,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,11 +124,133 @@ def run_bcc_trace(calls: int, out: Path) -> tuple[float, int, int] | None:
         while out.stat().st_size != size:  # let it drain
             size = out.stat().st_size
             time.sleep(0.5)
-        tr.terminate()
+        tr.send_signal(signal.SIGINT)  # (SIGTERM would leave bcc's uprobe_events entries behind)
         tr.wait()
         wall = time.perf_counter() - t
     delivered = _count_lines(out) - 1
     return wall, delivered, calls - delivered
+
+
+def _perf_fds(pid: int) -> int:
+    try:
+        return sum(1 for fd in os.listdir(f"/proc/{pid}/fd") if "perf_event" in os.readlink(f"/proc/{pid}/fd/{fd}"))
+    except OSError:
+        return 0
+
+
+def _cpu_of(cmd: list[str], calls: int) -> float:
+    """CPU seconds (user + system) of a tracer that traces HOT by path while a separate HOT runs `calls`.
+
+    Armed = the tracer holds a perf event (all three attach uprobes through perf_event_open); its output
+    goes to a file and is only watched for growth, so no tracer is asked to flush more than it would.
+    """
+
+    tmp = Path(tempfile.mkdtemp(prefix="utrace-bench-cpu-"))
+    out = tmp / "out"
+    with open(out, "w") as f:
+        tr = subprocess.Popen(cmd, stdout=f, stderr=subprocess.DEVNULL, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while _perf_fds(tr.pid) == 0:
+            if time.monotonic() > deadline or tr.poll() is not None:
+                raise SystemExit(f"bench: {cmd[0]} did not attach")
+            time.sleep(0.02)
+        time.sleep(0.3)  # the other probes of the same command (none here) and the ring's poller
+        subprocess.run([str(HOT), str(calls)], stdout=subprocess.DEVNULL, check=True)
+        size = -1
+        while out.stat().st_size != size:  # let it drain
+            size = out.stat().st_size
+            time.sleep(0.5)
+        tr.send_signal(signal.SIGINT)
+        _pid, _status, ru = os.wait4(tr.pid, 0)
+        tr.returncode = 0
+    shutil.rmtree(tmp, ignore_errors=True)
+    return ru.ru_utime + ru.ru_stime
+
+
+def cpu_rows(calls: int, reps: int) -> dict[str, float]:
+    cmds: dict[str, list[str]] = {
+        "bpftrace printf": ["bpftrace", "-e", f'uprobe:{HOT}:hot {{ printf("%ld %ld\\n", arg0, arg1); }}'],
+        "utrace --json -o": [*UTRACE, "native", str(HOT), "hot(long i, long j)", "--json"],
+    }
+    trace = shutil.which("trace-bpfcc")
+    if trace:
+        from utrace.kernel import prepare_bcc_headers
+
+        prepare_bcc_headers()
+        cmds["bcc trace"] = [trace, f'{HOT}:hot "%ld %ld", arg1, arg2']
+    out: dict[str, float] = {}
+    for name, cmd in cmds.items():
+        out[name] = statistics.median(_cpu_of(cmd, calls) for _ in range(reps))
+    return out
+
+
+def _first_event(cmd: list[str], armed_marker: str | None, stops: bool) -> tuple[float | None, float]:
+    """Seconds from start to the armed marker on stderr (if any) and to the first event line on stdout."""
+    import selectors
+
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert p.stdout is not None and p.stderr is not None
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ, "out")
+    sel.register(p.stderr, selectors.EVENT_READ, "err")
+    armed: float | None = None
+    first: float | None = None
+    bufs = {"out": b"", "err": b""}
+    deadline = time.monotonic() + 60
+    while first is None and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1):
+            chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            bufs[key.data] += chunk
+            now = time.perf_counter() - t
+            if key.data == "err" and armed is None and armed_marker and armed_marker.encode() in bufs["err"]:
+                armed = now
+            if key.data == "out" and first is None and re.search(rb"(^|\n)\s*[-\d.]+ .*\d", bufs["out"]):
+                first = now
+
+    if not stops:
+        p.send_signal(signal.SIGINT)  # bcc's trace removes its uprobe_events entries on SIGINT only
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+    if first is None:
+        raise SystemExit(f"bench: no event from {cmd[0]}: {bufs['err'][-300:]!r}")
+    return armed, first
+
+
+def bench_first_event(reps: int) -> list[tuple[str, float | None, float]]:
+    """(d): tracers started against a running program that calls hot() in a loop."""
+    prog = subprocess.Popen([str(HOT), str(10**10)], stdout=subprocess.DEVNULL)
+    cmds: dict[str, tuple[list[str], str | None, bool]] = {
+        "bpftrace": (
+            ["bpftrace", "-e", f'uprobe:{HOT}:hot {{ printf("%ld %ld\\n", arg0, arg1); exit(); }}'],
+            None,
+            True,
+        ),
+        "utrace": ([*UTRACE, "native", "--pid", str(prog.pid), "hot(long i, long j)", "-n", "1"], "attached", True),
+    }
+    trace = shutil.which("trace-bpfcc")
+    if trace:
+        from utrace.kernel import prepare_bcc_headers
+
+        prepare_bcc_headers()
+        # (not -M 1: its exit from inside the event callback leaves the probes behind)
+        cmds["bcc trace"] = ([trace, f'{HOT}:hot "%ld %ld", arg1, arg2'], None, False)
+    rows = []
+    try:
+        for name, (cmd, marker, stops) in cmds.items():
+            runs = [_first_event(cmd, marker, stops) for _ in range(reps)]
+            armed = [a for a, _f in runs if a is not None]
+            rows.append((name, statistics.median(armed) if armed else None, statistics.median(f for _a, f in runs)))
+    finally:
+        prog.kill()
+        prog.wait()
+    return rows
 
 
 def count_bpftrace(calls: int) -> tuple[float, int]:
@@ -189,17 +318,31 @@ def main() -> None:
     for name, t, ratio in bench_listing(args.reps + 2):
         lines.append(f"| {name} | {t:.2f} | {ratio} |")
     lines += ["", f"## (b) {args.calls:,} calls of hot(i, j) streamed with both arguments", ""]
-    lines += ["| tracer | wall s | delivered | lost | wall ratio to bpftrace |", "|---|---|---|---|---|"]
+    lines += [
+        "| tracer | wall s | delivered | lost | wall ratio to bpftrace | tracer CPU s | CPU ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
     rows = bench_stream(args.calls, args.reps)
+    cpu = cpu_rows(args.calls, args.reps)
     base = next(t for n, t, _d, _l in rows if n.startswith("bpftrace"))
+    cbase = cpu["bpftrace printf"]
     for name, t, delivered, lost in rows:
-        lines.append(f"| {name} | {t:.2f} | {delivered:,} | {lost:,} | {t / base:.2f} |")
+        c = cpu.get(name)
+        cs = f"{c:.2f} | {c / cbase:.2f}" if c is not None else "- | -"
+        lines.append(f"| {name} | {t:.2f} | {delivered:,} | {lost:,} | {t / base:.2f} | {cs} |")
     lines += ["", f"## (c) {args.calls:,} calls of hot(i, j) counted in the kernel", ""]
     lines += ["| tracer | wall s | counted | wall ratio to bpftrace |", "|---|---|---|---|"]
     crows = bench_count(args.calls, args.reps)
     cbase = crows[0][1]
     for name, t, counted in crows:
         lines.append(f"| {name} | {t:.2f} | {counted:,} | {t / cbase:.2f} |")
+    lines += ["", "## (d) command to first event (tracer started against a running program)", ""]
+    lines += ["| tracer | to probes armed s | to first event s | ratio to bpftrace |", "|---|---|---|---|"]
+    frows = bench_first_event(args.reps + 2)
+    fbase = frows[0][2]
+    for name, armed, first in frows:
+        a = f"{armed:.2f}" if armed is not None else "-"
+        lines.append(f"| {name} | {a} | {first:.2f} | {first / fbase:.2f} |")
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

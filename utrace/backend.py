@@ -195,7 +195,11 @@ class Tracer:
         self._bpf["events"].open_ring_buffer(_cb)
 
     def poll(self, timeout_ms: int) -> None:
+        """Wait up to `timeout_ms` for a wakeup, then read everything there: events are submitted
+        without waking the reader for each one (see codegen's prelude), so a timeout is the usual way
+        in and a wakeup the exception."""
         self._bpf.ring_buffer_poll(timeout_ms)
+        self._bpf.ring_buffer_consume()
 
     def drain(self) -> None:
         self._bpf.ring_buffer_consume()

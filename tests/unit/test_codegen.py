@@ -581,7 +581,7 @@ def test_random_specs_render_consistent_layouts(specs, options):
         assert _c_struct_size(_struct_body(src, i)) == struct.calcsize(event_format(fields, depth))
         body = _probe_body(src, i)
         assert f"e->h.probe = {i};" in body
-        assert body.count("events.ringbuf_submit(e, 0);") == 1
+        assert body.count(f"events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_{i})));") == 1
         # every captured value is written exactly once into the event
         for f in fields:
             if f.present and not f.is_string:
@@ -599,6 +599,8 @@ struct pt_regs { u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, s
                  sp, ss; };
 struct bpf_pidns_info { u32 pid; u32 tgid; };
 #define __always_inline inline
+#define BPF_RB_NO_WAKEUP 1
+#define BPF_RB_FORCE_WAKEUP 2
 u64 bpf_get_current_pid_tgid(void);
 long bpf_get_ns_current_pid_tgid(u64 dev, u64 ino, struct bpf_pidns_info *nsdata, u32 size);
 u64 bpf_ktime_get_ns(void);
@@ -695,7 +697,7 @@ def test_stack_walk_takes_the_return_address_at_entries_only():
         assert ("bpf_probe_read_user(&e->ustack[1], 8, (void *)ctx->sp);" in body) == at_entry
         assert f"for (int i = {2 if at_entry else 1}; i < 16; i++) {{" in body
         # the walk ends before the event is sent
-        assert body.index("e->ustack_n = sn;") < body.index("events.ringbuf_submit(e, 0);")
+        assert body.index("e->ustack_n = sn;") < body.index("events.ringbuf_submit(e, utrace_wakeup(")
 
 
 def test_no_stack_code_without_stacks():
@@ -713,3 +715,11 @@ def test_stack_depth_bounds(depth):
 def test_stacks_only_with_events(aggregate):
     with pytest.raises(CodegenError):
         render(return_specs(), Options(stack_depth=8, aggregate=aggregate))
+
+
+def test_events_wake_the_reader_only_every_so_many_bytes():
+    """Submitting without a wakeup per event; each CPU forces one after 1/16 of the ring (4 KiB at least)."""
+    src = render(entry_specs(), Options(ring_pages=4096)).source
+    assert "if (*n < 1048576) return BPF_RB_NO_WAKEUP;" in src
+    assert "return BPF_RB_FORCE_WAKEUP;" in src
+    assert "if (*n < 4096) return BPF_RB_NO_WAKEUP;" in render(entry_specs(), Options(ring_pages=8)).source

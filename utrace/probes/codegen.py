@@ -318,6 +318,11 @@ def _struct(index: int, fields: list[Field], stack_depth: int = 0) -> list[str]:
     return out
 
 
+# Events are submitted without waking the reader (BPF_RB_NO_WAKEUP): the reader polls with a timeout
+# and then consumes whatever is there. Waking it on every event (the kernel's default whenever the reader
+# has caught up, which on a fast reader is nearly always) costs the traced thread an irq_work and a
+# wakeup per event: a third of the wall time of 200,000 streamed calls. Each CPU still forces a wakeup
+# after `_wake_bytes` of events, so a fast producer cannot fill the ring between two polls.
 _PRELUDE = """\
 #include <uapi/linux/ptrace.h>
 
@@ -346,12 +351,23 @@ struct agg_key {
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_PERCPU_ARRAY(unwoken, u64, 1);
 BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
 AGG_MAPS
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;
     u64 *n = lost.lookup(&zero);
     if (n) *n += 1;
+}
+
+static __always_inline u64 utrace_wakeup(u64 size) {
+    u32 zero = 0;
+    u64 *n = unwoken.lookup(&zero);
+    if (!n) return 0;
+    *n += size;
+    if (*n < WAKE_BYTES) return BPF_RB_NO_WAKEUP;
+    *n = 0;
+    return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
@@ -371,6 +387,11 @@ _PID_NS = """\
         return -1;
     *pid = ns.tgid;
     *tid = ns.pid;"""
+
+
+def _wake_bytes(pages: int) -> int:
+    """Bytes of events a CPU submits before it wakes the reader up (see the prelude's utrace_wakeup)."""
+    return max(4096, pages * 4096 // 16)
 
 
 def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram:
@@ -399,7 +420,12 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         maps = "BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);\n"
         if agg is Aggregate.HIST:
             maps += "BPF_PERCPU_HASH(hist, struct agg_key, u64, 65536);\n"
-    src = _PRELUDE.replace("RING_PAGES", str(int(pages))).replace("PID_READ", pid_read).replace("AGG_MAPS", maps)
+    src = (
+        _PRELUDE.replace("RING_PAGES", str(int(pages)))
+        .replace("WAKE_BYTES", str(_wake_bytes(pages)))
+        .replace("PID_READ", pid_read)
+        .replace("AGG_MAPS", maps)
+    )
     lines = [src]
     pairs: dict[str, int] = {}
     entry_pairs = {s.pair for s in specs if s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency and s.pair}
@@ -459,7 +485,7 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
                 _capture(em, fl)
             if depth:
                 _stack(em, spec, depth)
-            em.emit("events.ringbuf_submit(e, 0);")
+            em.emit(f"events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_{i})));")
             em.emit("return 0;")
         fn = f"probe_{i}"
         functions.append(fn)

@@ -25,6 +25,7 @@ struct agg_key {
 
 BPF_RINGBUF_OUTPUT(events, 1);
 BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_PERCPU_ARRAY(unwoken, u64, 1);
 BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
 BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);
 
@@ -32,6 +33,16 @@ static __always_inline void utrace_lost(void) {
     u32 zero = 0;
     u64 *n = lost.lookup(&zero);
     if (n) *n += 1;
+}
+
+static __always_inline u64 utrace_wakeup(u64 size) {
+    u32 zero = 0;
+    u64 *n = unwoken.lookup(&zero);
+    if (!n) return 0;
+    *n += size;
+    if (*n < 4096) return BPF_RB_NO_WAKEUP;
+    *n = 0;
+    return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline int utrace_ids(u32 *pid, u32 *tid) {

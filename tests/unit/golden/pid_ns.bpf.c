@@ -25,12 +25,23 @@ struct agg_key {
 
 BPF_RINGBUF_OUTPUT(events, 256);
 BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_PERCPU_ARRAY(unwoken, u64, 1);
 BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
 
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;
     u64 *n = lost.lookup(&zero);
     if (n) *n += 1;
+}
+
+static __always_inline u64 utrace_wakeup(u64 size) {
+    u32 zero = 0;
+    u64 *n = unwoken.lookup(&zero);
+    if (!n) return 0;
+    *n += size;
+    if (*n < 65536) return BPF_RB_NO_WAKEUP;
+    *n = 0;
+    return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
@@ -65,6 +76,6 @@ int probe_0(struct pt_regs *ctx) {
     bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));
     u64 t1 = ctx->si;
     e->f0 = t1;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_0)));
     return 0;
 }

@@ -25,12 +25,23 @@ struct agg_key {
 
 BPF_RINGBUF_OUTPUT(events, 4096);
 BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_PERCPU_ARRAY(unwoken, u64, 1);
 BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
 
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;
     u64 *n = lost.lookup(&zero);
     if (n) *n += 1;
+}
+
+static __always_inline u64 utrace_wakeup(u64 size) {
+    u32 zero = 0;
+    u64 *n = unwoken.lookup(&zero);
+    if (!n) return 0;
+    *n += size;
+    if (*n < 1048576) return BPF_RB_NO_WAKEUP;
+    *n = 0;
+    return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
@@ -78,7 +89,7 @@ int probe_0(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_0)));
     return 0;
 }
 
@@ -125,7 +136,7 @@ int probe_1(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_1)));
     return 0;
 }
 
@@ -169,7 +180,7 @@ int probe_2(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_2)));
     return 0;
 }
 
@@ -209,7 +220,7 @@ int probe_3(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_3)));
     return 0;
 }
 
@@ -279,7 +290,7 @@ int probe_4(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_4)));
     return 0;
 }
 
@@ -338,7 +349,7 @@ int probe_5(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_5)));
     return 0;
 }
 
@@ -394,7 +405,7 @@ int probe_6(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_6)));
     return 0;
 }
 
@@ -452,6 +463,6 @@ int probe_7(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_7)));
     return 0;
 }

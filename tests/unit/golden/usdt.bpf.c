@@ -25,12 +25,23 @@ struct agg_key {
 
 BPF_RINGBUF_OUTPUT(events, 4096);
 BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_PERCPU_ARRAY(unwoken, u64, 1);
 BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
 
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;
     u64 *n = lost.lookup(&zero);
     if (n) *n += 1;
+}
+
+static __always_inline u64 utrace_wakeup(u64 size) {
+    u32 zero = 0;
+    u64 *n = unwoken.lookup(&zero);
+    if (!n) return 0;
+    *n += size;
+    if (*n < 1048576) return BPF_RB_NO_WAKEUP;
+    *n = 0;
+    return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
@@ -78,7 +89,7 @@ int probe_0(struct pt_regs *ctx) {
     u64 t6 = 0;
     bpf_probe_read_user(&t6, 8, (void *)(t7 + 152ULL));
     e->f4 = t6;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_0)));
     return 0;
 }
 
@@ -122,6 +133,6 @@ int probe_1(struct pt_regs *ctx) {
     e->f1 = t4;
     u64 t5 = ctx->cx;
     e->f2 = t5;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_1)));
     return 0;
 }
