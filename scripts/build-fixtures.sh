@@ -6,6 +6,7 @@
 #   c/sdt_demo-pie        gcc -O2 -g -fPIE -pie
 #   c/sdt_demo-stripped   strip of c/sdt_demo (no .symtab/DWARF; .note.stapsdt kept)
 #   c/hot                 gcc -O2 -g                    (benchmark loop)
+#   c/faults, c/faults-alt  gcc -O2 -g -pthread         (threads/fork/exec fixture; -alt: -DFAULTS_ALT)
 #   cpp/overloads         g++ -O2 -g -fno-inline        (Debian default: PIE)
 #   cpp/stack             g++ -O1 -g -fno-inline -fno-omit-frame-pointer (stacks)
 #   go/greet, go/httpget                      system Go (1.19 on bookworm)
@@ -124,8 +125,8 @@ manifest() {   # manifest COMPONENT PATH TOOLCHAIN FLAGS
 
 # ------------------------------------------------------------------------- C
 CC=${CC:-gcc}
-C_SRCS=("$SRC/c/sdt_demo.c" "$SRC/c/hot.c")
-C_OUTS=(c/sdt_demo c/sdt_demo-pie c/sdt_demo-stripped c/hot)
+C_SRCS=("$SRC/c/sdt_demo.c" "$SRC/c/hot.c" "$SRC/c/faults.c")
+C_OUTS=(c/sdt_demo c/sdt_demo-pie c/sdt_demo-stripped c/hot c/faults c/faults-alt)
 C_FLAGS="-O2 -g -Wall"
 
 build_c() {
@@ -137,12 +138,16 @@ build_c() {
     $CC $C_FLAGS -fPIE -pie -o "$o/sdt_demo-pie.tmp" "$SRC/c/sdt_demo.c"
     strip -o "$o/sdt_demo-stripped.tmp" "$o/sdt_demo.tmp"
     $CC $C_FLAGS -o "$o/hot.tmp" "$SRC/c/hot.c"
+    $CC $C_FLAGS -pthread -o "$o/faults.tmp" "$SRC/c/faults.c"
+    $CC $C_FLAGS -pthread -DFAULTS_ALT -o "$o/faults-alt.tmp" "$SRC/c/faults.c"
     local f
-    for f in sdt_demo sdt_demo-pie sdt_demo-stripped hot; do mv -f "$o/$f.tmp" "$o/$f"; done
+    for f in sdt_demo sdt_demo-pie sdt_demo-stripped hot faults faults-alt; do mv -f "$o/$f.tmp" "$o/$f"; done
     manifest c c/sdt_demo "$CC_ID" "$C_FLAGS -fno-pie -no-pie"
     manifest c c/sdt_demo-pie "$CC_ID" "$C_FLAGS -fPIE -pie"
     manifest c c/sdt_demo-stripped "$CC_ID" "strip of c/sdt_demo"
     manifest c c/hot "$CC_ID" "$C_FLAGS"
+    manifest c c/faults "$CC_ID" "$C_FLAGS -pthread"
+    manifest c c/faults-alt "$CC_ID" "$C_FLAGS -pthread -DFAULTS_ALT"
 }
 
 if command -v "$CC" >/dev/null 2>&1 && command -v strip >/dev/null 2>&1; then

@@ -358,7 +358,8 @@ class Event:
     name; `ret` and `latency_ns` only for returns (latency when the entry was seen). A Go return has
     several results: `ret` is then a dict keyed by result name. `context` holds per-event facts that
     are not arguments (Go's goroutine id). `stack` is the user stack, innermost frame first, when
-    stacks were asked for.
+    stacks were asked for. `ns_pid`/`ns_tid` are the ids the process sees in its own PID namespace (a
+    container), set only where they differ from `pid`/`tid`.
     """
 
     kind: str
@@ -373,6 +374,8 @@ class Event:
     latency_ns: int | None = None
     context: dict[str, object] = field(default_factory=dict)
     stack: tuple[Frame, ...] = ()
+    ns_pid: int | None = None
+    ns_tid: int | None = None
 
 
 # --- Go types: produced by the DWARF reader or a user signature, consumed by the Go ABI --------------

@@ -1,8 +1,9 @@
 """The one composer of the tracing pipeline:
 request -> target -> plan -> BPF program -> attach -> poll -> decode -> reporter -> detach.
 
-Stops on Ctrl-C, SIGTERM, --duration, --max-events, or when the traced process exits, and always
-detaches (the Tracer context manager closes every perf event, which removes the uprobes).
+Stops on Ctrl-C, SIGTERM, --duration, --max-events, when the traced process exits, or when a --pid
+target execs another file (its probes were placed in the old one), and always detaches (the Tracer
+context manager closes every perf event, which removes the uprobes).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from utrace.model import Event, ProbeKind, ProbeSpec, Target
 from utrace.probes.codegen import Aggregate, BpfProgram, Options, render
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.registry import get_runtime
-from utrace.target import is_alive
+from utrace.target import NamespaceIds, exe_identity, is_alive
 
 INIT_PID_NS_INODE = 0xEFFFFFFC
 
@@ -195,6 +196,10 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             # files by path, and only then does it run its first instruction.
             held = _Held(request.command)
         watch_pid = held.pid if held else request.pid
+        # A launched command may exec through wrappers (sh -c, env) by design; a --pid target runs
+        # the file its probes were planned for, so exec'ing another one ends the trace.
+        exe_id = exe_identity(watch_pid) if watch_pid is not None and held is None else None
+        ns_ids = NamespaceIds()
         program = program_for(plan, watch_pid, options)
         with Tracer(program) as tracer:
             tracer.load()
@@ -219,6 +224,7 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 if symbolizer is not None:
                     after_return = ev.kind == "return" and ev.probe in uretprobes
                     ev = replace(ev, stack=symbolizer.stack(ev.pid, ev.stack, after_return=after_return))
+                ev = ns_ids.annotate(ev)
                 summary.events += 1
                 summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
                 reporter.event(ev)
@@ -269,6 +275,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                     watch_pid is not None and held is None and not is_alive(watch_pid)
                 ):
                     stop.append("target exited")
+                elif exe_id is not None and watch_pid is not None and exe_identity(watch_pid) not in (exe_id, None):
+                    stop.append("target exec'd")
             if aggregating:
                 summary.counts = counts_now()
                 summary.events = sum(summary.counts.values())

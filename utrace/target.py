@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 
 from utrace.elf.buildid import ELF_MAGIC
 from utrace.errors import TargetError, UsageError
-from utrace.model import Module, Target
+from utrace.model import Event, Module, Target
 
 
 def resolve_path(spec: str) -> str:
@@ -55,6 +56,65 @@ def namespace_pid(pid: int) -> int:
     return pid
 
 
+def _nspid_line(path: str) -> list[int]:
+    """The NSpid ids in a status file: this /proc's pid first, the innermost namespace's last."""
+    try:
+        for line in _read(path).splitlines():
+            if line.startswith("NSpid:"):
+                return [int(x) for x in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+class NamespaceIds:
+    """Adds to events the pid and tid a process sees in its own PID namespace, where they differ.
+
+    Read from `NSpid` in /proc/PID/status (and /proc/PID/task/TID/status for a thread) the first time
+    a process or thread is seen, then cached; a process in utrace's own namespace costs one read and
+    then a dictionary lookup per event. A thread gone before it could be read gets no `ns_tid`.
+    """
+
+    _LIMIT = 65536  # entries; forgotten all at once past this, so pids reused much later are re-read
+
+    def __init__(self) -> None:
+        self._pids: dict[int, int | None] = {}
+        self._tids: dict[int, int | None] = {}
+
+    def ids(self, pid: int, tid: int) -> tuple[int, int | None] | None:
+        """(ns pid, ns tid) for a host (pid, tid), or None when the process is not in another namespace."""
+        if pid not in self._pids:
+            if len(self._pids) >= self._LIMIT:
+                self._pids.clear()
+                self._tids.clear()
+            ids = _nspid_line(f"/proc/{pid}/status")
+            self._pids[pid] = ids[-1] if len(ids) > 1 else None
+        ns_pid = self._pids[pid]
+        if ns_pid is None:
+            return None
+        if tid == pid:
+            return ns_pid, ns_pid
+        if tid not in self._tids:
+            if len(self._tids) >= self._LIMIT:
+                self._tids.clear()
+            ids = _nspid_line(f"/proc/{pid}/task/{tid}/status")
+            self._tids[tid] = ids[-1] if len(ids) > 1 else None
+        return ns_pid, self._tids[tid]
+
+    def annotate(self, ev: Event) -> Event:
+        ids = self.ids(ev.pid, ev.tid)
+        return ev if ids is None else replace(ev, ns_pid=ids[0], ns_tid=ids[1])
+
+
+def exe_identity(pid: int) -> tuple[int, int] | None:
+    """(device, inode) of the program a process runs; changes when it execs another file."""
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _is_elf(path: str) -> bool:
     try:
         with open(path, "rb") as f:
@@ -63,8 +123,21 @@ def _is_elf(path: str) -> bool:
         return False
 
 
+def _same_file(path: str, dev: tuple[int, int], ino: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_ino == ino and (os.major(st.st_dev), os.minor(st.st_dev)) == dev
+
+
 def process_target(pid: int) -> Target:
     """The executable and every mapped ELF file of a live process.
+
+    A file is read and probed at its path through /proc/PID/root while that path still names the
+    file the process maps (same device and inode as in /proc/PID/maps). A file deleted or replaced on
+    disk since it was mapped (an upgrade renamed over it) is reached through /proc/PID/exe or
+    /proc/PID/map_files instead: uprobes belong to an inode, and the new file's are never run.
 
     Raises:
         TargetError: no such process, or it cannot be inspected (permission, a kernel thread).
@@ -91,6 +164,7 @@ def process_target(pid: int) -> Target:
     modules: list[Module] = []
     seen: set[str] = set()
     bases: dict[str, int] = {}
+    mapped: dict[str, tuple[str, tuple[int, int], int]] = {}  # path -> (first range, (major, minor), inode)
     order: list[str] = [exe_inside]
     for line in maps.splitlines():
         parts = line.split(None, 5)
@@ -101,6 +175,8 @@ def process_target(pid: int) -> Target:
         offset = int(parts[2], 16)
         if path not in bases:
             bases[path] = start - offset
+            major, _, minor = parts[3].partition(":")
+            mapped[path] = (parts[0], (int(major, 16), int(minor, 16)), int(parts[4]))
             if path != exe_inside:
                 order.append(path)
     for inside in order:
@@ -108,12 +184,19 @@ def process_target(pid: int) -> Target:
             continue
         seen.add(inside)
         host = root + inside
+        if inside in mapped:
+            rng, dev, ino = mapped[inside]
+            if not _same_file(host, dev, ino):
+                mapped_file = f"{proc}/exe" if inside == exe_inside else f"{proc}/map_files/{rng}"
+                if _same_file(mapped_file, dev, ino):
+                    host = mapped_file
         if not _is_elf(host):
             continue
         modules.append(Module(path=host, display=inside, base=bases.get(inside, 0)))
     if not modules:
         raise TargetError(f"pid {pid}: its executable {exe_inside} is not readable as ELF")
-    return Target(exe=root + exe_inside, pid=pid, nspid=namespace_pid(pid), root=root, modules=tuple(modules))
+    exe = next((m.path for m in modules if m.display == exe_inside), root + exe_inside)
+    return Target(exe=exe, pid=pid, nspid=namespace_pid(pid), root=root, modules=tuple(modules))
 
 
 def is_alive(pid: int) -> bool:

@@ -5,6 +5,8 @@ JSON schema (one object per line, stable):
    "ts_ns": int, "cpu": int, "args": {name: value}, ["ret": value], ["latency_ns": int],
    ["context": {name: value}], ["stack": [{"address": int, "function": str|null, "offset": int,
   "module": str|null}]]}   (with --stack: innermost frame first; module "[perf-map]" for JIT code)
+  ["ns_pid": int, "ns_tid": int]: the ids in the process's own PID namespace (a container), only where
+  they differ from "pid"/"tid".
   A Go return's "ret" is an object keyed by result name; "context" carries Go's {"goid": int}.
   ("latency_ns" on an "event": time since the begin probe it was paired with, e.g. a GC's duration)
   with --count / --hist instead of events: {"kind": "count", "probe": str, "pid": int, "count": int}
@@ -107,6 +109,8 @@ def announce(err: TextIO, target: Target, plan: Plan, attached: int, launched: i
     for note in plan.notes:
         err.write(f"utrace: {note}\n")
     who = f"pid {target.pid}" if target.pid else (f"launched pid {launched}" if launched else "all processes")
+    if target.pid and target.nspid and target.nspid != target.pid:
+        who += f", {target.nspid} in its PID namespace"
     err.write(f"utrace: {attached} probe(s) attached to {target.modules[0].display} ({who}); Ctrl-C to stop\n")
     err.flush()
 
@@ -152,7 +156,11 @@ class TextReporter(_Buffered):
             self.t0 = ev.ts_ns
         t = (ev.ts_ns - self.t0) / 1e9
         args = " ".join(f"{k}={_fmt_ptr(k, v)}" for k, v in ev.args.items())
-        head = f"{t:10.6f} {ev.pid:>7} {ev.tid:>7} {ev.comm:<15} "
+        if ev.ns_pid is None:
+            head = f"{t:10.6f} {ev.pid:>7} {ev.tid:>7} {ev.comm:<15} "
+        else:  # another PID namespace: HOST[NS]
+            ns_tid = "?" if ev.ns_tid is None else ev.ns_tid
+            head = f"{t:10.6f} {f'{ev.pid}[{ev.ns_pid}]':>7} {f'{ev.tid}[{ns_tid}]':>7} {ev.comm:<15} "
         ctx = ""
         if ev.context:
             ctx = " " + self._c("2", "[" + " ".join(f"{k}={_fmt_value(v)}" for k, v in ev.context.items()) + "]")
@@ -245,6 +253,10 @@ class JsonReporter(_Buffered):
             obj["stack"] = [
                 {"address": f.address, "function": f.function, "offset": f.offset, "module": f.module} for f in ev.stack
             ]
+        if ev.ns_pid is not None:
+            obj["ns_pid"] = ev.ns_pid
+            if ev.ns_tid is not None:
+                obj["ns_tid"] = ev.ns_tid
         self.buf.append(self._dumps(obj))
 
     def finished(self, summary: Summary) -> None:
