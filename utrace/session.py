@@ -263,6 +263,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 else:
                     tracer.poll(100)
                 reporter.flush()
+                if symbolizer is not None and watch_pid is not None:
+                    symbolizer.watch(watch_pid)
                 lost = tracer.lost()
                 if lost != last_lost:
                     last_lost = lost

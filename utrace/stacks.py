@@ -90,6 +90,11 @@ class Symbolizer:
         self._exe = exe
         self._fixed: _Table | bool | None = False  # False: not looked at yet
 
+    def watch(self, pid: int) -> None:
+        """Re-read a traced process's maps (at most every 0.1 s) and open its perf map once there is one,
+        so that what it maps and names is known even if it exits before its events are read."""
+        self._process(pid, reload=True)
+
     def stack(self, pid: int, frames: tuple[Frame, ...], *, after_return: bool = False) -> tuple[Frame, ...]:
         """The frames of a raw stack of `pid` with functions and modules filled in.
 

@@ -485,7 +485,10 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
                 _capture(em, fl)
             if depth:
                 _stack(em, spec, depth)
-            em.emit(f"events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_{i})));")
+            if depth:  # stacks are resolved through /proc/PID: read them while the process still lives
+                em.emit("events.ringbuf_submit(e, 0);")
+            else:
+                em.emit(f"events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_{i})));")
             em.emit("return 0;")
         fn = f"probe_{i}"
         functions.append(fn)

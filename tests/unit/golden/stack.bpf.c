@@ -89,7 +89,7 @@ int probe_0(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_0)));
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -136,7 +136,7 @@ int probe_1(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_1)));
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -180,7 +180,7 @@ int probe_2(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_2)));
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -220,7 +220,7 @@ int probe_3(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_3)));
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -290,7 +290,7 @@ int probe_4(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_4)));
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -349,7 +349,7 @@ int probe_5(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_5)));
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -405,7 +405,7 @@ int probe_6(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_6)));
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -463,6 +463,6 @@ int probe_7(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_7)));
+    events.ringbuf_submit(e, 0);
     return 0;
 }
