@@ -87,3 +87,25 @@ step "Go, stripped (-ldflags='-s -w'): functions from the pclntab, types from a 
      "utrace go $B/go/greet-stripped 'main.Greet(name string, n int) (string, error)' --ret -- ..."
 $U list $B/go/greet-stripped 'main.*'
 $U go $B/go/greet-stripped 'main.Greet(name string, n int) (string, error)' --ret -- $B/go/greet-stripped 1 5
+
+step "Counted in the kernel: calls and a latency histogram of a recursive Go function (returns without uretprobes)" \
+     "utrace go $B/go/greet main.Fib --hist -- $B/go/greet 1 12"
+$U go $B/go/greet main.Fib --hist -- $B/go/greet 1 12
+
+step "User stacks: a recursive C++ template, demangled" \
+     "utrace native $B/cpp/stack leaf_work --stack -n 1 -- $B/cpp/stack 1 3"
+$U native $B/cpp/stack leaf_work --stack -n 1 -- $B/cpp/stack 1 3
+
+step "User stacks through JIT code: node's own perf map names the JavaScript frames" \
+     "utrace node uv_fs_open --stack -n 1 -- node --perf-basic-prof --interpreted-frames-native-stack fixtures/node/fsops.js --files 1"
+ntmp=$(mktemp -d)
+(cd "$ntmp" && "$OLDPWD/$U" node uv_fs_open --stack -n 1 -- node --perf-basic-prof --interpreted-frames-native-stack \
+    "$OLDPWD/fixtures/node/fsops.js" --files 1 | cut -c1-150) || true
+rm -rf "$ntmp" /tmp/perf-*.map
+
+step "A trace for Perfetto / chrome://tracing: every Fib call as a slice" \
+     "utrace go $B/go/greet main.Fib --ret --format perfetto -o fib.json -- $B/go/greet 1 5"
+ptmp=$(mktemp -d)
+$U go $B/go/greet main.Fib --ret --format perfetto -o "$ptmp/fib.json" -- $B/go/greet 1 5 >/dev/null
+echo "$(grep -c '"ph":"X"' "$ptmp/fib.json") slices in $ptmp/fib.json (open it in https://ui.perfetto.dev)"
+rm -rf "$ptmp"

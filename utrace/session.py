@@ -212,7 +212,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             if options.stack_depth:
                 from utrace.stacks import Symbolizer
 
-                symbolizer = Symbolizer((target.exe, target.modules[0].display))
+                symbolizer = Symbolizer((target.exe, target.modules[0].display), held.pid if held else None)
+            displays = {m.path: m.display for m in target.modules}
             uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
 
             def on_record(data: bytes) -> None:
@@ -221,7 +222,11 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 ev = decoder.decode(data)
                 if refine is not None:
                     ev = refine(ev)
-                if symbolizer is not None:
+                if symbolizer is not None and ev.stack:
+                    spec = program.specs[decoder.probe_index(data)]
+                    if spec.kind is not ProbeKind.RETURN:  # the innermost frame is the probed instruction
+                        module = spec.module
+                        symbolizer.learn(ev.pid, module, displays.get(module, module), spec.offset, ev.stack[0].address)
                     after_return = ev.kind == "return" and ev.probe in uretprobes
                     ev = replace(ev, stack=symbolizer.stack(ev.pid, ev.stack, after_return=after_return))
                 ev = ns_ids.annotate(ev)

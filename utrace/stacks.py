@@ -45,6 +45,8 @@ class _Process:
     loaded: float = -1.0
     perf_map: PerfMap | None = None
     perf_map_checked: float = -1.0
+    # modules placed without the maps (see Symbolizer.learn): path -> (table, load bias, name to show)
+    placed: dict[str, tuple[_Table, int, str] | None] = field(default_factory=dict)
 
 
 class _Table:
@@ -78,17 +80,34 @@ class _Table:
 class Symbolizer:
     """Resolves stacks of any number of processes; caches maps, symbol tables and answers.
 
-    `exe` (path, name to show) is the traced executable: when a process is gone before its maps could
-    be read and that executable is not position-independent (Go's default, `-no-pie` C), its addresses
-    are its own and still resolve.
+    A process can be gone before its maps were read (a short program, events read a few milliseconds
+    late). Its frames still resolve where utrace knows where a module was loaded without the maps:
+    `exe` (path, name to show) is the traced executable, whose addresses are its own when it is not
+    position-independent (Go's default, `-no-pie` C); and `learn` is told, with every event, the address
+    at which the probe fired, which places the probed module (PIE executables, libraries). `launched` is
+    a pid utrace started itself, in its own mount namespace: its perf map is at /tmp/perf-PID.map even
+    when /proc/PID is gone.
     """
 
-    def __init__(self, exe: tuple[str, str] | None = None) -> None:
+    def __init__(self, exe: tuple[str, str] | None = None, launched: int | None = None) -> None:
         self._procs: dict[int, _Process] = {}
         self._tables: dict[tuple[int, int], _Table | None] = {}
+        self._by_path: dict[str, _Table | None] = {}
         self._answers: dict[tuple[int, int, bool], Frame] = {}
         self._exe = exe
+        self._launched = launched
         self._fixed: _Table | bool | None = False  # False: not looked at yet
+
+    def learn(self, pid: int, path: str, display: str, file_offset: int, address: int) -> None:
+        """The instruction at `file_offset` of the file `path` ran at `address` in `pid` (a probe fired)."""
+        proc = self._process(pid)
+        if path in proc.placed:
+            return
+        if path not in self._by_path:
+            self._by_path[path] = _read_table(path)
+        table = self._by_path[path]
+        vaddr = table.vaddr(file_offset) if table is not None else None
+        proc.placed[path] = (table, address - vaddr, display) if table is not None and vaddr is not None else None
 
     def watch(self, pid: int) -> None:
         """Re-read a traced process's maps (at most every 0.1 s) and open its perf map once there is one,
@@ -121,7 +140,7 @@ class Symbolizer:
             reload = True
         if reload and (proc.loaded < 0 or time.monotonic() - proc.loaded >= _RELOAD_S):
             _load_maps(proc)
-            _perf_map(proc)  # opened while the process lives: readable after it exits
+            _perf_map(proc, self._launched)  # opened while the process lives: readable after it exits
         return proc
 
     def _resolve(self, pid: int, address: int, returning: bool) -> Frame:
@@ -131,10 +150,15 @@ class Symbolizer:
             proc = self._process(pid, reload=True)  # a library loaded, or JIT code, since the last read
             m = _mapping_at(proc, address)
         look = address - 1 if returning else address
-        if m is None and not proc.mappings and self._exe is not None:
-            fixed = self._fixed_exe()
+        if m is None and not proc.mappings:
+            for placed in proc.placed.values():
+                if placed is not None and placed[0].holds(look - placed[1]):
+                    hit = placed[0].function(look - placed[1])
+                    if hit is not None:
+                        return Frame(address, hit[0], address - placed[1] - hit[1], placed[2])
+            fixed = self._fixed_exe() if self._exe is not None else None
             hit = fixed.function(look) if fixed is not None and fixed.holds(look) else None
-            if hit is not None:
+            if hit is not None and self._exe is not None:
                 return Frame(address, hit[0], address - hit[1], self._exe[1])
         if m is not None and m.key is not None:
             table = self._table(m)
@@ -145,7 +169,7 @@ class Symbolizer:
                     if hit is not None:
                         return Frame(address, hit[0], vaddr + (address - look) - hit[1], m.name)
         # anonymous executable memory, or a file that is not ELF (JIT code double-mapped from a memfd)
-        jit = _perf_map(proc)
+        jit = _perf_map(proc, self._launched)
         if jit is not None:
             hit = jit.lookup(look)
             if hit is None and jit.refresh():
@@ -247,7 +271,7 @@ def _mapping_at(proc: _Process, address: int) -> _Mapping | None:
     return None
 
 
-def _perf_map(proc: _Process) -> PerfMap | None:
+def _perf_map(proc: _Process, launched: int | None = None) -> PerfMap | None:
     if proc.perf_map is None:
         now = time.monotonic()
         if now - proc.perf_map_checked < 1.0:
@@ -255,6 +279,9 @@ def _perf_map(proc: _Process) -> PerfMap | None:
         proc.perf_map_checked = now
         nspid = namespace_pid(proc.pid)
         proc.perf_map = PerfMap.open(f"/proc/{proc.pid}/root/tmp/perf-{nspid}.map")
+        if proc.perf_map is None and proc.pid == launched:
+            # ours, and gone (or a zombie, whose /proc/PID/root no longer resolves): our /tmp is its /tmp
+            proc.perf_map = PerfMap.open(f"/tmp/perf-{proc.pid}.map")
     return proc.perf_map
 
 

@@ -187,3 +187,44 @@ def test_jit_frames_from_the_perf_map():
         mm.close()
         if os.path.exists(path):
             os.unlink(path)
+
+
+def _free_pid() -> int:
+    for pid in range(4_194_000, 4_000_000, -1):
+        if not os.path.exists(f"/proc/{pid}"):
+            return pid
+    pytest.skip("no free pid")
+
+
+def test_a_gone_process_resolves_from_where_its_probe_fired():
+    """Maps unreadable (the process exited): the probe's file offset and the address it fired at place
+    the module, as for a PIE executable whose process was gone before its first event was read."""
+    libc = ctypes.CDLL(None)
+    address = ctypes.cast(libc.getpid, ctypes.c_void_p).value
+    assert address is not None
+    here = Symbolizer().frame(os.getpid(), address)
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= address < hi:
+                file_offset = address - lo + int(parts[2], 16)
+                path = parts[5]
+    gone = _free_pid()
+    s = Symbolizer()
+    assert s.frame(gone, address + 2) == Frame(address + 2)  # nothing known yet
+    s.learn(gone, path, "libc.so.6", file_offset, address)
+    assert s.frame(gone, address + 3) == Frame(address + 3, here.function, 3, "libc.so.6")
+
+
+def test_perf_map_of_a_launched_process_after_it_exited():
+    gone = _free_pid()
+    path = f"/tmp/perf-{gone}.map"
+    with open(path, "w") as f:
+        f.write("7f0000001000 100 JS:~main /app/main.js:1\n")
+    try:
+        assert Symbolizer().frame(gone, 0x7F0000001010).function is None  # not ours: its /tmp is unknown
+        frame = Symbolizer(launched=gone).frame(gone, 0x7F0000001010)
+        assert frame == Frame(0x7F0000001010, "JS:~main /app/main.js:1", 0x10, PERF_MAP_MODULE)
+    finally:
+        os.unlink(path)
