@@ -24,6 +24,7 @@ from utrace.target import namespace_pid
 
 PERF_MAP_MODULE = "[perf-map]"
 _RELOAD_S = 0.1  # re-read a process's maps at most this often when an address is not in them
+_PERF_MAP_RETRY_S = 0.02  # look for a perf map that was not there (the runtime writes it once started)
 _CACHE_MAX = 1 << 20
 
 
@@ -274,7 +275,7 @@ def _mapping_at(proc: _Process, address: int) -> _Mapping | None:
 def _perf_map(proc: _Process, launched: int | None = None) -> PerfMap | None:
     if proc.perf_map is None:
         now = time.monotonic()
-        if now - proc.perf_map_checked < 1.0:
+        if now - proc.perf_map_checked < _PERF_MAP_RETRY_S:
             return None
         proc.perf_map_checked = now
         nspid = namespace_pid(proc.pid)

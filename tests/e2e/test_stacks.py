@@ -185,7 +185,7 @@ def test_node_js_frames_from_its_perf_map(node_bin: str, tmp_path: Path) -> None
             assert isinstance(stack, list)
             assert stack[0]["function"] == "uv_fs_open" and stack[0]["offset"] == 0
             jit = [f for f in stack if f["module"] == "[perf-map]"]
-            assert jit, [f["function"] for f in stack]
+            assert jit, [(f["function"], hex(int(f["address"])), f["module"]) for f in stack]  # type: ignore[call-overload]
             assert all(_in_map(regions, f) for f in jit)
             names = [str(f["function"]) for f in jit]
             # fs.openSync called from run() in fsops.js, itself called from the script's top level

@@ -179,7 +179,7 @@ def test_jit_frames_from_the_perf_map():
         assert s.frame(os.getpid(), lo + 0x10) == Frame(lo + 0x10)  # JIT code nobody has named yet
         with open(path, "w") as f:
             f.write(f"{lo:x} 40 JS:*hot /app/hot.js:3\n")
-        # a new Symbolizer: the previous one looks for a map that did not exist at most once a second
+        # (a fresh Symbolizer: one that found no map looks again only after a short while)
         frame = Symbolizer().frame(os.getpid(), lo + 0x10)
         assert frame == Frame(lo + 0x10, "JS:*hot /app/hot.js:3", 0x10, PERF_MAP_MODULE)
         assert str(frame) == "JS:*hot /app/hot.js:3+0x10 ([perf-map])"

@@ -95,13 +95,14 @@ def any_value(key: str, v: object) -> list[KeyValue]:
     return [KeyValue(key=key, value=value)]
 
 
-def process_resource(pid: int, comm: str) -> list[KeyValue]:
-    """Resource attributes of a traced process, read from /proc while it is there."""
+def process_resource(pid: int, comm: str, known_exe: str = "") -> list[KeyValue]:
+    """Resource attributes of a traced process, read from /proc while it is there (else `known_exe`:
+    a short program launched by utrace is often gone by the time its first events are read)."""
     exe = ""
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
-        pass
+        exe = known_exe
     name = os.path.basename(exe.removesuffix(" (deleted)")) if exe else comm
     attrs: list[KeyValue] = []
     attrs += any_value("service.name", name)
@@ -185,6 +186,7 @@ class OtlpReporter:
         self.pairer = Pairer(())
         self.epoch_offset_ns = time.time_ns() - time.monotonic_ns()
         self.resources: dict[int, list[KeyValue]] = {}
+        self.exes: dict[int, str] = {}
         # counters: written by the sender thread, read once it has stopped (or timed out)
         self.spans = 0
         self.sent = 0
@@ -200,6 +202,8 @@ class OtlpReporter:
     # --- Reporter ----------------------------------------------------------------------------------
     def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
         self.pairer = Pairer(returning(plan.specs))
+        # what runs the traced executable, known without /proc (display: the path as the process sees it)
+        self.exes = {p: target.modules[0].display for p in (target.pid, launched) if p is not None}
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> Unix time: one offset, taken as close together as we can
         self.epoch_offset_ns = time.time_ns() - time.monotonic_ns()
         self._thread.start()
@@ -208,7 +212,7 @@ class OtlpReporter:
         for item in self.pairer.feed(ev):
             if isinstance(item, Span) and item.end_ns is not None:
                 if item.pid not in self.resources:
-                    self.resources[item.pid] = process_resource(item.pid, item.comm)
+                    self.resources[item.pid] = process_resource(item.pid, item.comm, self.exes.get(item.pid, ""))
                 self.spans += 1
                 try:
                     self.queue.put_nowait(item)
