@@ -3,15 +3,13 @@ or a hang; argument specs of any text parse to something."""
 
 from __future__ import annotations
 
-import signal
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.hangs import no_hang
 from tests.unit.elfgen import INDEX, PHDR, SYM, Probe, Sym, build_elf
 from utrace.elf import index
 from utrace.elf.buildid import read_build_id
@@ -91,26 +89,6 @@ def corrupted(draw) -> bytes:
     if draw(st.integers(0, 3)) == 0:  # test_every_truncation covers truncation on its own
         del data[draw(st.integers(0, n)) :]
     return bytes(data)
-
-
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def no_hang(seconds: float = 5.0) -> Iterator[None]:
-    """Fail (with a traceback where it was stuck) instead of hanging the test run."""
-
-    def alarm(*_):
-        raise Hang
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="module")

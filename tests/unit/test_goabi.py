@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from utrace.model import GoField, GoKind, GoType
+from utrace.model import ArgKind, GoField, GoKind, GoType
 from utrace.runtimes.goabi import REGABI_AMD64, STACK_AMD64, UnsupportedArch, abi_for, alignment, assign
 
 STRING = GoType("string", GoKind.STRING, 16)
@@ -117,3 +117,52 @@ def test_only_amd64_has_tables():
     assert abi_for("amd64", False) is STACK_AMD64
     with pytest.raises(UnsupportedArch):
         abi_for("arm64", True)
+
+
+# --- Damaged or hostile types: bounded work, every value accounted for -------------------------------
+
+
+def _self_holding(depth: int, leaf: GoType) -> GoType:
+    """What a damaged DWARF can describe: a struct holding two copies of itself by value, `depth` deep
+    (a tree of 2**depth leaves; godwarf stops the nesting at 24)."""
+    t = leaf
+    for i in range(depth):
+        t = GoType(f"main.S{i}", GoKind.STRUCT, 2 * t.size, fields=(GoField("a", 0, t), GoField("b", t.size, t)))
+    return t
+
+
+@pytest.mark.parametrize("leaf", [INT, GoType("struct {}", GoKind.STRUCT, 0), STRING])
+def test_a_type_tree_of_millions_of_nodes_is_walked_in_bounded_time(leaf):
+    import time
+
+    from utrace.runtimes.goargs import MAX_FIELDS, captures
+
+    huge = _self_holding(24, leaf)
+    start = time.monotonic()
+    for abi in (REGABI_AMD64, STACK_AMD64):
+        args, res = assign([("s", huge), ("n", INT)], [("r", huge)], abi)
+        caps = captures(args, 64)
+        assert len(caps.args) <= MAX_FIELDS
+        assert len(captures(res, 64).args) <= MAX_FIELDS
+        alignment(huge)
+    assert time.monotonic() - start < 10  # unbounded, this is 2**24 nodes per walk: minutes and gigabytes
+    if huge.size:
+        assert caps.args[-1].kind is ArgKind.UNAVAILABLE and "more fields not captured" in caps.args[-1].note
+
+
+def test_a_value_bigger_than_any_stack_frame_is_not_placed_and_neither_is_what_follows():
+    big = arr(99999999999999, INT)
+    args, _ = assign([("a", big), ("b", INT)], [], REGABI_AMD64)
+    assert args[0].parts[0].missing and args[0].stack is None
+    assert where(args[1]) == ["rax"]  # registers do not depend on the stack area
+    args, _ = assign([("a", big), ("b", INT)], [], STACK_AMD64)
+    assert all(a.parts[0].missing for a in args)  # b would sit past the impossible array
+
+
+def test_signature_with_an_absurd_array_length_is_a_usage_error():
+    from utrace.errors import UsageError
+    from utrace.runtimes.gosig import parse_type
+
+    assert parse_type("[999999999999999999]int").length == 999999999999999999
+    with pytest.raises(UsageError, match="too large"):
+        parse_type("[" + "9" * 5000 + "]int")  # int() refuses past 4300 digits: a ValueError before

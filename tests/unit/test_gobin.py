@@ -415,3 +415,42 @@ def test_fuzz_truncated_file(tmp_path: Path, cut: int) -> None:
         gobin.pclntab(str(p))
     except ElfError:
         pass
+
+
+# ----------------------------------------------------------------------------- regressions found by fuzzing
+
+
+def test_version_with_thousands_of_digits_names_no_release(tmp_path: Path) -> None:
+    huge = "go1." + "9" * 5000  # int() refuses past 4300 digits: a ValueError escaped info() before
+    assert gobin.parse_version(huge) is None
+    p = tmp_path / "prog"
+    p.write_bytes(build_go_elf(FUNCS, version=huge))
+    with gobin.GoBinary(str(p)) as b:
+        info = b.info()
+    assert info is not None and info.version == huge and info.version_tuple is None
+    assert info.abi_source == "pclntab magic go1.20+ (version unknown)"
+
+
+def test_listing_a_go_binary_with_a_broken_pclntab_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
+    from utrace.elf.gosyms import go_function_table
+
+    data = bytearray(_BASE_FILE)
+    at = data.find(struct.pack("<I", gobin.MAGIC_120) + b"\0\0")
+    data[at : at + 4] = b"\0\0\0\0"
+    p = tmp_path / "prog"
+    p.write_bytes(bytes(data))
+    with pytest.raises(ElfError, match="not a Go pclntab"):
+        go_function_table(str(p))
+    good = tmp_path / "good"
+    good.write_bytes(_BASE_FILE)
+    table = go_function_table(str(good))
+    assert table is not None and table.names == [f.name for f in FUNCS]
+
+
+def test_capstone_data_bytes_end_the_prologue_search() -> None:
+    from utrace.elf.goasm import after_stack_check, return_sites
+
+    # 0x06 is not an instruction in 64-bit mode: capstone's skipdata yields a ".byte" pseudo-instruction,
+    # whose regs_access() raised CsError (seen with a damaged program header moving the code).
+    assert after_stack_check(b"\x06\x06\xc3", 0x401000) is None
+    assert return_sites(b"\x06\xc3", 0x401000) == [0x401001]

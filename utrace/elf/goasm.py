@@ -22,6 +22,7 @@ _JCC = {
     x86.X86_INS_JG, x86.X86_INS_JGE, x86.X86_INS_JL, x86.X86_INS_JLE, x86.X86_INS_JO, x86.X86_INS_JNO,
     x86.X86_INS_JS, x86.X86_INS_JNS, x86.X86_INS_JP, x86.X86_INS_JNP,
 }  # fmt: skip
+_DATA = 0  # capstone's instruction id for bytes skipped as data (skipdata mode)
 _PROLOGUE_LIMIT = 12  # instructions: the check is at most a handful
 _MORESTACK_LIMIT = 64  # instructions of the morestack block (spills, call, unspills, jmp back)
 
@@ -64,7 +65,7 @@ def _is_morestack_block(md: capstone.Cs, code: bytes, base: int, target: int, en
     """The block at `target` calls something and then jumps back to the function's entry."""
     called = False
     for n, insn in enumerate(md.disasm(code[target - base :], target)):
-        if n >= _MORESTACK_LIMIT:
+        if n >= _MORESTACK_LIMIT or insn.id == _DATA:
             return False
         if insn.id == x86.X86_INS_CALL:
             called = True
@@ -85,7 +86,8 @@ def after_stack_check(code: bytes, address: int) -> int | None:
     end = address + len(code)
     found: int | None = None
     for n, insn in enumerate(md.disasm(code, address)):
-        if n >= _PROLOGUE_LIMIT or _writes_sp(insn):
+        # Bytes that do not decode (skipdata's ".byte" pseudo-instructions) cannot be a prologue.
+        if n >= _PROLOGUE_LIMIT or insn.id == _DATA or _writes_sp(insn):
             break
         if insn.id in _JCC:
             t = _target(insn)

@@ -17,6 +17,7 @@ Supported: ELF64 little-endian (what `ElfImage` opens), pclntab magics 1.2 (Go 1
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import json
 import os
@@ -230,7 +231,8 @@ def parse_version(version: str | None) -> Version | None:
     s = version.strip()
     # "devel go1.23-abc ..." names its base release somewhere inside; a release string starts with it.
     m = _VERSION_RE.search(s) if s.startswith("devel") else _VERSION_RE.match(s.split()[0] if s.split() else s)
-    if not m:
+    # No release has a 10-digit number; garbage may have thousands, which int() refuses past 4300.
+    if not m or any(len(g) > 9 for g in m.groups() if g):
         return None
     return int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
 
@@ -436,6 +438,15 @@ _MODULEDATA_FOR_MAGIC = {MAGIC_12: ("1.2",), MAGIC_116: ("1.16",), MAGIC_118: ("
 # ----------------------------------------------------------------------------- the binary
 
 
+@contextlib.contextmanager
+def _corrupt_is_elf_error(path: str, what: str) -> Iterator[None]:
+    """Turn what a decoder raises on bytes it did not expect into the one-line ElfError of a corrupt file."""
+    try:
+        yield
+    except (struct.error, IndexError, ValueError, OverflowError) as e:
+        raise ElfError(f"{path}: corrupt {what} ({e})") from None
+
+
 class GoBinary:
     """An opened Go ELF file with lazily computed, cached tables. Use as a context manager or close().
 
@@ -635,10 +646,19 @@ class GoBinary:
         return blob[pos:] if pos >= 0 else None
 
     def info(self) -> GoInfo | None:
-        """Go build information, or None when the file is not a Go binary."""
+        """Go build information, or None when the file is not a Go binary.
+
+        Raises:
+            ElfError: corrupt Go build info (or headers the decoders trip over).
+        """
         if self._info_done:
             return self._info
-        self._info_done = True
+        with _corrupt_is_elf_error(self.path, "Go binary"):
+            info = self._read_info()
+        self._info, self._info_done = info, True
+        return info
+
+    def _read_info(self) -> GoInfo | None:
         build_id = self.build_id()
         blob = self._buildinfo_blob()
         syms = self.symbols()
@@ -675,7 +695,7 @@ class GoBinary:
             cgo = None
         abi, abi_source = self._abi(arch, version, vt)
         names = {s.name for s in self.img.sections}
-        self._info = GoInfo(
+        return GoInfo(
             path=self.path,
             version=version,
             version_tuple=vt,
@@ -694,7 +714,6 @@ class GoBinary:
             abi=abi,
             abi_source=abi_source,
         )
-        return self._info
 
     def _abi(self, arch: str, version: str | None, vt: Version | None) -> tuple[str, str]:
         since = _REGABI_SINCE.get(arch)
@@ -769,7 +788,8 @@ class GoBinary:
             ElfError: no pclntab, or a corrupt one.
         """
         if self._pclntab is None:
-            self._pclntab = Pclntab._load(self)
+            with _corrupt_is_elf_error(self.path, "Go pclntab"):
+                self._pclntab = Pclntab._load(self)
         return self._pclntab
 
     # -------------------------------------------------------------- moduledata
@@ -870,7 +890,11 @@ class GoBinary:
         """
         if type_addr in self._type_cache:
             return self._type_cache[type_addr]
-        name = self._type_name(type_addr)
+        try:
+            with _corrupt_is_elf_error(self.path, "Go type descriptor"):
+                name = self._type_name(type_addr)
+        except ElfError:
+            name = None
         self._type_cache[type_addr] = name
         return name
 
@@ -1223,6 +1247,12 @@ def inlined_calls(tab: Pclntab, name: str) -> list[InlinedCall]:
     binary = tab.binary
     if binary is None or tab.header is None:
         raise ElfError("pclntab without its binary")
+    with _corrupt_is_elf_error(tab.path, "Go inline tree"):
+        return _inlined_calls(tab, binary, name)
+
+
+def _inlined_calls(tab: Pclntab, binary: GoBinary, name: str) -> list[InlinedCall]:
+    assert tab.header is not None
     pc_idx, fd_idx = tab._inline_indexes()
     new_layout = tab.magic == MAGIC_120
     node_size = 16 if new_layout else 20

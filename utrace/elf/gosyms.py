@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 from utrace.elf.buildid import file_error
 from utrace.elf.gobin import open_binary
 from utrace.elf.symbols import SymbolTable
@@ -11,17 +13,25 @@ _GLOBAL = 1
 
 
 def go_function_table(path: str) -> SymbolTable | None:
-    """The pclntab's functions as a SymbolTable (names as Go writes them), or None if `path` is not Go."""
+    """The pclntab's functions as a SymbolTable (names as Go writes them), or None if `path` is not Go.
+
+    Raises:
+        ElfError: a Go binary (Go build info, build ID or runtime.buildVersion) whose build info or pclntab
+            is missing or corrupt: an empty listing would hide that.
+    """
     try:
         binary = open_binary(path)
+    except ElfError:
+        return None  # the caller has read the file as ELF already; nothing Go to add
+    except OSError as e:
+        raise file_error(path, e) from None
+    try:
         info = binary.info()
         if info is None:
             return None
         tab = binary.pclntab()
-    except ElfError:
-        return None
-    except OSError as e:
-        raise file_error(path, e) from None
+    except (struct.error, IndexError, ValueError, OverflowError) as e:
+        raise ElfError(f"{path}: corrupt Go pclntab ({e})") from None
     t = SymbolTable(path, info.build_id)
     for fn in tab.functions:
         t.names.append(fn.name)

@@ -100,16 +100,35 @@ _BYTEPTR = GoType("*uint8", GoKind.POINTER, 8)
 _UNSAFE = GoType("unsafe.Pointer", GoKind.POINTER, 8)
 
 
-def alignment(t: GoType) -> int:
+# Bounds on walking a type: each node of the type tree is visited once per walk, and a damaged DWARF can
+# describe a struct holding itself by value (a tree of 2**24 nodes), so every walk counts its steps.
+MAX_TYPE_NODES = 4096  # nodes one walk visits at most (a real argument's type has a few dozen)
+MAX_REGISTER_PARTS = 64  # more parts than any ABI has registers: such a value goes on the stack
+MAX_VALUE_SIZE = 1 << 30  # cmd/compile refuses stack frames over 1 GB: a larger argument is a damaged type
+
+
+class _Budget:
+    def __init__(self, nodes: int = MAX_TYPE_NODES) -> None:
+        self.left = nodes
+
+    def step(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
+def alignment(t: GoType, budget: _Budget | None = None) -> int:
     """Go's alignment of a type on a 64-bit target."""
+    b = budget or _Budget()
+    if not b.step():
+        return PTR
     if t.kind in (GoKind.STRING, GoKind.SLICE, GoKind.IFACE, GoKind.EFACE, GoKind.POINTER):
         return PTR
     if t.kind is GoKind.COMPLEX:
         return max(1, min(PTR, t.size // 2))
     if t.kind is GoKind.STRUCT:
-        return max((alignment(f.type) for f in t.fields), default=1)
+        return max((alignment(f.type, b) for f in t.fields), default=1)
     if t.kind is GoKind.ARRAY:
-        return alignment(t.elem) if t.elem is not None else 1
+        return alignment(t.elem, b) if t.elem is not None else 1
     return max(1, min(PTR, t.size))
 
 
@@ -118,63 +137,79 @@ def _align(n: int, a: int) -> int:
 
 
 def parts(t: GoType, path: str = "", base: int = 0) -> list[Part] | None:
-    """The scalar parts of a value in register-assignment order, or None if `t` can never go in registers."""
+    """The scalar parts of a value in register-assignment order, or None if `t` can never go in registers
+    (including values with more parts than any register set holds)."""
+    out: list[Part] = []
+    return out if _reg_parts(t, path, base, out, _Budget()) else None
+
+
+def _reg_parts(t: GoType, path: str, base: int, out: list[Part], budget: _Budget) -> bool:
+    if not budget.step() or len(out) > MAX_REGISTER_PARTS:
+        return False
     k = t.kind
     if k in (GoKind.BOOL, GoKind.INT, GoKind.UINT, GoKind.POINTER):
         if t.size > PTR:
-            return None
-        return [Part(path, t, base, t.size, False)]
-    if k is GoKind.FLOAT:
-        return [Part(path, t, base, t.size, True)]
-    if k is GoKind.COMPLEX:
+            return False
+        out.append(Part(path, t, base, t.size, False))
+    elif k is GoKind.FLOAT:
+        out.append(Part(path, t, base, t.size, True))
+    elif k is GoKind.COMPLEX:
         half = t.size // 2
         ft = GoType(f"float{half * 8}", GoKind.FLOAT, half)
-        return [Part(path + ".real", ft, base, half, True), Part(path + ".imag", ft, base + half, half, True)]
-    if k is GoKind.STRING:
-        return [Part(path + ".ptr", _BYTEPTR, base, PTR, False), Part(path + ".len", _INT, base + PTR, PTR, False)]
-    if k is GoKind.SLICE:
+        out += [Part(path + ".real", ft, base, half, True), Part(path + ".imag", ft, base + half, half, True)]
+    elif k is GoKind.STRING:
+        out += [Part(path + ".ptr", _BYTEPTR, base, PTR, False), Part(path + ".len", _INT, base + PTR, PTR, False)]
+    elif k is GoKind.SLICE:
         elem = t.elem.name if t.elem is not None else "?"
         p = GoType(f"*{elem}", GoKind.POINTER, PTR, elem=t.elem)
-        return [
+        out += [
             Part(path + ".ptr", p, base, PTR, False),
             Part(path + ".len", _INT, base + PTR, PTR, False),
             Part(path + ".cap", _INT, base + 2 * PTR, PTR, False),
         ]
-    if k in (GoKind.IFACE, GoKind.EFACE):
+    elif k in (GoKind.IFACE, GoKind.EFACE):
         first = _UINTPTR if k is GoKind.IFACE else _UNSAFE
         tab = ".itab" if k is GoKind.IFACE else ".type"
-        return [Part(path + tab, first, base, PTR, False), Part(path + ".data", _UNSAFE, base + PTR, PTR, False)]
-    if k is GoKind.STRUCT:
-        out: list[Part] = []
+        out += [Part(path + tab, first, base, PTR, False), Part(path + ".data", _UNSAFE, base + PTR, PTR, False)]
+    elif k is GoKind.STRUCT:
         for f in t.fields:
-            sub = parts(f.type, f"{path}.{f.name}", base + f.offset)
-            if sub is None:
-                return None
-            out += sub
-        return out
-    if k is GoKind.ARRAY:
-        if t.length == 0:
-            return []
+            if not _reg_parts(f.type, f"{path}.{f.name}", base + f.offset, out, budget):
+                return False
+    elif k is GoKind.ARRAY:
         if t.length == 1 and t.elem is not None:
-            return parts(t.elem, path + "[0]", base)
-        return None
-    return None
+            return _reg_parts(t.elem, path + "[0]", base, out, budget)
+        return t.length == 0
+    else:
+        return False
+    return len(out) <= MAX_REGISTER_PARTS
 
 
 def memory_parts(t: GoType, path: str = "", base: int = 0) -> list[Part]:
-    """The parts of a value laid out in memory (arrays element by element), for stack-assigned values."""
+    """The parts of a value laid out in memory (arrays element by element), for stack-assigned values.
+
+    At most MAX_TYPE_NODES type nodes are walked: the parts of a bigger value stop there (captures
+    never show more than the first elements of an array anyway).
+    """
+    out: list[Part] = []
+    _mem_parts(t, path, base, out, _Budget())
+    return out
+
+
+def _mem_parts(t: GoType, path: str, base: int, out: list[Part], budget: _Budget) -> bool:
+    """Append the memory parts of `t` to `out`; False once the budget is spent."""
     if t.kind is GoKind.ARRAY and t.elem is not None and t.length > 1:
-        out: list[Part] = []
-        stride = t.elem.size
-        for i in range(t.length):
-            out += memory_parts(t.elem, f"{path}[{i}]", base + i * stride)
-        return out
+        if not budget.step():
+            return False
+        stride, elem = t.elem.size, t.elem
+        return all(_mem_parts(elem, f"{path}[{i}]", base + i * stride, out, budget) for i in range(t.length))
     if t.kind is GoKind.STRUCT:
-        out = []
-        for f in t.fields:
-            out += memory_parts(f.type, f"{path}.{f.name}", base + f.offset)
-        return out
-    return parts(t, path, base) or []
+        if not budget.step():
+            return False
+        return all(_mem_parts(f.type, f"{path}.{f.name}", base + f.offset, out, budget) for f in t.fields)
+    scalar: list[Part] = []
+    ok = _reg_parts(t, path, base, scalar, budget)
+    out += scalar if ok else []
+    return budget.left >= 0
 
 
 def assign(
@@ -208,6 +243,9 @@ def assign(
         stack = _align(stack, alignment(t))
         at = abi.stack_base + stack
         stack += t.size
+        if stack > MAX_VALUE_SIZE:  # only a damaged type (or signature) gets here; nothing after it is placed
+            why = f"{t.name} not placed: the values up to it take {stack} bytes, more than any Go stack frame"
+            return Assigned(name, t, is_result, (Part("", t, 0, 0, False, missing=why),), False, None)
         placed = [Part(p.path, p.type, p.offset, p.size, p.is_float, stack=at + p.offset) for p in memory_parts(t)]
         return Assigned(name, t, is_result, tuple(placed), False, at)
 

@@ -29,6 +29,8 @@ _INT_KIND = {
 # Dynamic types whose data starts with the message string.
 MESSAGE_TYPES = frozenset({"*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors"})
 MAX_ARRAY_ELEMS = 8
+MAX_FIELDS = 256  # captured fields per probe; past that, one note says how many more there were
+_WORDS = {GoKind.STRING: 2, GoKind.SLICE: 3, GoKind.IFACE: 2, GoKind.EFACE: 2}
 
 
 class GoValue(Rendered):
@@ -93,6 +95,10 @@ def _value(name: str, t: GoType, ps: list[Part], caps: Captures, max_len: int) -
         caps.args.append(ArgSpec(name, ArgKind.UNAVAILABLE, note=missing))
         return
     k = t.kind
+    if len(ps) < _WORDS.get(k, 0) or (not ps and k in (GoKind.STRUCT, GoKind.ARRAY) and t.size > 0):
+        # memory_parts stops walking a huge (or damaged) type: what it did not reach is not captured
+        caps.args.append(ArgSpec(name, ArgKind.UNAVAILABLE, note=f"{t.name} not captured (too many parts)"))
+        return
     if k is GoKind.STRING:
         ptr, ln = (_part_loc(p) for p in ps[:2])
         assert ptr is not None and ln is not None
@@ -159,6 +165,13 @@ def captures(values: list[Assigned], max_len: int) -> Captures:
     caps = Captures()
     for a in values:
         _value(a.name, a.type, list(a.parts), caps, max_len)
+    if len(caps.args) > MAX_FIELDS:
+        dropped = caps.args[MAX_FIELDS - 1 :]
+        caps.args = caps.args[: MAX_FIELDS - 1]
+        caps.args.append(ArgSpec(dropped[0].name, ArgKind.UNAVAILABLE, note=f"{len(dropped)} more fields not captured"))
+        kept = {a.name for a in caps.args[:-1]}
+        caps.interfaces = [i for i in caps.interfaces if {i.name, f"{i.name}.data", f"{i.name}.str"} <= kept]
+        caps.floats = {n: size for n, size in caps.floats.items() if n in kept}
     return caps
 
 

@@ -60,6 +60,8 @@ def parse_type(text: str) -> GoType:
     m = re.fullmatch(r"\[(\d+)\](.+)", t)
     if m:
         elem = parse_type(m.group(2))
+        if len(m.group(1)) > 18:  # past any int64 length (and int() refuses 4300 digits)
+            raise UsageError(f"array length {m.group(1)[:19]}... is too large for Go")
         n = int(m.group(1))
         return GoType(f"[{n}]{elem.name}", GoKind.ARRAY, n * elem.size, elem=elem, length=n)
     if t.startswith(("map[", "chan ", "chan<-", "<-chan", "func(")):
