@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.hangs import no_hang
 from utrace.model import ArgKind, GoField, GoKind, GoType
 from utrace.runtimes.goabi import REGABI_AMD64, STACK_AMD64, UnsupportedArch, abi_for, alignment, assign
 
@@ -166,3 +169,47 @@ def test_signature_with_an_absurd_array_length_is_a_usage_error():
     assert parse_type("[999999999999999999]int").length == 999999999999999999
     with pytest.raises(UsageError, match="too large"):
         parse_type("[" + "9" * 5000 + "]int")  # int() refuses past 4300 digits: a ValueError before
+
+
+_leaf_types = st.sampled_from([INT, INT32, BOOL, F64, STRING, ERROR, PTR, BYTES, GoType("struct {}", GoKind.STRUCT, 0)])
+_go_types = st.recursive(
+    _leaf_types,
+    lambda inner: st.one_of(
+        st.builds(
+            lambda elem, n: GoType(f"[{n}]{elem.name}", GoKind.ARRAY, n * elem.size, elem=elem, length=n),
+            inner,
+            st.integers(0, 12) | st.sampled_from([1 << 20, 99999999999999, 1 << 62]),
+        ),
+        st.builds(
+            lambda fs: GoType(
+                "main.S",
+                GoKind.STRUCT,
+                sum(f.size for f in fs),
+                fields=tuple(GoField(f"f{i}", sum(g.size for g in fs[:i]), f) for i, f in enumerate(fs)),
+            ),
+            st.lists(inner, max_size=6),
+        ),
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_go_types, max_size=5), st.lists(_go_types, max_size=3), st.booleans())
+def test_any_type_is_placed_or_said_missing(params, results, regabi):
+    """Every value of any type gets parts (or one missing part saying why), and captures never raise:
+    a huge array of strings used to leave a string with no parts, which raised ValueError."""
+    from utrace.runtimes.goargs import MAX_FIELDS, captures
+
+    abi = REGABI_AMD64 if regabi else STACK_AMD64
+    with no_hang(10):
+        args, res = assign(
+            [(f"a{i}", t) for i, t in enumerate(params)], [(f"r{i}", t) for i, t in enumerate(results)], abi
+        )
+        for a in (*args, *res):
+            assert a.in_registers or a.stack is not None or a.parts[0].missing or a.type.size == 0
+            for p in a.parts:
+                assert (p.reg is not None) == a.in_registers or p.missing
+        for values in (args, res):
+            caps = captures(values, 64)
+            assert len(caps.args) <= MAX_FIELDS
