@@ -11,6 +11,7 @@ bcc compiles the generated C and loads each function. Attaching does not go thro
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import os
 import platform
@@ -100,6 +101,16 @@ def open_uprobe(pmu_type: int, path: str, offset: int, *, retprobe: bool, pid: i
     Raises:
         TracingError: the kernel refused (the message carries errno's meaning).
     """
+    fd, err = _perf_event_open_uprobe(pmu_type, path, offset, retprobe=retprobe, pid=pid, ref_ctr_offset=ref_ctr_offset)
+    if fd < 0:
+        raise TracingError(f"cannot attach a uprobe to {path} at offset {offset:#x}: {os.strerror(err)}")
+    return fd
+
+
+def _perf_event_open_uprobe(
+    pmu_type: int, path: str, offset: int, *, retprobe: bool, pid: int, ref_ctr_offset: int = 0
+) -> tuple[int, int]:
+    """(fd, 0) or (-1, errno): perf_event_open on the uprobe PMU (see open_uprobe)."""
     nr = _NR_PERF_EVENT_OPEN.get(platform.machine())
     if nr is None:
         raise EnvironmentProblem(f"unsupported architecture {platform.machine()}")
@@ -113,9 +124,54 @@ def open_uprobe(pmu_type: int, path: str, offset: int, *, retprobe: bool, pid: i
     fd = _libc.syscall(nr, attr, ctypes.c_int(pid), ctypes.c_int(cpu), ctypes.c_int(-1),
                        ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))  # fmt: skip
     if fd < 0:
-        err = ctypes.get_errno()
-        raise TracingError(f"cannot attach a uprobe to {path} at offset {offset:#x}: {os.strerror(err)}")
-    return int(fd)
+        return -1, ctypes.get_errno()
+    return int(fd), 0
+
+
+def uprobes_permitted() -> bool | None:
+    """Whether the kernel lets this process create uprobes: True, False (EACCES/EPERM), None (not tried).
+
+    One uprobe is created on a private scratch file that no process maps, for this process only, and
+    removed at once: the kernel checks the caller's capabilities when the event is created, before it
+    looks at the file's contents. Needed because the rule changed: Linux 5.8 accepted CAP_PERFMON for
+    uprobes, Linux 6.16 (commit ba677dbe77af, "perf: Revert to requiring CAP_SYS_ADMIN for uprobes",
+    also in stable kernels) requires CAP_SYS_ADMIN again.
+    """
+    import tempfile
+
+    pmu = kernel.uprobe_pmu_type()
+    if pmu is None:
+        return None
+    try:
+        with tempfile.NamedTemporaryFile(prefix="utrace-uprobe-check-") as f:
+            f.write(b"\x90" * 16)  # nops: a valid instruction at the probed offset
+            f.flush()
+            fd, err = _perf_event_open_uprobe(pmu, f.name, 0, retprobe=False, pid=os.getpid())
+    except OSError:
+        return None
+    if fd >= 0:
+        os.close(fd)
+        return True
+    return False if err in (errno.EACCES, errno.EPERM) else None
+
+
+def privileges_problem() -> str | None:
+    """Why this process cannot trace (one line for the user), or None when it can.
+
+    Loading the programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, which implies both);
+    creating uprobes needs CAP_SYS_ADMIN on current kernels (see uprobes_permitted).
+    """
+    caps = kernel.effective_capabilities()
+    if caps & (1 << kernel.CAP_SYS_ADMIN):
+        return None
+    if not kernel.can_trace_capabilities(caps):
+        return "tracing needs root (CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON on kernels before 6.16); try sudo"
+    if uprobes_permitted() is False:
+        return (
+            "this kernel lets only CAP_SYS_ADMIN create uprobes (CAP_BPF and CAP_PERFMON are not enough "
+            "since Linux 6.16); run as root or add CAP_SYS_ADMIN"
+        )
+    return None
 
 
 def _attach_prog(perf_fd: int, prog_fd: int) -> None:
@@ -140,7 +196,9 @@ class Tracer:
 
     def load(self) -> None:
         """Compile and load. Raises EnvironmentProblem/TracingError with the compiler's first error."""
-        kernel.prepare_bcc_headers()
+        headers = kernel.prepare_bcc_headers()
+        if not headers.path:
+            raise EnvironmentProblem(f"no kernel headers for bcc to compile with ({headers.how}); run `utrace doctor`")
         kernel.ensure_tracefs()
         try:
             bcc = _import_bcc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from utrace import kernel
+from utrace import backend, kernel
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +34,15 @@ def run_checks(*, compile_test: bool = True) -> list[Check]:
     """Every check, in the order a person would fix them. Never raises."""
     checks: list[Check] = []
     root = os.geteuid() == 0
-    caps_ok = kernel.can_trace_capabilities()
+    caps_ok = kernel.can_trace_capabilities()  # enough to load programs (the tests below)
+    problem = backend.privileges_problem()  # and to create uprobes
     checks.append(
         Check(
             "privileges",
-            caps_ok,
+            problem is None,
             ("root" if root else f"uid {os.geteuid()}")
-            + (", has CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN" if caps_ok else ", lacks CAP_BPF/CAP_PERFMON"),
-            "" if caps_ok else "run utrace as root (sudo utrace ...)",
+            + (": may load BPF programs and create uprobes" if problem is None else f": {problem}"),
+            "" if problem is None else "run utrace as root (sudo utrace ...)",
         )
     )
     config = kernel.kernel_config()
@@ -77,8 +78,6 @@ def run_checks(*, compile_test: bool = True) -> list[Check]:
             "" if mounted else "mount -t tracefs nodev /sys/kernel/tracing",
         )
     )
-    from utrace import backend
-
     bcc_ok, bcc_detail = backend.bcc_status()
     checks.append(
         Check(
@@ -93,7 +92,9 @@ def run_checks(*, compile_test: bool = True) -> list[Check]:
         Check(
             "kernel headers",
             bool(hs.path),
-            f"{hs.path} ({hs.how})" if hs.path else "none for the running kernel and no linux-headers package",
+            f"{hs.path} ({hs.how})"
+            if hs.path
+            else f"none for the running kernel, and no linux-headers package ({hs.how})",
             "" if hs.path else "apt-get install linux-headers-amd64 (any version works for uprobes)",
         )
     )

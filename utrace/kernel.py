@@ -118,13 +118,15 @@ def header_source() -> HeaderSource:
     source = Path("/lib/modules") / release / "source"
     if _has_headers(build) or (build.is_dir() and _has_headers(source)):
         return HeaderSource(str(build), "running kernel", exact=True)
+    how = "none"
     for arch_dir, common in find_header_packages():
         try:
             tree = merged_header_tree(arch_dir, common)
-        except OSError:
+        except OSError as e:  # e.g. an unwritable cache directory (a user without a home)
+            how = f"none: cannot merge {arch_dir.name} under {cache_dir()} ({e.strerror})"
             continue
         return HeaderSource(str(tree), f"merged from {arch_dir.name}", exact=False)
-    return HeaderSource("", "none", exact=False)
+    return HeaderSource("", how, exact=False)
 
 
 def prepare_bcc_headers() -> HeaderSource:

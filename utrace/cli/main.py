@@ -183,13 +183,17 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
             sys.stderr.write(f"utrace: {note}\n")
         sys.stdout.write(program.source)
         return
-    if os.geteuid() != 0:
-        from utrace import kernel
+    from utrace.backend import privileges_problem
+
+    problem = privileges_problem()  # before the target is resolved or a command launched
+    if problem is not None:
         from utrace.errors import EnvironmentProblem
 
-        if not kernel.can_trace_capabilities():
-            raise EnvironmentProblem("tracing needs root (or CAP_BPF and CAP_PERFMON); try sudo")
-    out = open(opts["output"], "w", encoding="utf-8") if opts["output"] else sys.stdout  # noqa: SIM115
+        raise EnvironmentProblem(problem)
+    try:
+        out = open(opts["output"], "w", encoding="utf-8") if opts["output"] else sys.stdout  # noqa: SIM115
+    except OSError as e:
+        raise UsageError(f"cannot write {opts['output']}: {e.strerror}") from None
     top_view = None
     try:
         from utrace.output.stream import JsonReporter, TextReporter
