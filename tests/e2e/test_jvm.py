@@ -139,6 +139,20 @@ def test_method_probes_with_the_flag(java: str, demo_classes: str) -> None:
     assert all(0 < ns < int(str(main_ret["latency_ns"])) for ns in inner)
 
 
+def test_several_long_class_prefixes_load_and_filter(java: str, demo_classes: str) -> None:
+    """Two prefixes, one of 16 bytes: the byte-per-branch filter made the verifier give up (E2BIG)."""
+    p = run_utrace("java", "method:Demo", "method:java.lang.String", "--json", "--", java, "-XX:+DTraceMethodProbes",
+                   "-cp", demo_classes, "Demo")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    evs, _summary, program = events(p.stdout)
+    entries = [str(args(e)["method"]) for e in of(evs, "method__entry")]
+    assert all(m.startswith(("Demo", "java.lang.String")) for m in entries)  # filtered in BPF
+    assert entries.count("Demo.main(java.lang.String[])") == 1
+    runs = sum(1 for ln in program if re.fullmatch(r"thread worker-\d put \d+", ln))
+    assert entries.count("Demo$Worker.run()") == runs == 2
+    assert any(m.startswith("java.lang.String.") for m in entries)  # strings are used while Java starts
+
+
 def test_method_probes_without_the_flag_say_which_flag(java: str, demo_classes: str) -> None:
     p = run_utrace("java", "method", "--", java, "-cp", demo_classes, "Demo")
     assert p.returncode == 2

@@ -32,7 +32,7 @@ from utrace.model import (
     Stack,
     Tls,
 )
-from utrace.probes.codegen import PT_REGS, Aggregate, CodegenError, Options, render, slot_range
+from utrace.probes.codegen import PREFIX_MAX, PT_REGS, Aggregate, CodegenError, Options, render, slot_range
 from utrace.probes.layout import HEADER_FORMAT, event_format
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -267,11 +267,13 @@ def test_usdt_program_constants_and_memory():
 def test_prefix_filter_compares_bytes_before_reserving():
     body = _probe_body(render(prefix_specs()).source, 0)
     assert body.index("return 0;") < body.index("ringbuf_reserve")
-    assert "u8 t5[10] = {};" in body  # one buffer as long as the longest prefix
+    assert "u64 t5[2] = {};" in body  # 8-byte words covering the longest prefix
     assert "u64 t4 = t3 > 10 ? 10 : (u64)t3;" in body  # never more than the string's own length
     assert "bpf_probe_read_user(t5, t4, (void *)t1)" in body
-    demo = " && ".join(["t3 >= 4"] + [f"t5[{i}] == {b}" for i, b in enumerate(b"Demo")])
-    assert f"if ({demo}) t6 = 1;" in body
+    demo = int.from_bytes(b"Demo", "little")
+    assert f"if (t3 >= 4 && (((t5[0] & {0xFFFFFFFF}ULL) ^ {demo}ULL)) == 0) t6 = 1;" in body
+    java = [int.from_bytes(b"java/uti", "little"), int.from_bytes(b"l/", "little")]
+    assert f"if (t3 >= 10 && ((t5[0] ^ {java[0]}ULL) | ((t5[1] & 65535ULL) ^ {java[1]}ULL)) == 0) t6 = 1;" in body
     assert "if (!t6) return 0;" in body
     assert "Demo" not in body and "java" not in body  # bytes as integers, never text
 
@@ -463,6 +465,96 @@ def test_hostile_names_never_reach_c(text):
 @given(st.text())
 def test_arbitrary_text_never_reaches_c(text):
     assert render(_with_text(text), PID_OPTIONS).source == _baseline()
+
+
+def _with_texts(draw_text) -> list[ProbeSpec]:
+    """The golden specs with every free-text field replaced by its own `draw_text()` (a pair key by one
+    text per original key, so entries and their returns stay paired)."""
+    out: list[ProbeSpec] = []
+    pairs: dict[str, str] = {}
+    for make, _ in CASES.values():
+        for s in make():
+
+            def rename(a: ArgSpec) -> ArgSpec:
+                return ArgSpec(
+                    name=draw_text(),
+                    kind=a.kind,
+                    loc=a.loc,
+                    length=a.length,
+                    length_kind=a.length_kind,
+                    max_len=a.max_len,
+                    labels=tuple((v, draw_text()) for v, _ in a.labels),
+                    note=draw_text() if a.note else "",
+                )
+
+            out.append(
+                replace(
+                    s,
+                    name=draw_text(),
+                    module=draw_text(),
+                    args=tuple(rename(a) for a in s.args),
+                    ret=rename(s.ret) if s.ret else None,
+                    context=tuple(rename(a) for a in s.context),
+                    pair=(pairs.setdefault(s.pair, draw_text()) + "\0" + s.pair) if s.pair else "",
+                )
+            )
+    return out
+
+
+# Probe names as users write them (C++ signatures, Go methods, USDT provider:name, globs) and as binaries
+# carry them (mangled names, paths), mixed with C syntax and control characters.
+_NAMEISH = st.one_of(
+    st.text(),
+    st.text(alphabet=st.sampled_from(list("abcXYZ_:.*()<>[]&, /\\'\"#%;{}\n\t\x00-+=~!?$@`|^")), max_size=40),
+    st.sampled_from(HOSTILE),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_independent_texts_in_every_field_never_reach_c(data):
+    """Every name (probe, module, argument, label, note, pair key) drawn separately: the C is the same as
+    with plain names, so none of it, nor any combination of it, is in the program."""
+    specs = _with_texts(lambda: data.draw(_NAMEISH))
+    assert render(specs, _TEXTS_OPTIONS).source == _TEXTS_BASELINE
+
+
+_TEXTS_OPTIONS = replace(PID_OPTIONS, fsbase_offset=0x1B48)  # the Go specs keep their thread-local frame keys
+_TEXTS_BASELINE = render(_with_texts(lambda: "x"), _TEXTS_OPTIONS).source
+
+
+_PREFIX_TEST = re.compile(r"if \(t\d+ >= (\d+) && \((.*)\) == 0\) t\d+ = 1;")
+_WORD_TERM = re.compile(r"\(\(?t\d+\[(\d+)\](?: & (\d+)ULL\))? \^ (\d+)ULL\)")
+
+
+def _prefixes_in(src: str) -> list[bytes]:
+    """Read the prefixes back from the C: per prefix, XOR terms of (masked) 8-byte words and constants."""
+    out = []
+    for n, terms in _PREFIX_TEST.findall(src):
+        raw = b""
+        for i, (word, mask, value) in enumerate(_WORD_TERM.findall(terms)):
+            assert int(word) == i
+            width = 8 if not mask else (int(mask).bit_length() // 8)
+            assert not mask or int(mask) == (1 << (8 * width)) - 1
+            raw += int(value).to_bytes(8, "little")[:width]
+        assert len(raw) == int(n)
+        out.append(raw)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=PREFIX_MAX), min_size=1, max_size=4))
+def test_filter_prefixes_reach_c_only_as_numbers(prefixes):
+    """`method:CLASS` prefixes are bytes from the command line: the C holds them as integers that read
+    back to exactly those bytes, and nothing else of them."""
+    cls = ArgSpec("class", ArgKind.PTRLEN_STR, Reg("rdx"), length=Reg("rcx"), length_kind=ArgKind.S32, max_len=256)
+    spec = replace(prefix_specs()[0], filters=(PrefixFilter(cls.loc, Reg("rcx"), ArgKind.S32, tuple(prefixes)),))
+    src = render([spec]).source
+    _assert_only_generated_text(src)
+    assert _prefixes_in(src) == prefixes
+    same_lengths = tuple(b"A" * len(p) for p in prefixes)
+    neutral = replace(spec, filters=(PrefixFilter(cls.loc, Reg("rcx"), ArgKind.S32, same_lengths),))
+    assert re.sub(r"\^ \d+ULL", "^ N", src) == re.sub(r"\^ \d+ULL", "^ N", render([neutral]).source)
 
 
 # --- Random specs: the C struct layout matches the decoder's struct format ---------------------------

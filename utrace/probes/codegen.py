@@ -176,6 +176,7 @@ def _prefix_filter(em: _Emitter, f: PrefixFilter) -> None:
     if not f.prefixes or any(not p or len(p) > PREFIX_MAX for p in f.prefixes):
         raise CodegenError(f"prefixes must be 1 to {PREFIX_MAX} bytes")
     size = max(len(p) for p in f.prefixes)
+    words = (size + 7) // 8
     p = em.value(f.loc)
     ln = em.value(f.length)
     ltype = _C_INT.get(f.length_kind, "s64")
@@ -183,12 +184,22 @@ def _prefix_filter(em: _Emitter, f: PrefixFilter) -> None:
     em.emit(f"s64 {want} = (s64)({ltype}){ln};")
     em.emit(f"if ({p} == 0 || {want} <= 0) return 0;")
     em.emit(f"u64 {k} = {want} > {size} ? {size} : (u64){want};")
-    em.emit(f"u8 {buf}[{size}] = {{}};")
+    em.emit(f"u64 {buf}[{words}] = {{}};")
     em.emit(f"if (bpf_probe_read_user({buf}, {k}, (void *){p}) < 0) return 0;")
     em.emit(f"int {ok} = 0;")
     for prefix in f.prefixes:
-        test = " && ".join([f"{want} >= {len(prefix)}"] + [f"{buf}[{i}] == {b}" for i, b in enumerate(prefix)])
-        em.emit(f"if ({test}) {ok} = 1;")
+        # Eight bytes at a time (little-endian words, the last one masked), folded with XOR/OR into one
+        # test per prefix: a `==` per byte is a branch in BPF, and the verifier walks the branches of
+        # several prefixes as separate states (two 16-byte prefixes exceeded its limit, E2BIG), while
+        # one term per byte made clang spill past the 512-byte stack.
+        terms = []
+        for i in range(0, len(prefix), 8):
+            chunk = prefix[i : i + 8]
+            word = f"{buf}[{i // 8}]"
+            if len(chunk) < 8:
+                word = f"({word} & {_int((1 << (8 * len(chunk))) - 1)})"
+            terms.append(f"({word} ^ {_int(int.from_bytes(chunk, 'little'))})")
+        em.emit(f"if ({want} >= {len(prefix)} && ({' | '.join(terms)}) == 0) {ok} = 1;")
     em.emit(f"if (!{ok}) return 0;")
 
 

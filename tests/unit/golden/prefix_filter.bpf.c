@@ -66,11 +66,11 @@ int probe_0(struct pt_regs *ctx) {
     s64 t3 = (s64)(s32)t2;
     if (t1 == 0 || t3 <= 0) return 0;
     u64 t4 = t3 > 10 ? 10 : (u64)t3;
-    u8 t5[10] = {};
+    u64 t5[2] = {};
     if (bpf_probe_read_user(t5, t4, (void *)t1) < 0) return 0;
     int t6 = 0;
-    if (t3 >= 4 && t5[0] == 68 && t5[1] == 101 && t5[2] == 109 && t5[3] == 111) t6 = 1;
-    if (t3 >= 10 && t5[0] == 106 && t5[1] == 97 && t5[2] == 118 && t5[3] == 97 && t5[4] == 47 && t5[5] == 117 && t5[6] == 116 && t5[7] == 105 && t5[8] == 108 && t5[9] == 47) t6 = 1;
+    if (t3 >= 4 && (((t5[0] & 4294967295ULL) ^ 1869440324ULL)) == 0) t6 = 1;
+    if (t3 >= 10 && ((t5[0] ^ 7598827317639930218ULL) | ((t5[1] & 65535ULL) ^ 12140ULL)) == 0) t6 = 1;
     if (!t6) return 0;
     u64 now = bpf_ktime_get_ns();
     struct event_0 *e = events.ringbuf_reserve(sizeof(struct event_0));
