@@ -185,7 +185,7 @@ def _contents(
         sem = addrs[".probes"] + p.semaphore - prelink_shift if p.semaphore is not None else 0
         words = (pc, addrs[".stapsdt.base"] - prelink_shift, sem)
         desc = struct.pack("<QQQ", *(w & MASK64 for w in words))
-        desc += b"\0".join(s.encode() for s in (p.provider, p.name, p.args)) + b"\0"
+        desc += b"\0".join(s.encode("utf-8", "surrogateescape") for s in (p.provider, p.name, p.args)) + b"\0"
         notes += _note(b"stapsdt\0", 3, desc)
     c[".note.stapsdt"] = notes
     for table, strname, syms in ((".symtab", ".strtab", symtab), (".dynsym", ".dynstr", dynsym)):

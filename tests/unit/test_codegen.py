@@ -6,6 +6,7 @@ with `UTRACE_UPDATE_GOLDEN=1 pytest tests/unit/test_codegen.py` and review the d
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -555,6 +556,62 @@ def test_filter_prefixes_reach_c_only_as_numbers(prefixes):
     same_lengths = tuple(b"A" * len(p) for p in prefixes)
     neutral = replace(spec, filters=(PrefixFilter(cls.loc, Reg("rcx"), ArgKind.S32, same_lengths),))
     assert re.sub(r"\^ \d+ULL", "^ N", src) == re.sub(r"\^ \d+ULL", "^ N", render([neutral]).source)
+
+
+_C_WORD = re.compile(r"\b[A-Za-z_]\w*")
+_NUMBERED = re.compile(r"(?:t|f|probe_|event_)\d+(?:_len|_flags)?")
+_GOLDEN_WORDS = {w for path in GOLDEN.glob("*.bpf.c") for w in _C_WORD.findall(path.read_text())}
+# Strings as an ELF file holds them: any bytes but NUL, UTF-8 or not (elfgen writes str with surrogateescape).
+_ELF_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=24
+) | (st.binary(min_size=1, max_size=24).map(lambda b: b.replace(b"\0", b"?").decode("utf-8", "surrogateescape")))
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield tmp_path_factory.mktemp("elves")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    symbols=st.lists(_ELF_TEXT | st.sampled_from([h for h in HOSTILE if "\x00" not in h]), min_size=1, max_size=6),
+    notes=st.lists(st.tuples(_ELF_TEXT, _ELF_TEXT, _ELF_TEXT | st.just("")), max_size=3),
+    ret=st.booleans(),
+)
+def test_names_from_a_binary_never_reach_c(private_cache, symbols, notes, ret):
+    """The whole `--dump-bpf` path on an ELF file whose symbol names, USDT providers, names and argument
+    specs are arbitrary text: every word of the C is one the generator writes (the golden programs'
+    words and numbered names), never one of the file's."""
+    from tests.unit.elfgen import Probe, Sym, build_elf
+    from utrace.errors import UtraceError
+    from utrace.runtimes.base import TraceRequest
+    from utrace.session import SessionOptions, build
+
+    elf = build_elf(
+        symtab=[Sym(n, 0x10 * i) for i, n in enumerate(symbols)],
+        probes=[Probe(prov, name, 0x10 * i, spec) for i, (prov, name, spec) in enumerate(notes)],
+        build_id=os.urandom(20),  # the symbol cache is keyed by build-id
+        text_size=0x100,
+    )
+    path = elf.write(private_cache / f"elf-{next(_ELF_NAMES)}")
+    built = 0
+    for probes in (("*",), ("*:*",), tuple(symbols[:2])):
+        try:
+            _t, _plan, program = build(
+                TraceRequest(runtime="native", binary=path, probes=probes, ret=ret), SessionOptions()
+            )
+        except UtraceError:
+            continue
+        built += 1
+        _assert_only_generated_text(program.source)
+        words = set(_C_WORD.findall(program.source))
+        assert {w for w in words - _GOLDEN_WORDS if not _NUMBERED.fullmatch(w)} == set()
+    assert built  # '*' matches the functions at least
+
+
+_ELF_NAMES = itertools.count()
 
 
 # --- Random specs: the C struct layout matches the decoder's struct format ---------------------------
