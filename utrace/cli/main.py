@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import click
 
 from utrace import __version__
+from utrace.cli import completion as comp
 from utrace.errors import UtraceError
 
 INTERNAL_ERROR = 70
@@ -21,9 +22,11 @@ def cli() -> None:
 
 
 @cli.command("list")
-@click.argument("target", required=False)
-@click.argument("pattern", required=False)
-@click.option("--pid", "-p", type=int, help="List every module mapped by this process.")
+@click.argument("target", required=False, shell_complete=comp.complete_list_target)
+@click.argument("pattern", required=False, shell_complete=comp.complete_list_pattern)
+@click.option(
+    "--pid", "-p", type=int, help="List every module mapped by this process.", shell_complete=comp.complete_pid
+)
 @click.option("--usdt", "only_usdt", is_flag=True, help="Only USDT probes.")
 @click.option("--functions", "only_functions", is_flag=True, help="Only functions.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -94,7 +97,8 @@ STACK_DEPTH = 64  # frames captured per event with --stack
 
 def _trace_options(f: Any) -> Any:
     options = [
-        click.option("--pid", "-p", type=int, help="Trace only this running process."),
+        click.option("--pid", "-p", type=int, help="Trace only this running process.",
+                     shell_complete=comp.complete_pid),
         click.option("--ret", is_flag=True, help="Also trace returns (value and latency)."),
         click.option("--json", "as_json", is_flag=True, help="JSON lines (schema in the README): --format json."),
         click.option("--format", "fmt", type=click.Choice(["text", "json", "perfetto"]), default=None,
@@ -277,7 +281,7 @@ def _binary_and_probes(args: tuple[str, ...], opts: dict[str, Any]) -> tuple[str
 
 
 @cli.command("native")
-@click.argument("args", nargs=-1, required=True)
+@click.argument("args", nargs=-1, required=True, shell_complete=comp.complete_binary_then_probes("native"))
 @_trace_options
 def native_cmd(args: tuple[str, ...], **opts: Any) -> None:
     """Trace functions of any C, C++ or Rust program.
@@ -292,8 +296,12 @@ def native_cmd(args: tuple[str, ...], **opts: Any) -> None:
 
 
 @cli.command("node")
-@click.argument("probes", nargs=-1, required=True)
-@click.option("--binary", help="The node executable (default: from --pid, the command, or PATH).")
+@click.argument("probes", nargs=-1, required=True, shell_complete=comp.complete_node_probes)
+@click.option(
+    "--binary",
+    help="The node executable (default: from --pid, the command, or PATH).",
+    shell_complete=comp.complete_file,
+)
 @_trace_options
 def node_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
     """Trace libuv and node C++ functions in Node.js.
@@ -307,7 +315,7 @@ def node_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
 
 
 @cli.command("go")
-@click.argument("args", nargs=-1, required=True)
+@click.argument("args", nargs=-1, required=True, shell_complete=comp.complete_binary_then_probes("go"))
 @_trace_options
 def go_cmd(args: tuple[str, ...], **opts: Any) -> None:
     """Trace Go functions: arguments by name and type, returns without uretprobes.
@@ -323,9 +331,9 @@ def go_cmd(args: tuple[str, ...], **opts: Any) -> None:
 
 
 @cli.command("java")
-@click.argument("probes", nargs=-1, required=True)
+@click.argument("probes", nargs=-1, required=True, shell_complete=comp.complete_java_probes)
 @click.option("--binary", help="libjvm.so, a java launcher or a JAVA_HOME (default: from --pid, the command, "
-              "JAVA_HOME or PATH).")  # fmt: skip
+              "JAVA_HOME or PATH).", shell_complete=comp.complete_file)  # fmt: skip
 @_trace_options
 def java_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
     """Trace HotSpot's USDT probes in a JVM (`utrace jvm` is the same command).
@@ -349,6 +357,19 @@ def java_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
 
 
 cli.add_command(java_cmd, "jvm")
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(comp.SHELLS))
+def completion_cmd(shell: str) -> None:
+    """Print the completion script for SHELL: commands, options, probe names of the BINARY on the line.
+
+    \b
+      eval "$(utrace completion bash)"        # in ~/.bashrc
+      eval "$(utrace completion zsh)"         # in ~/.zshrc
+      utrace completion fish > ~/.config/fish/completions/utrace.fish
+    """
+    sys.stdout.write(comp.script(cli, shell))
 
 
 @cli.command("doctor")
