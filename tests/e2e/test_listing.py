@@ -122,6 +122,27 @@ def test_warm_cache_is_used(tmp_path: Path, fixtures_built: Path) -> None:
     assert first == second
 
 
+def test_stripped_copy_is_listed_as_itself_from_a_shared_cache(tmp_path: Path, fixtures_built: Path) -> None:
+    """strip keeps the GNU build-id: after listing sdt_demo, its stripped copy must still be listed as what
+    readelf finds in it (its .dynsym only), not served sdt_demo's cached table, and the other way round."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    full, stripped = str(fixtures_built / "c" / "sdt_demo"), str(fixtures_built / "c" / "sdt_demo-stripped")
+
+    def listed(path: str) -> set[tuple[str, int]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "utrace", "list", path, "--functions", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
+        return {(r["name"], r["address"]) for r in map(json.loads, out.splitlines())}
+
+    for path in (full, stripped, full, stripped):
+        assert listed(path) == {(name, address) for name, address, _size in readelf_functions(path)}, path
+    assert listed(full) != listed(stripped)
+
+
 def _wait_for(pattern: str, where: Path, timeout: float = 30.0) -> list[Path]:
     """Cache files of a big listing are written by a detached process: wait for them to appear."""
     import time

@@ -41,7 +41,7 @@ def test_second_call_is_served_from_cache(tmp_path, cache_home, monkeypatch):
     first = index.symbols_for(path, on_cold=cold.append)
     assert cold == [path]
     files = os.listdir(cache_home)
-    assert files == [f"symbols-v{index._FORMAT}-buildid-{'ab' * 20}.marshal"]
+    assert files == [f"symbols-v{index._FORMAT}-buildid-{'ab' * 20}-{os.path.getsize(path)}.marshal"]
     monkeypatch.setattr(index, "read_symbols", _fail)
     second = index.symbols_for(path, on_cold=cold.append)
     assert cold == [path]  # no second cold read
@@ -59,6 +59,16 @@ def test_cache_is_shared_by_build_id_and_module_is_the_callers_path(tmp_path, ca
     index.symbols_for(a)
     monkeypatch.setattr(index, "read_symbols", _fail)
     assert index.symbols_for(b).module == b
+
+
+def test_a_stripped_copy_with_the_same_build_id_is_not_served_the_original(tmp_path, cache_home):
+    """strip keeps the build-id: the unstripped file's table must not answer for the stripped one."""
+    full = build_elf(symtab=SYMS, build_id=b"\xcd" * 20).write(tmp_path / "full")
+    stripped = build_elf(symtab=[], build_id=b"\xcd" * 20).write(tmp_path / "stripped")
+    assert os.path.getsize(full) != os.path.getsize(stripped)
+    assert len(index.symbols_for(full)) > 0
+    assert len(index.symbols_for(stripped)) == 0
+    assert len(index.symbols_for(full)) > 0  # and the other way round, from the cache
 
 
 def test_without_build_id_keyed_by_file(tmp_path, cache_home, monkeypatch):

@@ -3,7 +3,8 @@
 A cold read of node (about 86k distinct functions, 66k C++ names to demangle) is dominated by
 demangling; the cache stores the finished columns with `marshal`, the fastest (de)serialiser in the
 standard library for lists of str and int, so a warm listing only reads one file. Files without a
-build-id are keyed by path, size and mtime instead.
+build-id are keyed by path, size and mtime instead; a build-id is paired with the file's size, because a
+stripped copy keeps the build-id of the file it was stripped from.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ _FORMAT = 3  # 3: a CRC-32 of the marshal data precedes it
 
 
 def _key(path: str, build_id: str | None) -> str:
-    if build_id:
-        return f"buildid-{build_id}"
     st = os.stat(path)
+    if build_id:
+        # `strip` and `objcopy` keep the build-id and drop symbols: the size tells those copies apart
+        return f"buildid-{build_id}-{st.st_size}"
     raw = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode()
     return "file-" + hashlib.sha1(raw).hexdigest()
 
