@@ -56,8 +56,8 @@ def load_test() -> tuple[bool, str]:
         bcc = _import_bcc()
         err = io.StringIO()
         with redirect_stderr(err):
-            b = bcc.BPF(text=_TEST_PROGRAM)
-            b.load_func("utrace_probe", bcc.BPF.KPROBE)
+            b = bcc.BPF(text=_TEST_PROGRAM.encode())
+            b.load_func(b"utrace_probe", bcc.BPF.KPROBE)
             b.cleanup()
     except Exception as e:
         first = (str(e) or type(e).__name__).splitlines()[0]
@@ -209,8 +209,9 @@ class Tracer:
         err = io.StringIO()
         try:
             with redirect_stderr(err):
-                self._bpf = bcc.BPF(text=self.program.source)
-                self._progs = [self._bpf.load_func(fn, bcc.BPF.KPROBE) for fn in self.program.functions]
+                # bytes: bcc takes str too, with a DeprecationWarning that carries the whole source
+                self._bpf = bcc.BPF(text=self.program.source.encode())
+                self._progs = [self._bpf.load_func(fn.encode(), bcc.BPF.KPROBE) for fn in self.program.functions]
         except Exception as e:
             detail = _first_error(err.getvalue()) or str(e).splitlines()[0]
             if "headers" in detail or "kconfig.h" in detail:

@@ -235,7 +235,6 @@ def _load_maps(proc: _Process) -> None:
     except OSError:
         proc.loaded = time.monotonic()
         return
-    keys: dict[str, tuple[int, int] | None] = {}
     mappings: list[_Mapping] = []
     for line in text.splitlines():
         parts = line.split(None, 5)
@@ -244,6 +243,8 @@ def _load_maps(proc: _Process) -> None:
         try:
             lo, hi = (int(x, 16) for x in parts[0].split("-", 1))
             offset = int(parts[2], 16)
+            major, minor = (int(x, 16) for x in parts[3].split(":", 1))
+            inode = int(parts[4])
         except ValueError:
             continue
         name = parts[5].removesuffix(" (deleted)") if len(parts) == 6 else ""
@@ -251,13 +252,9 @@ def _load_maps(proc: _Process) -> None:
         host = ""
         if name.startswith("/"):
             host = root + name
-            if name not in keys:
-                try:
-                    st = os.stat(host)
-                    keys[name] = (st.st_dev, st.st_ino)
-                except OSError:
-                    keys[name] = None
-            key = keys[name]
+            # the file's identity as the kernel gives it in the maps: no stat that fails once the
+            # process is gone (its /proc/PID/root goes with it)
+            key = (os.makedev(major, minor), inode) if inode else None
         mappings.append(_Mapping(lo, hi, offset, name, key, host))
     mappings.sort(key=lambda m: m.start)
     proc.mappings = mappings
