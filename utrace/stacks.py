@@ -24,6 +24,7 @@ from utrace.target import namespace_pid
 
 PERF_MAP_MODULE = "[perf-map]"
 _RELOAD_S = 0.1  # re-read a process's maps at most this often when an address is not in them
+_WATCH_S = 1.0  # how often `watch` re-reads the maps of a process that resolves fine
 _PERF_MAP_RETRY_S = 0.02  # look for a perf map that was not there (the runtime writes it once started)
 _CACHE_MAX = 1 << 20
 
@@ -111,9 +112,12 @@ class Symbolizer:
         proc.placed[path] = (table, address - vaddr, display) if table is not None and vaddr is not None else None
 
     def watch(self, pid: int) -> None:
-        """Re-read a traced process's maps (at most every 0.1 s) and open its perf map once there is one,
-        so that what it maps and names is known even if it exits before its events are read."""
-        self._process(pid, reload=True)
+        """Read a traced process's maps early (then again once a second) and open its perf map once there
+        is one, so that what it maps and names is known even if it exits before its events are read.
+        (An address that is not in the maps read so far re-reads them anyway, see `_resolve`.)"""
+        proc = self._procs.get(pid)
+        if proc is None or time.monotonic() - proc.loaded >= _WATCH_S:
+            self._process(pid, reload=True)
 
     def stack(self, pid: int, frames: tuple[Frame, ...], *, after_return: bool = False) -> tuple[Frame, ...]:
         """The frames of a raw stack of `pid` with functions and modules filled in.

@@ -66,6 +66,19 @@ def own_frames(stack: list[dict[str, object]], module: str) -> list[tuple[str, i
     ]
 
 
+def _release_until(prog: subprocess.Popen[str], bg: Background, *, lines: int, last: str) -> tuple[str, str, int]:
+    """Let a waiting fixture run, read its `lines` lines (the last one `last`), keep it alive a second
+    while utrace decodes the events, let it exit, and return utrace's (stdout, stderr, exit code)."""
+    assert prog.stdout is not None
+    release(prog)
+    got = [prog.stdout.readline() for _ in range(lines)]
+    assert got[-1].strip() == last, got
+    time.sleep(1)
+    release(prog)
+    prog.wait(timeout=30)
+    return bg.finish()
+
+
 def test_cpp_stack_equals_gdb_backtrace(fixtures_built: Path, tmp_path: Path) -> None:
     exe = fixtures_built / "cpp" / "stack"
     need(exe.exists(), f"{exe} not built")
@@ -77,14 +90,7 @@ def test_cpp_stack_equals_gdb_backtrace(fixtures_built: Path, tmp_path: Path) ->
     try:
         bg = Background("native", "--pid", str(prog.pid), "leaf_work", "--stack", "--ret", "--json")
         bg.wait_attached()
-        release(prog)
-        assert prog.stdout is not None
-        lines = [prog.stdout.readline() for _ in range(3)]
-        assert lines[-1].strip() == "done", lines
-        time.sleep(1)  # the events are decoded while the program still runs
-        release(prog)
-        prog.wait(timeout=30)
-        out, err, rc = bg.finish()
+        out, err, rc = _release_until(prog, bg, lines=3, last="done")
     finally:
         if prog.poll() is None:
             prog.kill()
@@ -221,12 +227,7 @@ def test_java_compiled_frames_from_jcmd_perfmap(fixtures_built: Path, tmp_path: 
         assert Path(perf_map).read_text().startswith("0x")  # HotSpot writes 0x-prefixed addresses
         bg = Background("native", "--pid", str(pid), "JVM_Sleep", "--stack", "--json")
         bg.wait_attached()
-        release(prog)
-        assert prog.stdout.readline().strip() == f"slept {rounds}"
-        time.sleep(1)
-        release(prog)
-        prog.wait(timeout=30)
-        out, err, rc = bg.finish()
+        out, err, rc = _release_until(prog, bg, lines=1, last=f"slept {rounds}")
     finally:
         if prog.poll() is None:
             prog.kill()
