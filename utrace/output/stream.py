@@ -20,6 +20,7 @@ pointers are integers, unavailable values are strings starting with "<unavailabl
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections import Counter
@@ -27,6 +28,7 @@ from dataclasses import replace
 from typing import TextIO
 
 from utrace.model import Event, Target
+from utrace.output.lines import shared, write_lines
 from utrace.probes.decode import Pointer, Rendered, StringValue
 from utrace.runtimes.base import Plan
 from utrace.session import Summary
@@ -122,15 +124,18 @@ class _Buffered:
         self.out = out
         self.err = err or sys.stderr
         self.buf: list[str] = []
+        self.whole_lines = shared(out)  # a launched program may write to the same pipe
+
+    def write(self, text: str) -> None:
+        write_lines(self.out, text, self.whole_lines)
 
     def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
         announce(self.err, target, plan, attached, launched)
 
     def flush(self) -> None:
         if self.buf:
-            self.out.write("\n".join(self.buf) + "\n")
+            self.write("\n".join(self.buf) + "\n")
             self.buf.clear()
-            self.out.flush()
 
     def lost(self, total: int) -> None:
         self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
@@ -186,7 +191,9 @@ class TextReporter(_Buffered):
         from rich.table import Table
 
         if summary.counts:
-            write_aggregates(self.out, summary)
+            text = io.StringIO()
+            write_aggregates(text, summary)
+            self.write(text.getvalue())
             summary = replace(summary, per_probe=Counter())  # already shown, per process
 
         console = Console(file=self.err, highlight=False)
@@ -263,13 +270,14 @@ class JsonReporter(_Buffered):
         self.flush()
         from utrace.probes.codegen import slot_range
 
+        lines = []
         for probe, pid, n in _by_count(summary.counts):
-            self.out.write(self._dumps({"kind": "count", "probe": probe, "pid": pid, "count": n}) + "\n")
+            lines.append(self._dumps({"kind": "count", "probe": probe, "pid": pid, "count": n}))
         for (probe, pid), buckets in sorted(summary.hist.items()):
             rows = [{"low": slot_range(k)[0], "high": slot_range(k)[1], "count": buckets[k]} for k in sorted(buckets)]
             obj = {"kind": "hist", "probe": probe, "pid": pid, "unit": "ns", "count": sum(buckets.values())}
-            self.out.write(self._dumps({**obj, "buckets": rows}) + "\n")
-        self.out.write(
+            lines.append(self._dumps({**obj, "buckets": rows}))
+        lines.append(
             self._dumps(
                 {
                     "kind": "summary",
@@ -282,6 +290,5 @@ class JsonReporter(_Buffered):
                     "attached": summary.attached,
                 }
             )
-            + "\n"
         )
-        self.out.flush()
+        self.write("\n".join(lines) + "\n")

@@ -1,0 +1,64 @@
+"""utrace.output.lines: text for a shared pipe goes out in whole lines of at most PIPE_BUF bytes."""
+
+from __future__ import annotations
+
+import io
+import os
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from utrace.output.lines import PIPE_BUF, shared, write_lines
+
+
+class Writes(io.RawIOBase):
+    """A raw file that records each write() it is given, as a pipe would see the syscalls."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.calls.append(bytes(b))
+        return len(b)
+
+
+def _text_out() -> tuple[io.TextIOWrapper, Writes]:
+    raw = Writes()
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8"), raw
+
+
+LINE_CHARS = st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",))
+
+
+@given(st.lists(st.text(alphabet=LINE_CHARS, max_size=9000), min_size=1, max_size=60))
+def test_whole_lines_in_writes_of_at_most_pipe_buf(lines: list[str]) -> None:
+    out, raw = _text_out()
+    text = "\n".join(lines) + "\n"
+    write_lines(out, text, whole=True)
+    assert b"".join(raw.calls) == text.encode()
+    for call in raw.calls:
+        assert call.endswith(b"\n")
+        # a write longer than PIPE_BUF is only ever one line that is itself that long
+        assert len(call) <= PIPE_BUF or call.count(b"\n") == 1
+
+
+def test_many_short_lines_are_batched_not_written_one_by_one() -> None:
+    out, raw = _text_out()
+    lines = [f'{{"kind": "call", "n": {i}}}' for i in range(5000)]
+    write_lines(out, "\n".join(lines) + "\n", whole=True)
+    assert len(raw.calls) < 5000 // 50
+    assert max(len(c) for c in raw.calls) <= PIPE_BUF
+
+
+def test_pipes_and_terminals_are_shared_regular_files_are_not(tmp_path: os.PathLike[str]) -> None:
+    r, w = os.pipe()
+    with open(w, "w") as pipe_out, open(os.path.join(tmp_path, "f"), "w") as file_out:
+        assert shared(pipe_out)
+        assert not shared(file_out)
+    os.close(r)
+    assert not shared(io.StringIO())
+    with open(os.devnull, "w") as null:
+        assert not shared(null)  # benchmarks write there: no reason to cut writes
