@@ -1,7 +1,8 @@
 """The only module that imports bcc: compile, load, attach, poll, detach.
 
-bcc compiles the generated C and loads each function. Attaching does not go through bcc: utrace calls
-`perf_event_open` on the kernel's uprobe PMU itself, because
+bcc compiles the generated C; its instructions and map definitions are cached and loaded by
+`utrace.bpfsys` (a warm start skips libbcc and clang). Attaching does not go through bcc either:
+utrace calls `perf_event_open` on the kernel's uprobe PMU itself, because
   * bcc 0.26's Python prototype of `bpf_attach_uprobe` drops `ref_ctr_offset` (bcc#5236), which
     USDT semaphores need;
   * a PMU-created uprobe lives exactly as long as its file descriptor: nothing is written to
@@ -12,19 +13,23 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import io
+import marshal
 import os
 import platform
 import struct
 import sys
 from collections.abc import Callable
 from contextlib import redirect_stderr
+from pathlib import Path
 from typing import Any
 
-from utrace import kernel
+from utrace import bpfsys, kernel
+from utrace.cache import cache_dir, read_sealed, seal, write_jobs
 from utrace.errors import EnvironmentProblem, TracingError
 from utrace.model import ProbeKind
-from utrace.probes.codegen import BpfProgram
+from utrace.probes.codegen import AGG_KEY, BpfProgram
 
 
 def _import_bcc() -> Any:
@@ -185,38 +190,158 @@ def _attach_prog(perf_fd: int, prog_fd: int) -> None:
         raise TracingError(f"cannot enable the uprobe: {os.strerror(err)}")
 
 
+_COMPILED_FORMAT = 1
+
+
+def _compiled_cache_file(source: str) -> Path:
+    """Where the compiled form of `source` is kept: the text, the kernel it was built against, the format."""
+    uname = os.uname()
+    digest = hashlib.sha256(f"{_COMPILED_FORMAT}\0{uname.release}\0{uname.machine}\0{source}".encode()).hexdigest()
+    return cache_dir() / f"bpf-v{_COMPILED_FORMAT}-{digest[:40]}.marshal"
+
+
+def _cached_compiled(source: str) -> bpfsys.Compiled | None:
+    """The cached compiled form, if there is one that only this user could have written.
+
+    A cached program is loaded into the kernel with this process's privileges, so a file (or its
+    directory) that someone else owns or may write is ignored and the program compiled anew.
+    """
+    file = _compiled_cache_file(source)
+    try:
+        for st in (os.stat(file.parent), os.stat(file)):
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None
+    except OSError:
+        return None
+    body = read_sealed(file)
+    if body is None:
+        return None
+    try:
+        return bpfsys.Compiled.from_plain(marshal.loads(body))
+    except (ValueError, TypeError, KeyError, EOFError):
+        return None
+
+
+def compile_program(source: str, functions: list[str]) -> bpfsys.Compiled:
+    """Compile with bcc (clang) and take its instructions and map definitions; bcc's maps are closed.
+
+    Raises:
+        EnvironmentProblem: no kernel headers, bcc missing, or bcc's compiler says headers are wrong.
+        TracingError: the program did not compile (the compiler's first error).
+    """
+    headers = kernel.prepare_bcc_headers()
+    if not headers.path:
+        raise EnvironmentProblem(f"no kernel headers for bcc to compile with ({headers.how}); run `utrace doctor`")
+    try:
+        bcc = _import_bcc()
+    except Exception as e:
+        raise EnvironmentProblem(f"bcc is not importable ({e}); install python3-bpfcc (see `utrace doctor`)") from None
+    err = io.StringIO()
+    bpf: Any = None
+    try:
+        with redirect_stderr(err):
+            # bytes: bcc takes str too, with a DeprecationWarning that carries the whole source
+            bpf = bcc.BPF(text=source.encode())
+            return _extract(bpf, functions)
+    except Exception as e:
+        detail = _first_error(err.getvalue()) or str(e).splitlines()[0]
+        if "headers" in detail or "kconfig.h" in detail:
+            raise EnvironmentProblem(f"bcc cannot compile: {detail} (run `utrace doctor`)") from None
+        raise TracingError(f"the BPF program did not compile: {detail}") from None
+    finally:
+        if bpf is not None:
+            with redirect_stderr(io.StringIO()):
+                try:
+                    bpf.cleanup()
+                except Exception:
+                    pass
+
+
+def _bcc_lib(bcc_lib: Any) -> Any:
+    """Our own handle on libbcc (same library), with the prototypes of the calls used here."""
+    lib = ctypes.CDLL(bcc_lib._name)
+    vp, cp, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
+    protos = {
+        "bpf_function_start": (vp, [vp, cp]),
+        "bpf_function_size": (sz, [vp, cp]),
+        "bpf_module_license": (cp, [vp]),
+        "bpf_module_kern_version": (ctypes.c_uint, [vp]),
+        "bpf_num_tables": (sz, [vp]),
+        "bpf_table_name": (cp, [vp, sz]),
+        "bpf_table_fd_id": (ctypes.c_int, [vp, sz]),
+        "bpf_table_type_id": (ctypes.c_int, [vp, sz]),
+        "bpf_table_max_entries_id": (sz, [vp, sz]),
+        "bpf_table_flags_id": (ctypes.c_int, [vp, sz]),
+        "bpf_table_key_size_id": (sz, [vp, sz]),
+        "bpf_table_leaf_size_id": (sz, [vp, sz]),
+    }
+    for name, (res, args) in protos.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+def _extract(bpf: Any, functions: list[str]) -> bpfsys.Compiled:
+    import bcc.libbcc
+
+    lib = _bcc_lib(bcc.libbcc.lib)
+    mod = bpf.module
+    maps: list[bpfsys.MapSpec] = []
+    index_of_fd: dict[int, int] = {}
+    for i in range(int(lib.bpf_num_tables(mod))):
+        fd = int(lib.bpf_table_fd_id(mod, i))
+        name = (lib.bpf_table_name(mod, i) or b"").decode()
+        index_of_fd[fd] = len(maps)
+        kind, key = int(lib.bpf_table_type_id(mod, i)), int(lib.bpf_table_key_size_id(mod, i))
+        value, entries = int(lib.bpf_table_leaf_size_id(mod, i)), int(lib.bpf_table_max_entries_id(mod, i))
+        maps.append(bpfsys.MapSpec(name, kind, key, value, entries, int(lib.bpf_table_flags_id(mod, i))))
+    out = []
+    for fn in functions:
+        start = lib.bpf_function_start(mod, fn.encode())
+        if not start:
+            raise TracingError(f"bcc produced no function {fn}")
+        insns = ctypes.string_at(start, int(lib.bpf_function_size(mod, fn.encode())))
+        relocs = []
+        for at, fd in bpfsys.map_references(insns):
+            if fd not in index_of_fd:
+                raise TracingError(f"{fn} refers to a map utrace did not declare (fd {fd})")
+            relocs.append((at, index_of_fd[fd]))
+        out.append(bpfsys.Function(fn, insns, tuple(relocs)))
+    license = (lib.bpf_module_license(mod) or b"GPL").decode()
+    return bpfsys.Compiled(tuple(maps), tuple(out), license, int(lib.bpf_module_kern_version(mod)))
+
+
 class Tracer:
-    """A loaded program and its attached probes. Use as a context manager: exit always detaches."""
+    """A loaded program and its attached probes. Use as a context manager: exit always detaches.
+
+    bcc compiles (once per program text and kernel: the result is cached, see `bpfsys`); maps,
+    programs, attaching and reading are utrace's own system calls.
+    """
 
     def __init__(self, program: BpfProgram) -> None:
         self.program = program
-        self._bpf: Any = None
+        self._loaded: bpfsys.Loaded | None = None
+        self._ring: bpfsys.RingBuffer | None = None
+        self._on_record: Callable[[bytes], None] | None = None
         self._fds: list[int] = []
         self.attached = 0
+        self.from_cache = False
 
     def load(self) -> None:
-        """Compile and load. Raises EnvironmentProblem/TracingError with the compiler's first error."""
-        headers = kernel.prepare_bcc_headers()
-        if not headers.path:
-            raise EnvironmentProblem(f"no kernel headers for bcc to compile with ({headers.how}); run `utrace doctor`")
+        """Compile (or take the cached compiled form) and load. Raises EnvironmentProblem/TracingError."""
         kernel.ensure_tracefs()
+        source = self.program.source
+        compiled = _cached_compiled(source)
+        self.from_cache = compiled is not None
+        if compiled is None:
+            compiled = compile_program(source, self.program.functions)
+            write_jobs([(_compiled_cache_file(source), lambda: seal(marshal.dumps(compiled.to_plain())))])
         try:
-            bcc = _import_bcc()
-        except Exception as e:
-            raise EnvironmentProblem(
-                f"bcc is not importable ({e}); install python3-bpfcc (see `utrace doctor`)"
-            ) from None
-        err = io.StringIO()
-        try:
-            with redirect_stderr(err):
-                # bytes: bcc takes str too, with a DeprecationWarning that carries the whole source
-                self._bpf = bcc.BPF(text=self.program.source.encode())
-                self._progs = [self._bpf.load_func(fn.encode(), bcc.BPF.KPROBE) for fn in self.program.functions]
-        except Exception as e:
-            detail = _first_error(err.getvalue()) or str(e).splitlines()[0]
-            if "headers" in detail or "kconfig.h" in detail:
-                raise EnvironmentProblem(f"bcc cannot compile: {detail} (run `utrace doctor`)") from None
-            raise TracingError(f"the BPF program did not compile or load: {detail}") from None
+            self._loaded = bpfsys.load(compiled)
+        except bpfsys.BpfError as e:
+            raise TracingError(f"the BPF program did not load: {e.strerror}") from None
+        if self.program.options.pid is not None:
+            self._loaded.maps["target"].update(struct.pack("<I", 0), struct.pack("<I", self.program.options.pid))
 
     def attach(self, pid: int | None) -> None:
         pmu = kernel.uprobe_pmu_type()
@@ -230,7 +355,8 @@ class Tracer:
                 f"{gated[0]} is semaphore-gated and this kernel cannot count USDT semaphores "
                 "(uprobe ref_ctr_offset needs Linux >= 4.20)"
             )
-        for spec, prog in zip(self.program.specs, self._progs, strict=True):
+        assert self._loaded is not None, "load() first"
+        for spec, prog_fd in zip(self.program.specs, self._loaded.programs, strict=True):
             fd = open_uprobe(
                 pmu,
                 spec.module,
@@ -240,49 +366,45 @@ class Tracer:
                 ref_ctr_offset=spec.ref_ctr_offset,
             )
             self._fds.append(fd)
-            _attach_prog(fd, prog.fd)
+            _attach_prog(fd, prog_fd)
             self.attached += 1
 
     def open_ring(self, callback: Callable[[bytes], None]) -> None:
-        string_at = ctypes.string_at
+        assert self._loaded is not None, "load() first"
+        self._ring = bpfsys.RingBuffer(self._loaded.maps["events"])
+        self._on_record = callback
 
-        def _cb(_ctx: Any, data: Any, size: int) -> int:
-            callback(string_at(data, size))
-            return 0
-
-        self._ring_cb = _cb
-        self._bpf["events"].open_ring_buffer(_cb)
+    def watch(self, fd: int) -> None:
+        """Let `poll` return early when `fd` (a pidfd) becomes readable."""
+        if self._ring is not None:
+            self._ring.watch(fd)
 
     def poll(self, timeout_ms: int) -> None:
         """Wait up to `timeout_ms` for a wakeup, then read everything there: events are submitted
         without waking the reader for each one (see codegen's prelude), so a timeout is the usual way
         in and a wakeup the exception."""
-        self._bpf.ring_buffer_poll(timeout_ms)
-        self._bpf.ring_buffer_consume()
+        assert self._ring is not None and self._on_record is not None, "open_ring() first"
+        self._ring.wait(timeout_ms / 1000)
+        self._ring.consume(self._on_record)
 
     def drain(self) -> None:
-        self._bpf.ring_buffer_consume()
+        if self._ring is not None and self._on_record is not None:
+            self._ring.consume(self._on_record)
 
     def lost(self) -> int:
-        if self._bpf is None:
+        if self._loaded is None or "lost" not in self._loaded.maps:
             return 0
-        table = self._bpf["lost"]
-        try:
-            return int(sum(int(v) for v in table[table.Key(0)]))
-        except Exception:
-            return 0
+        return self._loaded.maps["lost"].sum_u64(struct.pack("<I", 0))
 
     def aggregates(self, name: str) -> dict[tuple[int, int, int], int]:
         """The per-CPU hash `name` ({probe, pid, slot} -> count) summed over CPUs; {} if absent."""
-        if self._bpf is None:
+        if self._loaded is None or name not in self._loaded.maps:
             return {}
-        try:
-            table = self._bpf[name]
-        except KeyError:
-            return {}
+        table = self._loaded.maps[name]
         out: dict[tuple[int, int, int], int] = {}
-        for key, values in table.items():
-            out[(int(key.probe), int(key.pid), int(key.slot))] = int(sum(int(v) for v in values))
+        for key in list(table.keys()):
+            probe, pid, slot = struct.unpack_from(AGG_KEY, key)
+            out[(probe, pid, slot)] = table.sum_u64(key)
         return out
 
     def detach(self) -> None:
@@ -292,13 +414,12 @@ class Tracer:
                 os.close(fd)
             except OSError:
                 pass
-        if self._bpf is not None:
-            bpf, self._bpf = self._bpf, None
-            with redirect_stderr(io.StringIO()):
-                try:
-                    bpf.cleanup()
-                except Exception:
-                    pass
+        if self._ring is not None:
+            ring, self._ring = self._ring, None
+            ring.close()
+        if self._loaded is not None:
+            loaded, self._loaded = self._loaded, None
+            loaded.close()
 
     def __enter__(self) -> Tracer:
         return self

@@ -9,6 +9,7 @@ context manager closes every perf event, which removes the uprobes).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 from collections import Counter
@@ -174,6 +175,16 @@ class _Held:
                 pass
 
 
+def _pidfd(pid: int | None) -> int | None:
+    """A pidfd of `pid` (readable once it exits), or None (no pid, gone already, or Linux < 5.3)."""
+    if pid is None:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
 def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> Summary:
     """Trace until a stop condition; return the summary. Detaches on every path out."""
     from utrace.backend import Tracer
@@ -189,6 +200,7 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     held: _Held | None = None
+    exit_fd: int | None = None
     started = time.monotonic()
     try:
         if request.command:
@@ -246,6 +258,16 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
 
             if not aggregating:
                 tracer.open_ring(on_record)
+            exit_fd = _pidfd(watch_pid)  # readable once the target exits: no waiting out a timeout
+            if exit_fd is not None:
+                tracer.watch(exit_fd)
+
+            def nap(seconds: float) -> None:
+                if exit_fd is None:
+                    time.sleep(seconds)
+                else:
+                    select.select([exit_fd], [], [], seconds)
+
             reporter.started(target, plan, tracer.attached, held.pid if held else None)
             if held:
                 held.release()
@@ -256,7 +278,7 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             next_refresh = started + refresh
             while not stop:
                 if refresh:
-                    time.sleep(min(0.1, max(0.0, next_refresh - time.monotonic())))
+                    nap(min(0.1, max(0.0, next_refresh - time.monotonic())))
                     now = time.monotonic()
                     if now >= next_refresh:
                         next_refresh += refresh
@@ -264,7 +286,7 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                             next_refresh = now + refresh
                         reporter.snapshot(counts_now(), now - started)
                 elif aggregating:
-                    time.sleep(0.1)
+                    nap(0.1)
                 else:
                     tracer.poll(100)
                 reporter.flush()
@@ -298,6 +320,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             reporter.flush()
             summary.lost = tracer.lost()
     finally:
+        if exit_fd is not None:
+            os.close(exit_fd)
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         if held is not None and held.poll() is None:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 def _load(program: BpfProgram) -> None:
     with Tracer(program) as t:
         t.load()
-        assert t._progs and len(t._progs) == len(program.functions)
+        assert t._loaded is not None and len(t._loaded.programs) == len(program.functions)
 
 
 @pytest.mark.parametrize("text", [HOSTILE[0], HOSTILE[1], HOSTILE[4], HOSTILE[5]])

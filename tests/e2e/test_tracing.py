@@ -211,3 +211,19 @@ def test_node_debian_layout_libnode_and_system_libuv() -> None:
     assert listen[0]["args"]["type"] == "tcp"  # type: ignore[index]
     assert any(str(e["probe"]).startswith("node::TCPWrap::Listen(") for e in evs)
     assert summary["exit_code"] == 0
+
+
+def test_ring_buffer_wraps_without_losing_or_garbling_events(fixtures_built: Path, tmp_path: Path) -> None:
+    """More events than the ring holds (250,000 of 104 bytes in 16 MiB): it wraps round, records
+    that straddle its end are read whole, and the consumer position the kernel reads is never torn
+    (a byte-wise store of it made the kernel see the ring full and drop events)."""
+    hot = str(fixtures_built / "c" / "hot")
+    out = tmp_path / "ev.json"
+    n = 250_000
+    p = run_utrace("native", hot, "hot", "--json", "-o", str(out), "--", hot, str(n), check=True)
+    assert p.stdout.strip() == f"calls {n} sum {sum(i ^ (i + 1) for i in range(n))}"
+    evs, summary = events(out.read_text())
+    assert summary["lost"] == 0 and summary["events"] == n
+    args = [e["args"] for e in evs]
+    assert [a["arg0"] for a in args] == list(range(n))  # type: ignore[index]
+    assert all(a["arg1"] == a["arg0"] + 1 for a in args)  # type: ignore[index]

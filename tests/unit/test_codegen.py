@@ -292,14 +292,17 @@ def test_pid_filter_and_namespace():
     assert "bpf_get_ns_current_pid_tgid(4ULL, 4026532281ULL, &ns, sizeof(ns))" in src
     assert "bpf_get_current_pid_tgid()" not in src
     body = _probe_body(src, 0)
-    assert body.index("if (pid != 4242ULL) return 0;") < body.index("ringbuf_reserve")
+    assert body.index("if (!want || pid != *want) return 0;") < body.index("ringbuf_reserve")
+    assert "BPF_ARRAY(target, u32, 1);" in src and "4242" not in src  # the backend puts the pid in the map
+    other = replace(PID_OPTIONS, pid=17)
+    assert render(pid_specs(), other).source == src  # one text (one cached compiled form) for every pid
 
 
 def test_default_options_read_host_pids():
     src = render(pid_specs()).source
     assert "bpf_get_current_pid_tgid()" in src
     assert "bpf_get_ns_current_pid_tgid" not in src
-    assert "if (pid != " not in src
+    assert "pid != " not in src and "target" not in src
     assert "BPF_RINGBUF_OUTPUT(events, 4096);" in src
 
 
@@ -447,7 +450,8 @@ def _baseline() -> str:
 
 def _assert_only_generated_text(src: str) -> None:
     assert src.count("#include") == 1
-    assert src.count('"') == 2  # BPF_TABLE("lru_hash", ...)
+    assert set(re.findall(r'"([^"]*)"', src)) <= {"lru_hash", "percpu_hash"}  # BPF_TABLE("lru_hash", ...)
+    assert src.count('"') == 2 * len(re.findall(r'"(?:lru_hash|percpu_hash)"', src))
     assert "/*" not in src and "*/" not in src and "//" not in src
     assert "\\" not in src
     assert src.isascii()
@@ -766,6 +770,9 @@ u64 bpf_get_current_task(void);
 #define BPF_TABLE(kind, k, v, name, n) \\
     struct { v *(*lookup)(k *); long (*update)(k *, v *); long (*delete)(k *); } name
 #define BPF_PERCPU_HASH(name, k, v, n) struct { v *(*lookup)(k *); long (*insert)(k *, v *); } name
+#define BPF_F_NO_PREALLOC 1
+#define BPF_F_TABLE(kind, k, v, name, n, flags) struct { v *(*lookup)(k *); long (*insert)(k *, v *); } name
+#define BPF_ARRAY(name, type, n) struct { type *(*lookup)(u32 *); } name
 unsigned int bpf_log2l(unsigned long v);
 """
 
@@ -818,8 +825,8 @@ def test_aggregating_programs_send_no_events(aggregate):
     prog = render(return_specs(), Options(aggregate=aggregate))
     assert "ringbuf_reserve" not in prog.source and "ringbuf_submit" not in prog.source
     assert "BPF_RINGBUF_OUTPUT(events, 1);" in prog.source  # a one-page ring that stays empty
-    assert "BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);" in prog.source
-    assert ("BPF_PERCPU_HASH(hist," in prog.source) == (aggregate is Aggregate.HIST)
+    assert 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, counts, 65536, BPF_F_NO_PREALLOC);' in prog.source
+    assert ('BPF_F_TABLE("percpu_hash", struct agg_key, u64, hist,' in prog.source) == (aggregate is Aggregate.HIST)
     assert ("bpf_log2l(latency)" in prog.source) == (aggregate is Aggregate.HIST)
 
 

@@ -87,6 +87,7 @@ class Options:
     stack_depth: int = 0
 
 
+AGG_KEY = "<III"  # struct agg_key {u32 probe; u32 pid; u32 slot;} as the prelude declares it
 MAX_STACK_DEPTH = 127  # as perf's default kernel.perf_event_max_stack
 
 
@@ -363,7 +364,6 @@ struct agg_key {
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_PERCPU_ARRAY(unwoken, u64, 1);
-BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
 AGG_MAPS
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;
@@ -425,12 +425,28 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
     else:
         pid_read = _PID_NS.replace("NS_DEV", _int(opts.pid_ns[0])).replace("NS_INO", _int(opts.pid_ns[1]))
     agg = opts.aggregate
+    entry_pairs = {s.pair for s in specs if s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency and s.pair}
+
+    def starting(spec: ProbeSpec) -> bool:  # an entry whose time a return probe needs
+        return spec.kind is ProbeKind.ENTRY and spec.pair in entry_pairs and agg is not Aggregate.COUNT
+
+    def returning(spec: ProbeSpec) -> bool:  # counting needs no timing: entries and returns are only counted
+        return spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and bool(spec.latency) and agg is not Aggregate.COUNT
+
     maps = ""
+    if opts.pid is not None:
+        _int(opts.pid)  # validated here although only the backend uses it (it goes into a map)
+        # the pid is a map value, not a constant: the program's text (and so its compiled form,
+        # which the backend caches) is the same whichever process is traced
+        maps += "BPF_ARRAY(target, u32, 1);\n"
+    if any(starting(s) or returning(s) for s in specs):
+        maps += 'BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);\n'
     if agg is not Aggregate.NONE:
         pages = 1  # no events: the ring buffer only has to exist
-        maps = "BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);\n"
+        # allocated as keys appear: a preallocated 65536-key per-CPU hash took 70 ms to create
+        maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, counts, 65536, BPF_F_NO_PREALLOC);\n'
         if agg is Aggregate.HIST:
-            maps += "BPF_PERCPU_HASH(hist, struct agg_key, u64, 65536);\n"
+            maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, hist, 65536, BPF_F_NO_PREALLOC);\n'
     src = (
         _PRELUDE.replace("RING_PAGES", str(int(pages)))
         .replace("WAKE_BYTES", str(_wake_bytes(pages)))
@@ -439,7 +455,6 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
     )
     lines = [src]
     pairs: dict[str, int] = {}
-    entry_pairs = {s.pair for s in specs if s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency and s.pair}
     all_fields: list[list[Field]] = []
     functions: list[str] = []
     for i, spec in enumerate(specs):
@@ -450,20 +465,20 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         em.emit("u32 pid = 0, tid = 0;")
         em.emit("if (utrace_ids(&pid, &tid)) return 0;")
         if opts.pid is not None:
-            em.emit(f"if (pid != {_int(opts.pid)}) return 0;")
+            em.emit("u32 target_key = 0;")
+            em.emit("u32 *want = target.lookup(&target_key);")
+            em.emit("if (!want || pid != *want) return 0;")
         for f in spec.filters:
             _filter(em, f)
-        # counting needs no timing: entries and returns are only counted
-        returning = spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and spec.latency and agg is not Aggregate.COUNT
-        starting = spec.kind is ProbeKind.ENTRY and spec.pair in entry_pairs and agg is not Aggregate.COUNT
-        if agg is Aggregate.NONE or returning or starting:
+        is_return, is_start = returning(spec), starting(spec)
+        if agg is Aggregate.NONE or is_return or is_start:
             em.emit("u64 now = bpf_ktime_get_ns();")
         latency = "0"
         pair_id = pairs.setdefault(spec.pair, len(pairs)) if spec.pair else 0
-        if starting:
+        if is_start:
             _frame_key(em, spec, pair_id, sp_adjust=0)
             em.emit("starts.update(&sk, &now);")
-        if returning:
+        if is_return:
             # A uretprobe runs after `ret` popped the return address (sp + 8 of the entry's sp);
             # an exit probe sits on the `ret` itself, where sp equals the entry's sp again.
             _frame_key(em, spec, pair_id, sp_adjust=8 if spec.kind is ProbeKind.RETURN else 0)

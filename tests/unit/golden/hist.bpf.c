@@ -27,8 +27,8 @@ BPF_RINGBUF_OUTPUT(events, 1);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_PERCPU_ARRAY(unwoken, u64, 1);
 BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
-BPF_PERCPU_HASH(counts, struct agg_key, u64, 65536);
-BPF_PERCPU_HASH(hist, struct agg_key, u64, 65536);
+BPF_F_TABLE("percpu_hash", struct agg_key, u64, counts, 65536, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("percpu_hash", struct agg_key, u64, hist, 65536, BPF_F_NO_PREALLOC);
 
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;

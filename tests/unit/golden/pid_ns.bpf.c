@@ -26,7 +26,7 @@ struct agg_key {
 BPF_RINGBUF_OUTPUT(events, 256);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_PERCPU_ARRAY(unwoken, u64, 1);
-BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
+BPF_ARRAY(target, u32, 1);
 
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;
@@ -60,7 +60,9 @@ struct event_0 {
 int probe_0(struct pt_regs *ctx) {
     u32 pid = 0, tid = 0;
     if (utrace_ids(&pid, &tid)) return 0;
-    if (pid != 4242ULL) return 0;
+    u32 target_key = 0;
+    u32 *want = target.lookup(&target_key);
+    if (!want || pid != *want) return 0;
     u64 now = bpf_ktime_get_ns();
     struct event_0 *e = events.ringbuf_reserve(sizeof(struct event_0));
     if (!e) {

@@ -26,7 +26,6 @@ struct agg_key {
 BPF_RINGBUF_OUTPUT(events, 4096);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_PERCPU_ARRAY(unwoken, u64, 1);
-BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
 
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;

@@ -1,0 +1,95 @@
+"""utrace.bpfsys without the kernel: finding map references in instructions, moving them to new
+fds, and the cached form's round trip and rejection of anything else."""
+
+from __future__ import annotations
+
+import marshal
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from utrace.bpfsys import Compiled, Function, MapSpec, map_references, relocate
+
+
+def insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", op, (src << 4) | dst, off, imm)
+
+
+def ld_map(dst: int, fd: int) -> bytes:  # what clang emits for bpf_pseudo_fd(1, fd): two slots
+    return insn(0x18, dst, 1, 0, fd) + insn(0, 0, 0, 0, 0)
+
+
+def ld_imm64(dst: int, value: int) -> bytes:
+    return insn(0x18, dst, 0, 0, value & 0xFFFFFFFF) + insn(0, 0, 0, 0, value >> 32)
+
+
+EXIT = insn(0x95)
+MOV_R0_0 = insn(0xB7, 0, 0, 0, 0)
+
+
+def test_map_references_are_found_and_plain_constants_skipped() -> None:
+    # both slots of a 64-bit constant are skipped: its second slot is never read as an instruction
+    tricky = ld_imm64(3, (0x18 | (0x10 << 8)) << 32 | 7)
+    code = MOV_R0_0 + ld_map(1, 5) + tricky + ld_map(2, 9) + EXIT
+    assert map_references(code) == [(1, 5), (5, 9)]
+
+
+def test_relocate_rewrites_only_the_immediates() -> None:
+    code = MOV_R0_0 + ld_map(1, 5) + ld_map(2, 9) + EXIT
+    out = relocate(code, ((1, 1), (3, 0)), [40, 41])
+    assert map_references(out) == [(1, 41), (3, 40)]
+    assert len(out) == len(code)
+    changed = [i for i in range(len(code)) if code[i] != out[i]]
+    assert all(8 * 1 + 4 <= i < 8 * 1 + 8 or 8 * 3 + 4 <= i < 8 * 3 + 8 for i in changed)
+
+
+@pytest.mark.parametrize("src", [2, 3, 4, 5, 6])
+def test_other_pseudo_loads_are_refused(src: int) -> None:
+    code = insn(0x18, 1, src, 0, 3) + insn(0) + EXIT
+    with pytest.raises(ValueError, match="pseudo kind"):
+        map_references(code)
+
+
+def _compiled() -> Compiled:
+    maps = (MapSpec("events", 27, 0, 0, 1 << 24, 0), MapSpec("counts", 5, 12, 8, 65536, 1))
+    fn = Function("probe_0", MOV_R0_0 + ld_map(1, 0) + ld_map(2, 1) + EXIT, ((1, 0), (3, 1)))
+    return Compiled(maps, (fn,), "GPL", 0x601200)
+
+
+def test_compiled_round_trips_through_marshal() -> None:
+    c = _compiled()
+    assert Compiled.from_plain(marshal.loads(marshal.dumps(c.to_plain()))) == c
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p["functions"][0].__setitem__(1, b"\x00" * 7),  # not whole instructions
+        lambda p: p["functions"][0].__setitem__(2, [[99, 0]]),  # relocation past the end
+        lambda p: p["functions"][0].__setitem__(2, [[1, 5]]),  # a map that is not there
+        lambda p: p.__setitem__("maps", [["x", 1, 2]]),  # short map entry
+        lambda p: p.pop("license"),
+    ],
+)
+def test_damaged_cached_forms_are_rejected(damage: object) -> None:
+    plain = _compiled().to_plain()
+    damage(plain)  # type: ignore[operator]
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        Compiled.from_plain(plain)
+
+
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.binary() | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c)
+    )
+)
+def test_arbitrary_data_is_rejected_or_well_formed(obj: object) -> None:
+    try:
+        c = Compiled.from_plain(obj)
+    except (ValueError, TypeError, KeyError):
+        return
+    for fn in c.functions:
+        assert len(fn.insns) % 8 == 0
+        assert all(0 <= i < len(fn.insns) // 8 and 0 <= m < len(c.maps) for i, m in fn.relocations)
