@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Any
 
 from utrace.errors import UsageError
@@ -39,6 +38,8 @@ def _builtin() -> dict[str, Any]:
 
 
 def runtimes() -> dict[str, Any]:
+    from importlib.metadata import entry_points  # 20 ms of imports: only when a plugin may be needed
+
     found = _builtin()
     try:
         for ep in entry_points(group="utrace.runtimes"):
@@ -53,6 +54,9 @@ def runtimes() -> dict[str, Any]:
 
 
 def get_runtime(name: str) -> Any:
+    builtin = _builtin()
+    if name in builtin:  # a plugin cannot replace a built-in (runtimes() keeps the built-in too)
+        return builtin[name]()
     rts = runtimes()
     if name not in rts:
         raise UsageError(f"unknown runtime {name!r} (known: {', '.join(sorted(rts))})")
