@@ -879,4 +879,8 @@ def test_events_wake_the_reader_only_every_so_many_bytes():
     src = render(entry_specs(), Options(ring_pages=4096)).source
     assert "if (*n < 1048576) return BPF_RB_NO_WAKEUP;" in src
     assert "return BPF_RB_FORCE_WAKEUP;" in src
+    wakeup = src[src.index("utrace_wakeup(u64 size)") :]
+    # each CPU's first event wakes the reader (its counter starts at 0 and never returns to it)
+    assert wakeup.index("if (*n == 0) {") < wakeup.index("*n += size;")
+    assert "*n = 0;" not in wakeup.split("}\n\n")[0]
     assert "if (*n < 4096) return BPF_RB_NO_WAKEUP;" in render(entry_specs(), Options(ring_pages=8)).source

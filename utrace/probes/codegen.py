@@ -375,9 +375,13 @@ static __always_inline u64 utrace_wakeup(u64 size) {
     u32 zero = 0;
     u64 *n = unwoken.lookup(&zero);
     if (!n) return 0;
+    if (*n == 0) {
+        *n = 1;
+        return BPF_RB_FORCE_WAKEUP;
+    }
     *n += size;
     if (*n < WAKE_BYTES) return BPF_RB_NO_WAKEUP;
-    *n = 0;
+    *n = 1;
     return BPF_RB_FORCE_WAKEUP;
 }
 
@@ -401,7 +405,10 @@ _PID_NS = """\
 
 
 def _wake_bytes(pages: int) -> int:
-    """Bytes of events a CPU submits before it wakes the reader up (see the prelude's utrace_wakeup)."""
+    """Bytes of events a CPU submits before it wakes the reader up (see the prelude's utrace_wakeup).
+
+    A CPU's first event wakes the reader at once (its counter starts at 0, and is 1 from then on):
+    the first event of a trace shows without waiting for the reader's poll timeout."""
     return max(4096, pages * 4096 // 16)
 
 

@@ -38,9 +38,13 @@ static __always_inline u64 utrace_wakeup(u64 size) {
     u32 zero = 0;
     u64 *n = unwoken.lookup(&zero);
     if (!n) return 0;
+    if (*n == 0) {
+        *n = 1;
+        return BPF_RB_FORCE_WAKEUP;
+    }
     *n += size;
     if (*n < 1048576) return BPF_RB_NO_WAKEUP;
-    *n = 0;
+    *n = 1;
     return BPF_RB_FORCE_WAKEUP;
 }
 
