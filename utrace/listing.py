@@ -71,10 +71,10 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
 
 def match_functions(table: SymbolTable, pattern: str | None) -> list[int]:
     """Indices of function entries (never `.cold` parts) whose demangled or raw name matches."""
-    entries = table.entries()
     m = name_matcher(pattern)
     if m is None:
-        return list(entries)
+        return list(table.entries())
+    entries = table.entries()
     names, raws = table.names, table.raws
     return [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
 

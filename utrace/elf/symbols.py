@@ -76,7 +76,7 @@ class SymbolTable:
     def entries(self) -> Iterator[int]:
         """Indices of symbols that are function entries (everything but `.cold` parts)."""
         clones = self.clones
-        return (i for i in range(len(clones)) if ".cold" not in clones[i])
+        return compress(range(len(clones)), map(not_, map(str.__contains__, clones, repeat(".cold"))))
 
     def containing(self, address: int) -> int | None:
         """Index of the function whose [address, address+size) holds `address`, if any."""
@@ -124,7 +124,7 @@ def read_symbols(image: ElfImage, build_id: str | None) -> SymbolTable:
 
 
 _PARALLEL_ROWS = 30000  # symbol table entries from which a second process pays off
-_CHILD_SHARE = 0.1  # of the first table's names; the child also reads and merges the second table
+_CHILD_SHARE = 0.25  # of the first table's names; the child also reads and merges the second table
 
 T = TypeVar("T")
 Columns = tuple[list[bytes], list[int], list[int], list[int]]  # names, values, sizes, bindings
@@ -248,6 +248,8 @@ def _extra_columns(image: ElfImage, tables: list[Section], first: Columns) -> Co
     out: Columns = ([], [], [], [])
     for sec in tables:
         names_t, vals_t, sz_t, bind_t = _function_columns(image, sec)
+        if names.issuperset(names_t) and addresses.issuperset(vals_t):
+            continue  # the usual case: .dynsym repeats .symtab (set operations in C, no per-entry flags)
         known = map(and_, map(names.__contains__, names_t), map(addresses.__contains__, vals_t))
         keep = list(compress(range(len(vals_t)), map(not_, known)))
         if keep:
