@@ -325,14 +325,12 @@ class Tracer:
         self._on_record: Callable[[bytes], None] | None = None
         self._fds: list[int] = []
         self.attached = 0
-        self.from_cache = False
 
     def load(self) -> None:
         """Compile (or take the cached compiled form) and load. Raises EnvironmentProblem/TracingError."""
         kernel.ensure_tracefs()
         source = self.program.source
         compiled = _cached_compiled(source)
-        self.from_cache = compiled is not None
         if compiled is None:
             compiled = compile_program(source, self.program.functions)
             write_jobs([(_compiled_cache_file(source), lambda: seal(marshal.dumps(compiled.to_plain())))])

@@ -20,6 +20,7 @@ and stores (see RingBuffer).
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import platform
@@ -179,7 +180,7 @@ def load_program(name: str, insns: bytes, license: str, kern_version: int) -> in
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except BpfError as first:
-        if first.errno != 13 and first.errno != 22:  # EACCES/EINVAL: the verifier said no; ask why
+        if first.errno not in (errno.EACCES, errno.EINVAL):  # the verifier's refusals: ask it why
             raise BpfError(first.errno, f"cannot load {name}: {first.strerror}") from None
     log = ctypes.create_string_buffer(1 << 20)
     struct.pack_into("<IIQ", attr, 24, 1, len(log), ctypes.addressof(log))
@@ -222,7 +223,7 @@ class Map:
         try:
             _bpf(cmd, attr)
         except BpfError as e:
-            if e.errno == 2:  # ENOENT: no such key / no next key
+            if e.errno == errno.ENOENT:  # no such key / no next key
                 return False
             raise
         return True
