@@ -56,29 +56,30 @@ CacheJob = tuple[Path, Callable[[], bytes]]
 
 
 def write_behind(jobs: list[CacheJob]) -> None:
-    """Write cache files from a detached grandchild, so a short-lived command need not wait for them.
+    """Write cache files from a forked child, so a short-lived command need not wait for them.
 
-    Each job is (file, producer of its bytes); the producers run in the grandchild, on the other core,
-    while this process goes on (and typically exits). The grandchild holds none of our standard streams
-    open, so a reader of our output sees its end when we exit. Where fork is impossible, the files are
-    written here and now.
+    Each job is (file, producer of its bytes); the producers run in the child, on the other core,
+    while this process goes on (and typically exits; the child is not waited for, see
+    `parallel.reap_later`). The child holds none of our standard streams open, so a reader of our
+    output sees its end when we exit. Where fork is impossible, the files are written here and now.
     """
     if not jobs:
         return
+    from utrace.parallel import reap_later
+
     try:
         pid = os.fork()
     except OSError:
         write_jobs(jobs)
         return
     if pid:
-        os.waitpid(pid, 0)
+        reap_later(pid)
         return
-    try:  # child: fork the writer and exit at once, so nobody has to reap the writer
-        if os.fork() == 0:
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            write_jobs(jobs)
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        write_jobs(jobs)
     finally:
         os._exit(0)
 

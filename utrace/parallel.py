@@ -22,9 +22,14 @@ def worth_a_child() -> bool:
 def in_child(job: Callable[[], bytes]) -> Callable[[], bytes]:
     """Start `job` in a forked child; the returned function waits for its bytes.
 
+    The result is complete when as many bytes as its length header says have arrived: the child is not
+    waited for, because its exit (the kernel freeing a big address space) takes 10 ms or more. It is
+    reaped later (`reap_later`).
+
     Raises (from the returned function):
         ChildFailed: the child exited without sending a complete result.
     """
+    reap()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: do the job, send the result, exit without cleanup handlers
@@ -42,17 +47,35 @@ def in_child(job: Callable[[], bytes]) -> Callable[[], bytes]:
     os.close(w)
 
     def collect() -> bytes:
-        chunks = []
-        with os.fdopen(r, "rb") as pipe:
-            while True:
-                b = pipe.read(1 << 20)
-                if not b:
-                    break
-                chunks.append(b)
-        _, status = os.waitpid(pid, 0)
-        data = b"".join(chunks)
-        if status != 0 or len(data) < 8 or int.from_bytes(data[:8], "little") != len(data) - 8:
-            raise ChildFailed(f"worker process {pid} failed (exit status {status})")
-        return data[8:]
+        try:
+            with os.fdopen(r, "rb") as pipe:
+                header = pipe.read(8)
+                size = int.from_bytes(header, "little") if len(header) == 8 else -1
+                data = pipe.read(size) if size >= 0 else b""
+        finally:
+            reap_later(pid)
+        if len(data) != size:
+            raise ChildFailed(f"worker process {pid} failed (sent {len(data)} of {max(size, 0)} bytes)")
+        return data
 
     return collect
+
+
+_unreaped: list[int] = []
+
+
+def reap_later(pid: int) -> None:
+    """Reap the child `pid` now if it has exited, else at the next `reap` (it is a zombie till then)."""
+    _unreaped.append(pid)
+    reap()
+
+
+def reap() -> None:
+    """Reap the children handed to `reap_later` that have exited."""
+    for pid in list(_unreaped):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _unreaped.remove(pid)
