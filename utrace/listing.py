@@ -29,7 +29,7 @@ class ModuleFunctions:
     display: str
     table: SymbolTable | None
     indices: Sequence[int]
-    rendered: str | None = None
+    rendered: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -86,7 +86,7 @@ def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe
     return [p for p in probes if m(p.full_name) or m(p.name)]
 
 
-Renderer = Callable[[SymbolTable, Sequence[int]], str]
+Renderer = Callable[[SymbolTable, Sequence[int]], bytes]
 _RENDER_FORMAT = 1
 
 
@@ -155,19 +155,31 @@ def _module_functions(
         if body is not None:
             count, _, text = bytes(body).partition(b"\n")
             if count.isdigit():
-                return ModuleFunctions(display, None, range(int(count)), text.decode("utf-8", "surrogateescape"))
-    table = symbols_for(path, on_cold=on_cold, defer_write=writes)
+                return ModuleFunctions(display, None, range(int(count)), text)
+    # A cold read may hand over the first symbol table's functions before the rest is read: they are
+    # rendered then, while another process still compares the second table with the first.
+    early: list[tuple[int, bytes]] = []  # (matching functions of the first part, their lines)
+
+    def render_first(part: SymbolTable) -> None:
+        if render is not None:
+            matching = match_functions(part, pattern)
+            early.append((len(matching), render[1](part, matching)))
+
+    table = symbols_for(path, on_cold=on_cold, defer_write=writes, first_part=render_first if render else None)
     if len(table) == 0:
         # a stripped Go binary still names every function in its pclntab
         from utrace.elf.gosyms import go_function_table
 
         table = go_function_table(path) or table
+        early.clear()
     mf = ModuleFunctions(display, table, match_functions(table, pattern))
     if render is not None:
-        mf.rendered = render[1](table, mf.indices)
+        done, first_lines = early[0] if early else (0, b"")
+        # the part's matches are the table's first ones (the part is a prefix of the same entries)
+        mf.rendered = first_lines + render[1](table, mf.indices[done:]) if len(mf.indices) > done else first_lines
         if rendered_file is not None:
             from utrace.cache import seal
 
             lines, n_lines = mf.rendered, len(mf.indices)
-            writes.append((rendered_file, lambda: seal(b"%d\n" % n_lines + lines.encode("utf-8", "surrogateescape"))))
+            writes.append((rendered_file, lambda: seal(b"%d\n" % n_lines + lines)))
     return mf

@@ -242,7 +242,8 @@ def test_cxxfilt_fallback_agrees():
 
 @pytest.mark.parametrize("share_rows", [1, 10**9])
 def test_parallel_and_serial_reads_agree(tmp_path, monkeypatch, share_rows):
-    """The forked reader (child demangles part, merges .dynsym) gives what the serial one gives."""
+    """The forked reader (the child merges .dynsym) gives what the serial one gives, and the part it
+    hands over early is the .symtab prefix of the same entries."""
     import utrace.elf.symbols as symbols_mod
 
     path = build_elf(symtab=SYMTAB, dynsym=DYNSYM).write(tmp_path / "both")
@@ -250,17 +251,42 @@ def test_parallel_and_serial_reads_agree(tmp_path, monkeypatch, share_rows):
         serial = read_symbols(image, None)
     monkeypatch.setattr(symbols_mod, "_PARALLEL_ROWS", share_rows)
     monkeypatch.setattr(symbols_mod, "worth_a_child", lambda: True)
+    parts = []
     with ElfImage(str(path)) as image:
-        table = read_symbols(image, None)
-    assert table.names and (table.names, table.raws, table.addresses, table.sizes, table.bindings, table.clones) == (
-        serial.names,
-        serial.raws,
-        serial.addresses,
-        serial.sizes,
-        serial.bindings,
-        serial.clones,
-    )
+        table = read_symbols(image, None, first_part=parts.append)
+    columns = ("names", "raws", "addresses", "sizes", "bindings", "clones")
+    assert table.names and [getattr(table, c) for c in columns] == [getattr(serial, c) for c in columns]
     assert "dynamic_only" in table.raws
+    if share_rows == 1:  # the forked path hands over the first table's functions before the merge
+        (part,) = parts
+        n = len(part)
+        assert part.raws == [raw for raw, *_ in EXPECTED if raw not in ("dyn_alias_of_main", "dynamic_only")]
+        assert [getattr(part, c) for c in columns] == [getattr(table, c)[:n] for c in columns]
+
+
+def test_early_rendered_listing_equals_the_serial_one(tmp_path, monkeypatch):
+    """A cold listing renders the .symtab part while .dynsym is merged; the text is what a serial read
+    renders, the extra .dynsym functions at the end."""
+    import utrace.elf.symbols as symbols_mod
+    from utrace.listing import list_target
+    from utrace.model import Module, Target
+    from utrace.output.listing import PLAIN, plain_lines
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = str(build_elf(symtab=SYMTAB, dynsym=DYNSYM).write(tmp_path / "both"))
+    target = Target(exe=path, modules=(Module(path=path, display=path),))
+    with ElfImage(path) as image:
+        serial = read_symbols(image, None)
+    expected = plain_lines(serial, list(serial.entries()))
+    monkeypatch.setattr(symbols_mod, "_PARALLEL_ROWS", 1)
+    monkeypatch.setattr(symbols_mod, "worth_a_child", lambda: True)
+    for pattern, want in ((None, expected), ("d*", None)):
+        listing = list_target(target, pattern, render=PLAIN)
+        (mf,) = listing.functions
+        if want is None:
+            want = plain_lines(serial, [i for i in serial.entries() if serial.raws[i].startswith("d")])
+        assert mf.rendered == want
+        assert mf.rendered.endswith(b" dynamic_only\n")
 
 
 # -- against nm on real programs ------------------------------------------------------------------

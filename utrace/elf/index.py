@@ -9,7 +9,6 @@ stripped copy keeps the build-id of the file it was stripped from.
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 from array import array
@@ -29,6 +28,8 @@ def _key(path: str, build_id: str | None) -> str:
     if build_id:
         # `strip` and `objcopy` keep the build-id and drop symbols: the size tells those copies apart
         return f"buildid-{build_id}-{st.st_size}"
+    import hashlib  # here: loading OpenSSL costs 5 ms, and most files have a build-id
+
     raw = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode()
     return "file-" + hashlib.sha1(raw).hexdigest()
 
@@ -51,6 +52,7 @@ def symbols_for(
     use_cache: bool = True,
     on_cold: Callable[[str], None] | None = None,
     defer_write: list[CacheJob] | None = None,
+    first_part: Callable[[SymbolTable], None] | None = None,
 ) -> SymbolTable:
     """The function symbols of the ELF file at `path`, from the cache when it has them.
 
@@ -60,6 +62,7 @@ def symbols_for(
         on_cold: called with the path before a cold (uncached) read, e.g. to show progress.
         defer_write: a cold read appends its cache file write here instead of writing it, for the
             caller to hand to `cache.write_behind` (see there).
+        first_part: passed to `read_symbols` on a cold read (see there).
 
     Raises:
         ElfError: missing, unreadable, non-ELF or corrupt file.
@@ -76,7 +79,7 @@ def symbols_for(
     if on_cold is not None:
         on_cold(path)
     with ElfImage(path) as image:
-        table = read_symbols(image, build_id)
+        table = read_symbols(image, build_id, first_part)
     if use_cache:
         job = (file, lambda: seal(marshal.dumps(_pack(table))))
         if defer_write is not None:

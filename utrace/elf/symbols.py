@@ -11,8 +11,7 @@ import bisect
 import gc
 import marshal
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, repeat
 from operator import and_, itemgetter, not_
 from typing import TypeVar
@@ -31,27 +30,84 @@ _FUNC_TYPES = bytes(1 if (b & 0xF) in (STT_FUNC, STT_GNU_IFUNC) else 0 for b in 
 _BINDINGS = {0: Binding.LOCAL, 1: Binding.GLOBAL, 2: Binding.WEAK}
 
 
-@dataclass(slots=True)
 class SymbolTable:
-    """All function symbols of one ELF file, in columns, sorted by address.
+    """All function symbols of one ELF file, in columns, in file order.
 
     `segments` are the PT_LOAD segments (vaddr, offset, filesz) used to turn an address into the file
-    offset a uprobe needs.
+    offset a uprobe needs. A table read from the file keeps its names as the bytes the file holds
+    (`name_bytes`, `raw_bytes`) and decodes them the first time `names` or `raws` is asked for: a plain
+    listing renders from the bytes, and its cache file is written (and the names decoded) by another
+    process after it has exited.
     """
 
-    module: str
-    build_id: str | None
-    names: list[str] = field(default_factory=list)
-    raws: list[str] = field(default_factory=list)
-    addresses: list[int] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    bindings: list[int] = field(default_factory=list)
-    clones: list[str] = field(default_factory=list)
-    segments: list[tuple[int, int, int]] = field(default_factory=list)
-    _by_address: tuple[list[int], list[int]] | None = None
+    __slots__ = (
+        "_by_address",
+        "_name_bytes",
+        "_names",
+        "_raw_bytes",
+        "_raws",
+        "addresses",
+        "bindings",
+        "build_id",
+        "clones",
+        "module",
+        "segments",
+        "sizes",
+    )
+
+    def __init__(
+        self,
+        module: str,
+        build_id: str | None,
+        names: list[str] | None = None,
+        raws: list[str] | None = None,
+        addresses: list[int] | None = None,
+        sizes: list[int] | None = None,
+        bindings: list[int] | None = None,
+        clones: list[str] | None = None,
+        segments: list[tuple[int, int, int]] | None = None,
+        *,
+        name_bytes: list[bytes] | None = None,
+        raw_bytes: list[bytes] | None = None,
+    ) -> None:
+        self.module = module
+        self.build_id = build_id
+        self._names = names if names is not None or name_bytes is not None else []
+        self._raws = raws if raws is not None or raw_bytes is not None else []
+        self._name_bytes = name_bytes
+        self._raw_bytes = raw_bytes
+        self.addresses = [] if addresses is None else addresses
+        self.sizes = [] if sizes is None else sizes
+        self.bindings = [] if bindings is None else bindings
+        self.clones = [] if clones is None else clones
+        self.segments = [] if segments is None else segments
+        self._by_address: tuple[list[int], list[int]] | None = None
+
+    def __repr__(self) -> str:
+        return f"SymbolTable({self.module!r}, {len(self)} functions)"
+
+    @property
+    def names(self) -> list[str]:
+        """Demangled names (the raw name where there is nothing to demangle)."""
+        if self._names is None:
+            self._names = _decode(self._name_bytes or [])
+        return self._names
+
+    @property
+    def raws(self) -> list[str]:
+        """Symbol names as the file spells them."""
+        if self._raws is None:
+            self._raws = _decode(self._raw_bytes or [])
+        return self._raws
+
+    def names_as_bytes(self) -> list[bytes]:
+        """`names` encoded as the file held them, without decoding them if they were never decoded."""
+        if self._name_bytes is not None:
+            return self._name_bytes
+        return [n.encode("utf-8", "surrogateescape") for n in self.names]
 
     def __len__(self) -> int:
-        return len(self.raws)
+        return len(self.addresses)
 
     def offset_of(self, address: int) -> int | None:
         for vaddr, offset, filesz in self.segments:
@@ -103,13 +159,19 @@ def _seg_key(s: Segment) -> int:
     return s.vaddr
 
 
-def read_symbols(image: ElfImage, build_id: str | None) -> SymbolTable:
+def read_symbols(
+    image: ElfImage, build_id: str | None, first_part: Callable[[SymbolTable], None] | None = None
+) -> SymbolTable:
     """Read every defined function symbol of `image` (both tables, duplicates merged).
 
     Entries keep file order (`.symtab` first, then what only `.dynsym` has). For a big file a child,
-    forked at the start, reads the tables too: it demangles the last `_CHILD_SHARE` of the first
-    table's names and finds (and demangles) what the second table adds, while this process demangles
-    the rest of the first table.
+    forked at the start, finds what the second table adds (and demangles that), while this process
+    reads and demangles the first table.
+
+    Args:
+        first_part: may be called, before the rest is known, with a table of the first symbol table's
+            functions, which the returned table then starts with (same entries, same order): work on
+            them can overlap the child's.
 
     Raises:
         ElfError: a symbol table or its string table lies outside the file.
@@ -117,21 +179,16 @@ def read_symbols(image: ElfImage, build_id: str | None) -> SymbolTable:
     gc_was_on = gc.isenabled()
     gc.disable()  # ~200k new objects and no cycles: collections here only cost time (a fifth of it)
     try:
-        return _read_symbols(image, build_id)
+        return _read_symbols(image, build_id, first_part)
     finally:
         if gc_was_on:
             gc.enable()
 
 
 _PARALLEL_ROWS = 30000  # symbol table entries from which a second process pays off
-_CHILD_SHARE = 0.25  # of the first table's names; the child also reads and merges the second table
 
 T = TypeVar("T")
 Columns = tuple[list[bytes], list[int], list[int], list[int]]  # names, values, sizes, bindings
-
-
-def _child_cut(n: int) -> int:
-    return n - int(n * _CHILD_SHARE)
 
 
 def _gather(seq: Sequence[T], idx: list[int]) -> list[T]:
@@ -176,7 +233,9 @@ def _function_columns(image: ElfImage, sec: Section) -> tuple[list[bytes], list[
     return names, _gather(values, wanted), sizes, bindings
 
 
-def _read_symbols(image: ElfImage, build_id: str | None) -> SymbolTable:
+def _read_symbols(
+    image: ElfImage, build_id: str | None, first_part: Callable[[SymbolTable], None] | None
+) -> SymbolTable:
     tables = [s for s in image.sections if s.type == SHT_SYMTAB]
     tables += [s for s in image.sections if s.type == SHT_DYNSYM]
     if not tables:
@@ -185,47 +244,36 @@ def _read_symbols(image: ElfImage, build_id: str | None) -> SymbolTable:
     if first.size // _SYM.size < _PARALLEL_ROWS or not worth_a_child():
         cols = _function_columns(image, first)
         cols = _concat(cols, _extra_columns(image, rest, cols))
-        return _table(image, build_id, cols, _decode(demangle_bytes(cols[0])))
+        return _table(image, build_id, cols, demangle_bytes(cols[0]))
 
+    # The child's part (reading both tables to find what the second adds: about 60% of this
+    # process's work on node) runs while this process demangles the first table and the caller
+    # works on it (`first_part`).
     demangle_serial([])  # load the library once, before the fork
 
     def child() -> bytes:
-        cols = _function_columns(image, first)
-        theirs = demangle_serial(cols[0][_child_cut(len(cols[0])) :])
-        extra = _extra_columns(image, rest, cols)
-        return marshal.dumps(
-            (
-                b"\0".join(theirs),
-                b"\0".join(extra[0]),
-                extra[1],
-                extra[2],
-                extra[3],
-                b"\0".join(demangle_serial(extra[0])),
-            )
-        )
+        extra = _extra_columns(image, rest, _function_columns(image, first))
+        joined = (b"\0".join(extra[0]), b"\0".join(demangle_serial(extra[0])))
+        return marshal.dumps((*joined, extra[1], extra[2], extra[3]))
 
     collect = in_child(child)
     cols = _function_columns(image, first)
-    cut = _child_cut(len(cols[0]))
-    # what does not depend on the child is done before waiting for it
-    mine = _decode(demangle_serial(cols[0][:cut]))
-    raws = _decode(cols[0])
-    clones = _clones(raws)
+    names = demangle_serial(cols[0])
+    clones = _clones(cols[0])
+    if first_part is not None:
+        first_part(_table(image, build_id, cols, names, clones))
     try:
-        theirs_blob, extra_blob, values, sizes, bindings, extra_demangled = marshal.loads(collect())
-        theirs = theirs_blob.split(b"\0") if len(cols[0]) > cut else []
-        extra_names = extra_blob.split(b"\0") if values else []
-        demangled_extra = extra_demangled.split(b"\0") if values else []
-        extra = (extra_names, list(values), list(sizes), list(bindings))
-        if len(theirs) != len(cols[0]) - cut or not len(extra_names) == len(values) == len(demangled_extra):
+        extra_blob, demangled_blob, values, sizes, bindings = marshal.loads(collect())
+        extra = (extra_blob.split(b"\0") if values else [], list(values), list(sizes), list(bindings))
+        demangled_extra = demangled_blob.split(b"\0") if values else []
+        if not len(extra[0]) == len(values) == len(demangled_extra) == len(sizes) == len(bindings):
             raise ChildFailed("short result")
     except (ChildFailed, ValueError, TypeError, EOFError):  # do it here rather than lose names
-        theirs = demangle_serial(cols[0][cut:])
         extra = _extra_columns(image, rest, cols)
         demangled_extra = demangle_serial(extra[0])
-    names = mine + _decode(theirs + demangled_extra)
-    raws_extra = _decode(extra[0])
-    return _table(image, build_id, _concat(cols, extra), names, raws + raws_extra, clones + _clones(raws_extra))
+    if not extra[0]:
+        return _table(image, build_id, cols, names, clones)
+    return _table(image, build_id, _concat(cols, extra), names + demangled_extra, clones + _clones(extra[0]))
 
 
 def _concat(a: Columns, b: Columns) -> Columns:
@@ -267,28 +315,25 @@ def _table(
     image: ElfImage,
     build_id: str | None,
     cols: Columns,
-    names: list[str],
-    raws: list[str] | None = None,
+    names: list[bytes],
     clones: list[str] | None = None,
 ) -> SymbolTable:
-    if raws is None:
-        raws = _decode(cols[0])
     return SymbolTable(
         module=image.path,
         build_id=build_id,
-        names=names,
-        raws=raws,
         addresses=cols[1],
         sizes=cols[2],
         bindings=cols[3],
-        clones=_clones(raws) if clones is None else clones,
+        clones=_clones(cols[0]) if clones is None else clones,
         segments=_segments(image),
+        name_bytes=names,
+        raw_bytes=cols[0],
     )
 
 
-def _clones(raws: list[str]) -> list[str]:
+def _clones(raws: list[bytes]) -> list[str]:
     """The clone suffix of every name; only names with a dot are looked at in Python."""
     clones = [""] * len(raws)
-    for i in compress(range(len(raws)), map(str.__contains__, raws, repeat("."))):
-        clones[i] = clone_suffix(raws[i])
+    for i in compress(range(len(raws)), map(bytes.__contains__, raws, repeat(b"."))):
+        clones[i] = clone_suffix(raws[i].decode("utf-8", "surrogateescape"))
     return clones

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from itertools import chain
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from utrace.elf.symbols import SymbolTable
 from utrace.listing import Listing, ModuleFunctions
@@ -47,31 +47,38 @@ def write_json(listing: Listing, out: TextIO) -> None:
         out.write(json.dumps(obj) + "\n")
 
 
-def plain_lines(table: SymbolTable, indices: Sequence[int]) -> str:
-    """`ADDRESS SIZE NAME` lines for the functions `indices` of `table` (one % format for all)."""
-    names, addrs, sizes = table.names, table.addresses, table.sizes
+def plain_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
+    """`ADDRESS SIZE NAME` lines for the functions `indices` of `table` (one % format for all).
+
+    Rendered from the names as bytes: a table just read from the file never decodes them.
+    """
+    names, addrs, sizes = table.names_as_bytes(), table.addresses, table.sizes
     if isinstance(indices, range) and indices == range(len(names)):
         fields = chain.from_iterable(zip(addrs, sizes, names, strict=True))
     else:
         fields = chain.from_iterable((addrs[i], sizes[i], names[i]) for i in indices)
-    return ("%#014x %7d %s\n" * len(indices)) % tuple(fields)
+    return (b"%#014x %7d %s\n" * len(indices)) % tuple(fields)
 
 
 PLAIN = ("plain", plain_lines)  # the renderer `list_target` caches complete listings with
 
 
-def write_plain(listing: Listing, out: TextIO) -> None:
+def write_plain(listing: Listing, out: BinaryIO) -> None:
     """Plain text: `ADDRESS SIZE NAME` per function, a `# module` line before each module."""
     for mf in listing.functions:
         if not mf.indices:
             continue
-        out.write(f"# {mf.display}: {len(mf.indices)} functions\n")
+        out.write(_utf8(f"# {mf.display}: {len(mf.indices)} functions\n"))
         out.write(mf.rendered if mf.rendered is not None else plain_lines(_table(mf), mf.indices))
     if listing.probes:
-        out.write(f"# USDT probes: {len(listing.probes)}\n")
+        out.write(_utf8(f"# USDT probes: {len(listing.probes)}\n"))
         for display, p in listing.probes:
             sem = f" semaphore={p.semaphore:#x}" if p.semaphore else ""
-            out.write(f"{p.address:#014x} {p.full_name} [{' '.join(p.argument_texts)}]{sem} {display}\n")
+            out.write(_utf8(f"{p.address:#014x} {p.full_name} [{' '.join(p.argument_texts)}]{sem} {display}\n"))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _table(mf: ModuleFunctions) -> SymbolTable:
