@@ -7,7 +7,6 @@ For a process, every path is opened through `/proc/PID/root`, so a process in an
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import replace
 
 from utrace.elf.buildid import ELF_MAGIC
@@ -23,6 +22,8 @@ def resolve_path(spec: str) -> str:
     """
     path = spec
     if not os.path.exists(path) and os.sep not in spec:
+        import shutil  # here: it imports bz2 and lzma (2 ms of every start)
+
         found = shutil.which(spec)
         if found:
             path = found

@@ -7,28 +7,30 @@ built with plain string formatting.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from itertools import chain
+from operator import itemgetter
 from typing import BinaryIO, TextIO
 
 from utrace.elf.symbols import SymbolTable
 from utrace.listing import Listing, ModuleFunctions
 
 TABLE_LIMIT = 3000
-_esc = json.encoder.encode_basestring_ascii
 
 
 def write_json(listing: Listing, out: TextIO) -> None:
     """One JSON object per line: {"kind": "function", ...} and {"kind": "usdt", ...}."""
+    import json
+
+    esc = json.encoder.encode_basestring_ascii
     for mf in listing.functions:
         t = _table(mf)
-        module = _esc(mf.display)
+        module = esc(mf.display)
         names, raws, addrs, sizes = t.names, t.raws, t.addresses, t.sizes
         out.write(
             "".join(
                 [
-                    f'{{"kind": "function", "name": {_esc(names[i])}, "symbol": {_esc(raws[i])}, '
+                    f'{{"kind": "function", "name": {esc(names[i])}, "symbol": {esc(raws[i])}, '
                     f'"address": {addrs[i]}, "size": {sizes[i]}, "module": {module}}}\n'
                     for i in mf.indices
                 ]
@@ -48,13 +50,17 @@ def write_json(listing: Listing, out: TextIO) -> None:
 
 
 def plain_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
-    """`ADDRESS SIZE NAME` lines for the functions `indices` of `table` (one % format for all).
+    """`ADDRESS SIZE NAME` lines for the functions `indices` (ascending, distinct) of `table`, with one
+    % format for all.
 
     Rendered from the names as bytes: a table just read from the file never decodes them.
     """
     names, addrs, sizes = table.names_as_bytes(), table.addresses, table.sizes
-    if isinstance(indices, range) and indices == range(len(names)):
+    if len(indices) == len(names):  # distinct indices of the table: all of it, in order
         fields = chain.from_iterable(zip(addrs, sizes, names, strict=True))
+    elif len(indices) > 1:
+        pick = itemgetter(*indices)  # gathers in C
+        fields = chain.from_iterable(zip(pick(addrs), pick(sizes), pick(names), strict=True))
     else:
         fields = chain.from_iterable((addrs[i], sizes[i], names[i]) for i in indices)
     return (b"%#014x %7d %s\n" * len(indices)) % tuple(fields)
