@@ -8,6 +8,8 @@ import shutil
 import subprocess
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.unit.elfgen import (
     INDEX,
@@ -287,6 +289,33 @@ def test_early_rendered_listing_equals_the_serial_one(tmp_path, monkeypatch):
             want = plain_lines(serial, [i for i in serial.entries() if serial.raws[i].startswith("d")])
         assert mf.rendered == want
         assert mf.rendered.endswith(b" dynamic_only\n")
+
+
+_NAMES = st.sampled_from(["", "f", "g", "fg", "gf", "f.cold", "_ZN3foo3barEv", "_ZN3foo3barEv.isra.0"])
+_ROWS = st.lists(st.tuples(_NAMES, st.sampled_from([0x10, 0x20, 0x30, 0x40])), max_size=8)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(symtab=_ROWS, dynsym=_ROWS, forked=st.booleans())
+def test_dynsym_merge_follows_the_rule(tmp_path, monkeypatch, symtab, dynsym, forked):
+    """Whatever the tables hold (aliases, repeated and unnamed entries, names that extend others): the
+    table is .symtab's named functions, then each named .dynsym function whose name or address
+    .symtab's named functions lack, in file order."""
+    import utrace.elf.symbols as symbols_mod
+
+    path = build_elf(
+        symtab=[Sym(n, a) for n, a in symtab] or None, dynsym=[Sym(n, a) for n, a in dynsym] or None
+    ).write(tmp_path / "t")
+    with ElfImage(str(path)) as image:
+        base = next(s.addr for s in image.sections if s.name == ".text")
+    first = [(n, base + a) for n, a in symtab if n]
+    names, addresses = {n for n, _ in first}, {a for _, a in first}
+    expected = first + [(n, base + a) for n, a in dynsym if n and (n not in names or base + a not in addresses)]
+    monkeypatch.setattr(symbols_mod, "_PARALLEL_ROWS", 1 if forked else 10**9)
+    monkeypatch.setattr(symbols_mod, "worth_a_child", lambda: forked)
+    with ElfImage(str(path)) as image:
+        table = read_symbols(image, None)
+    assert list(zip(table.raws, table.addresses, strict=True)) == expected
 
 
 # -- against nm on real programs ------------------------------------------------------------------
