@@ -291,6 +291,33 @@ def test_early_rendered_listing_equals_the_serial_one(tmp_path, monkeypatch):
         assert mf.rendered.endswith(b" dynamic_only\n")
 
 
+@pytest.mark.parametrize("how", ["dies", "garbles"])
+def test_a_reader_child_that_fails_loses_nothing(tmp_path, monkeypatch, how):
+    """The forked reader's child dying before its result, or sending a damaged one: this process does
+    the child's part itself and the table is the serial one."""
+    import utrace.elf.symbols as symbols_mod
+
+    path = build_elf(symtab=SYMTAB, dynsym=DYNSYM).write(tmp_path / "both")
+    with ElfImage(str(path)) as image:
+        serial = read_symbols(image, None)
+
+    def failing(job):
+        def fail():
+            if how == "dies":
+                os._exit(3)
+            return job()[:-3]  # a marshal payload cut short
+
+        return parallel.in_child(fail)
+
+    monkeypatch.setattr(symbols_mod, "_PARALLEL_ROWS", 1)
+    monkeypatch.setattr(symbols_mod, "worth_a_child", lambda: True)
+    monkeypatch.setattr(symbols_mod, "in_child", failing)
+    with ElfImage(str(path)) as image:
+        table = read_symbols(image, None)
+    columns = ("names", "raws", "addresses", "sizes", "bindings", "clones")
+    assert table.names and [getattr(table, c) for c in columns] == [getattr(serial, c) for c in columns]
+
+
 _NAMES = st.sampled_from(["", "f", "g", "fg", "gf", "f.cold", "_ZN3foo3barEv", "_ZN3foo3barEv.isra.0"])
 _ROWS = st.lists(st.tuples(_NAMES, st.sampled_from([0x10, 0x20, 0x30, 0x40])), max_size=8)
 
