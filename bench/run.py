@@ -69,11 +69,15 @@ def bench_listing(reps: int) -> list[tuple[str, float, str]]:
         warm.append(timed([*UTRACE, "list", NODE], env))
         bt.append(timed(["bpftrace", "-l", f"uprobe:{NODE}:*"]))
     shutil.rmtree(cache, ignore_errors=True)
-    b = statistics.median(bt)
+
+    def ratio(runs: list[float]) -> str:
+        # each run against bpftrace's in the same round: the machine's speed drifts between rounds
+        return f"{statistics.median(u / b for u, b in zip(runs, bt, strict=True)):.2f}"
+
     return [
-        ("bpftrace -l 'uprobe:node:*'", b, "1.00"),
-        ("utrace list node (cold cache)", statistics.median(cold), f"{statistics.median(cold) / b:.2f}"),
-        ("utrace list node (warm cache)", statistics.median(warm), f"{statistics.median(warm) / b:.2f}"),
+        ("bpftrace -l 'uprobe:node:*'", statistics.median(bt), "1.00"),
+        ("utrace list node (cold cache)", statistics.median(cold), ratio(cold)),
+        ("utrace list node (warm cache)", statistics.median(warm), ratio(warm)),
     ]
 
 
@@ -333,8 +337,14 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench: run as root (tracing)")
     lines = [f"# utrace benchmarks ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {args.reps})", ""]
-    lines += ["## (a) listing node's functions", "", "| command | wall s | ratio to bpftrace |", "|---|---|---|"]
-    for name, t, ratio in bench_listing(args.reps + 2):
+    listing_reps = max(9, args.reps + 2)  # a listing takes ~0.3 s: more rounds, a steadier median
+    lines += [
+        f"## (a) listing node's functions (median of {listing_reps})",
+        "",
+        "| command | wall s | ratio to bpftrace (median of each round's) |",
+        "|---|---|---|",
+    ]
+    for name, t, ratio in bench_listing(listing_reps):
         lines.append(f"| {name} | {t:.2f} | {ratio} |")
     lines += ["", f"## (b) {args.calls:,} calls of hot(i, j) streamed with both arguments", ""]
     lines += [
