@@ -321,7 +321,10 @@ def test_truncated_go_binaries_give_clean_errors(bases: list[Base], workdir: Pat
 def _utrace(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     env.pop("UTRACE_DEBUG", None)
-    return subprocess.run(utrace_cmd(*args), capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    # a damaged name is not UTF-8, and utrace prints its bytes as they are (as nm does)
+    return subprocess.run(
+        utrace_cmd(*args), capture_output=True, text=True, errors="surrogateescape", timeout=120, cwd=ROOT, env=env
+    )
 
 
 def _pclntab_word(base: Base, index: int, value: int) -> bytes:
