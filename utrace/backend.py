@@ -311,6 +311,24 @@ def _extract(bpf: Any, functions: list[str]) -> bpfsys.Compiled:
     return bpfsys.Compiled(tuple(maps), tuple(out), license, int(lib.bpf_module_kern_version(mod)))
 
 
+_ENOTSUPP = 524  # the kernel's internal "not supported", which bpf(2) can leak
+
+
+class _MultiUnsupported(Exception):
+    """The kernel refused the first multi-uprobe link as a kind of attachment it does not offer."""
+
+
+def multi_uprobes_wanted() -> bool:
+    """Attach through multi-uprobe links (Linux >= 6.6) unless UTRACE_UPROBE_MULTI=0."""
+    if os.environ.get("UTRACE_UPROBE_MULTI", "1") == "0":
+        return False
+    try:
+        major, minor = (int(x) for x in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (6, 6)
+
+
 class Tracer:
     """A loaded program and its attached probes. Use as a context manager: exit always detaches.
 
@@ -321,6 +339,7 @@ class Tracer:
     def __init__(self, program: BpfProgram) -> None:
         self.program = program
         self._loaded: bpfsys.Loaded | None = None
+        self._compiled: bpfsys.Compiled | None = None
         self._ring: bpfsys.RingBuffer | None = None
         self._on_record: Callable[[bytes], None] | None = None
         self._fds: list[int] = []
@@ -334,8 +353,18 @@ class Tracer:
         if compiled is None:
             compiled = compile_program(source, self.program.functions)
             write_jobs([(_compiled_cache_file(source), lambda: seal(marshal.dumps(compiled.to_plain())))])
+        self._compiled = compiled
+        self._load(multi=multi_uprobes_wanted())
+
+    def _load(self, multi: bool) -> None:
+        assert self._compiled is not None
         try:
-            self._loaded = bpfsys.load(compiled)
+            try:
+                self._loaded = bpfsys.load(self._compiled, multi=multi)
+            except bpfsys.BpfError as e:
+                if not multi or e.errno != errno.EINVAL:
+                    raise
+                self._loaded = bpfsys.load(self._compiled)  # a kernel that does not know the attach type
         except bpfsys.BpfError as e:
             raise TracingError(f"the BPF program did not load: {e.strerror}") from None
         if self.program.options.pid is not None:
@@ -354,6 +383,14 @@ class Tracer:
                 "(uprobe ref_ctr_offset needs Linux >= 4.20)"
             )
         assert self._loaded is not None, "load() first"
+        if self._loaded.dispatcher is not None:
+            try:
+                self._attach_multi(self._loaded.dispatcher, pid)
+                return
+            except _MultiUnsupported:  # load the programs again, for perf events
+                self._loaded.close()
+                self._load(multi=False)
+        assert self._loaded is not None
         for spec, prog_fd in zip(self.program.specs, self._loaded.programs, strict=True):
             fd = open_uprobe(
                 pmu,
@@ -366,6 +403,32 @@ class Tracer:
             self._fds.append(fd)
             _attach_prog(fd, prog_fd)
             self.attached += 1
+
+    def _attach_multi(self, dispatcher: int, pid: int | None) -> None:
+        """One multi-uprobe link per file and kind (entry, return): detaching then waits for the kernel
+        once per link instead of once per probe (50 probes: 0.1 s instead of 5 s)."""
+        specs = self.program.specs
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for i, spec in enumerate(specs):
+            groups.setdefault((spec.module, spec.kind is ProbeKind.RETURN), []).append(i)
+        for (module, retprobe), members in groups.items():
+            try:
+                fd = bpfsys.attach_uprobe_multi(
+                    dispatcher,
+                    module,
+                    [specs[i].offset for i in members],
+                    [specs[i].ref_ctr_offset for i in members],
+                    members,  # the cookie: the program's index in the dispatcher's array
+                    pid=0 if pid is None else pid,
+                    retprobe=retprobe,
+                )
+            except bpfsys.BpfError as e:
+                if not self._fds and e.errno in (errno.EINVAL, errno.EOPNOTSUPP, _ENOTSUPP):
+                    raise _MultiUnsupported from None  # or an offset it refuses: perf events will say
+                why = os.strerror(e.errno or 0)
+                raise TracingError(f"cannot attach {len(members)} uprobe(s) to {module}: {why}") from None
+            self._fds.append(fd)
+            self.attached += len(members)
 
     def open_ring(self, callback: Callable[[bytes], None]) -> None:
         assert self._loaded is not None, "load() first"

@@ -36,8 +36,10 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+BPF_LINK_CREATE = 28
 
 BPF_PROG_TYPE_KPROBE = 2
+BPF_MAP_TYPE_PROG_ARRAY = 3
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
@@ -46,6 +48,10 @@ _PERCPU = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU
 
 BPF_LD_IMM64 = 0x18  # BPF_LD | BPF_IMM | BPF_DW: two instruction slots
 BPF_PSEUDO_MAP_FD = 1
+BPF_TRACE_UPROBE_MULTI = 48  # enum bpf_attach_type, Linux 6.6
+BPF_F_UPROBE_MULTI_RETURN = 1
+_FUNC_TAIL_CALL = 12
+_FUNC_GET_ATTACH_COOKIE = 174
 
 _ATTR_SIZE = 128
 _RINGBUF_BUSY = 1 << 31
@@ -168,8 +174,11 @@ def create_map(spec: MapSpec) -> int:
         raise BpfError(e.errno, f"cannot create map {spec.name}: {e.strerror}") from None
 
 
-def load_program(name: str, insns: bytes, license: str, kern_version: int) -> int:
-    """Load a kprobe-type program (what uprobes run); BpfError carries the verifier's complaint."""
+def load_program(name: str, insns: bytes, license: str, kern_version: int, attach_type: int = 0) -> int:
+    """Load a kprobe-type program (what uprobes run); BpfError carries the verifier's complaint.
+
+    `attach_type` BPF_TRACE_UPROBE_MULTI makes a program for `attach_uprobe_multi` (and only for it).
+    """
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
@@ -177,6 +186,7 @@ def load_program(name: str, insns: bytes, license: str, kern_version: int) -> in
                      ctypes.addressof(lic))  # fmt: skip
     struct.pack_into("<I", attr, 40, kern_version)
     struct.pack_into("16s", attr, 48, name.encode()[:15])
+    struct.pack_into("<I", attr, 68, attach_type)  # expected_attach_type
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except BpfError as first:
@@ -255,17 +265,22 @@ class Map:
 
 @dataclass
 class Loaded:
-    """Maps and programs of a `Compiled`, in the kernel; `close` releases them."""
+    """Maps and programs of a `Compiled`, in the kernel; `close` releases them.
+
+    Loaded for multi-uprobe links, it also has a `dispatcher`: the one program the links run, which
+    tail-calls the program whose index is the hit uprobe's cookie (`programs` are in `prog_array`).
+    """
 
     maps: dict[str, Map] = field(default_factory=dict)
     programs: list[int] = field(default_factory=list)
+    dispatcher: int | None = None
+    prog_array: int | None = None
 
     def close(self) -> None:
-        for fd in self.programs:
-            _close(fd)
-        for m in self.maps.values():
-            _close(m.fd)
-        self.programs, self.maps = [], {}
+        for fd in [*self.programs, self.dispatcher, self.prog_array, *(m.fd for m in self.maps.values())]:
+            if fd is not None:
+                _close(fd)
+        self.programs, self.maps, self.dispatcher, self.prog_array = [], {}, None, None
 
 
 def _close(fd: int) -> None:
@@ -275,9 +290,15 @@ def _close(fd: int) -> None:
         pass
 
 
-def load(compiled: Compiled) -> Loaded:
-    """Create the maps and load every function (in `compiled.functions` order)."""
+def load(compiled: Compiled, multi: bool = False) -> Loaded:
+    """Create the maps and load every function (in `compiled.functions` order); with `multi`, for
+    multi-uprobe links, with a dispatcher (see `Loaded`).
+
+    Raises:
+        BpfError: a map or program the kernel refused (EINVAL for `multi` on a kernel without it).
+    """
     loaded = Loaded()
+    attach_type = BPF_TRACE_UPROBE_MULTI if multi else 0
     try:
         fds = []
         for spec in compiled.maps:
@@ -286,11 +307,80 @@ def load(compiled: Compiled) -> Loaded:
             fds.append(fd)
         for fn in compiled.functions:
             code = relocate(fn.insns, fn.relocations, fds)
-            loaded.programs.append(load_program(fn.name, code, compiled.license, compiled.kern_version))
+            prog = load_program(fn.name, code, compiled.license, compiled.kern_version, attach_type)
+            loaded.programs.append(prog)
+        if multi:
+            n = len(loaded.programs)
+            array = MapSpec("utrace_progs", BPF_MAP_TYPE_PROG_ARRAY, 4, 4, max(n, 1), 0)
+            loaded.prog_array = create_map(array)
+            progs = Map(array, loaded.prog_array)
+            for i, prog in enumerate(loaded.programs):
+                progs.update(struct.pack("<I", i), struct.pack("<I", prog))
+            loaded.dispatcher = load_program(
+                "utrace_dispatch", dispatcher(loaded.prog_array), compiled.license, compiled.kern_version, attach_type
+            )
     except BaseException:
         loaded.close()
         raise
     return loaded
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, dst | (src << 4), off, imm)
+
+
+def dispatcher(prog_array_fd: int) -> bytes:
+    """The program a multi-uprobe link runs: tail-call program number `bpf_get_attach_cookie()`.
+
+    r6 = ctx; r0 = get_attach_cookie(ctx); tail_call(ctx, prog_array, r0); return 0 (when there is no
+    such program, which the links never ask for).
+    """
+    mov_reg, mov_imm, call, exit_ = 0xBF, 0xB7, 0x85, 0x95  # BPF_ALU64|BPF_MOV|BPF_X, ...|BPF_K, BPF_JMP|...
+    return b"".join(
+        [
+            _insn(mov_reg, dst=6, src=1),
+            _insn(call, imm=_FUNC_GET_ATTACH_COOKIE),
+            _insn(mov_reg, dst=3, src=0),
+            _insn(mov_reg, dst=1, src=6),
+            _insn(BPF_LD_IMM64, dst=2, src=BPF_PSEUDO_MAP_FD, imm=prog_array_fd),
+            _insn(0),
+            _insn(call, imm=_FUNC_TAIL_CALL),
+            _insn(mov_imm, dst=0, imm=0),
+            _insn(exit_),
+        ]
+    )
+
+
+def attach_uprobe_multi(
+    prog_fd: int,
+    path: str,
+    offsets: list[int],
+    ref_ctr_offsets: list[int],
+    cookies: list[int],
+    *,
+    pid: int,
+    retprobe: bool,
+) -> int:
+    """Attach `prog_fd` (loaded for BPF_TRACE_UPROBE_MULTI) at every file offset of `path` with one link,
+    and return the link's fd. Closing it removes all those uprobes after a single wait for the kernel's
+    grace period, where closing one perf event per uprobe waits once for each (~80 ms here).
+
+    Args:
+        ref_ctr_offsets: per offset, the file offset of a USDT semaphore to count up, or 0.
+        cookies: per offset, what `bpf_get_attach_cookie` returns when it is hit.
+        pid: only this process (0: every process that maps the file).
+
+    Raises:
+        BpfError: the kernel refused (EINVAL from a kernel without multi-uprobe links, Linux < 6.6).
+    """
+    n = len(offsets)
+    path_buf = ctypes.create_string_buffer(os.fsencode(path))
+    offs, refs, cks = ((ctypes.c_uint64 * n)(*values) for values in (offsets, ref_ctr_offsets, cookies))
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIII", attr, 0, prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0)
+    addresses = [ctypes.addressof(b) for b in (path_buf, offs, refs, cks)]
+    struct.pack_into("<QQQQIII", attr, 16, *addresses, n, BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, pid)
+    return _bpf(BPF_LINK_CREATE, attr)
 
 
 _libc.mmap.restype = ctypes.c_void_p

@@ -104,7 +104,12 @@ def test_node_fs_counts_equal_the_script(node_bin: str, background: list[Backgro
 ITER = re.compile(r"iter (\d+) add\((\d+),(\d+)\)=(\d+) greet\(([^,]+),(\d+)\) tick\((\d+),([^,]+),(-?\d+)\)")
 
 
-def test_native_c_arguments_and_usdt_exact(fixtures_built: Path) -> None:
+@pytest.mark.parametrize("multi", ["1", "0"], ids=["multi-uprobe links", "perf events"])
+def test_native_c_arguments_and_usdt_exact(fixtures_built: Path, monkeypatch: pytest.MonkeyPatch, multi: str) -> None:
+    """Both ways of attaching (one multi-uprobe link per file and kind, Linux >= 6.6; one perf event
+    per probe, older kernels or UTRACE_UPROBE_MULTI=0) deliver every argument, return and USDT probe,
+    the semaphore-gated one included."""
+    monkeypatch.setenv("UTRACE_UPROBE_MULTI", multi)
     exe = str(fixtures_built / "c" / "sdt_demo")
     p = run_utrace(
         "native", exe, "demo_add(int a, int b)", "demo_greet(const char *name, long n)",
@@ -129,6 +134,65 @@ def test_native_c_arguments_and_usdt_exact(fixtures_built: Path) -> None:
     assert fired == 6, "the kernel must have raised the semaphore while the probe was attached"
     assert len(gated) == fired
     assert summary["lost"] == 0
+
+
+def _attachments(pid: int) -> tuple[list[tuple[str, int]], int]:
+    """What process `pid` holds, as the kernel reports it: (link type, uprobe count) of each BPF link,
+    and the number of perf event fds."""
+    links, perf = [], 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            what = os.readlink(f"/proc/{pid}/fd/{fd}")
+            lines = Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
+            info = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+        except OSError:
+            continue
+        if what == "anon_inode:bpf_link":
+            links.append((info.get("link_type", "?"), int(info.get("uprobe_cnt", "0"))))
+        elif what == "anon_inode:[perf_event]":
+            perf += 1
+    return sorted(links), perf
+
+
+@pytest.mark.parametrize("multi", ["1", "0"], ids=["multi-uprobe links", "perf events"])
+def test_probes_are_grouped_into_one_link_per_file_and_kind(
+    fixtures_built: Path, monkeypatch: pytest.MonkeyPatch, multi: str
+) -> None:
+    """Entry and return probes on two functions of the executable and one of libc: the kernel's fdinfo
+    shows one multi-uprobe link per file and kind (detaching then waits for the kernel once per link,
+    not once per probe), or one perf event per probe when multi links are off; detaching removes
+    every breakpoint either way."""
+    monkeypatch.setenv("UTRACE_UPROBE_MULTI", multi)
+    exe = str(fixtures_built / "c" / "sdt_demo-pie")
+    prog = start_waiting([exe, "--wait", "100", "20"])
+    try:
+        bg = Background("native", "--pid", str(prog.pid), "demo_add", "demo_greet", "strlen", "--ret", "--json")
+        bg.wait_attached()
+        links, perf = _attachments(bg.proc.pid)
+        if multi == "1":
+            # strlen is an IFUNC in libc: it resolves to one implementation in its own module
+            assert perf == 0 and links == sorted(
+                [("uprobe_multi", 2), ("uretprobe_multi", 2), ("uprobe_multi", 1), ("uretprobe_multi", 1)]
+            ), links
+        else:
+            assert links == [] and perf == 6
+        from utrace.elf.index import symbols_for
+
+        t = symbols_for(exe)
+        addr = t.addresses[t.raws.index("demo_add")] + load_base(prog.pid, exe)
+        assert read_text_byte(prog.pid, addr) == 0xCC
+        release(prog)
+        time.sleep(0.3)
+        bg.proc.send_signal(signal.SIGINT)
+        out, err, rc = bg.finish()
+        assert rc == 0, err
+        evs, _summary = events(out)
+        assert {e["probe"] for e in evs} >= {"demo_add", "demo_greet"}
+        assert read_text_byte(prog.pid, addr) != 0xCC, "breakpoint removed after detach"
+    finally:
+        if prog.poll() is None:
+            prog.kill()
+        prog.wait()
 
 
 def test_semaphore_is_zero_without_utrace(fixtures_built: Path) -> None:
