@@ -8,6 +8,8 @@ Prints ratios (utrace / incumbent) with medians of repeated runs, because these 
   (d) command to first event: each tracer started by path while `hot 1` runs 100 times a second;
       time from the command's start to its probes armed (utrace's "attached" line) and to the first
       event written
+  (e) probes on node's 52 uv_fs_* functions in a node run the tracer launches: command to exit
+      (attaching, the run, and detaching, which the kernel makes wait per perf event or per link)
   and, for (b), the tracer's own CPU time (user + system) in a run attached by path to a separately
   started program, so the traced program's CPU (which includes the BPF programs run in its context) is
   not counted
@@ -303,6 +305,50 @@ def count_utrace(calls: int) -> tuple[float, int]:
     return wall, sum(int(c["count"]) for c in counts)
 
 
+MANY = "uv_fs_*"  # 52 functions of node
+NODE_SCRIPT = 'require("fs").readFileSync("/etc/hostname")'
+
+
+def many_bpftrace() -> tuple[float, int, int]:
+    t = time.perf_counter()
+    p = subprocess.run(
+        ["bpftrace", "-e", f"uprobe:{NODE}:{MANY} {{ @[probe] = count(); }}", "-c", f"{NODE} -e {NODE_SCRIPT}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = time.perf_counter() - t
+    m = re.search(r"Attaching (\d+) probes", p.stdout)
+    return wall, int(m.group(1)) if m else 0, sum(int(n) for n in re.findall(r"^@\[.*\]: (\d+)$", p.stdout, re.M))
+
+
+def many_utrace() -> tuple[float, int, int]:
+    t = time.perf_counter()
+    p = subprocess.run(
+        [*UTRACE, "native", NODE, MANY, "--count", "--json", "--", NODE, "-e", NODE_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    wall = time.perf_counter() - t
+    m = re.search(r"(\d+) probe\(s\) attached", p.stderr)
+    counts = [json.loads(line) for line in p.stdout.splitlines() if line.startswith('{"kind": "count"')]
+    return wall, int(m.group(1)) if m else 0, sum(int(c["count"]) for c in counts)
+
+
+def bench_many_probes(reps: int) -> list[tuple[str, float, int, int]]:
+    """(e): probes on every uv_fs_* function of node, launched by the tracer: command to exit, which
+    includes detaching (the kernel waits once per perf event, once per multi-uprobe link)."""
+    results: dict[str, list[tuple[float, int, int]]] = {"bpftrace count()": [], "utrace --count": []}
+    for _ in range(reps):
+        results["bpftrace count()"].append(many_bpftrace())
+        results["utrace --count"].append(many_utrace())
+    return [
+        (name, statistics.median(r[0] for r in rs), rs[0][1], min(r[2] for r in rs)) for name, rs in results.items()
+    ]
+
+
 def bench_count(calls: int, reps: int) -> list[tuple[str, float, int]]:
     results: dict[str, list[tuple[float, int]]] = {"bpftrace count()": [], "utrace --count": []}
     for _ in range(reps):
@@ -372,6 +418,12 @@ def main() -> None:
     for name, armed, first in frows:
         a = f"{armed:.2f}" if armed is not None else "-"
         lines.append(f"| {name} | {a} | {first:.2f} | {first / fbase:.2f} |")
+    lines += ["", f"## (e) node's {MANY} functions (52), counted in a run of node the tracer launches", ""]
+    lines += ["| tracer | command to exit s | probes | calls counted | ratio to bpftrace |", "|---|---|---|---|---|"]
+    erows = bench_many_probes(args.reps)
+    ebase = erows[0][1]
+    for name, wall, probes, counted in erows:
+        lines.append(f"| {name} | {wall:.2f} | {probes} | {counted} | {wall / ebase:.2f} |")
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
