@@ -142,11 +142,13 @@ def run_bcc_trace(calls: int, out: Path) -> tuple[float, int, int] | None:
     return wall, delivered, calls - delivered
 
 
-def _perf_fds(pid: int) -> int:
+def _probe_fds(pid: int) -> int:
+    """The perf events and BPF links (utrace's multi-uprobe links) process `pid` holds."""
     try:
-        return sum(1 for fd in os.listdir(f"/proc/{pid}/fd") if "perf_event" in os.readlink(f"/proc/{pid}/fd/{fd}"))
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     except OSError:
         return 0
+    return sum(1 for link in links if "perf_event" in link or link == "anon_inode:bpf_link")
 
 
 def _stop(pid: int) -> resource.struct_rusage:
@@ -164,7 +166,7 @@ def _stop(pid: int) -> resource.struct_rusage:
 def _cpu_of(cmd: list[str], calls: int) -> float:
     """CPU seconds (user + system) of a tracer that traces HOT by path while a separate HOT runs `calls`.
 
-    Armed = the tracer holds a perf event (all three attach uprobes through perf_event_open); its output
+    Armed = the tracer holds a perf event or a BPF link (utrace's multi-uprobe links); its output
     goes to a file and is only watched for growth, so no tracer is asked to flush more than it would.
     """
 
@@ -173,7 +175,7 @@ def _cpu_of(cmd: list[str], calls: int) -> float:
     with open(out, "w") as f:
         tr = subprocess.Popen(cmd, stdout=f, stderr=subprocess.DEVNULL, cwd=ROOT, preexec_fn=_default_sigint)
         deadline = time.monotonic() + 60
-        while _perf_fds(tr.pid) == 0:
+        while _probe_fds(tr.pid) == 0:
             if time.monotonic() > deadline or tr.poll() is not None:
                 raise SystemExit(f"bench: {cmd[0]} did not attach")
             time.sleep(0.02)
