@@ -118,6 +118,8 @@ CASES = [
         "need -XX:+DTraceMethodProbes (a startup-only flag: add it to the java command)",
     ),
     ("java-ret", ["java", "--binary", "{jdk}", "gc", "--ret"], USAGE, "--ret does not apply"),
+    ("count-ret", ["native", TRUE, "main", "--count", "--ret", "--dump-bpf"], USAGE, "--ret does not apply to --count"),
+    ("top-ret", ["native", TRUE, "main", "--top", "--ret", "--dump-bpf"], USAGE, "--ret does not apply to --top"),
     ("format-unknown", ["native", TRUE, "main", "--format", "xml"], USAGE, "'xml' is not one of"),
     ("format-and-json", ["native", TRUE, "main", "--json", "--format", "perfetto"], USAGE, "exclude each other"),
     ("perfetto-count", ["native", TRUE, "main", "--format", "perfetto", "--count"], USAGE, "do not stream"),

@@ -174,6 +174,9 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         raise UsageError(f"--max-events applies to streamed events, not to {'--top' if top else '--count or --hist'}")
     if aggregate is not Aggregate.NONE and opts["stack"]:
         raise UsageError(f"--stack applies to streamed events, not to {'--top' if top else '--count or --hist'}")
+    if aggregate is Aggregate.COUNT and opts["ret"]:
+        what = "--top" if top else "--count"
+        raise UsageError(f"--ret does not apply to {what}: it counts calls (--hist shows the returns' latencies)")
     fmt = _output_format(opts, aggregate)
     session = SessionOptions(
         duration=opts["duration"],
