@@ -184,6 +184,9 @@ class Receiver:
     port: int
     status: int = 200
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)
+    answers: list[tuple[int, str | None]] = field(default_factory=list)  # (status, Retry-After), used first
+    statuses: list[int] = field(default_factory=list)  # what each request was answered
+    times: list[float] = field(default_factory=list)  # when each arrived (time.monotonic)
 
     @property
     def url(self) -> str:
@@ -221,9 +224,14 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.times.append(time.monotonic())
             state.requests.append((self.path, self.headers["Content-Type"], body))
+            status, retry_after = state.answers.pop(0) if state.answers else (state.status, None)
+            state.statuses.append(status)
             answer = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(state.status)
+            self.send_response(status)
+            if retry_after is not None:
+                self.send_header("Retry-After", retry_after)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
@@ -328,6 +336,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def test_otlp_retries_what_the_receiver_asks_to_retry(fixtures_built: Path, receiver: Receiver) -> None:
+    """429 with Retry-After, then 503, then accepted: every span arrives once accepted, and the line
+    says so (with the retries), without a warning."""
+    receiver.answers = [(429, "1"), (503, None)]
+    hot = fixtures_built / "c" / "hot"
+    p = run_utrace("native", str(hot), "hot", "--ret", "--otlp", receiver.url, "--", str(hot), "300")
+    assert p.returncode == 0, p.stderr
+    answered = zip(receiver.statuses, receiver.requests, strict=True)
+    accepted = [body for status, (_p, _c, body) in answered if status == 200]
+    assert receiver.statuses[:3] == [429, 503, 200]
+    assert receiver.times[1] - receiver.times[0] >= 0.9, "Retry-After: 1 was honoured"
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    spans = [
+        s
+        for b in accepted
+        for rs in ExportTraceServiceRequest.FromString(b).resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+    assert len(spans) == 300 and len({s.span_id for s in spans}) == 300
+    (line,) = [ln for ln in p.stderr.splitlines() if "otlp" in ln]
+    n = len(receiver.requests)
+    assert line == (
+        f"utrace: otlp: 300 of 300 span(s) exported to {receiver.url}/v1/traces in {n} request(s) "
+        "(2 retried after HTTP 429/502/503/504)"
+    ), line
+
+
 def test_otlp_unreachable_endpoint_is_one_line_and_the_trace_completes(fixtures_built: Path) -> None:
     hot = fixtures_built / "c" / "hot"
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -343,13 +380,17 @@ def test_otlp_unreachable_endpoint_is_one_line_and_the_trace_completes(fixtures_
 
 
 def test_otlp_http_errors_are_counted(fixtures_built: Path, receiver: Receiver) -> None:
+    """A receiver that always answers 503: each batch is tried four times (three retries), then
+    counted as failed; nothing is claimed exported."""
     receiver.status = 503
     hot = fixtures_built / "c" / "hot"
     p = run_utrace("native", str(hot), "hot", "--ret", "--otlp", receiver.url, "--", str(hot), "700")
     assert p.returncode == 0, p.stderr
-    assert len(receiver.spans()) == 700, "the receiver got them, and said 503"
-    (line,) = [ln for ln in p.stderr.splitlines() if "otlp" in ln]
     n = len(receiver.requests)
-    assert line.startswith(f"utrace: warning: otlp: 0 of 700 span(s) exported to {receiver.url}/v1/traces in {n}")
-    assert f"{n} request(s) failed (last: HTTP 503 Service Unavailable)" in line
+    batches = len({body for _p, _c, body in receiver.requests})
+    assert n == 4 * batches and len(receiver.spans()) == 4 * 700, "every span was offered 4 times, and refused"
+    (line,) = [ln for ln in p.stderr.splitlines() if "otlp" in ln]
+    head = f"utrace: warning: otlp: 0 of 700 span(s) exported to {receiver.url}/v1/traces in {n} request(s)"
+    assert line.startswith(f"{head} ({n - batches} retried after HTTP 429/502/503/504)"), line
+    assert f"{batches} request(s) failed (last: HTTP 503 Service Unavailable)" in line
     assert Counter(path for path, _c, _b in receiver.requests) == {"/v1/traces": n}

@@ -50,3 +50,22 @@ def test_values_keep_their_type() -> None:
     assert roundtrip(any_value("a", Rendered("nil"))) == {"a": "nil"}
     assert any_value("a", None) == []
     assert roundtrip(any_value("r", {"r0": 1, "r1": Rendered("nil")})) == {"r.r0": 1, "r.r1": "nil"}
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "attempt", "delay"),
+    [
+        (None, 0, 0.25),
+        (None, 2, 1.0),
+        (None, 10, 5.0),  # doubling is capped
+        ("2", 0, 2.0),  # the receiver's seconds win
+        (" 3 ", 1, 3.0),
+        ("600", 0, 5.0),  # capped too: a trace's end must not wait ten minutes
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 1, 0.5),  # an HTTP date is not honoured
+        ("-1", 0, 0.25),
+    ],
+)
+def test_retry_delay(retry_after: str | None, attempt: int, delay: float) -> None:
+    from utrace.output.otlp import retry_delay
+
+    assert retry_delay(retry_after, attempt) == delay

@@ -143,6 +143,21 @@ def span_message(span: Span, epoch_offset_ns: int) -> PbSpan:
     return msg
 
 
+# OTLP/HTTP: "429, 502, 503 and 504 are retryable"; the receiver may say when with Retry-After
+_RETRYABLE = frozenset({429, 502, 503, 504})
+_RETRIES = 3
+_MAX_RETRY_DELAY_S = 5.0
+
+
+def retry_delay(retry_after: str | None, attempt: int) -> float:
+    """Seconds to wait before retrying: the receiver's Retry-After in seconds (an HTTP date is not
+    honoured), else 0.25 s doubling with each attempt; never more than 5 s."""
+    delay: float = 0.25 * 2.0**attempt
+    if retry_after is not None and retry_after.strip().isdigit():
+        delay = float(retry_after.strip())
+    return min(delay, _MAX_RETRY_DELAY_S)
+
+
 def _reason(e: BaseException) -> str:
     """A failed POST in a few words: `HTTP 503 Service Unavailable`, `connection refused`."""
     if isinstance(e, urllib.error.HTTPError):
@@ -193,6 +208,7 @@ class OtlpReporter:
         self.rejected = 0
         self.failed = 0
         self.failed_requests = 0
+        self.retries = 0
         self.requests = 0
         self.dropped = 0
         self.last_error = ""
@@ -253,6 +269,8 @@ class OtlpReporter:
             extra.append(f"{open_calls} call(s) still open not exported")
         ok = self.sent - self.rejected
         head = f"{ok} of {self.spans} span(s) exported to {self.url} in {self.requests} request(s)"
+        if self.retries:
+            head += f" ({self.retries} retried after HTTP 429/502/503/504)"
         if ok == self.spans and not extra:
             return f"utrace: otlp: {head}"
         return f"utrace: warning: otlp: {head}" + ("; " + ", ".join(extra) if extra else "")
@@ -298,16 +316,21 @@ class OtlpReporter:
         req = urllib.request.Request(
             self.url, data=body, method="POST", headers={"Content-Type": "application/x-protobuf"}
         )
-        self.requests += 1
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                data = resp.read()
-                kind = resp.headers.get("Content-Type", "")
-        except Exception as e:  # every failure is counted and reported, none stops the trace
-            self.failed_requests += 1
-            self.failed += len(batch)
-            self.last_error = _reason(e)
-            return
+        for attempt in range(_RETRIES + 1):
+            self.requests += 1
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    data = resp.read()
+                    kind = resp.headers.get("Content-Type", "")
+                break
+            except Exception as e:  # every failure is counted and reported, none stops the trace
+                self.last_error = _reason(e)
+                if not (isinstance(e, urllib.error.HTTPError) and e.code in _RETRYABLE) or attempt == _RETRIES:
+                    self.failed_requests += 1
+                    self.failed += len(batch)
+                    return
+                self.retries += 1
+                time.sleep(retry_delay(e.headers.get("Retry-After"), attempt))
         self.sent += len(batch)
         if data and "protobuf" in kind:
             try:
