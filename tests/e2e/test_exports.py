@@ -174,6 +174,25 @@ def test_perfetto_jvm_gc_pairs_are_slices(fixtures_built: Path, tmp_path: Path) 
     assert len([e for _t, e in entries(model, "hotspot:mem__pool__gc")]) > 0
 
 
+def test_perfetto_jvm_method_slices_are_named_by_method(fixtures_built: Path, tmp_path: Path) -> None:
+    """HotSpot's method entry/return pairs become slices named by the method, on the thread that ran it:
+    `Demo$Worker.run()` once per worker the program says ran, `Demo.main(java.lang.String[])` once."""
+    need(Path(f"{JDK17}/bin/java").exists(), f"{JDK17} missing")
+    classes = fixtures_built / "java"
+    need((classes / "Demo.class").exists(), "fixtures/java not built")
+    out = tmp_path / "methods.json"
+    p = run_utrace("java", "method:Demo", "--format", "perfetto", "-o", str(out), "--", f"{JDK17}/bin/java",
+                   "-XX:+DTraceMethodProbes", "-cp", str(classes), "Demo", timeout=180)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    workers = re.findall(r"^thread (worker-\d) put \d+$", p.stdout, re.M)
+    model = devtools(out)
+    runs = entries(model, "Demo$Worker.run()")
+    assert sorted(t["name"] for t, _e in runs) == sorted(workers) and len(workers) == 2
+    (main,) = entries(model, "Demo.main(java.lang.String[])")
+    assert all(e["ph"] == "X" for _t, e in [*runs, main])
+    assert not entries(model, "hotspot:method")
+
+
 # --- OTLP --------------------------------------------------------------------------------------------
 
 

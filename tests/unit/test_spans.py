@@ -70,6 +70,11 @@ def test_paired_usdt_end_is_a_span_named_without_suffix() -> None:
     (s,) = spans(Pairer(()).feed(ev("event", "hotspot:gc__end", 1000, latency_ns=300, args={"full": True})))
     assert (s.name, s.start_ns, s.end_ns, s.paired_usdt) == ("hotspot:gc", 700, 1000, True)
     assert pair_name("hotspot:method__return") == "hotspot:method" and pair_name("__end") == "__end"
+    # a method pair is named by its method; other pairs keep the probe's name
+    assert pair_name("hotspot:method__return", {"method": "Demo$Worker.run()"}) == "Demo$Worker.run()"
+    assert pair_name("hotspot:gc__end", {"method": "x"}) == "hotspot:gc"
+    assert pair_name("hotspot:method__return", {"method": ""}) == "hotspot:method"
+    assert pair_name("hotspot:method__compile__end", {"method": "Demo.f()"}) == "hotspot:method__compile"
 
 
 def test_lost_returns_are_counted_and_open_calls_are_left_for_finish() -> None:

@@ -11,7 +11,7 @@ call's time when the return has no latency. A USDT end probe paired with its beg
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -42,12 +42,21 @@ def track_of(ev: Event) -> Track:
     return Track(ev.pid, ev.tid, False)
 
 
-def pair_name(probe: str) -> str:
-    """The span name of a USDT end probe paired with its begin: `hotspot:gc__end` -> `hotspot:gc`."""
+def pair_name(probe: str, args: Mapping[str, object] | None = None) -> str:
+    """The span name of a USDT end probe paired with its begin: `hotspot:gc__end` -> `hotspot:gc`.
+
+    A paired `method` probe (HotSpot's method entry/return) is named by its `method` argument instead,
+    `Demo$Worker.run()`: every method's slices would otherwise share one name.
+    """
+    name = probe
     for suffix in _END_SUFFIXES:
         if probe.endswith(suffix) and len(probe) > len(suffix):
-            return probe[: -len(suffix)]
-    return probe
+            name = probe[: -len(suffix)]
+            break
+    method = (args or {}).get("method")
+    if name.endswith(":method") and isinstance(method, str) and method:
+        return method
+    return name
 
 
 @dataclass(slots=True)
@@ -131,7 +140,7 @@ class Pairer:
         if ev.latency_ns is not None:  # a USDT end paired with its begin by the runtime
             return [
                 Span(
-                    name=pair_name(ev.probe),
+                    name=pair_name(ev.probe, ev.args),
                     track=track,
                     tid=ev.tid,
                     comm=ev.comm,
