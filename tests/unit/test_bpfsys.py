@@ -93,3 +93,17 @@ def test_arbitrary_data_is_rejected_or_well_formed(obj: object) -> None:
     for fn in c.functions:
         assert len(fn.insns) % 8 == 0
         assert all(0 <= i < len(fn.insns) // 8 and 0 <= m < len(c.maps) for i, m in fn.relocations)
+
+
+def test_dispatcher_refers_to_its_prog_array_only_and_ends_in_exit() -> None:
+    """The multi-uprobe dispatcher: one map reference (the prog array, as an fd the loader fills in),
+    two helper calls (get_attach_cookie 174, tail_call 12, as numbered in the kernel's uapi bpf.h),
+    and a return of 0. The kernel's verifier loads it in the e2e tests."""
+    from utrace.bpfsys import dispatcher
+
+    code = dispatcher(7)
+    assert len(code) % 8 == 0
+    assert map_references(code) == [(4, 7)]
+    insns = [struct.unpack_from("<BBhi", code, i) for i in range(0, len(code), 8)]
+    assert [imm for op, _regs, _off, imm in insns if op == 0x85] == [174, 12]  # BPF_JMP | BPF_CALL
+    assert insns[-1][0] == 0x95 and insns[-2] == (0xB7, 0, 0, 0)  # r0 = 0; exit
