@@ -174,19 +174,28 @@ def _cpu_of(cmd: list[str], calls: int) -> float:
     out = tmp / "out"
     with open(out, "w") as f:
         tr = subprocess.Popen(cmd, stdout=f, stderr=subprocess.DEVNULL, cwd=ROOT, preexec_fn=_default_sigint)
-        deadline = time.monotonic() + 60
-        while _probe_fds(tr.pid) == 0:
-            if time.monotonic() > deadline or tr.poll() is not None:
-                raise SystemExit(f"bench: {cmd[0]} did not attach")
-            time.sleep(0.02)
-        time.sleep(0.3)  # the other probes of the same command (none here) and the ring's poller
-        subprocess.run([str(HOT), str(calls)], stdout=subprocess.DEVNULL, check=True)
-        size = -1
-        while out.stat().st_size != size:  # let it drain
-            size = out.stat().st_size
-            time.sleep(0.5)
-        ru = _stop(tr.pid)
-        tr.returncode = 0
+        try:
+            deadline = time.monotonic() + 60
+            while _probe_fds(tr.pid) == 0:
+                if time.monotonic() > deadline or tr.poll() is not None:
+                    raise SystemExit(f"bench: {cmd[0]} did not attach")
+                time.sleep(0.02)
+            time.sleep(0.3)  # the other probes of the same command (none here) and the ring's poller
+            subprocess.run([str(HOT), str(calls)], stdout=subprocess.DEVNULL, check=True)
+            size = -1
+            while out.stat().st_size != size:  # let it drain
+                size = out.stat().st_size
+                time.sleep(0.5)
+            ru = _stop(tr.pid)
+            tr.returncode = 0
+        finally:
+            if tr.returncode is None:  # failed before stopping it: a stray tracer would skew every later run
+                tr.send_signal(signal.SIGINT)  # bcc's trace removes its uprobe_events entries on SIGINT only
+                try:
+                    tr.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    tr.kill()
+                    tr.wait()
     shutil.rmtree(tmp, ignore_errors=True)
     return ru.ru_utime + ru.ru_stime
 
