@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from utrace.elf.demangle import display_name
+from utrace.elf.demangle import base_name, display_name
 from utrace.model import Target
 
 LIMIT = 100  # candidates per TAB: bash asks "Display all N possibilities?" past 100
@@ -28,16 +28,7 @@ def probe_name(demangled: str) -> str:
         head = demangled[:paren]
         if " " not in head and "<" not in head and not head.endswith("operator"):
             return head  # most names: no return type, no template arguments before the parameters
-    name = display_name(demangled)
-    depth = 0
-    for i, ch in enumerate(name):
-        if ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth -= 1
-        elif ch == "(" and depth == 0 and i > 0 and not name[:i].endswith("operator"):
-            return name[:i]
-    return name
+    return base_name(display_name(demangled))
 
 
 def target_names(target: Target, prefix: str = "", *, functions: bool = True, usdt: bool = True) -> set[str]:

@@ -138,14 +138,15 @@ def _cxxfilt_demangler() -> _Demangler:
 
 
 def base_name(demangled: str) -> str:
-    """`ns::f(int) const` -> `ns::f`: a demangled name without its parameter list."""
+    """`ns::f(int) const` -> `ns::f`: a demangled name without its parameter list (`operator()`'s own
+    parentheses are part of the name)."""
     depth = 0
     for i, ch in enumerate(demangled):
         if ch == "<":
             depth += 1
         elif ch == ">":
             depth -= 1
-        elif ch == "(" and depth == 0 and i > 0:
+        elif ch == "(" and depth == 0 and i > 0 and not demangled[:i].endswith("operator"):
             return demangled[:i]
     return demangled
 
