@@ -289,31 +289,28 @@ def bench_first_event(reps: int) -> list[tuple[str, float | None, float]]:
     return rows
 
 
-def count_bpftrace(calls: int) -> tuple[float, int]:
+def _run_timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Wall seconds of a command run to its end (from ROOT), and its captured output."""
     t = time.perf_counter()
-    p = subprocess.run(
-        ["bpftrace", "-e", f"uprobe:{HOT}:hot {{ @calls = count(); }}", "-c", f"{HOT} {calls}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    wall = time.perf_counter() - t
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return time.perf_counter() - t, p
+
+
+def _utrace_counted(stdout: str) -> int:
+    """The calls in utrace's `--count --json` objects."""
+    counts = [json.loads(line) for line in stdout.splitlines() if line.startswith('{"kind": "count"')]
+    return sum(int(c["count"]) for c in counts)
+
+
+def count_bpftrace(calls: int) -> tuple[float, int]:
+    wall, p = _run_timed(["bpftrace", "-e", f"uprobe:{HOT}:hot {{ @calls = count(); }}", "-c", f"{HOT} {calls}"])
     m = re.search(r"@calls: (\d+)", p.stdout)
     return wall, int(m.group(1)) if m else 0
 
 
 def count_utrace(calls: int) -> tuple[float, int]:
-    t = time.perf_counter()
-    p = subprocess.run(
-        [*UTRACE, "native", str(HOT), "hot", "--count", "--json", "--", str(HOT), str(calls)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    wall = time.perf_counter() - t
-    counts = [json.loads(line) for line in p.stdout.splitlines() if line.startswith('{"kind": "count"')]
-    return wall, sum(int(c["count"]) for c in counts)
+    wall, p = _run_timed([*UTRACE, "native", str(HOT), "hot", "--count", "--json", "--", str(HOT), str(calls)])
+    return wall, _utrace_counted(p.stdout)
 
 
 MANY = "uv_fs_*"  # 52 functions of node
@@ -321,31 +318,16 @@ NODE_SCRIPT = 'require("fs").readFileSync("/etc/hostname")'
 
 
 def many_bpftrace() -> tuple[float, int, int]:
-    t = time.perf_counter()
-    p = subprocess.run(
-        ["bpftrace", "-e", f"uprobe:{NODE}:{MANY} {{ @[probe] = count(); }}", "-c", f"{NODE} -e {NODE_SCRIPT}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    wall = time.perf_counter() - t
+    prog = f"uprobe:{NODE}:{MANY} {{ @[probe] = count(); }}"
+    wall, p = _run_timed(["bpftrace", "-e", prog, "-c", f"{NODE} -e {NODE_SCRIPT}"])
     m = re.search(r"Attaching (\d+) probes", p.stdout)
     return wall, int(m.group(1)) if m else 0, sum(int(n) for n in re.findall(r"^@\[.*\]: (\d+)$", p.stdout, re.M))
 
 
 def many_utrace() -> tuple[float, int, int]:
-    t = time.perf_counter()
-    p = subprocess.run(
-        [*UTRACE, "native", NODE, MANY, "--count", "--json", "--", NODE, "-e", NODE_SCRIPT],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    wall = time.perf_counter() - t
+    wall, p = _run_timed([*UTRACE, "native", NODE, MANY, "--count", "--json", "--", NODE, "-e", NODE_SCRIPT])
     m = re.search(r"(\d+) probe\(s\) attached", p.stderr)
-    counts = [json.loads(line) for line in p.stdout.splitlines() if line.startswith('{"kind": "count"')]
-    return wall, int(m.group(1)) if m else 0, sum(int(c["count"]) for c in counts)
+    return wall, int(m.group(1)) if m else 0, _utrace_counted(p.stdout)
 
 
 def bench_many_probes(reps: int) -> list[tuple[str, float, int, int]]:
