@@ -69,12 +69,13 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
     return matches
 
 
-def match_functions(table: SymbolTable, pattern: str | None) -> list[int]:
-    """Indices of function entries (never `.cold` parts) whose demangled or raw name matches."""
+def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> list[int]:
+    """Indices (from `start` on) of function entries (never `.cold` parts) whose demangled or raw name
+    matches."""
     m = name_matcher(pattern)
     if m is None:
-        return list(table.entries())
-    entries = table.entries()
+        return list(table.entries(start))
+    entries = table.entries(start)
     names, raws = table.names, table.raws
     return [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
 
@@ -158,12 +159,12 @@ def _module_functions(
                 return ModuleFunctions(display, None, range(int(count)), text)
     # A cold read may hand over the first symbol table's functions before the rest is read: they are
     # rendered then, while another process still compares the second table with the first.
-    early: list[tuple[int, bytes]] = []  # (matching functions of the first part, their lines)
+    early: list[tuple[int, list[int], bytes]] = []  # (size of the first part, its matches, their lines)
 
     def render_first(part: SymbolTable) -> None:
         if render is not None:
             matching = match_functions(part, pattern)
-            early.append((len(matching), render[1](part, matching)))
+            early.append((len(part), matching, render[1](part, matching)))
 
     table = symbols_for(path, on_cold=on_cold, defer_write=writes, first_part=render_first if render else None)
     if len(table) == 0:
@@ -172,11 +173,12 @@ def _module_functions(
 
         table = go_function_table(path) or table
         early.clear()
-    mf = ModuleFunctions(display, table, match_functions(table, pattern))
+    # the part is a prefix of the table's entries: its matches are the table's first ones
+    part_size, part_matches, first_lines = early[0] if early else (0, [], b"")
+    rest = match_functions(table, pattern, start=part_size)
+    mf = ModuleFunctions(display, table, part_matches + rest if part_matches else rest)
     if render is not None:
-        done, first_lines = early[0] if early else (0, b"")
-        # the part's matches are the table's first ones (the part is a prefix of the same entries)
-        mf.rendered = first_lines + render[1](table, mf.indices[done:]) if len(mf.indices) > done else first_lines
+        mf.rendered = first_lines + render[1](table, rest) if rest else first_lines
         if rendered_file is not None:
             from utrace.cache import seal
 

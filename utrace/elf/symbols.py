@@ -129,14 +129,14 @@ class SymbolTable:
             clone=self.clones[i],
         )
 
-    def entries(self) -> Iterator[int]:
-        """Indices of symbols that are function entries (everything but `.cold` parts)."""
+    def entries(self, start: int = 0) -> Iterator[int]:
+        """Indices (from `start` on) of symbols that are function entries (everything but `.cold` parts)."""
         clones = self.clones
         keep = bytearray(b"\1") * len(clones)
         for i in compress(range(len(clones)), clones):  # only the few clone parts are looked at
             if ".cold" in clones[i]:
                 keep[i] = 0
-        return compress(range(len(clones)), keep)
+        return compress(range(start, len(clones)), keep[start:])
 
     def containing(self, address: int) -> int | None:
         """Index of the function whose [address, address+size) holds `address`, if any."""
