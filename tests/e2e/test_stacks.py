@@ -121,7 +121,13 @@ def test_go_stack_equals_gdb_backtrace(fixtures_built: Path, tmp_path: Path, nam
     exe = fixtures_built / "go" / name
     need(exe.exists(), f"{exe} not built")
     twin = fixtures_built / "go" / name.removesuffix("-stripped")
-    expected = gdb_frames([str(twin), "1", "3"], "*'main.Fib'", tmp_path, skip_hits=2)
+    for _ in range(3):
+        expected = gdb_frames([str(twin), "1", "3"], "*'main.Fib'", tmp_path, skip_hits=2)
+        # gdb's breakpoint is on Fib's first instruction, before Go's stack check: when the runtime asks
+        # the goroutine to yield (or grows its stack) that check fails and Fib starts over from that
+        # instruction, a second hit for one call (seen once in CI-like runs); gdb is asked again then
+        if [n for n, _ in expected[:3]] == ["main.Fib", "main.Fib", "main.Fib"]:
+            break
     assert [n for n, _ in expected[:3]] == ["main.Fib", "main.Fib", "main.Fib"]
     p = subprocess.run(
         utrace_cmd("go", str(exe), "main.Fib", "--stack", "--json", "-n", "3", "--", str(exe), "1", "3"),
