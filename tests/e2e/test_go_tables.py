@@ -135,9 +135,12 @@ def test_functions_match_go_tool_nm(fixtures_built: Path, case: tuple[str, str, 
     for a, b in zip(tab.functions, tab.functions[1:], strict=False):
         assert a.end == b.entry
         assert a.offset == a.entry - 0x400000
+    syms = dict((n, a) for n, _k, a in nm_symbols(ver, path))
     if ver != "1.15":
-        assert tab.text_start_source == "runtime.text symbol"
-    assert tab.text_start == dict((n, a) for n, _k, a in nm_symbols(ver, path))["runtime.text"]
+        # the base the runtime uses, from the module data the linker wrote (runtime.firstmoduledata)
+        assert tab.text_start_source == f"moduledata.text (module data at {syms['runtime.firstmoduledata']:#x})"
+        assert tab.text_start == syms["runtime.text"]
+    assert tab.module_va == syms["runtime.firstmoduledata"]
 
 
 @pytest.mark.parametrize("case", [c for c in MATRIX if c[3] == "-stripped"], ids=_id)
@@ -149,7 +152,8 @@ def test_stripped_functions_equal_unstripped(fixtures_built: Path, case: tuple[s
     assert [(f.name, f.entry, f.end, f.offset) for f in stripped] == [(f.name, f.entry, f.end, f.offset) for f in full]
     assert all(f.abi0 is None for f in stripped)
     assert stripped.text_start == full.text_start
-    assert stripped.text_start_source in ("pcHeader.textStart", "absolute entries")
+    assert stripped.text_start_source.startswith("moduledata.text") or stripped.text_start_source == "absolute entries"
+    assert stripped.module_va is not None
 
 
 # ----------------------------------------------------------------------------- version and settings
@@ -351,13 +355,13 @@ def test_fallbacks_without_section_names(fixtures_built: Path, tmp_path: Path, c
         tab = b.pclntab()
         # Found by scanning for magic + 00 00; the text base from the header, or (PIE) its relocation.
         assert tab.found.startswith("scan of") and tab.offset == ref.offset
-        if ver == "1.15":
-            expected_source = "absolute entries"
-        elif variant == "-pie":
-            expected_source = "R_*_RELATIVE addend of pcHeader.textStart"
-        else:
-            expected_source = "pcHeader.textStart"
+        # The text base from the module data (found by scanning for a pointer to the pclntab); pre-1.18
+        # tables hold absolute entries.
+        expected_source = (
+            "absolute entries" if ver == "1.15" else f"moduledata.text (module data at {ref.module_va:#x})"
+        )
         assert tab.text_start_source == expected_source and tab.text_start == ref.text_start
+        assert tab.module_va == ref.module_va is not None
         assert [(f.name, f.entry, f.end) for f in tab] == [(f.name, f.entry, f.end) for f in ref]
         assert gobin.inlined_calls(tab, "net/http.Get") == gobin.inlined_calls(ref, "net/http.Get")
         key = "go.itab.*errors.errorString,error" if ver in ("1.15", "1.19") else "go:itab.*errors.errorString,error"

@@ -214,23 +214,51 @@ def go_note(build_id: bytes) -> bytes:
     return struct.pack("<III", 4, len(build_id), 4) + b"Go\0\0" + build_id + bytes(-len(build_id) % 4)
 
 
-def build_go_elf(funcs: list[Fn], *, version: str = "go1.22.3", mod: bytes | None = None) -> bytes:
+def build_go_elf(
+    funcs: list[Fn],
+    *,
+    version: str = "go1.22.3",
+    mod: bytes | None = None,
+    c_prefix: int = 0,
+    header_text: int | None = None,
+    module: dict[str, int] | None = None,
+    module_section: str = ".go.module",
+) -> bytes:
     """ELF64 x86-64 executable: one R+X PT_LOAD at 0x400000 mapping the whole file, one RW PT_LOAD
-    for .go.buildinfo, sections .text .gopclntab .note.go.buildid .go.buildinfo .shstrtab."""
+    for .go.buildinfo, sections .text .gopclntab .note.go.buildid .go.buildinfo .shstrtab.
+
+    `c_prefix` bytes of C code open `.text` before the Go functions (an external link); `header_text` is
+    pcHeader.textStart (default: the Go functions' start; Go 1.26 writes 0). `module` adds Go 1.20+ module
+    data (section `module_section`, in the RW segment) with fields pcHeader, ftab, nftab, minpc, maxpc,
+    text, etext, each defaulting to what the linker writes."""
     if mod is None:
         mod = SENTINEL_A + MODINFO_TEXT.encode() + SENTINEL_B
-    text = b"\xc3" * sum(f.size for f in funcs)
+    go_text = TEXT_VA + c_prefix
+    text = b"\xc3" * (c_prefix + sum(f.size for f in funcs))
+    pcln = pclntab_120(funcs, go_text if header_text is None else header_text)
     sections: list[tuple[str, int, bytes, int]] = [  # name, type, contents, flags
         (".text", 1, text, 6),
-        (".gopclntab", 1, pclntab_120(funcs, TEXT_VA), 2),
+        (".gopclntab", 1, pcln, 2),
         (".note.go.buildid", 7, go_note(b"abc/def"), 2),
         (".go.buildinfo", 1, inline_buildinfo(version, mod), 3),
     ]
+    if module is not None:
+        pcln_va = TEXT_VA + 0x1000 * 0 + len(text) + -len(text) % 16  # .gopclntab follows .text (16-aligned)
+        pcln_off = struct.unpack_from("<Q", pcln, 8 + 7 * 8)[0]
+        end = go_text + sum(f.size for f in funcs)
+        md = {"pcHeader": pcln_va, "ftab": pcln_va + pcln_off, "nftab": len(funcs) + 1, "minpc": go_text,
+              "maxpc": end, "text": go_text, "etext": end} | module  # fmt: skip
+        words = [0] * 24
+        words[0], words[16], words[17], words[18] = md["pcHeader"], md["ftab"], md["nftab"], md["nftab"]
+        words[20], words[21], words[22], words[23] = md["minpc"], md["maxpc"], md["text"], md["etext"]
+        sections.append((module_section, 1, struct.pack("<24Q", *words), 3))
     shstr = b"\0" + b"".join(n.encode() + b"\0" for n, *_ in sections) + b".shstrtab\0"
     out = bytearray(0x1000)  # ELF header + program headers live in the first page; .text at 0x1000
     placed: list[tuple[str, int, int, int, int]] = []  # name, type, offset, size, flags
     for name, stype, data, flags in sections:
         out += bytes(-len(out) % (0x1000 if name == ".go.buildinfo" else 16))  # the RW segment starts here
+        if name == ".gopclntab":
+            assert BASE + len(out) == TEXT_VA + len(text) + -len(text) % 16
         placed.append((name, stype, len(out), len(data), flags))
         out += data
     shstr_off = len(out)
@@ -246,7 +274,7 @@ def build_go_elf(funcs: list[Fn], *, version: str = "go1.22.3", mod: bytes | Non
     shdrs = [bytes(64)]
     name_pos = 1
     for name, stype, off, size, flags in placed:
-        va = BASE + off if name != ".go.buildinfo" else BASE + 0x100000 + off
+        va = BASE + off if flags != 3 else BASE + 0x100000 + off
         shdrs.append(struct.pack("<IIQQQQIIQQ", name_pos, stype, flags, va, off, size, 0, 0, 16, 0))
         name_pos += len(name) + 1
     shdrs.append(struct.pack("<IIQQQQIIQQ", name_pos, 3, 0, 0, shstr_off, len(shstr), 0, 0, 1, 0))
@@ -319,6 +347,76 @@ def test_synthetic_pclntab(go_elf: Path) -> None:
     assert tab.function_at(TEXT_VA + 0x70) is None
     assert all(f.abi0 is None for f in tab)  # no .symtab: unknown
     assert gobin.inlined_calls(tab, "main.main") == []
+
+
+# ----------------------------------------------------------------------------- text base (issue #15)
+
+
+def test_text_base_from_module_data_when_text_start_is_zero(tmp_path: Path) -> None:
+    """Go 1.26, external link: C code opens .text and pcHeader.textStart is 0; the runtime's base is
+    moduledata.text, 0x100 bytes past the start of .text here."""
+    p = tmp_path / "prog"
+    p.write_bytes(build_go_elf(FUNCS, c_prefix=0x100, header_text=0, module={}))
+    with gobin.GoBinary(str(p)) as b:
+        tab = b.pclntab()
+        md_va = b.img.section(".go.module").addr
+        assert tab.text_start == TEXT_VA + 0x100 and tab.module_va == md_va
+        assert tab.text_start_source == f"moduledata.text (module data at {md_va:#x})"
+        assert [(f.name, f.entry) for f in tab] == [
+            ("internal/cpu.Initialize", TEXT_VA + 0x100),
+            ("main.(*T).M", TEXT_VA + 0x120),
+            ("main.main", TEXT_VA + 0x130),
+        ]
+
+
+def test_text_base_module_data_found_without_its_section_name(tmp_path: Path) -> None:
+    p = tmp_path / "prog"
+    p.write_bytes(build_go_elf(FUNCS, c_prefix=0x40, header_text=0, module={}, module_section=".noptrdata"))
+    with gobin.GoBinary(str(p)) as b:
+        assert b.img.section(".go.module") is None
+        tab = b.pclntab()
+        assert tab.text_start == TEXT_VA + 0x40 and tab.module_va == b.img.section(".noptrdata").addr
+
+
+def test_text_base_module_data_wins_over_a_stale_text_start(tmp_path: Path) -> None:
+    p = tmp_path / "prog"
+    p.write_bytes(build_go_elf(FUNCS, c_prefix=0x100, header_text=TEXT_VA, module={}))
+    assert gobin.pclntab(str(p)).text_start == TEXT_VA + 0x100
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"minpc": TEXT_VA},  # minpc != text + ftab[0].entryoff: the runtime would throw "minpc or maxpc invalid"
+        {"maxpc": TEXT_VA + 0x100 + 0x60},
+        {"nftab": 3},  # ftab must have nfunc + 1 entries
+        {"ftab": TEXT_VA},  # ftab does not point into this pclntab
+        {"pcHeader": TEXT_VA},  # not this table's module data
+        {"text": 0, "minpc": 0, "maxpc": 0x70},  # consistent, but not executable code
+    ],
+    ids=["minpc", "maxpc", "nftab", "ftab", "pcHeader", "not-executable"],
+)
+def test_text_base_refused_without_proof(tmp_path: Path, bad: dict[str, int]) -> None:
+    """No module data that passes the runtime's own checks, textStart 0, no runtime.text: one clear error,
+    never the start of .text (0x100 bytes early, in the middle of other functions' instructions)."""
+    p = tmp_path / "prog"
+    p.write_bytes(build_go_elf(FUNCS, c_prefix=0x100, header_text=0, module=bad))
+    with pytest.raises(ElfError, match=r"cannot prove where the Go functions start.*refusing to guess"):
+        gobin.pclntab(str(p))
+
+
+def test_text_base_refused_without_module_data(tmp_path: Path) -> None:
+    p = tmp_path / "prog"
+    p.write_bytes(build_go_elf(FUNCS, c_prefix=0x100, header_text=0))
+    with pytest.raises(ElfError, match="refusing to guess"):
+        gobin.pclntab(str(p))
+
+
+def test_text_start_outside_executable_code_refused(tmp_path: Path) -> None:
+    p = tmp_path / "prog"
+    p.write_bytes(build_go_elf(FUNCS, header_text=0x10000000))
+    with pytest.raises(ElfError, match="refusing to guess"):
+        gobin.pclntab(str(p))
 
 
 def test_not_go(tmp_path: Path) -> None:

@@ -802,7 +802,7 @@ class GoBinary:
         tab = self.pclntab()
         if tab.va is None:
             return None
-        candidates: list[int] = []
+        candidates: list[int] = [tab.module_va] if tab.module_va is not None else []
         sym = self.symbols().get("runtime.firstmoduledata")
         if sym:
             candidates.append(sym)
@@ -848,6 +848,71 @@ class GoBinary:
         if f["gofunc"] >= 0 and (gofunc == 0 or self.img.vaddr_to_offset(gofunc) is None):
             return None
         return {"va": va, "text": text, "types": types, "etypes": etypes, "gofunc": gofunc}
+
+    def executable_span(self, lo: int, hi: int) -> bool:
+        """True when [lo, hi) lies inside one executable PT_LOAD segment's file bytes."""
+        return lo < hi and any(s.flags & PF_X and s.vaddr <= lo and hi <= s.vaddr + s.filesz for s in self.img.segments)
+
+    def _module_candidates(self, table_va: int) -> list[int]:
+        """VAs that may hold the module data: `.go.module`, runtime.firstmoduledata, then every aligned
+        word of a writable segment (or relocation) that points at the pclntab."""
+        out: list[int] = []
+        sec = self.img.section(".go.module")
+        if sec is not None and sec.addr:
+            out.append(sec.addr)
+        sym = self.symbols().get("runtime.firstmoduledata")
+        if sym:
+            out.append(sym)
+        needle = struct.pack("<Q", table_va & 0xFFFFFFFFFFFFFFFF)
+        data = self.img.data
+        for seg in self.img.segments:
+            if not seg.flags & PF_W or seg.offset >= self.img.size:
+                continue
+            pos, end = seg.offset, min(seg.offset + seg.filesz, self.img.size)
+            while len(out) < 64:
+                pos = data.find(needle, pos, end)
+                if pos < 0:
+                    break
+                if (pos - seg.offset) % 8 == 0:
+                    out.append(pos - seg.offset + seg.vaddr)
+                pos += 1
+        if self.img.is_shared:
+            out.extend(sorted(va for va, add in self.relocations().items() if add == table_va)[:64])
+        return list(dict.fromkeys(out))
+
+    def module_text(self, tab: Pclntab, first: int, end: int, *, absolute: bool = False) -> tuple[int, int] | None:
+        """(module data VA, moduledata.text) of the module data that describes `tab`, or None.
+
+        A candidate counts only when it passes the runtime's own check of its module (moduledataverify1:
+        minpc == textAddr(ftab[0].entryoff), maxpc == textAddr(ftab[nftab].entryoff)), its pcHeader (or,
+        before 1.16, pclntable) and ftab slices point into this table with nfunc+1 ftab entries, and
+        [minpc, maxpc) lies in [text, etext) inside an executable segment. `first` and `end` are the first
+        entry and the end sentinel: offsets from text (1.18+), or addresses when `absolute`.
+        """
+        hdr = tab.header
+        if tab.va is None or hdr is None:
+            return None
+        old = hdr.magic == MAGIC_12
+        # moduledata (runtime/symtab.go): 1.16+ pcHeader, funcnametab, cutab, filetab, pctab, pclntable,
+        # ftab, findfunctab, minpc, maxpc, text, etext; before 1.16 pclntable, ftab, filetab, findfunctab,
+        # minpc, maxpc, text, etext. Slices are 3 words.
+        ftab_at, minpc_at = (24, 80) if old else (128, 160)
+        ftab_va = tab.va + hdr.functab_off
+        for va in self._module_candidates(tab.va):
+            try:
+                if self.read_word(va) != tab.va or self.read_word(va + ftab_at) != ftab_va:
+                    continue
+                nftab = int(struct.unpack("<Q", self.read_va(va + ftab_at + 8, 8))[0])
+                minpc, maxpc = self.read_word(va + minpc_at), self.read_word(va + minpc_at + 8)
+                text, etext = self.read_word(va + minpc_at + 16), self.read_word(va + minpc_at + 24)
+            except ElfError:
+                continue
+            lo, hi = (first, end) if absolute else (text + first, text + end)
+            if nftab != hdr.nfunc + 1 or (minpc, maxpc) != (lo, hi) or not text <= minpc < maxpc <= etext:
+                continue
+            if self.executable_span(minpc, maxpc):
+                return va, text
+        return None
 
     def gofunc(self) -> int | None:
         """moduledata.gofunc: base of the 1.18+ funcdata offsets (`go.func.*` / `go:func.*`)."""
@@ -959,8 +1024,10 @@ class Pclntab:
         offset: file offset of the header; `va` its virtual address (None if not in a PT_LOAD segment).
         found: how the table was found ("section .gopclntab", "scan of .data.rel.ro", ...).
         text_start: base of the 1.18+ entry offsets (= runtime.text); the first entry for older tables.
-        text_start_source: "runtime.text symbol", "pcHeader.textStart", "R_*_RELATIVE addend of
-            pcHeader.textStart", ".text section", or "absolute entries" (pre-1.18 tables).
+        text_start_source: "moduledata.text (module data at 0x...)" (what the runtime itself uses),
+            "runtime.text symbol", "pcHeader.textStart", "R_*_RELATIVE addend of pcHeader.textStart", or
+            "absolute entries" (pre-1.18 tables). Never a guess: without a proven base the table is refused.
+        module_va: VA of the module data whose pcHeader/ftab/minpc/maxpc agree with this table, if found.
         functions: all functions, sorted by entry.
     """
 
@@ -976,6 +1043,7 @@ class Pclntab:
         self.found = ""
         self.text_start = 0
         self.text_start_source = ""
+        self.module_va: int | None = None
         self.functions: list[GoFunc] = []
         self._data = b""
         self._funcoffs: list[int] = []
@@ -1004,20 +1072,40 @@ class Pclntab:
         tab._decode_functions(binary, where)
         return tab
 
-    def _text_start(self, binary: GoBinary, hdr: PclnHeader) -> tuple[int, str]:
+    def _text_start(self, binary: GoBinary, hdr: PclnHeader, first_off: int, end_off: int) -> tuple[int, str]:
+        """The base of the 1.18+ entry offsets, from where the runtime takes it: moduledata.text.
+
+        The module data is the one the runtime would accept (`module_text`); without it, the linker's own
+        records of the same address: the `runtime.text` symbol, then pcHeader.textStart (relocated for a
+        PIE; Go 1.26 stopped filling it in). The start of `.text` is never used: an external link puts C
+        code before the Go functions. A base is accepted only when the table's first and last entries then
+        fall in one executable segment.
+
+        Raises:
+            ElfError: no base can be proven (refused rather than guessed).
+        """
+        found = binary.module_text(self, first_off, end_off)
+        if found is not None:
+            self.module_va = found[0]
+            return found[1], f"moduledata.text (module data at {found[0]:#x})"
+        tried: list[tuple[int, str]] = []
         sym = binary.symbols().get("runtime.text")
         if sym:
-            return sym, "runtime.text symbol"
+            tried.append((sym, "runtime.text symbol"))
         if self.va is not None and binary.img.is_shared:
             rel = binary.relocations().get(self.va + 8 + 2 * hdr.ptr_size)
-            if rel is not None:
-                return rel, "R_*_RELATIVE addend of pcHeader.textStart"
+            if rel:
+                tried.append((rel, "R_*_RELATIVE addend of pcHeader.textStart"))
         if hdr.text_start:
-            return hdr.text_start, "pcHeader.textStart"
-        text = binary.img.section(".text")
-        if text is not None:
-            return text.addr, ".text section"
-        raise ElfError(f"{binary.path}: cannot find the Go text base (no runtime.text, textStart or .text)")
+            tried.append((hdr.text_start, "pcHeader.textStart"))
+        for base, source in tried:
+            if binary.executable_span(base + first_off, base + end_off):
+                return base, source
+        raise ElfError(
+            f"{binary.path}: cannot prove where the Go functions start (pcHeader.textStart is "
+            f"{hdr.text_start:#x}, no module data points at the pclntab with a consistent minpc/maxpc, "
+            "no runtime.text symbol): refusing to guess"
+        )
 
     def _decode_functions(self, binary: GoBinary, where: str) -> None:
         hdr = self.header
@@ -1026,8 +1114,8 @@ class Pclntab:
         n = hdr.nfunc
         ft = hdr.functab_off
         if hdr.magic in (MAGIC_118, MAGIC_120):
-            base, self.text_start_source = self._text_start(binary, hdr)
             raw = struct.unpack_from(f"<{2 * n + 1}I", data, ft)
+            base, self.text_start_source = self._text_start(binary, hdr, raw[0], raw[2 * n])
             entries = [base + e for e in raw[0::2]]  # n entries and the end sentinel
             funcoffs = [hdr.pcln_off + f for f in raw[1::2]]
             end_sentinel = entries.pop()
@@ -1039,6 +1127,10 @@ class Pclntab:
             funcoffs = [rel + f for f in raw[1::2]]
             end_sentinel = entries.pop()
             self.text_start_source = "absolute entries"
+            if n and not binary.executable_span(entries[0], end_sentinel):
+                raise ElfError(f"{where}: the Go function table's addresses are not in an executable segment")
+            found = binary.module_text(self, entries[0], end_sentinel, absolute=True)
+            self.module_va = found[0] if found is not None else None
         if n == 0:
             raise ElfError(f"{where}: empty Go function table")
         if end_sentinel < entries[-1]:
