@@ -2,8 +2,8 @@
 
 No shell or click here (utrace/cli/completion.py speaks the shells' protocol); this module answers
 "which names start with what the user typed". Names come from the same symbol index as `utrace list`
-(cached by build-id, so a second TAB on node reads one file), the pclntab of a stripped Go binary,
-and `.note.stapsdt`.
+(cached by build-id, so a second TAB on node reads one file), the pclntab of a Go program (see
+`elf.gosyms`), and `.note.stapsdt`.
 """
 
 from __future__ import annotations
@@ -44,11 +44,9 @@ def target_names(target: Target, prefix: str = "", *, functions: bool = True, us
     for module in target.modules:
         try:
             if functions:
-                table = symbols_for(module.path)
-                if len(table) == 0:
-                    from utrace.elf.gosyms import go_function_table
+                from utrace.elf.gosyms import program_table
 
-                    table = go_function_table(module.path) or table
+                table = program_table(module.path, symbols_for(module.path))
                 entries = set(table.entries())
                 raws = table.raws
                 names.update(raws[i] for i in entries if raws[i].startswith(prefix))

@@ -88,7 +88,7 @@ def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe
 
 
 Renderer = Callable[[SymbolTable, Sequence[int]], bytes]
-_RENDER_FORMAT = 1
+_RENDER_FORMAT = 2  # 2: Go programs named by their pclntab
 
 
 def list_target(
@@ -166,12 +166,15 @@ def _module_functions(
             matching = match_functions(part, pattern)
             early.append((len(part), matching, render[1](part, matching)))
 
-    table = symbols_for(path, on_cold=on_cold, defer_write=writes, first_part=render_first if render else None)
-    if len(table) == 0:
-        # a stripped Go binary still names every function in its pclntab
-        from utrace.elf.gosyms import go_function_table
+    from utrace.elf.gosyms import is_go_program, program_table
 
-        table = go_function_table(path) or table
+    # A Go program is named by its pclntab (stripped or not, C symbols or not): no early part then.
+    go = is_go_program(path)
+    table = symbols_for(
+        path, on_cold=on_cold, defer_write=writes, first_part=render_first if render and not go else None
+    )
+    if go or len(table) == 0:
+        table = program_table(path, table)
         early.clear()
     # the part is a prefix of the table's entries: its matches are the table's first ones
     part_size, part_matches, first_lines = early[0] if early else (0, [], b"")

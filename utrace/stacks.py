@@ -219,13 +219,10 @@ def _same_file(path: str, key: tuple[int, int]) -> bool:
 
 def _read_table(path: str) -> _Table | None:
     try:
+        from utrace.elf.gosyms import program_table
         from utrace.elf.index import symbols_for
 
-        t = symbols_for(path)
-        if len(t) == 0:
-            from utrace.elf.gosyms import go_function_table
-
-            t = go_function_table(path) or t
+        t = program_table(path, symbols_for(path))
     except (ElfError, OSError):
         return None
     return _Table(t.names, t.addresses, t.sizes, t.segments) if len(t) else None

@@ -1,4 +1,12 @@
-"""Functions of a Go binary without `.symtab` (`-ldflags='-s -w'`, or stripped): from its pclntab."""
+"""The one symbol source of a Go program: its pclntab, plus the C functions an external link adds.
+
+Listing, completion, stack symbolisation and `utrace go` all take Go names from here, so they agree: a
+Go program is named by its pclntab whenever the file is Go, stripped or not, and even when its ELF
+tables hold some C symbols (a cgo program linked externally, as every Go program Debian builds: its
+`.dynsym` names a few cgo helpers and no Go function). ELF function symbols outside the Go functions'
+address range (the C part: cgo's runtime, libgcc, crt) are kept, with their ELF names; ELF symbols
+inside it are the Go functions again and are dropped. Any other file is named by its ELF symbols.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +20,28 @@ from utrace.errors import ElfError
 _GLOBAL = 1
 
 
-def go_function_table(path: str) -> SymbolTable | None:
+def is_go_program(path: str) -> bool:
+    """Cheap test (no symbol table read): the file carries a Go build ID note or Go build info.
+
+    Go before 1.13 with neither is recognised later, by `go_function_table`, when it has no ELF functions.
+    """
+    try:
+        binary = open_binary(path)
+        return binary.build_id() is not None or binary._buildinfo_blob() is not None
+    except (ElfError, OSError, struct.error, IndexError, ValueError, OverflowError):
+        return False
+
+
+def go_function_table(path: str, elf: SymbolTable | None = None) -> SymbolTable | None:
     """The pclntab's functions as a SymbolTable (names as Go writes them), or None if `path` is not Go.
+
+    `elf`, the file's ELF function symbols, adds those outside the Go functions' range (the C part of a
+    cgo program) after the Go functions.
 
     Raises:
         ElfError: a Go binary (Go build info, build ID or runtime.buildVersion) whose build info or pclntab
-            is missing or corrupt: an empty listing would hide that.
+            is missing or corrupt, or whose text base cannot be proven: an empty or shifted listing would
+            hide that.
     """
     try:
         binary = open_binary(path)
@@ -40,5 +64,30 @@ def go_function_table(path: str) -> SymbolTable | None:
         t.sizes.append(fn.end - fn.entry)
         t.bindings.append(_GLOBAL)
         t.clones.append("")
+    if elf is not None and tab.functions:
+        lo, hi = tab.functions[0].entry, tab.functions[-1].end
+        names, raws = elf.names, elf.raws
+        for i in elf.entries():
+            a = elf.addresses[i]
+            if lo <= a < hi:
+                continue
+            t.names.append(names[i])
+            t.raws.append(raws[i])
+            t.addresses.append(a)
+            t.sizes.append(elf.sizes[i])
+            t.bindings.append(elf.bindings[i])
+            t.clones.append(elf.clones[i])
     t.segments = [(s.vaddr, s.offset, s.filesz) for s in binary.img.segments]
     return t
+
+
+def program_table(path: str, elf: SymbolTable) -> SymbolTable:
+    """The functions of `path` from its one symbol source: the Go table for a Go program (see the module
+    docstring), else `elf` (its ELF function symbols, as `index.symbols_for` gives them).
+
+    Raises:
+        ElfError: a Go program whose pclntab is corrupt or whose text base cannot be proven.
+    """
+    if len(elf) == 0 or is_go_program(path):
+        return go_function_table(path, elf) or elf
+    return elf

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from utrace.elf.boundary import check_boundary
 from utrace.elf.goasm import after_stack_check, return_sites
 from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, Pclntab, inlined_calls, open_binary
 from utrace.elf.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
@@ -225,7 +226,7 @@ class GoRuntime:
                                               presenter, binary)  # fmt: skip
             for inst in inlined_dw:
                 assert dwarf is not None  # instances come from it
-                spec = self._inlined_spec(name, inst, dwarf, abi_main, goid, request, presenter)
+                spec = self._inlined_spec(name, inst, dwarf, abi_main, goid, request, presenter, plan.notes)
                 if spec is not None:
                     specs.append(spec)
                     plan.notes.append(
@@ -234,7 +235,7 @@ class GoRuntime:
                     )
             for call in inlined_pc:
                 off = binary.img.vaddr_to_offset(call.call_pc)
-                if off is None:
+                if off is None or _refused(binary, call.call_pc, name, plan.notes) is not None:
                     continue
                 specs.append(self._bare_inlined_spec(name, call, binary.path, off, abi_main, goid))
                 plan.notes.append(
@@ -303,6 +304,10 @@ class GoRuntime:
         code = binary.img.read(fn.offset, fn.end - fn.entry)
         # the entry probe goes after the stack-bound check: the morestack path re-enters at the top
         at = after_stack_check(code, fn.entry) or fn.entry
+        refused = check_boundary(binary.path, at, fn.entry, fn.size)
+        if refused is not None:
+            plan.notes.append(f"{fn.name} not traced: refused the entry probe: {refused}")
+            return []
         g, frame = self._frame(abi)
         context = self._context(g, goid)
         specs = [
@@ -316,6 +321,10 @@ class GoRuntime:
             if not rets:
                 plan.notes.append(f"{fn.name} has no return instruction (it never returns or tail-calls): no returns")
             for r in rets:
+                refused = check_boundary(binary.path, r, fn.entry, fn.size)
+                if refused is not None:
+                    plan.notes.append(f"{fn.name}: refused a return probe: {refused}")
+                    continue
                 specs.append(
                     ProbeSpec(
                         name=fn.name, module=binary.path, offset=fn.offset + (r - fn.entry), kind=ProbeKind.EXIT,
@@ -334,10 +343,11 @@ class GoRuntime:
         goid: int | None,
         request: TraceRequest,
         presenter: _Presenter,
+        notes: list[str],
     ) -> ProbeSpec | None:
         binary = presenter.binary
         off = binary.img.vaddr_to_offset(inst.entry_pc)
-        if off is None:
+        if off is None or _refused(binary, inst.entry_pc, name, notes) is not None:
             return None
         values = [_from_dwarf(p, inst.entry_pc, dwarf) for p in inst.params if not p.is_result]
         caps = captures(values, request.max_len)
@@ -357,6 +367,15 @@ class GoRuntime:
             name=name, module=path, offset=off, kind=ProbeKind.ENTRY, args=(note,),
             address=call.call_pc, context=self._context(g, goid),
         )  # fmt: skip
+
+
+def _refused(binary: GoBinary, pc: int, name: str, notes: list[str]) -> str | None:
+    """Why a probe at `pc` (inside some function, e.g. an inlined call site) may not be armed, noted once."""
+    fn = binary.pclntab().function_at(pc)
+    reason = f"{pc:#x} is in no Go function" if fn is None else check_boundary(binary.path, pc, fn.entry, fn.size)
+    if reason is not None:
+        notes.append(f"{name}: refused the probe at {pc:#x}: {reason}")
+    return reason
 
 
 def _from_dwarf(p: DwarfParam, pc: int, dwarf: GoDwarf) -> Assigned:
