@@ -172,8 +172,8 @@ def test_completion_offers_go_names_of_a_debian_program() -> None:
     }
     p = subprocess.run([sys.executable, "-m", "utrace"], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.splitlines() == ["plain,main.hookHandler"] or "plain,main.hookHandler" in p.stdout.splitlines()
-    assert all(line.startswith("plain,main.hookHandler") for line in p.stdout.splitlines())
+    lines = p.stdout.splitlines()
+    assert "plain,main.hookHandler" in lines and all(line.startswith("plain,main.hookHandler") for line in lines)
 
 
 # ----------------------------------------------------------------------------- real servers, --pid
@@ -209,6 +209,43 @@ def test_webhook_requests_counted_by_pid(tmp_path: Path, root_bpf: None, backgro
         assert count_of(out, "main.hookHandler") == served
         assert server.poll() is None, "webhook died while traced"
         assert urllib.request.urlopen(url, timeout=10).read() == b"pong"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_webhook_stack_names_agree_with_the_listing(
+    tmp_path: Path, root_bpf: None, background: list[Background]
+) -> None:
+    """--stack names frames from the same source as `utrace list`: each frame's address minus its offset
+    is a listed entry of that name, and the innermost frame is the traced function."""
+    path = program("webhook")
+    port = free_port()
+    hooks = tmp_path / "hooks.json"
+    hooks.write_text('[{"id": "ping", "execute-command": "/bin/true"}]')
+    server = subprocess.Popen(
+        [path, "-hooks", str(hooks), "-ip", "127.0.0.1", "-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/hooks/ping"
+        wait_http(url)
+        t = Background("go", "--pid", str(server.pid), "main.hookHandler", "--stack", "--json", "-n", "1")
+        background.append(t)
+        t.wait_attached()
+        urllib.request.urlopen(url, timeout=10).read()
+        out, err, rc = t.finish()
+        assert rc == 0, err
+        event = next(json.loads(line) for line in out.splitlines() if '"stack"' in line)
+        frames = [f for f in event["stack"] if f["module"] and f["module"].endswith("webhook")]
+        assert frames[0]["function"] == "main.hookHandler"
+        listed = listing_all(path)
+        named = [f for f in frames if f["function"]]
+        assert len(named) >= 3 and len(named) == len(frames)
+        for f in named:
+            assert f["address"] - f["offset"] in listed[f["function"]], f
+        assert any(f["function"].startswith("net/http.") for f in named)
     finally:
         server.kill()
         server.wait()
@@ -328,6 +365,8 @@ def test_external_link_listing_equals_go_tool_nm(external_build: tuple[Path, Pat
     go_nm = {k: v for k, v in nm.items() if text <= v < etext and k != "runtime.etext"}
     assert {k: got.get(k) for k in go_nm} == go_nm
     assert "main.Work" in go_nm and len(go_nm) > 1000
+    # the C part (cgo's runtime) is listed from .symtab, outside the Go functions
+    assert got["x_cgo_init"] == nm["x_cgo_init"] and not text <= nm["x_cgo_init"] < etext
     # stripped: the same Go functions at the same addresses, from the pclntab alone
     # (names as pairs: without .symtab an assembly function and its ABI wrapper share one name)
     got_stripped = {(k.replace("·", "."), a) for k, addrs in listing_all(str(stripped)).items() for a in addrs}

@@ -223,6 +223,7 @@ def build_go_elf(
     header_text: int | None = None,
     module: dict[str, int] | None = None,
     module_section: str = ".go.module",
+    code: bytes | None = None,
 ) -> bytes:
     """ELF64 x86-64 executable: one R+X PT_LOAD at 0x400000 mapping the whole file, one RW PT_LOAD
     for .go.buildinfo, sections .text .gopclntab .note.go.buildid .go.buildinfo .shstrtab.
@@ -234,7 +235,8 @@ def build_go_elf(
     if mod is None:
         mod = SENTINEL_A + MODINFO_TEXT.encode() + SENTINEL_B
     go_text = TEXT_VA + c_prefix
-    text = b"\xc3" * (c_prefix + sum(f.size for f in funcs))
+    text = b"\xc3" * c_prefix + (code if code is not None else b"\xc3" * sum(f.size for f in funcs))
+    assert len(text) == c_prefix + sum(f.size for f in funcs)
     pcln = pclntab_120(funcs, go_text if header_text is None else header_text)
     sections: list[tuple[str, int, bytes, int]] = [  # name, type, contents, flags
         (".text", 1, text, 6),
