@@ -312,9 +312,10 @@ func main() {
 """
 
 
-@pytest.fixture(scope="module")
-def external_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """(unstripped, stripped copy, GOROOT) of a cgo program linked by gcc with Go 1.26, as Debian links."""
+@pytest.fixture(scope="module", params=["exe", "pie"])
+def external_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """(unstripped, stripped copy, GOROOT) of a cgo program linked by gcc with Go 1.26, as Debian links
+    (and as a PIE, whose module data words are relocated at load time)."""
     fetch = subprocess.run([str(ROOT / "scripts" / "fetch-go.sh"), "1.26"], capture_output=True, text=True)
     lines = fetch.stdout.strip().splitlines()
     cached = Path(os.environ.get("UTRACE_TOOLCHAINS", Path.home() / ".cache" / "utrace" / "toolchains"))
@@ -328,7 +329,7 @@ def external_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     env.update(GOROOT=goroot, GOTOOLCHAIN="local", GO111MODULE="off", CGO_ENABLED="1", GOCACHE=str(cache))
     full, stripped = d / "cgo-ext", d / "cgo-ext-stripped"
     subprocess.run(
-        [f"{goroot}/bin/go", "build", "-ldflags=-linkmode=external", "-o", str(full), "main.go"],
+        [f"{goroot}/bin/go", "build", f"-buildmode={request.param}", "-ldflags=-linkmode=external", "-o", str(full)],
         cwd=d,
         env=env,
         check=True,
