@@ -312,16 +312,22 @@ func main() {
 """
 
 
-@pytest.fixture(scope="module", params=["exe", "pie"])
+@pytest.fixture(
+    scope="module",
+    params=[("1.26", "exe"), ("1.26", "pie"), ("1.24", "exe"), ("1.15", "exe")],
+    ids=["go1.26", "go1.26-pie", "go1.24", "go1.15"],
+)
 def external_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """(unstripped, stripped copy, GOROOT) of a cgo program linked by gcc with Go 1.26, as Debian links
-    (and as a PIE, whose module data words are relocated at load time)."""
-    fetch = subprocess.run([str(ROOT / "scripts" / "fetch-go.sh"), "1.26"], capture_output=True, text=True)
+    """(unstripped, stripped copy, GOROOT) of a cgo program linked by gcc, as Debian links: Go 1.26 (textStart
+    0), also as a PIE (module data words relocated at load time), 1.24 (1.20 table, textStart set) and 1.15
+    (1.2 table, absolute entries)."""
+    version, mode = request.param
+    fetch = subprocess.run([str(ROOT / "scripts" / "fetch-go.sh"), version], capture_output=True, text=True)
     lines = fetch.stdout.strip().splitlines()
     cached = Path(os.environ.get("UTRACE_TOOLCHAINS", Path.home() / ".cache" / "utrace" / "toolchains"))
-    cached = cached / "go-1.26" / "usr" / "lib" / "go-1.26"
+    cached = cached / f"go-{version}" / "usr" / "lib" / f"go-{version}"
     goroot = lines[-1] if fetch.returncode == 0 and lines else str(cached)
-    need(Path(goroot, "bin", "go").exists(), "Go 1.26 toolchain not available (scripts/fetch-go.sh 1.26)")
+    need(Path(goroot, "bin", "go").exists(), f"Go {version} toolchain not available (scripts/fetch-go.sh {version})")
     d = tmp_path_factory.mktemp("cgo")
     (d / "main.go").write_text(CGO_PROGRAM)
     env = {k: v for k, v in os.environ.items() if k not in ("GOFLAGS", "GOOS", "GOARCH")}
@@ -329,7 +335,7 @@ def external_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     env.update(GOROOT=goroot, GOTOOLCHAIN="local", GO111MODULE="off", CGO_ENABLED="1", GOCACHE=str(cache))
     full, stripped = d / "cgo-ext", d / "cgo-ext-stripped"
     subprocess.run(
-        [f"{goroot}/bin/go", "build", f"-buildmode={request.param}", "-ldflags=-linkmode=external", "-o", str(full)],
+        [f"{goroot}/bin/go", "build", f"-buildmode={mode}", "-ldflags=-linkmode=external", "-o", str(full)],
         cwd=d,
         env=env,
         check=True,
