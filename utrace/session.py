@@ -159,6 +159,10 @@ class _Held:
                 os.close(r)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                # Python ignores these, and an ignored signal stays ignored across exec: a program
+                # launched from a shell has them as default (a write to a closed pipe ends it)
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
                 os.execvp(argv[0], list(argv))
             except OSError as e:
                 os.write(2, f"utrace: error: cannot run {argv[0]}: {e.strerror}\n".encode())

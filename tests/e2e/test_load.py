@@ -322,3 +322,22 @@ def test_a_closed_stdout_is_one_clear_line(hot: Path) -> None:
     assert p.returncode == 6, p.stderr
     one_error_line(p.stderr, "standard output")
     assert not marker.exists(), "nothing is launched when the trace has nowhere to go"
+
+
+def test_the_launched_program_meets_a_broken_pipe_as_it_would_from_a_shell(hot: Path, tmp_path: Path) -> None:
+    """It shares utrace's stdout: once the reader is gone its own write ends it with SIGPIPE, as it
+    does in `hot N | head -1` (Python ignores SIGPIPE, and that must not be inherited)."""
+    n = 20_000
+    script = f'(sleep 1; exec "$@") | head -c 0; echo "${{PIPESTATUS[0]}}" > {tmp_path / "shell"}'
+    subprocess.run(["bash", "-c", script, "bash", str(hot), str(n)], check=True, timeout=60)
+    shell = int((tmp_path / "shell").read_text())
+    assert shell == 128 + signal.SIGPIPE  # the shell's own account: hot died of SIGPIPE
+    reader = subprocess.Popen(["head", "-c", "0"], stdin=subprocess.PIPE)
+    assert reader.stdin is not None
+    reader.wait(timeout=30)
+    p = subprocess.run(utrace_cmd("native", str(hot), "hot", "--", str(hot), str(n)), stdout=reader.stdin,
+                       stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    reader.stdin.close()
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    assert f"traced program exited with {-signal.SIGPIPE}" in p.stderr, p.stderr
