@@ -151,9 +151,13 @@ class _Buffered:
         """After a broken pipe: the summary line on stderr (True), as nothing more can reach `out`."""
         if not self.closed:
             return False
-        from rich.console import Console
+        from rich.text import Text
 
-        Console(file=self.err, highlight=False).print(summary_line(summary), soft_wrap=True)
+        try:
+            self.err.write(Text.from_markup(summary_line(summary)).plain + "\n")
+            self.err.flush()
+        except OSError:  # stderr went with it (`2>&1 | head`): nowhere left to say anything
+            pass
         return True
 
     def lost(self, total: int) -> None:
