@@ -341,3 +341,39 @@ def test_the_launched_program_meets_a_broken_pipe_as_it_would_from_a_shell(hot: 
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
     assert f"traced program exited with {-signal.SIGPIPE}" in p.stderr, p.stderr
+
+
+def test_a_flood_from_distribution_binaries_stops_on_sigint_with_bounded_memory(
+    tmp_path: Path, runs: list[Run]
+) -> None:
+    """Debian's CPython calling Debian's libc getpid() in a loop (a call through the PLT: nothing inlines it)."""
+    python = "/usr/bin/python3.11"
+    libc = os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6")
+    need(os.path.exists(python) and os.path.exists(libc), f"{python} or {libc} is not installed")
+    out = tmp_path / "trace.json"
+    loop = "import os\nwhile True: os.getpid()"
+    run = Run(["native", libc, "getpid", "--json", "-o", str(out), "--", python, "-c", loop],
+              stdout=subprocess.DEVNULL)  # fmt: skip
+    runs.append(run)
+    pid = launched_pid(run.wait_line("attached"))
+    try:
+        time.sleep(3)
+        assert out.stat().st_size > 0, "events are written as they come"
+        run.proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        rc = run.wait(STOP_WITHIN_S)
+        took = time.monotonic() - sent
+        err = run.stderr()
+        assert rc == 0 and took < STOP_WITHIN_S, err
+        assert run.peak_kb * 1024 < MEMORY_BOUND, f"peak RSS {run.peak_kb} kB"
+        objs = json_lines(out)
+        summary = objs[-1]
+        assert summary["kind"] == "summary" and summary["stopped_by"] == "SIGINT"
+        calls = objs[:-1]
+        assert len(calls) == summary["events"] and summary["lost"] > 0  # type: ignore[operator]
+        assert {(c["probe"], c["pid"], c["tid"]) for c in calls} == {("getpid", pid, pid)}
+        stamps = [c["ts_ns"] for c in calls]
+        assert stamps == sorted(set(stamps)), "one thread's calls, in order, none twice"  # type: ignore[type-var]
+        assert gone(pid, Path(python))
+    finally:
+        kill_if_running(pid, Path(python))
