@@ -119,7 +119,8 @@ def announce(err: TextIO, target: Target, plan: Plan, attached: int, launched: i
 
 
 class _Buffered:
-    """Events are formatted into a buffer and written once per poll, not once per event."""
+    """Events are formatted into a buffer and written once per turn of the session loop (at most its
+    BATCH events), not once per event and never all kept until the end."""
 
     def __init__(self, out: TextIO, err: TextIO | None) -> None:
         self.out = out
