@@ -20,6 +20,7 @@ import os
 import platform
 import struct
 import sys
+import time
 from collections.abc import Callable
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -440,17 +441,44 @@ class Tracer:
         if self._ring is not None:
             self._ring.watch(fd)
 
-    def poll(self, timeout_ms: int) -> None:
-        """Wait up to `timeout_ms` for a wakeup, then read everything there: events are submitted
-        without waking the reader for each one (see codegen's prelude), so a timeout is the usual way
-        in and a wakeup the exception."""
+    def poll(self, timeout_ms: int, limit: int | None = None, until: float | None = None) -> int:
+        """Wait up to `timeout_ms` for a wakeup, then read what is there (at most `limit` records, until
+        `until`, see RingBuffer.consume) and return how many: events are submitted without waking the
+        reader for each one (see codegen's prelude), so a timeout is the usual way in and a wakeup the
+        exception."""
         assert self._ring is not None and self._on_record is not None, "open_ring() first"
-        self._ring.wait(timeout_ms / 1000)
-        self._ring.consume(self._on_record)
+        if timeout_ms > 0:
+            self._ring.wait(timeout_ms / 1000)
+        return self._ring.consume(self._on_record, limit, until)
 
-    def drain(self) -> None:
+    def drain(self, limit: int | None = None, until: float | None = None) -> int:
         if self._ring is not None and self._on_record is not None:
-            self._ring.consume(self._on_record)
+            return self._ring.consume(self._on_record, limit, until)
+        return 0
+
+    def unlink(self) -> None:
+        """Remove the probes, keeping the maps and the ring to read what they recorded. Closing a perf
+        event or link waits for the kernel's grace period, so no probe's program runs afterwards."""
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def skip(self) -> int:
+        """Count the records left in the ring without reading them, and free their space. After
+        `unlink`, a record still being written can only be a program finishing: it gets a few ms."""
+        if self._ring is None:
+            return 0
+        n, busy = self._ring.skip()
+        for _ in range(20):
+            if not busy:
+                break
+            time.sleep(0.001)
+            more, busy = self._ring.skip()
+            n += more
+        return n
 
     def lost(self) -> int:
         if self._loaded is None or "lost" not in self._loaded.maps:
@@ -469,12 +497,7 @@ class Tracer:
         return out
 
     def detach(self) -> None:
-        fds, self._fds = self._fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.unlink()
         if self._ring is not None:
             ring, self._ring = self._ring, None
             ring.close()

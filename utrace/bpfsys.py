@@ -26,6 +26,7 @@ import os
 import platform
 import select
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -431,8 +432,14 @@ class RingBuffer:
     def wait(self, timeout_s: float) -> None:
         self.epoll.poll(timeout_s)
 
-    def consume(self, callback: Callable[[bytes], None]) -> int:
-        """Hand every complete record to `callback`, oldest first; return how many."""
+    def consume(self, callback: Callable[[bytes], None], limit: int | None = None, until: float | None = None) -> int:
+        """Hand complete records to `callback`, oldest first; return how many.
+
+        Stops when the ring is empty, after `limit` records, or once `time.monotonic()` passes
+        `until` (checked every 64 records): a reader slower than the producer must still come back
+        to check its stop conditions. What it leaves stays in the ring, whose back-pressure makes the
+        kernel count what it cannot reserve as lost.
+        """
         u32_at = ctypes.c_uint32.from_address
         string_at = ctypes.string_at
         data, mask = self.data, self.mask
@@ -443,6 +450,10 @@ class RingBuffer:
             prod = producer_pos.value
             progressed = False
             while cons < prod:
+                if limit is not None and n >= limit:
+                    return n
+                if until is not None and n and not n & 63 and time.monotonic() >= until:
+                    return n
                 at = data + (cons & mask)
                 length = u32_at(at).value
                 if length & _RINGBUF_BUSY:
@@ -457,6 +468,33 @@ class RingBuffer:
                     n += 1
             if not progressed:
                 return n
+
+    def skip(self) -> tuple[int, bool]:
+        """Give every complete record back to the kernel unread; return (how many, whether a record
+        still being written was left: its writer has not finished)."""
+        header = struct.Struct("<I").unpack_from
+        n = 0
+        cons = self.consumer_pos.value
+        while True:
+            span = self.producer_pos.value - cons
+            if span <= 0:
+                return n, False
+            # the data area is mapped twice in a row: `span` (at most the ring's size) is contiguous
+            view = memoryview((ctypes.c_char * span).from_address(self.data + (cons & self.mask))).cast("B")
+            off, busy = 0, False
+            while off < span:
+                length = header(view, off)[0]
+                if length & _RINGBUF_BUSY:
+                    busy = True
+                    break
+                if not length & _RINGBUF_DISCARD:
+                    n += 1
+                off += ((length & ~(_RINGBUF_BUSY | _RINGBUF_DISCARD)) + _RINGBUF_HDR + 7) & ~7
+            view.release()
+            cons += off
+            self.consumer_pos.value = cons
+            if busy:
+                return n, True
 
     def close(self) -> None:
         if hasattr(self, "epoll"):

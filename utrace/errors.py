@@ -5,6 +5,9 @@ Exit codes are distinct per family so scripts can tell a typo from a missing pro
   3  target error (missing file, not ELF, corrupt ELF, no such process, permission denied)
   4  environment error (not root, no BPF, no kernel headers, bcc missing)
   5  tracing error (compile or attach failed at run time)
+  6  output error (standard output closed, disk full, any failed write of the trace)
+A reader that goes away (a broken pipe: `utrace ... | head -1`) is not an error: tracing stops, the
+summary goes to stderr, and the exit code is 0.
 """
 
 from __future__ import annotations
@@ -51,3 +54,16 @@ class EnvironmentProblem(UtraceError):
 
 class TracingError(UtraceError):
     exit_code = 5
+
+
+class OutputError(UtraceError):
+    """The trace cannot be written: standard output closed, no space left, a write error.
+
+    `closed`: the reader went away (EPIPE); the session stops as at the end of --duration.
+    """
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, closed: bool = False) -> None:
+        super().__init__(message)
+        self.closed = closed

@@ -1,9 +1,17 @@
 """The one composer of the tracing pipeline:
 request -> target -> plan -> BPF program -> attach -> poll -> decode -> reporter -> detach.
 
-Stops on Ctrl-C, SIGTERM, --duration, --max-events, when the traced process exits, or when a --pid
-target execs another file (its probes were placed in the old one), and always detaches (the Tracer
-context manager closes every perf event, which removes the uprobes).
+Stops on Ctrl-C, SIGTERM, SIGHUP, --duration, --max-events, when the traced process exits, when a
+--pid target execs another file (its probes were placed in the old one), or when the output's reader
+goes away (a broken pipe), and always detaches (the Tracer context manager closes every perf event,
+which removes the uprobes).
+
+Under load: each turn of the loop reads at most BATCH records or TURN_S seconds of them, writes them
+out and checks the stop conditions, so any stop is seen within about TURN_S plus one poll, and memory
+holds at most one batch. What the reader cannot keep up with stays in the ring, and the kernel counts
+the events it then cannot reserve as lost. On a stop the probes are removed first (the flood ends),
+then the ring is read: for at most DRAIN_S when asked to stop (a signal, --duration, --max-events),
+to its end when the target ended (until a signal says otherwise); what is still in it is counted as lost.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Protocol
 
-from utrace.errors import EnvironmentProblem, UsageError
+from utrace.errors import EnvironmentProblem, OutputError, UsageError
 from utrace.model import Event, ProbeKind, ProbeSpec, Target
 from utrace.probes.codegen import Aggregate, BpfProgram, Options, render
 from utrace.runtimes.base import Plan, TraceRequest
@@ -25,6 +33,11 @@ from utrace.runtimes.registry import get_runtime
 from utrace.target import NamespaceIds, exe_identity, is_alive
 
 INIT_PID_NS_INODE = 0xEFFFFFFC
+BATCH = 1024  # records read per turn of the loop, at most
+TURN_S = 0.05  # seconds spent reading per turn, at most
+DRAIN_S = 0.3  # after a stop: seconds spent reading what the ring still holds, at most
+LOST_NOTE_S = 1.0  # "events lost so far" at most this often
+_SIGNALS: dict[int, str] = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +159,10 @@ class _Held:
                 os.close(r)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                # Python ignores these, and an ignored signal stays ignored across exec: a program
+                # launched from a shell has them as default (a write to a closed pipe ends it)
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
                 os.execvp(argv[0], list(argv))
             except OSError as e:
                 os.write(2, f"utrace: error: cannot run {argv[0]}: {e.strerror}\n".encode())
@@ -185,8 +202,25 @@ def _pidfd(pid: int | None) -> int | None:
         return None
 
 
+def _output_error(e: OSError) -> OutputError:
+    """A reporter's failed write (one that did not say which output it was) as an OutputError."""
+    return OutputError(f"cannot write the trace: {e.strerror or e}", closed=isinstance(e, BrokenPipeError))
+
+
+def _wait_released(held: _Held, stop: list[str]) -> None:
+    """After the output's reader went away: the launched program runs on, untraced, to its own end,
+    unless a signal comes to utrace meanwhile (then it is passed on, as for any other stop)."""
+    seen = len(stop)
+    while held.poll() is None and len(stop) == seen:
+        time.sleep(0.05)
+
+
 def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> Summary:
-    """Trace until a stop condition; return the summary. Detaches on every path out."""
+    """Trace until a stop condition; return the summary. Detaches on every path out.
+
+    Raises:
+        OutputError: the trace could not be written (not for a broken pipe: that ends tracing).
+    """
     from utrace.backend import Tracer
     from utrace.probes.decode import Decoder
 
@@ -195,13 +229,15 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
     stop: list[str] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.append("SIGINT" if signum == signal.SIGINT else "SIGTERM")
+        stop.append(_SIGNALS.get(signum, "SIGTERM"))
 
-    old_int = signal.signal(signal.SIGINT, on_signal)
-    old_term = signal.signal(signal.SIGTERM, on_signal)
+    old_handlers = {signum: signal.signal(signum, on_signal) for signum in _SIGNALS}
+    out_error: OutputError | None = None
+    dropped = 0  # records read but not handed to the reporter (the output had failed): lost
     held: _Held | None = None
     exit_fd: int | None = None
     started = time.monotonic()
+    ended: float | None = None
     try:
         if request.command:
             # Held before exec: its pid goes into the program's filter, the probes are armed on the
@@ -229,7 +265,11 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
 
             def on_record(data: bytes) -> None:
+                nonlocal dropped
                 if limit is not None and summary.events >= limit:
+                    return
+                if out_error is not None:  # read after the output failed: nowhere to go
+                    dropped += 1
                     return
                 ev = decoder.decode(data)
                 if refine is not None:
@@ -244,7 +284,23 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 ev = ns_ids.annotate(ev)
                 summary.events += 1
                 summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
-                reporter.event(ev)
+                try:
+                    reporter.event(ev)
+                except (OutputError, OSError) as e:
+                    failed(e)
+
+            def flush() -> None:
+                if out_error is None:
+                    try:
+                        reporter.flush()
+                    except (OutputError, OSError) as e:
+                        failed(e)
+
+            def failed(e: OutputError | OSError) -> None:
+                """The output failed: tracing stops (for a broken pipe, as at the end of --duration)."""
+                nonlocal out_error
+                out_error = e if isinstance(e, OutputError) else _output_error(e)
+                stop.insert(0, "output closed" if out_error.closed else "output error")
 
             aggregating = options.aggregate is not Aggregate.NONE
             labels = [probe_label(s) for s in program.specs]
@@ -273,9 +329,11 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 held.release()
             started = time.monotonic()
             last_lost = 0
+            next_lost_note = started
             deadline = started + options.duration if options.duration else None
             refresh = options.refresh_s if aggregating and options.refresh_s else 0.0
             next_refresh = started + refresh
+            backlog = False  # the last turn read something: more may be waiting, do not sleep
             while not stop:
                 if refresh:
                     nap(min(0.1, max(0.0, next_refresh - time.monotonic())))
@@ -284,17 +342,21 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                         next_refresh += refresh
                         if next_refresh <= now:  # late (a busy machine): keep the pace, do not bunch up
                             next_refresh = now + refresh
-                        reporter.snapshot(counts_now(), now - started)
+                        try:
+                            reporter.snapshot(counts_now(), now - started)
+                        except (OutputError, OSError) as e:
+                            failed(e)
                 elif aggregating:
                     nap(0.1)
                 else:
-                    tracer.poll(100)
-                reporter.flush()
+                    backlog = tracer.poll(0 if backlog else 100, BATCH, time.monotonic() + TURN_S) > 0
+                flush()
                 if symbolizer is not None and watch_pid is not None:
                     symbolizer.watch(watch_pid)
                 lost = tracer.lost()
-                if lost != last_lost:
+                if lost != last_lost and time.monotonic() >= next_lost_note:
                     last_lost = lost
+                    next_lost_note = time.monotonic() + LOST_NOTE_S
                     reporter.lost(lost)
                 if limit is not None and summary.events >= limit:
                     stop.append("max-events")
@@ -306,6 +368,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                     stop.append("target exited")
                 elif exe_id is not None and watch_pid is not None and exe_identity(watch_pid) not in (exe_id, None):
                     stop.append("target exec'd")
+            tracer.unlink()  # first: a flood of events ends here
+            unread = 0
             if aggregating:
                 summary.counts = counts_now()
                 summary.events = sum(summary.counts.values())
@@ -316,30 +380,58 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                         buckets = summary.hist.setdefault((program.specs[probe].name, pid), {})
                         buckets[slot] = buckets.get(slot, 0) + n
             else:
-                tracer.drain()
-            reporter.flush()
-            summary.lost = tracer.lost()
+                if out_error is None and stop[0] != "max-events":
+                    # Asked to stop: read for DRAIN_S. The target ended: read all it left (the ring
+                    # holds a bounded amount, and nothing adds to it now) unless a signal comes.
+                    asked = stop[0] not in ("target exited", "target exec'd")
+                    end = time.monotonic() + DRAIN_S if asked else float("inf")
+                    seen = len(stop)
+                    while out_error is None and len(stop) == seen and time.monotonic() < end:
+                        if not tracer.drain(BATCH, min(end, time.monotonic() + TURN_S)):
+                            break
+                        flush()
+                    flush()
+                # what is left was never read: lost, unless --max-events had all it asked for
+                skipped = tracer.skip()
+                unread = skipped + dropped if stop[0] != "max-events" else 0
+            summary.lost = tracer.lost() + unread
+            ended = time.monotonic()  # not counting a wait for the launched program to end on its own
     finally:
         if exit_fd is not None:
             os.close(exit_fd)
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-        if held is not None and held.poll() is None:
-            if stop and stop[0] in ("SIGINT", "SIGTERM", "duration", "max-events"):
-                # the launched program is ours: let it finish on the same signal a shell would send
-                try:
-                    os.kill(held.pid, signal.SIGTERM if stop[0] != "SIGINT" else signal.SIGINT)
-                    for _ in range(50):
-                        if held.poll() is not None:
-                            break
-                        time.sleep(0.02)
-                finally:
+        try:
+            if held is not None and held.poll() is None and stop and stop[0] == "output closed":
+                _wait_released(held, stop)  # not killed: it runs to its end, as it would without utrace
+            why = stop[-1] if stop else "error"
+            if held is not None and held.poll() is None:
+                if why in ("SIGINT", "SIGTERM", "SIGHUP", "duration", "max-events", "output error"):
+                    # the launched program is ours: let it finish on the same signal a shell would send
+                    sig = {"SIGINT": signal.SIGINT, "SIGHUP": signal.SIGHUP}.get(why, signal.SIGTERM)
+                    try:
+                        os.kill(held.pid, sig)
+                        for _ in range(50):
+                            if held.poll() is not None:
+                                break
+                            time.sleep(0.02)
+                    finally:
+                        held.kill()
+                else:
                     held.kill()
-            else:
-                held.kill()
-    summary.duration_s = time.monotonic() - started
+        finally:
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
+    summary.duration_s = (ended if ended is not None else time.monotonic()) - started
     summary.stopped_by = stop[0] if stop else "error"
     if held is not None:
         summary.exit_code = held.status
-    reporter.finished(summary)
+    if out_error is not None and not out_error.closed:
+        raise out_error
+    try:
+        reporter.finished(summary)
+    except (OutputError, OSError) as e:
+        error = e if isinstance(e, OutputError) else _output_error(e)
+        if not error.closed:
+            raise error from None
+        summary.stopped_by = "output closed"
+        reporter.finished(summary)  # a reporter that saw its pipe break writes the summary on stderr
     return summary

@@ -3,6 +3,7 @@ fds, and the cached form's round trip and rejection of anything else."""
 
 from __future__ import annotations
 
+import ctypes
 import marshal
 import struct
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from utrace.bpfsys import Compiled, Function, MapSpec, map_references, relocate
+from utrace.bpfsys import Compiled, Function, MapSpec, RingBuffer, map_references, relocate
 
 
 def insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -107,3 +108,65 @@ def test_dispatcher_refers_to_its_prog_array_only_and_ends_in_exit() -> None:
     insns = [struct.unpack_from("<BBhi", code, i) for i in range(0, len(code), 8)]
     assert [imm for op, _regs, _off, imm in insns if op == 0x85] == [174, 12]  # BPF_JMP | BPF_CALL
     assert insns[-1][0] == 0x95 and insns[-2] == (0xB7, 0, 0, 0)  # r0 = 0; exit
+
+
+class FakeRing:
+    """A ring's data area and positions in ordinary memory, laid out as the kernel writes them."""
+
+    def __init__(self, size: int = 1 << 16) -> None:
+        self.mem = ctypes.create_string_buffer(size)
+        self.cons = ctypes.c_uint64(0)
+        self.prod = ctypes.c_uint64(0)
+        self.ring = object.__new__(RingBuffer)
+        self.ring.mask = size - 1
+        self.ring.data = ctypes.addressof(self.mem)
+        self.ring.consumer_pos = self.cons
+        self.ring.producer_pos = self.prod
+        self.ring._spans = []
+
+    def put(self, payload: bytes, flags: int = 0) -> None:
+        at = self.prod.value
+        struct.pack_into("<II", self.mem, at, len(payload) | flags, 0)
+        self.mem[at + 8 : at + 8 + len(payload)] = payload
+        self.prod.value = at + ((len(payload) + 8 + 7) & ~7)
+
+
+BUSY, DISCARD = 1 << 31, 1 << 30
+
+
+def test_consume_stops_after_limit_and_leaves_the_rest_in_the_ring() -> None:
+    f = FakeRing()
+    for i in range(10):
+        f.put(b"r%d" % i)
+    got: list[bytes] = []
+    assert f.ring.consume(got.append, limit=4) == 4
+    assert got == [b"r0", b"r1", b"r2", b"r3"]
+    assert f.ring.consume(got.append) == 6
+    assert got[4:] == [b"r%d" % i for i in range(4, 10)]
+    assert f.cons.value == f.prod.value
+
+
+def test_consume_stops_once_past_its_deadline_every_64_records() -> None:
+    f = FakeRing()
+    for i in range(200):
+        f.put(b"x%d" % i)
+    got: list[bytes] = []
+    assert f.ring.consume(got.append, until=0.0) == 64  # the clock is checked every 64 records
+    assert got[-1] == b"x63"
+
+
+def test_skip_counts_committed_records_not_discarded_ones_and_stops_at_a_busy_one() -> None:
+    f = FakeRing()
+    for i in range(5):
+        f.put(b"a%d" % i)
+    f.put(b"gone", DISCARD)
+    f.put(b"b")
+    f.put(b"writing", BUSY)
+    f.put(b"after")
+    got: list[bytes] = []
+    assert f.ring.consume(got.append, limit=2) == 2
+    assert f.ring.skip() == (4, True)  # a2 a3 a4 b; "gone" was discarded by its writer
+    busy_at = f.cons.value
+    struct.pack_into("<I", f.mem, busy_at, len(b"writing"))  # its writer commits it
+    assert f.ring.skip() == (2, False)
+    assert f.cons.value == f.prod.value

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+from pathlib import Path
 
+import pytest
+from _pytest.monkeypatch import MonkeyPatch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,3 +66,27 @@ def test_pipes_and_terminals_are_shared_regular_files_are_not(tmp_path: os.PathL
     assert not shared(io.StringIO())
     with open(os.devnull, "w") as null:
         assert not shared(null)  # benchmarks write there: no reason to cut writes
+
+
+def test_a_failed_write_leaves_the_file_at_its_last_complete_line(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    """A full disk: write(2) takes part of the text, then fails; the cut line is removed."""
+    path = tmp_path / "out.json"
+    real_write = os.write
+    budget = [60]
+
+    def write(fd: int, data: bytes) -> int:  # what a file system with `budget` bytes left does
+        if budget[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real_write(fd, bytes(data)[: budget[0]])
+        budget[0] -= n
+        return n
+
+    with open(path, "w", encoding="utf-8") as out:
+        write_lines(out, "first line\n", whole=False)
+        monkeypatch.setattr("utrace.output.lines.os.write", write)
+        with pytest.raises(OSError) as e:
+            write_lines(out, "".join(f"line {i:03}\n" for i in range(20)), whole=False)
+        monkeypatch.undo()
+        assert e.value.errno == errno.ENOSPC
+    text = path.read_text()
+    assert text == "first line\n" + "".join(f"line {i:03}\n" for i in range(6))  # 60 bytes: 6 whole + 6 cut

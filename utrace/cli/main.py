@@ -152,6 +152,10 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
     command = tuple(_LAUNCH)
     if not probes:
         raise UsageError("name at least one function or probe to trace")
+    if sys.stdout is None and (opts["dump_bpf"] or not opts["output"]):  # started with stdout closed (>&-)
+        from utrace.errors import OutputError
+
+        raise OutputError("cannot write standard output: it is closed")
     if opts["pid"] is not None and command:
         raise UsageError("give either --pid or -- COMMAND, not both")
     request = TraceRequest(
@@ -235,7 +239,10 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         if top_view is not None:
             top_view.close()  # an error must not leave the terminal mid-frame with its cursor hidden
         if out is not sys.stdout:
-            out.close()
+            try:
+                out.close()
+            except OSError:  # only when it already failed (the error being raised says how)
+                pass
 
 
 def _top_interval(opts: dict[str, Any]) -> float | None:
@@ -443,11 +450,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _fast_exit(code: int) -> NoReturn:
     """Flush and leave without tearing down the heap (100k+ objects after a big listing)."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # gone, closed, or None (started with it closed)
+            pass
     os._exit(code)
 
 

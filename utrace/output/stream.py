@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import TextIO
 
+from utrace.errors import OutputError
 from utrace.model import Event, Target
 from utrace.output.lines import shared, write_lines
 from utrace.probes.decode import Pointer, Rendered, StringValue
@@ -118,24 +119,47 @@ def announce(err: TextIO, target: Target, plan: Plan, attached: int, launched: i
 
 
 class _Buffered:
-    """Events are formatted into a buffer and written once per poll, not once per event."""
+    """Events are formatted into a buffer and written once per turn of the session loop (at most its
+    BATCH events), not once per event and never all kept until the end."""
 
     def __init__(self, out: TextIO, err: TextIO | None) -> None:
         self.out = out
         self.err = err or sys.stderr
         self.buf: list[str] = []
         self.whole_lines = shared(out)  # a launched program may write to the same pipe
+        self.closed = False  # the reader went away (EPIPE): the summary goes to stderr instead
 
     def write(self, text: str) -> None:
-        write_lines(self.out, text, self.whole_lines)
+        """Raises OutputError (utrace.errors) when the text cannot be written."""
+        if self.closed:
+            return
+        try:
+            write_lines(self.out, text, self.whole_lines)
+        except OSError as e:
+            self.closed = isinstance(e, BrokenPipeError)
+            raise output_error(self.out, e) from None
 
     def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
         announce(self.err, target, plan, attached, launched)
 
     def flush(self) -> None:
         if self.buf:
-            self.write("\n".join(self.buf) + "\n")
+            text = "\n".join(self.buf) + "\n"
             self.buf.clear()
+            self.write(text)
+
+    def summary_to_stderr(self, summary: Summary) -> bool:
+        """After a broken pipe: the summary line on stderr (True), as nothing more can reach `out`."""
+        if not self.closed:
+            return False
+        from rich.text import Text
+
+        try:
+            self.err.write(Text.from_markup(summary_line(summary)).plain + "\n")
+            self.err.flush()
+        except OSError:  # stderr went with it (`2>&1 | head`): nowhere left to say anything
+            pass
+        return True
 
     def lost(self, total: int) -> None:
         self.err.write(f"utrace: warning: {total} event(s) lost so far (ring buffer full; try --buffer-mb)\n")
@@ -187,6 +211,8 @@ class TextReporter(_Buffered):
 
     def finished(self, summary: Summary) -> None:
         self.flush()
+        if self.summary_to_stderr(summary):
+            return
         from rich.console import Console
         from rich.table import Table
 
@@ -205,6 +231,13 @@ class TextReporter(_Buffered):
         if summary.per_probe:
             console.print(table)
         console.print(summary_line(summary), soft_wrap=True)  # one line, however long the paths
+
+
+def output_error(out: TextIO, e: OSError) -> OutputError:
+    """A failed write of the trace as one line; `closed` for a reader that went away."""
+    name = getattr(out, "name", None)
+    what = "standard output" if name in (None, "<stdout>", 1) else str(name)
+    return OutputError(f"cannot write {what}: {e.strerror or e}", closed=isinstance(e, BrokenPipeError))
 
 
 def summary_line(summary: Summary) -> str:
@@ -268,6 +301,8 @@ class JsonReporter(_Buffered):
 
     def finished(self, summary: Summary) -> None:
         self.flush()
+        if self.summary_to_stderr(summary):
+            return
         from utrace.probes.codegen import slot_range
 
         lines = []
