@@ -26,6 +26,7 @@ import json
 from typing import TextIO
 
 from utrace.model import Event, Target
+from utrace.output.escape import json_safe, safe
 from utrace.output.spans import Instant, Pairer, Span, Track, returning
 from utrace.output.stream import _Buffered
 from utrace.probes.decode import Pointer, StringValue
@@ -182,7 +183,7 @@ class PerfettoReporter(_Buffered):
         if self.buf:
             self._open()
             sep = ",\n" if self.written else ""
-            self.out.write(sep + ",\n".join(self.buf))
+            self.out.write(json_safe(sep + ",\n".join(self.buf)))  # exact, and nothing a terminal acts on
             self.written += len(self.buf)
             self.buf.clear()
             self.out.flush()
@@ -200,6 +201,6 @@ class PerfettoReporter(_Buffered):
         extra = f"; traced program exited with {summary.exit_code}" if summary.exit_code is not None else ""
         self.err.write(
             f"utrace: perfetto: {self.slices} slice(s), {self.instants} instant(s){open_note}{cut}{lost}, "
-            f"{summary.duration_s:.1f}s, stopped by {summary.stopped_by}{extra}\n"
+            f"{summary.duration_s:.1f}s, stopped by {safe(summary.stopped_by)}{extra}\n"
         )
         self.err.flush()
