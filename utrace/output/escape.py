@@ -4,8 +4,8 @@ Process names, symbol names, perf-map names, string arguments, file names and US
 the traced process and its files: they can hold control bytes, escape sequences (`ESC ]0;title BEL`
 retitles a terminal, `CSI` sequences move the cursor or recolour it) and rich markup (`[/x]`). Every
 such string goes through `safe` before text output shows it, and into rich only as a `Text` (never
-parsed as markup). JSON output stays exact: `json_safe` only writes the characters a terminal could
-act on as JSON's own `\\uXXXX` escapes, which a JSON reader turns back into the same string.
+parsed as markup). JSON output stays exact: `json_safe` writes the characters `safe` would escape as
+JSON's own `\\uXXXX` escapes, which a JSON reader turns back into the same string.
 
 `safe` shows every character `str.isprintable()` refuses as a visible escape: C0 controls, DEL and C1
 controls (`\\x1b`, `\\x7f`, `\\x9b`), the bytes of a name that was not UTF-8 (decoded with
@@ -16,10 +16,7 @@ encoding (`--json` gives the exact value).
 
 from __future__ import annotations
 
-import re
-
 _CONTROL_BYTES = bytes([*range(0x20), 0x7F])
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape_char(c: str) -> str:
@@ -55,14 +52,22 @@ def needs_escape(names: list[bytes]) -> bool:
     return not joined.isascii() or len(joined.translate(None, _CONTROL_BYTES)) != len(joined)
 
 
+def _json_escape(c: str) -> str:
+    o = ord(c)
+    if o < 0x10000:
+        return f"\\u{o:04x}"
+    o -= 0x10000  # JSON spells a character past the BMP as a UTF-16 surrogate pair
+    return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
+
+
 def json_safe(line: str) -> str:
-    """A JSON text (as `json` encodes it with ensure_ascii=False) with DEL, C1 controls, lone surrogates,
-    line separators and bidirectional overrides written as `\\uXXXX` escapes: the same JSON value, and
-    nothing a terminal acts on. Only these characters can be raw in such a text, and only inside strings.
+    """A JSON text (as `json` encodes it with ensure_ascii=False, on one line) with every character
+    `safe` would escape written as a JSON `\\uXXXX` escape instead: the same JSON value, and nothing a
+    terminal acts on. Such characters can only be inside strings (JSON's own syntax is printable ASCII).
     """
-    if line.isascii():
+    if line.isascii() or line.isprintable():  # controls below 0x20 are escaped by json already
         return line
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+    return "".join(c if c.isprintable() or c == "\n" else _json_escape(c) for c in line)
 
 
 def markup(s: str) -> str:

@@ -131,7 +131,8 @@ class PerfettoReporter(_Buffered):
             head += f'"dur":{micros(dur_ns)},'
         if ph == "I":
             head += '"s":"t",'
-        self.buf.append(f'{head}"pid":{pid},"tid":{tid},"args":{_dumps(args)}}}')
+        # exact, and nothing a terminal acts on
+        self.buf.append(json_safe(f'{head}"pid":{pid},"tid":{tid},"args":{_dumps(args)}}}'))
 
     def _span_args(self, span: Span) -> dict[str, object]:
         out: dict[str, object] = {k: arg_value(v) for k, v in span.args.items()}
@@ -183,7 +184,7 @@ class PerfettoReporter(_Buffered):
         if self.buf:
             self._open()
             sep = ",\n" if self.written else ""
-            self.out.write(json_safe(sep + ",\n".join(self.buf)))  # exact, and nothing a terminal acts on
+            self.out.write(sep + ",\n".join(self.buf))
             self.written += len(self.buf)
             self.buf.clear()
             self.out.flush()

@@ -303,4 +303,4 @@ class JsonReporter(_Buffered):
                 }
             )
         )
-        self.write(json_safe("\n".join(lines) + "\n"))  # probe names in counts and the summary
+        self.write("\n".join(map(json_safe, lines)) + "\n")  # probe names in counts and the summary
