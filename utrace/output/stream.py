@@ -167,8 +167,13 @@ class TextReporter(_Buffered):
         if self.t0 is None:
             self.t0 = ev.ts_ns
         t = (ev.ts_ns - self.t0) / 1e9
-        args = " ".join(f"{safe(k)}={_fmt_ptr(k, v)}" for k, v in ev.args.items())
-        comm, probe = safe(ev.comm), safe(ev.probe)
+        # names from the process and the binary: one check for all of them (nearly always printable)
+        if (ev.comm + ev.probe + "".join(ev.args)).isprintable():
+            comm, probe = ev.comm, ev.probe
+            args = " ".join([f"{k}={_fmt_ptr(k, v)}" for k, v in ev.args.items()])
+        else:
+            comm, probe = safe(ev.comm), safe(ev.probe)
+            args = " ".join([f"{safe(k)}={_fmt_ptr(k, v)}" for k, v in ev.args.items()])
         if ev.ns_pid is None:
             head = f"{t:10.6f} {ev.pid:>7} {ev.tid:>7} {comm:<15} "
         else:  # another PID namespace: HOST[NS]
