@@ -249,3 +249,21 @@ def test_error_suggestions_quote_names_escaped(hostile: Path, tmp_path: Path) ->
     err = visible(r.stderr)
     assert r.returncode == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("utrace: error: no function matches") and f"did you mean: {shown(SYMBOL)}" in err
+
+
+def test_listing_a_running_process_escapes_its_module_paths(hostile: Path, tmp_path: Path) -> None:
+    """`--pid`: module paths come from the process's own /proc/PID/maps."""
+    prog = subprocess.Popen([str(hostile), "600", "50"], stdout=subprocess.DEVNULL)  # 30 s at most
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{prog.pid}/comm").read_bytes().rstrip(b"\n") != COMM:  # past exec and prctl
+            assert time.monotonic() < deadline and prog.poll() is None
+            time.sleep(0.05)
+        r = run("list", "--pid", str(prog.pid), "hostile_*", tmp=tmp_path)
+    finally:
+        prog.kill()
+        prog.wait()
+    out = visible(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert out.splitlines()[0] == f"# {shown(str(hostile).encode())}: 1 functions", out
+    assert out.splitlines()[1].endswith(" " + shown(SYMBOL))
