@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from tests.unit.elfgen import Probe, Sym, build_elf
 from utrace.listing import list_target
 from utrace.model import Event, Frame, Module, Target
-from utrace.output.escape import json_safe, needs_escape, safe, safe_bytes
+from utrace.output.escape import json_safe, needs_escape, safe, safe_bytes, utf8_text
 from utrace.output.listing import PLAIN, write_json, write_plain, write_table
+from utrace.output.otlp import process_resource, span_message
 from utrace.output.perfetto import PerfettoReporter
+from utrace.output.spans import Span, Track
 from utrace.output.stream import JsonReporter, TextReporter, write_aggregates
 from utrace.output.top import TopReporter, plain_snapshot, top_rows
 from utrace.probes.decode import Rendered, StringValue
@@ -220,3 +222,17 @@ def test_listing_json_is_exact(hostile_elf) -> None:
     assert {r["name"] for r in rows if r["kind"] == "function"} == {"plain_fn", HOSTILE, "[red]x[/red]"}
     (usdt,) = [r for r in rows if r["kind"] == "usdt"]
     assert usdt["provider"] == f"prov{TITLE}" and usdt["arguments"] == [f"8@%rdi{TITLE}"]
+
+
+def test_otlp_spans_of_names_that_are_not_utf8_serialize() -> None:
+    """Protobuf strings must be UTF-8: a name's stray byte is sent as \\xNN, everything else as it is."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+
+    assert utf8_text("a\udc9bb\ud800") == "a\\x9bb\\ud800" and utf8_text(TITLE) == TITLE
+    span = Span(HOSTILE, Track(42, 43, False), 43, TITLE, 1, 2, {"s\udcff": StringValue("x\udcfe")}, 1, 1)
+    msg = PbSpan.FromString(span_message(span, 0).SerializeToString())  # raised UnicodeEncodeError
+    assert msg.name == "evil\x1b]0;pwned\x07\x9b2J[/x][bold]\\x9b\x7f\u202e"
+    attrs = {kv.key: kv.value.string_value for kv in msg.attributes}
+    assert attrs["utrace.arg.s\\xff"] == "x\\xfe" and attrs["thread.name"] == TITLE
+    resource = process_resource(0, "\udc9b", "/x/\udc9b")  # a path from readlink with a stray byte
+    assert "/x/\\x9b" in [kv.value.string_value for kv in resource if kv.SerializeToString()]

@@ -71,6 +71,18 @@ def json_safe(line: str) -> str:
     return "".join(c if c.isprintable() or c == "\n" else _json_escape(c) for c in line)
 
 
+def utf8_text(s: str) -> str:
+    """`s` as valid UTF-8 text, for formats whose strings must be (protobuf): a name's byte that was not
+    UTF-8 (a surrogateescape) becomes `\\xNN`, any other lone surrogate `\\uNNNN`; all else is kept."""
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return "".join(_escape_char(c) if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
+
+
 def markup(s: str) -> str:
     """`s` made safe and escaped for a rich markup string (where a Text object does not fit)."""
     from rich.markup import escape
@@ -78,4 +90,4 @@ def markup(s: str) -> str:
     return escape(safe(s))
 
 
-__all__ = ["json_safe", "markup", "needs_escape", "safe", "safe_bytes"]
+__all__ = ["json_safe", "markup", "needs_escape", "safe", "safe_bytes", "utf8_text"]

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TextIO
 from utrace import __version__
 from utrace.errors import EnvironmentProblem, UsageError
 from utrace.model import Event, Target
-from utrace.output.escape import safe
+from utrace.output.escape import safe, utf8_text
 from utrace.output.spans import Pairer, Span, returning
 from utrace.probes.decode import StringValue
 from utrace.runtimes.base import Plan
@@ -114,6 +114,7 @@ def any_value(key: str, v: object) -> list[KeyValue]:
 
     if isinstance(v, dict):
         return [kv for k, x in v.items() for kv in any_value(f"{key}.{k}", x)]
+    key = utf8_text(key)  # protobuf strings must be UTF-8; names from a binary need not be
     if v is None:  # OTLP attributes have no null: a NULL pointer is an absent attribute
         return []
     if isinstance(v, bool):
@@ -123,7 +124,7 @@ def any_value(key: str, v: object) -> list[KeyValue]:
     elif isinstance(v, float):
         value = AnyValue(double_value=v)
     else:
-        value = AnyValue(string_value=str(v))
+        value = AnyValue(string_value=utf8_text(str(v)))
     return [KeyValue(key=key, value=value)]
 
 
@@ -154,7 +155,7 @@ def span_message(span: Span, epoch_offset_ns: int) -> PbSpan:
     msg = PbSpan(
         trace_id=span.trace_id.to_bytes(16, "big"),
         span_id=span.span_id.to_bytes(8, "big"),
-        name=span.name,
+        name=utf8_text(span.name),
         kind=PbSpan.SpanKind.SPAN_KIND_INTERNAL,
         start_time_unix_nano=span.start_ns + epoch_offset_ns,
         end_time_unix_nano=span.end_ns + epoch_offset_ns,
