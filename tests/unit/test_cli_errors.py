@@ -126,7 +126,48 @@ CASES = [
     ("otlp-hist", ["native", TRUE, "main", "--otlp", "http://127.0.0.1:4318", "--hist"], USAGE, "do not stream"),
     ("otlp-no-scheme", ["native", TRUE, "main", "--otlp", "127.0.0.1:4318"], USAGE, "--otlp needs an http://"),
     ("otlp-bad-port", ["native", TRUE, "main", "--otlp", "http://127.0.0.1:99999"], USAGE, "bad port"),
+    # options checked before anything is resolved: the function exists, so only the option is wrong
+    ("duration-zero", ["native", "{demo}", "demo_greet", "-d", "0", "--dump-bpf"], USAGE, "--duration must be"),
+    ("duration-nan", ["native", "{demo}", "demo_greet", "-d", "nan", "--dump-bpf"], USAGE, "--duration must be"),
+    ("duration-negative", ["native", "{demo}", "demo_greet", "-d", "-1", "--dump-bpf"], USAGE, "--duration must be"),
+    ("duration-inf", ["native", "{demo}", "demo_greet", "-d", "inf", "--dump-bpf"], USAGE, "--duration must be"),
+    ("max-events-zero", ["native", "{demo}", "demo_greet", "-n", "0", "--dump-bpf"], USAGE, "--max-events must be"),
+    ("max-events-negative", ["native", "{demo}", "demo_greet", "-n", "-1", "--dump-bpf"], USAGE, "--max-events"),
+    ("buffer-nan", ["native", "{demo}", "demo_greet", "--buffer-mb", "nan", "--dump-bpf"], USAGE, "--buffer-mb"),
+    ("empty-pattern", ["native", "{demo}", "", "--dump-bpf"], USAGE, "empty pattern ''"),
+    ("blank-pattern", ["native", "{demo}", "demo_greet", " ", "--dump-bpf"], USAGE, "empty pattern ' '"),
+    ("node-empty-pattern", ["node", "", "--dump-bpf"], USAGE, "empty pattern"),
+    ("java-empty-pattern", ["java", "--binary", "{jdk}", "", "--dump-bpf"], USAGE, "empty pattern"),
+    (
+        "otlp-unclosed-ipv6",
+        ["native", "{demo}", "demo_greet", "--otlp", "http://[::1", "--dump-bpf"],
+        USAGE,
+        "malformed",
+    ),
+    ("otlp-space", ["native", "{demo}", "demo_greet", "--otlp", "http://exa mple:4318", "--dump-bpf"], USAGE, "spaces"),
+    ("otlp-newline", ["native", "{demo}", "demo_greet", "--otlp", "http://host\n", "--dump-bpf"], USAGE, "control"),
+    (
+        "otlp-bad-host",
+        ["native", "{demo}", "demo_greet", "--otlp", "http://-bad-:4318", "--dump-bpf"],
+        USAGE,
+        "bad host",
+    ),
+    (
+        "otlp-not-an-ip",
+        ["native", "{demo}", "demo_greet", "--otlp", "http://999.1.1.1", "--dump-bpf"],
+        USAGE,
+        "bad host",
+    ),
+    (
+        "otlp-port-zero",
+        ["native", "{demo}", "demo_greet", "--otlp", "http://127.0.0.1:0", "--dump-bpf"],
+        USAGE,
+        "bad port",
+    ),
 ]
+
+BAD_OPTIONS = [["-d", "0"], ["-d", "nan"], ["-d", "-1"], ["-n", "0"], ["-n", "-1"], ["--buffer-mb", "nan"],
+               ["--otlp", "http://[::1"], ["--otlp", "http://a b"], ["--otlp", "http://999.1.1.1"]]  # fmt: skip
 
 
 @pytest.mark.parametrize(("argv", "code", "contains"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -134,6 +175,29 @@ def test_error(files, tmp_path, argv, code, contains):
     r = run(*(a.format(**files) for a in argv), cache=tmp_path / "cache")
     assert_one_error(r, code, contains)
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=" ".join)
+def test_bad_option_stops_before_anything_is_launched_or_attached(files, tmp_path, bad):
+    """Without --dump-bpf: the command to launch never runs (it would print), nothing is attached."""
+    r = run("native", files["demo"], "demo_greet", *bad, "--", "/bin/echo", "launched", cache=tmp_path / "cache")
+    assert_one_error(r, USAGE, {"-d": "--duration", "-n": "--max-events"}.get(bad[0], bad[0]))
+    assert "launched" not in r.stdout and "attached" not in r.stderr
+
+
+def test_empty_pattern_among_others_is_refused(files, tmp_path):
+    r = run("native", files["demo"], "demo_greet", "", "--", "/bin/echo", "launched", cache=tmp_path / "cache")
+    assert_one_error(r, USAGE, "empty pattern")
+    assert "launched" not in r.stdout
+
+
+def test_error_lines_escape_names_from_the_binary(tmp_path):
+    """A suggestion quotes names from the file: shown escaped, on one line, never raw."""
+    hostile = "demo_greet\x1b]0;\x07\x9b[/x]\n"
+    elf = build_elf(symtab=[Sym(hostile, 0x10)]).write(tmp_path / "hostile")
+    r = run("native", elf, "demo_greet[/x]", "--dump-bpf", cache=tmp_path / "cache")
+    line = assert_one_error(r, USAGE, "did you mean: demo_greet\\x1b]0;\\x07\\x9b[/x]\\x0a")
+    assert not any(c in line for c in "\x1b\x07\x9b")
 
 
 def test_not_found_suggests_close_names(files, tmp_path):

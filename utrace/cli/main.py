@@ -138,10 +138,31 @@ def _trace_options(f: Any) -> Any:
 def _ring_pages(mb: float) -> int:
     from utrace.errors import UsageError
 
-    if mb <= 0 or mb > 1024:
-        raise UsageError("--buffer-mb must be between 0 and 1024")
+    if not 0 < mb <= 1024:  # NaN too
+        raise UsageError(f"--buffer-mb must be more than 0 and at most 1024, not {mb:g}")
     pages = max(1, int(mb * 1024 * 1024) // 4096)
     return 1 << (pages - 1).bit_length()
+
+
+def _check_options(probes: tuple[str, ...], opts: dict[str, Any]) -> None:
+    """Limits and patterns that would trace nothing, or everything, or never stop as asked.
+
+    Raises:
+        UsageError: before anything is resolved, launched or attached.
+    """
+    import math
+
+    from utrace.errors import UsageError
+
+    for p in probes:
+        if not p.strip():
+            raise UsageError(f"empty pattern {p!r}: name a function or probe (a glob such as 'parse_*' is fine)")
+    duration = opts["duration"]
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise UsageError(f"--duration must be a positive number of seconds, not {duration:g}")
+    if opts["max_events"] is not None and opts["max_events"] < 1:
+        raise UsageError(f"--max-events must be at least 1, not {opts['max_events']}")
+    _ring_pages(opts["buffer_mb"])
 
 
 def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: dict[str, Any]) -> None:
@@ -152,6 +173,7 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
     command = tuple(_LAUNCH)
     if not probes:
         raise UsageError("name at least one function or probe to trace")
+    _check_options(probes, opts)
     if sys.stdout is None and (opts["dump_bpf"] or not opts["output"]):  # started with stdout closed (>&-)
         from utrace.errors import OutputError
 
@@ -197,8 +219,10 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         otlp = OtlpReporter(opts["otlp"])  # checks the URL before anything is traced
     if opts["dump_bpf"]:
         _target, plan, program = build(request, session)
+        from utrace.output.escape import safe
+
         for note in plan.notes:
-            sys.stderr.write(f"utrace: {note}\n")
+            sys.stderr.write(f"utrace: {safe(note)}\n")
         sys.stdout.write(program.source)
         return
     from utrace.backend import privileges_problem
@@ -403,8 +427,10 @@ def doctor_cmd(no_compile: bool) -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    try:
-        sys.stderr.write(f"utrace: error: {message}\n")
+    from utrace.output.escape import safe
+
+    try:  # messages quote names from binaries and processes: escaped, and one line however they end
+        sys.stderr.write(f"utrace: error: {safe(message)}\n")
         sys.stderr.flush()
     except OSError:
         pass

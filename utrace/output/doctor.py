@@ -9,7 +9,8 @@ from utrace.doctor import Check
 
 def write_checks(checks: list[Check], out: TextIO) -> None:
     from rich.console import Console
-    from rich.markup import escape
+
+    from utrace.output.escape import markup as escape  # details quote paths and kernel strings
 
     console = Console(file=out, highlight=False)
     for c in checks:

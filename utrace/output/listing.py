@@ -3,6 +3,9 @@
 A big binary has ~100k functions; rich lays out a table at a few thousand rows per second, so past
 `TABLE_LIMIT` rows (or when stdout is not a terminal) the plain writer is used: one line per entry
 built with plain string formatting.
+
+Names come from the file: plain lines and tables show them through `utrace.output.escape` (control
+bytes and escape sequences as visible escapes, rich markup never interpreted); JSON keeps them exact.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import BinaryIO, TextIO
 
 from utrace.elf.symbols import SymbolTable
 from utrace.listing import Listing, ModuleFunctions
+from utrace.output.escape import markup, needs_escape, safe, safe_bytes
 
 TABLE_LIMIT = 3000
 
@@ -46,16 +50,24 @@ def write_json(listing: Listing, out: TextIO) -> None:
             "arguments": p.argument_texts,
             "module": display,
         }
-        out.write(json.dumps(obj) + "\n")
+        out.write(json.dumps(obj) + "\n")  # ASCII: exact, and nothing a terminal acts on
 
 
 def plain_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
     """`ADDRESS SIZE NAME` lines for the functions `indices` (ascending, distinct) of `table`, with one
     % format for all.
 
-    Rendered from the names as bytes: a table just read from the file never decodes them.
+    Rendered from the names as bytes: a table just read from the file never decodes them. A name with
+    a control byte or a non-ASCII byte is shown as `safe` shows it (the rare case: one check in C first).
     """
     names, addrs, sizes = table.names_as_bytes(), table.addresses, table.sizes
+    if len(indices) == len(names):
+        if needs_escape(names):
+            names = [safe_bytes(n) for n in names]
+    elif needs_escape(picked := [names[i] for i in indices]):
+        names = list(names)
+        for i, n in zip(indices, picked, strict=True):
+            names[i] = safe_bytes(n)
     if len(indices) == len(names):  # distinct indices of the table: all of it, in order
         fields = chain.from_iterable(zip(addrs, sizes, names, strict=True))
     elif len(indices) > 1:
@@ -66,7 +78,7 @@ def plain_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
     return (b"%#014x %7d %s\n" * len(indices)) % tuple(fields)
 
 
-PLAIN = ("plain", plain_lines)  # the renderer `list_target` caches complete listings with
+PLAIN = ("plain-escaped", plain_lines)  # the renderer `list_target` caches complete listings with
 
 
 def write_plain(listing: Listing, out: BinaryIO) -> None:
@@ -74,13 +86,14 @@ def write_plain(listing: Listing, out: BinaryIO) -> None:
     for mf in listing.functions:
         if not mf.indices:
             continue
-        out.write(_utf8(f"# {mf.display}: {len(mf.indices)} functions\n"))
+        out.write(_utf8(f"# {safe(mf.display)}: {len(mf.indices)} functions\n"))
         out.write(mf.rendered if mf.rendered is not None else plain_lines(_table(mf), mf.indices))
     if listing.probes:
         out.write(_utf8(f"# USDT probes: {len(listing.probes)}\n"))
         for display, p in listing.probes:
             sem = f" semaphore={p.semaphore:#x}" if p.semaphore else ""
-            out.write(_utf8(f"{p.address:#014x} {p.full_name} [{' '.join(p.argument_texts)}]{sem} {display}\n"))
+            line = f"{p.address:#014x} {p.full_name} [{' '.join(p.argument_texts)}]{sem} {display}"
+            out.write(_utf8(safe(line) + "\n"))
 
 
 def _utf8(text: str) -> bytes:
@@ -97,6 +110,10 @@ def write_table(listing: Listing, out: TextIO) -> None:
     """Rich tables for a terminal: functions, then USDT probes."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    def cell(s: str) -> Text:  # a Text is never parsed as markup
+        return Text(safe(s))
 
     console = Console(file=out)
     many_modules = len(listing.functions) > 1
@@ -113,15 +130,15 @@ def write_table(listing: Listing, out: TextIO) -> None:
             t = _table(mf)
             for i in mf.indices:
                 sym = t.symbol(i)
-                row = [
-                    sym.name,
-                    "" if sym.raw == sym.name else sym.raw,
+                row: list[Text | str] = [
+                    cell(sym.name),
+                    cell("" if sym.raw == sym.name else sym.raw),
                     f"{sym.address:#x}",
                     str(sym.size),
-                    sym.binding.value + (f" {sym.clone}" if sym.clone else ""),
+                    cell(sym.binding.value + (f" {sym.clone}" if sym.clone else "")),
                 ]
                 if many_modules:
-                    row.append(mf.display)
+                    row.append(cell(mf.display))
                 table.add_row(*row)
         console.print(table)
     if listing.probes:
@@ -133,11 +150,11 @@ def write_table(listing: Listing, out: TextIO) -> None:
         table.add_column("Module", overflow="fold", style="dim")
         for display, p in listing.probes:
             table.add_row(
-                p.full_name,
+                cell(p.full_name),
                 f"{p.address:#x}",
                 f"{p.semaphore:#x}" if p.semaphore else "-",
-                " ".join(p.argument_texts),
-                display,
+                cell(" ".join(p.argument_texts)),
+                cell(display),
             )
         console.print(table)
     console.print(f"[dim]{listing.function_count} functions, {len(listing.probes)} USDT probes[/dim]")
@@ -156,7 +173,7 @@ class ColdIndexProgress:
         from rich.console import Console
 
         self.stop()
-        status = Console(file=self._stream).status(f"indexing {path} (first time; cached afterwards)")
+        status = Console(file=self._stream).status(f"indexing {markup(path)} (first time; cached afterwards)")
         status.start()
         self._status = status
 

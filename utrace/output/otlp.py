@@ -22,8 +22,10 @@ spans the receiver rejects) are counted and reported in one line at the end; the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, TextIO
 from utrace import __version__
 from utrace.errors import EnvironmentProblem, UsageError
 from utrace.model import Event, Target
+from utrace.output.escape import safe, utf8_text
 from utrace.output.spans import Pairer, Span, returning
 from utrace.probes.decode import StringValue
 from utrace.runtimes.base import Plan
@@ -52,19 +55,48 @@ def traces_url(endpoint: str) -> str:
     """ENDPOINT -> the URL to POST to.
 
     Raises:
-        UsageError: not an http(s) URL with a host.
+        UsageError: not an http(s) URL with a valid host name or address and port.
     """
-    parts = urllib.parse.urlsplit(endpoint)
+    if any(c.isspace() or not c.isprintable() for c in endpoint):  # urlsplit would drop tabs and newlines
+        raise UsageError(f"--otlp: the URL {endpoint!r} holds spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+    except ValueError as e:  # an unclosed [IPv6 literal
+        raise UsageError(f"--otlp: malformed URL {endpoint!r} ({e})") from e
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"--otlp needs an http:// or https:// URL such as http://127.0.0.1:4318, not {endpoint!r}")
+    if not _valid_host(parts.hostname):
+        raise UsageError(f"--otlp: bad host name {parts.hostname!r} in {endpoint!r}")
     try:
-        parts.port  # noqa: B018 - raises on a bad port
+        port = parts.port
     except ValueError as e:
         raise UsageError(f"--otlp: bad port in {endpoint!r}") from e
+    if port == 0:
+        raise UsageError(f"--otlp: bad port in {endpoint!r}")
     path = parts.path.rstrip("/")
     if not path.endswith(TRACES_PATH):
         path += TRACES_PATH
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address, or a DNS name of letters, digits, `-` and `_` (internationalised names via IDNA)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.removesuffix(".").split(".")
+    if all(label.isdigit() for label in labels):  # 999.1.1.1: meant as an address, and not one
+        return False
+    return len(ascii_host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _load_proto() -> None:
@@ -82,6 +114,7 @@ def any_value(key: str, v: object) -> list[KeyValue]:
 
     if isinstance(v, dict):
         return [kv for k, x in v.items() for kv in any_value(f"{key}.{k}", x)]
+    key = utf8_text(key)  # protobuf strings must be UTF-8; names from a binary need not be
     if v is None:  # OTLP attributes have no null: a NULL pointer is an absent attribute
         return []
     if isinstance(v, bool):
@@ -91,7 +124,7 @@ def any_value(key: str, v: object) -> list[KeyValue]:
     elif isinstance(v, float):
         value = AnyValue(double_value=v)
     else:
-        value = AnyValue(string_value=str(v))
+        value = AnyValue(string_value=utf8_text(str(v)))
     return [KeyValue(key=key, value=value)]
 
 
@@ -122,7 +155,7 @@ def span_message(span: Span, epoch_offset_ns: int) -> PbSpan:
     msg = PbSpan(
         trace_id=span.trace_id.to_bytes(16, "big"),
         span_id=span.span_id.to_bytes(8, "big"),
-        name=span.name,
+        name=utf8_text(span.name),
         kind=PbSpan.SpanKind.SPAN_KIND_INTERNAL,
         start_time_unix_nano=span.start_ns + epoch_offset_ns,
         end_time_unix_nano=span.end_ns + epoch_offset_ns,
@@ -190,8 +223,8 @@ class OtlpReporter:
     ) -> None:
         import sys
 
-        _load_proto()
         self.url = traces_url(endpoint)
+        _load_proto()
         self.err = err or sys.stderr
         self.batch_size = batch_size
         self.linger_s = linger_s
@@ -251,7 +284,7 @@ class OtlpReporter:
         # queued or in flight when we stopped waiting (the counters are final once the thread is done)
         unsent = self.spans - self.sent - self.failed - self.dropped
         open_calls = len(self.pairer.finish())
-        self.err.write(self.report(unsent, open_calls, self._thread.is_alive()) + "\n")
+        self.err.write(safe(self.report(unsent, open_calls, self._thread.is_alive())) + "\n")  # a receiver's words
         self.err.flush()
 
     def report(self, unsent: int, open_calls: int, still_sending: bool) -> str:

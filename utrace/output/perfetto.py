@@ -26,6 +26,7 @@ import json
 from typing import TextIO
 
 from utrace.model import Event, Target
+from utrace.output.escape import json_safe, safe
 from utrace.output.spans import Instant, Pairer, Span, Track, returning
 from utrace.output.stream import _Buffered
 from utrace.probes.decode import Pointer, StringValue
@@ -130,7 +131,8 @@ class PerfettoReporter(_Buffered):
             head += f'"dur":{micros(dur_ns)},'
         if ph == "I":
             head += '"s":"t",'
-        self.buf.append(f'{head}"pid":{pid},"tid":{tid},"args":{_dumps(args)}}}')
+        # exact, and nothing a terminal acts on
+        self.buf.append(json_safe(f'{head}"pid":{pid},"tid":{tid},"args":{_dumps(args)}}}'))
 
     def _span_args(self, span: Span) -> dict[str, object]:
         out: dict[str, object] = {k: arg_value(v) for k, v in span.args.items()}
@@ -200,6 +202,6 @@ class PerfettoReporter(_Buffered):
         extra = f"; traced program exited with {summary.exit_code}" if summary.exit_code is not None else ""
         self.err.write(
             f"utrace: perfetto: {self.slices} slice(s), {self.instants} instant(s){open_note}{cut}{lost}, "
-            f"{summary.duration_s:.1f}s, stopped by {summary.stopped_by}{extra}\n"
+            f"{summary.duration_s:.1f}s, stopped by {safe(summary.stopped_by)}{extra}\n"
         )
         self.err.flush()

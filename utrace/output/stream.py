@@ -16,6 +16,12 @@ JSON schema (one object per line, stable):
               "duration_s": float, "stopped_by": str, "exit_code": int|null, "attached": int}
 String values are JSON strings (cut at the capture limit; "truncated" lists which were cut),
 pointers are integers, unavailable values are strings starting with "<unavailable".
+Strings are exact: DEL, C1 controls, lone surrogates (a name's bytes that were not UTF-8), line
+separators and bidirectional overrides are written as \\uXXXX escapes, as controls below 0x20 are.
+
+Text output shows every string the traced process controls (comm, probe and function names, frames,
+argument names and values) through `utrace.output.escape.safe`: control bytes and escape sequences
+appear as visible escapes (`\\x1b]0;title\\x07`), never raw.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import TextIO
 
 from utrace.errors import OutputError
 from utrace.model import Event, Target
+from utrace.output.escape import json_safe, markup, safe
 from utrace.output.lines import shared, write_lines
 from utrace.probes.decode import Pointer, Rendered, StringValue
 from utrace.runtimes.base import Plan
@@ -37,11 +44,11 @@ from utrace.session import Summary
 
 def _fmt_value(v: object) -> str:
     if isinstance(v, Rendered):
-        return str(v)
-    if isinstance(v, StringValue):
+        return safe(v)
+    if isinstance(v, StringValue):  # json.dumps escapes every control and non-ASCII character
         return json.dumps(str(v)) + ("…" if v.truncated else "")
     if isinstance(v, str):
-        return v if v.startswith("<") or v.isidentifier() else json.dumps(v)
+        return safe(v) if v.startswith("<") else v if v.isidentifier() else json.dumps(v)
     if v is None:
         return "NULL"
     if isinstance(v, bool):
@@ -96,25 +103,25 @@ def write_aggregates(out: TextIO, summary: Summary) -> None:
     """--count and --hist results, for people: a count per probe and process, then histograms."""
     rows = _by_count(summary.counts)
     if rows:
-        width = max(len(p) for p, _pid, _n in rows)
+        width = max(len(safe(p)) for p, _pid, _n in rows)
         out.write(f"{'probe':<{width}} {'pid':>7} {'calls':>10}\n")
         for probe, pid, n in rows:
-            out.write(f"{probe:<{width}} {pid:>7} {n:>10}\n")
+            out.write(f"{safe(probe):<{width}} {pid:>7} {n:>10}\n")
     for (probe, pid), buckets in sorted(summary.hist.items()):
         total = sum(buckets.values())
-        out.write(f"\n{probe}  pid {pid}: {total} calls, latency\n")
+        out.write(f"\n{safe(probe)}  pid {pid}: {total} calls, latency\n")
         out.write("\n".join(hist_lines(buckets)) + "\n")
     out.flush()
 
 
 def announce(err: TextIO, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
     """Notes about choices made, then one line once the probes are armed (on stderr)."""
-    for note in plan.notes:
-        err.write(f"utrace: {note}\n")
+    for note in plan.notes:  # notes quote names from the binary
+        err.write(f"utrace: {safe(note)}\n")
     who = f"pid {target.pid}" if target.pid else (f"launched pid {launched}" if launched else "all processes")
     if target.pid and target.nspid and target.nspid != target.pid:
         who += f", {target.nspid} in its PID namespace"
-    err.write(f"utrace: {attached} probe(s) attached to {target.modules[0].display} ({who}); Ctrl-C to stop\n")
+    err.write(f"utrace: {attached} probe(s) attached to {safe(target.modules[0].display)} ({who}); Ctrl-C to stop\n")
     err.flush()
 
 
@@ -184,30 +191,38 @@ class TextReporter(_Buffered):
         if self.t0 is None:
             self.t0 = ev.ts_ns
         t = (ev.ts_ns - self.t0) / 1e9
-        args = " ".join(f"{k}={_fmt_ptr(k, v)}" for k, v in ev.args.items())
+        # names from the process and the binary: one check for all of them (nearly always printable)
+        if (ev.comm + ev.probe + "".join(ev.args)).isprintable():
+            comm, probe = ev.comm, ev.probe
+            args = " ".join([f"{k}={_fmt_ptr(k, v)}" for k, v in ev.args.items()])
+        else:
+            comm, probe = safe(ev.comm), safe(ev.probe)
+            args = " ".join([f"{safe(k)}={_fmt_ptr(k, v)}" for k, v in ev.args.items()])
         if ev.ns_pid is None:
-            head = f"{t:10.6f} {ev.pid:>7} {ev.tid:>7} {ev.comm:<15} "
+            head = f"{t:10.6f} {ev.pid:>7} {ev.tid:>7} {comm:<15} "
         else:  # another PID namespace: HOST[NS]
             ns_tid = "?" if ev.ns_tid is None else ev.ns_tid
-            head = f"{t:10.6f} {f'{ev.pid}[{ev.ns_pid}]':>7} {f'{ev.tid}[{ns_tid}]':>7} {ev.comm:<15} "
+            head = f"{t:10.6f} {f'{ev.pid}[{ev.ns_pid}]':>7} {f'{ev.tid}[{ns_tid}]':>7} {comm:<15} "
         ctx = ""
         if ev.context:
-            ctx = " " + self._c("2", "[" + " ".join(f"{k}={_fmt_value(v)}" for k, v in ev.context.items()) + "]")
+            ctx = " " + self._c("2", "[" + " ".join(f"{safe(k)}={_fmt_value(v)}" for k, v in ev.context.items()) + "]")
         if ev.kind == "return":
             lat = f" {self._c('33', format_latency(ev.latency_ns))}" if ev.latency_ns is not None else ""
             if isinstance(ev.ret, dict):
-                ret = " ".join(f"{k}={_fmt_ptr(k, v)}" for k, v in ev.ret.items()) or "(no results)"
+                ret = " ".join(f"{safe(k)}={_fmt_ptr(k, v)}" for k, v in ev.ret.items()) or "(no results)"
             else:
                 ret = _fmt_ptr("ret", ev.ret)
-            line = f"{head}{self._c('35', '<- ' + ev.probe)}{ctx} = {ret}{lat}"
+            line = f"{head}{self._c('35', '<- ' + probe)}{ctx} = {ret}{lat}"
         else:
             arrow = "-> " if ev.kind == "call" else "@ "
             # a USDT end probe paired with its begin (a GC, a method) carries the time between them
             lat = f" {self._c('33', format_latency(ev.latency_ns))}" if ev.latency_ns is not None else ""
-            line = f"{head}{self._c('36', arrow + ev.probe)}{ctx} {args}{lat}"
+            line = f"{head}{self._c('36', arrow + probe)}{ctx} {args}{lat}"
         self.buf.append(line)
         if ev.stack:
-            self.buf.extend(f"        {self._c('2', f'#{i:<2}')} {frame}" for i, frame in enumerate(ev.stack))
+            self.buf.extend(
+                f"        {self._c('2', f'#{i:<2}')} {safe(str(frame))}" for i, frame in enumerate(ev.stack)
+            )
 
     def finished(self, summary: Summary) -> None:
         self.flush()
@@ -215,6 +230,7 @@ class TextReporter(_Buffered):
             return
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         if summary.counts:
             text = io.StringIO()
@@ -227,7 +243,7 @@ class TextReporter(_Buffered):
         table.add_column("probe")
         table.add_column("events", justify="right")
         for probe, n in summary.per_probe.most_common():
-            table.add_row(probe, str(n))
+            table.add_row(Text(safe(probe)), str(n))  # a Text: never parsed as markup
         if summary.per_probe:
             console.print(table)
         console.print(summary_line(summary), soft_wrap=True)  # one line, however long the paths
@@ -244,7 +260,8 @@ def summary_line(summary: Summary) -> str:
     """The last line on stderr (rich markup): events, lost, duration, why tracing stopped, exit code."""
     lost = f"[red]{summary.lost} lost[/red]" if summary.lost else "0 lost"
     extra = f", traced program exited with {summary.exit_code}" if summary.exit_code is not None else ""
-    return f"{summary.events} events, {lost}, {summary.duration_s:.1f}s, stopped by {summary.stopped_by}{extra}"
+    stopped = markup(summary.stopped_by)
+    return f"{summary.events} events, {lost}, {summary.duration_s:.1f}s, stopped by {stopped}{extra}"
 
 
 def _json_value(v: object) -> object:
@@ -297,7 +314,7 @@ class JsonReporter(_Buffered):
             obj["ns_pid"] = ev.ns_pid
             if ev.ns_tid is not None:
                 obj["ns_tid"] = ev.ns_tid
-        self.buf.append(self._dumps(obj))
+        self.buf.append(json_safe(self._dumps(obj)))
 
     def finished(self, summary: Summary) -> None:
         self.flush()
@@ -326,4 +343,4 @@ class JsonReporter(_Buffered):
                 }
             )
         )
-        self.write("\n".join(lines) + "\n")
+        self.write("\n".join(map(json_safe, lines)) + "\n")  # probe names in counts and the summary

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from utrace.model import Event, Target
+from utrace.output.escape import safe
 from utrace.output.stream import announce, summary_line
 from utrace.runtimes.base import Plan
 from utrace.session import Summary
@@ -78,13 +79,17 @@ def format_elapsed(seconds: float) -> str:
 
 
 def plain_snapshot(rows: list[TopRow], comms: Mapping[int, str], head: str, rate_title: str) -> str:
-    """One snapshot as plain text: the header line, a column line, one line per row, a blank line."""
-    pw = max([len("probe"), *(len(r.probe) for r in rows)])
-    cw = max([len("comm"), *(len(comms.get(r.pid, "?")) for r in rows)])
+    """One snapshot as plain text: the header line, a column line, one line per row, a blank line.
+
+    Probe names and comms (the traced process's words) are shown through `safe`; `head` is the caller's.
+    """
+    probes = [safe(r.probe) for r in rows]
+    shown = [safe(comms.get(r.pid, "?")) for r in rows]
+    pw = max([len("probe"), *map(len, probes)])
+    cw = max([len("comm"), *map(len, shown)])
     lines = [head, f"{'probe':<{pw}} {'pid':>7} {'comm':<{cw}} {'calls':>10} {rate_title:>11}"]
-    for r in rows:
-        comm = comms.get(r.pid, "?")
-        lines.append(f"{r.probe:<{pw}} {r.pid:>7} {comm:<{cw}} {r.calls:>10} {format_rate(r.rate):>11}")
+    for r, probe, comm in zip(rows, probes, shown, strict=True):
+        lines.append(f"{probe:<{pw}} {r.pid:>7} {comm:<{cw}} {r.calls:>10} {format_rate(r.rate):>11}")
     return "\n".join(lines) + "\n\n"
 
 
@@ -118,7 +123,7 @@ class TopReporter:
     def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
         announce(self.err, target, plan, attached, launched)
         who = f"pid {target.pid}" if target.pid else (f"launched pid {launched}" if launched else "all processes")
-        self._title = f"{target.modules[0].display} ({who})"
+        self._title = f"{safe(target.modules[0].display)} ({who})"
         self._launched = launched is not None
         if self.live:
             self._console = Console(file=self.out, highlight=False)
@@ -202,7 +207,8 @@ class TopReporter:
         table.add_column("calls", justify="right")
         table.add_column(rate_title, justify="right", style="yellow")
         for r in rows:
-            table.add_row(r.probe, str(r.pid), self._comms.get(r.pid, "?"), str(r.calls), format_rate(r.rate))
+            comm = Text(safe(self._comms.get(r.pid, "?")))  # Text cells: never parsed as markup
+            table.add_row(Text(safe(r.probe)), str(r.pid), comm, str(r.calls), format_rate(r.rate))
         if more > 0:
             table.add_row(Text(f"… {more} more", style="dim"), "", "", "", "")
         return Group(head, table)
