@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from utrace import bpfsys, kernel
-from utrace.cache import cache_dir, read_sealed, seal, write_jobs
+from utrace.cache import read_sealed, seal, trusted_cache_dir, write_jobs
 from utrace.errors import EnvironmentProblem, TracingError
 from utrace.model import ProbeKind
 from utrace.probes.codegen import AGG_KEY, BpfProgram
@@ -193,25 +193,26 @@ def _attach_prog(perf_fd: int, prog_fd: int) -> None:
 _COMPILED_FORMAT = 1
 
 
-def _compiled_cache_file(source: str) -> Path:
-    """Where the compiled form of `source` is kept: the text, the kernel it was built against, the format."""
+def _compiled_cache_file(source: str) -> Path | None:
+    """Where the compiled form of `source` is kept (the text, the kernel it was built against, the
+    format), in the trusted cache directory; None when there is none."""
+    cache = trusted_cache_dir()
+    if cache is None:
+        return None
     uname = os.uname()
     digest = hashlib.sha256(f"{_COMPILED_FORMAT}\0{uname.release}\0{uname.machine}\0{source}".encode()).hexdigest()
-    return cache_dir() / f"bpf-v{_COMPILED_FORMAT}-{digest[:40]}.marshal"
+    return cache / f"bpf-v{_COMPILED_FORMAT}-{digest[:40]}.marshal"
 
 
 def _cached_compiled(source: str) -> bpfsys.Compiled | None:
-    """The cached compiled form, if there is one that only this user could have written.
+    """The cached compiled form, if there is one that only this user (or root) could have written.
 
-    A cached program is loaded into the kernel with this process's privileges, so a file (or its
-    directory) that someone else owns or may write is ignored and the program compiled anew.
+    A cached program is loaded into the kernel with this process's privileges, so a file (or a
+    directory holding it) that someone else owns or may write is ignored and the program compiled
+    anew (`cache.trusted_cache_dir`, `cache.read_sealed`).
     """
     file = _compiled_cache_file(source)
-    try:
-        for st in (os.stat(file.parent), os.stat(file)):
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None
-    except OSError:
+    if file is None:
         return None
     body = read_sealed(file)
     if body is None:
@@ -352,7 +353,9 @@ class Tracer:
         compiled = _cached_compiled(source)
         if compiled is None:
             compiled = compile_program(source, self.program.functions)
-            write_jobs([(_compiled_cache_file(source), lambda: seal(marshal.dumps(compiled.to_plain())))])
+            file = _compiled_cache_file(source)
+            if file is not None:
+                write_jobs([(file, lambda: seal(marshal.dumps(compiled.to_plain())))])
         self._compiled = compiled
         self._load(multi=multi_uprobes_wanted())
 
