@@ -19,7 +19,7 @@ from utrace import procfs
 MAX_LINE = 16384  # a longer "line" is not a symbol map: skipped
 MAX_NAME = 1024  # bytes of a name kept
 MAX_REGIONS = 500_000  # distinct starts kept (about 150 MB); later new starts are ignored
-MAX_BYTES = 512 << 20  # read from one file in all; what lies past it is ignored
+MAX_BYTES = 256 << 20  # read from one file in all; what lies past it is ignored
 CHUNK = 8 << 20  # read per refresh, so one lookup never parses more than this
 
 
@@ -29,7 +29,7 @@ class PerfMap:
     The file stays open from `open()` on, so a map found while the process lived can still be read
     after it exited (its `/proc/PID/root` path is gone by then). Memory and time are bounded: at most
     CHUNK bytes are read per refresh, MAX_BYTES in all, MAX_REGIONS regions kept (`capped` says when
-    a limit was reached), names cut at MAX_NAME bytes.
+    a limit was reached; nothing more is read then), names cut at MAX_NAME bytes.
     """
 
     def __init__(self, fd: int | None = None) -> None:
@@ -74,7 +74,7 @@ class PerfMap:
         A file that became shorter than what was read (rewritten) is read again from the start.
         """
         fd = self._fd
-        if fd is None:
+        if fd is None or self.capped:
             return False
         try:
             size = os.fstat(fd).st_size
