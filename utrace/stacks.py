@@ -38,6 +38,7 @@ class _Mapping:
     name: str  # as the process names it: a path, "[vdso]", or "" for anonymous memory
     key: tuple[int, int] | None  # (dev, inode) of the file through /proc/PID/root, when readable
     host: str  # the file's path from here
+    mapped: str = ""  # /proc/PID/map_files/START-END: the mapped file itself, whatever its path names now
 
 
 @dataclass(slots=True)
@@ -191,6 +192,9 @@ class Symbolizer:
             # only from the file the maps name (device and inode checked on what was opened): the path
             # is the process's to change, e.g. into a symlink to a file it may not read itself
             table = _read_table(m.host, m.key)
+            if table is None and m.mapped:
+                # the path names another file now (replaced, or a symlink): the mapping's own link
+                table = _read_table(m.mapped, m.key)
             if table is None:
                 # the process exited meanwhile (its /proc/PID/root went with it): the same file from here
                 table = _read_table(m.name, m.key)
@@ -248,13 +252,14 @@ def _load_maps(proc: _Process) -> None:
         if "x" not in e.perms:
             continue
         key = None
-        host = ""
+        host = mapped = ""
         if e.path.startswith("/"):
             host = root + e.path
+            mapped = f"/proc/{proc.pid}/map_files/{e.start:x}-{e.end:x}"
             # the file's identity as the kernel gives it in the maps: no stat that fails once the
             # process is gone (its /proc/PID/root goes with it)
             key = (os.makedev(*e.dev), e.inode) if e.inode else None
-        mappings.append(_Mapping(e.start, e.end, e.offset, e.path, key, host))
+        mappings.append(_Mapping(e.start, e.end, e.offset, e.path, key, host, mapped))
     mappings.sort(key=lambda m: m.start)
     proc.mappings = mappings
     proc.starts = [m.start for m in mappings]

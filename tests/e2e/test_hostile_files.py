@@ -331,3 +331,52 @@ def test_cache_dir_of_another_user_is_not_read(tmp_path: Path) -> None:
     assert "NoneType" in p.stderr and "object is not callable" in p.stderr, p.stderr
     assert "utrace: warning: ignoring the cache directory" in p.stderr and f"owned by uid {NOBODY}" in p.stderr
     assert sorted(os.listdir(xdg / "utrace")) == entries
+
+
+@pytest.mark.usefixtures("root_bpf")
+def test_absolute_symlink_in_a_containers_path_is_resolved_inside_it(tmp_path: Path) -> None:
+    """A process in its own mount namespace maps `hot` from a tmpfs; then the path it was mapped from is
+    covered by another mount where it is a symlink to /D/prog. In the process's namespace /D is a tmpfs
+    with a copy of hot (another inode); on the host /D/prog is sdt_demo.
+
+    Without the rule utrace resolves the absolute link from the host's root and names the process's
+    frames from sdt_demo's symbols; with it the link is resolved inside the process's root, found to be
+    another file than the one mapped, and the mapping's own /proc/PID/map_files link is read."""
+    need(shutil.which("unshare") is not None, "unshare (util-linux) not installed")
+    hot = ROOT / "fixtures" / "build" / "c" / "hot"
+    other = ROOT / "fixtures" / "build" / "c" / "sdt_demo"
+    need(hot.exists() and other.exists(), "fixtures not built")
+    mnt, d = tmp_path / "inside", tmp_path / "D"
+    mnt.mkdir()
+    d.mkdir()
+    shutil.copy(other, d / "prog")
+    inner = (
+        f"mount -t tmpfs t1 {mnt} && mkdir {mnt}/sub && cp {hot} {mnt}/sub/prog && "
+        f"{{ {mnt}/sub/prog 4000000000 >/dev/null & }}; prog=$!; sleep 0.3; "
+        f"mount -t tmpfs t2 {mnt}/sub && ln -s {d}/prog {mnt}/sub/prog && "
+        f"mount -t tmpfs t3 {d} && cp {hot} {d}/prog && echo $prog && wait"
+    )
+    ns = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner], stdout=subprocess.PIPE, text=True
+    )
+    pid = 0
+    try:
+        assert ns.stdout is not None
+        pid = int(ns.stdout.readline())
+        assert os.readlink(f"/proc/{pid}/exe") == f"{mnt}/sub/prog"
+        assert os.readlink(f"/proc/{pid}/root{mnt}/sub/prog") == f"{d}/prog"
+        p = subprocess.run(
+            utrace_cmd("native", "--pid", str(pid), "hot", "--stack", "--json", "-n", "3"),
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+    finally:
+        if pid:
+            os.kill(pid, 9)
+        ns.wait(timeout=30)
+    assert p.returncode == 0, p.stderr
+    stacks = [json.loads(line)["stack"] for line in p.stdout.splitlines() if '"kind": "call"' in line]
+    assert len(stacks) == 3, p.stdout[-2000:]
+    for stack in stacks:
+        own = [f for f in stack if f["module"] == f"{mnt}/sub/prog"]
+        assert [f["function"] for f in own[:2]] == ["hot", "main"], stack
+        assert own[0]["offset"] == 0
