@@ -256,6 +256,7 @@ def compile_program(source: str, functions: list[str]) -> bpfsys.Compiled:
                     bpf.cleanup()
                 except Exception:
                     pass
+        kernel.release_private_headers()
 
 
 def _bcc_lib(bcc_lib: Any) -> Any:

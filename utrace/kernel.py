@@ -104,14 +104,29 @@ def untrusted_headers(path: str | Path) -> str | None:
     return _trust[key]
 
 
+_private: list[Path] = []
+
+
 def _private_root() -> Path:
-    """A directory only this process uses, removed when it exits."""
+    """A directory only this process uses, removed by `release_private_headers` (or at exit)."""
     import atexit
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="utrace-headers-"))
-    atexit.register(shutil.rmtree, tmp, True)
+    if not _private:
+        atexit.register(release_private_headers)
+    _private.append(tmp)
     return tmp
+
+
+def release_private_headers() -> None:
+    """Remove the private header trees this process built (bcc has compiled: they are not needed again;
+    a later compile builds another). The CLI leaves with os._exit, so this is called after compiling."""
+    while _private:
+        tmp = _private.pop()
+        if os.environ.get("BCC_KERNEL_SOURCE", "").startswith(str(tmp)):
+            del os.environ["BCC_KERNEL_SOURCE"]
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def merged_header_tree(arch_dir: Path, common: Path, cache: Path | None = None) -> Path:
