@@ -179,3 +179,19 @@ def test_owner_and_cache_reads(
     assert cache.trusted_cache_dir() is None
     err = capsys.readouterr().err.splitlines()
     assert err == [f"utrace: warning: ignoring the cache directory {d}: {d} is owned by uid 65534"]
+
+
+def test_perf_map_owner_and_symlink(tmp_path: Path) -> None:
+    """A perf map is opened only as a plain file (no symlink at the last component) owned by one of the
+    given uids: a file the process could not have written is not read on its behalf."""
+    from utrace.perfmap import PerfMap
+
+    path = tmp_path / "perf-1.map"
+    path.write_bytes(b"1000 10 f\n")
+    me = os.geteuid()
+    ok = PerfMap.open(str(path), {me})
+    assert ok is not None and ok.lookup(0x1000) == ("f", 0x1000)
+    ok.close()
+    assert PerfMap.open(str(path), {me + 1}) is None
+    (tmp_path / "perf-2.map").symlink_to(path)
+    assert PerfMap.open(str(tmp_path / "perf-2.map"), {me}) is None
