@@ -25,7 +25,7 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
 
-from utrace import bpfsys, kernel
+from utrace import bpfsys, kernel, procfs
 from utrace.cache import read_sealed, seal, trusted_cache_dir, write_jobs
 from utrace.errors import EnvironmentProblem, TracingError
 from utrace.model import ProbeKind
@@ -106,7 +106,13 @@ def open_uprobe(pmu_type: int, path: str, offset: int, *, retprobe: bool, pid: i
     Raises:
         TracingError: the kernel refused (the message carries errno's meaning).
     """
-    fd, err = _perf_event_open_uprobe(pmu_type, path, offset, retprobe=retprobe, pid=pid, ref_ctr_offset=ref_ctr_offset)
+    try:
+        with procfs.kernel_path(path) as kpath:  # inside a process's root, as it was read
+            fd, err = _perf_event_open_uprobe(
+                pmu_type, kpath, offset, retprobe=retprobe, pid=pid, ref_ctr_offset=ref_ctr_offset
+            )
+    except OSError as e:
+        raise TracingError(f"cannot attach a uprobe to {path}: {e.strerror}") from None
     if fd < 0:
         raise TracingError(f"cannot attach a uprobe to {path} at offset {offset:#x}: {os.strerror(err)}")
     return fd
@@ -417,20 +423,23 @@ class Tracer:
             groups.setdefault((spec.module, spec.kind is ProbeKind.RETURN), []).append(i)
         for (module, retprobe), members in groups.items():
             try:
-                fd = bpfsys.attach_uprobe_multi(
-                    dispatcher,
-                    module,
-                    [specs[i].offset for i in members],
-                    [specs[i].ref_ctr_offset for i in members],
-                    members,  # the cookie: the program's index in the dispatcher's array
-                    pid=0 if pid is None else pid,
-                    retprobe=retprobe,
-                )
+                with procfs.kernel_path(module) as kpath:  # inside a process's root, as it was read
+                    fd = bpfsys.attach_uprobe_multi(
+                        dispatcher,
+                        kpath,
+                        [specs[i].offset for i in members],
+                        [specs[i].ref_ctr_offset for i in members],
+                        members,  # the cookie: the program's index in the dispatcher's array
+                        pid=0 if pid is None else pid,
+                        retprobe=retprobe,
+                    )
             except bpfsys.BpfError as e:
                 if not self._fds and e.errno in (errno.EINVAL, errno.EOPNOTSUPP, _ENOTSUPP):
                     raise _MultiUnsupported from None  # or an offset it refuses: perf events will say
                 why = os.strerror(e.errno or 0)
                 raise TracingError(f"cannot attach {len(members)} uprobe(s) to {module}: {why}") from None
+            except OSError as e:  # the file under the process's root cannot be opened (see procfs.kernel_path)
+                raise TracingError(f"cannot attach {len(members)} uprobe(s) to {module}: {e.strerror}") from None
             self._fds.append(fd)
             self.attached += len(members)
 

@@ -25,6 +25,8 @@ import os
 import platform
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -161,6 +163,28 @@ def open_fd(path: str, *, max_size: int, nofollow: bool = False) -> int:
 def open_file(path: str, *, max_size: int = MAX_ELF_BYTES, nofollow: bool = False) -> BinaryIO:
     """`open_fd` as a binary file object (unbuffered reads of what `fstat` describes)."""
     return os.fdopen(open_fd(path, max_size=max_size, nofollow=nofollow), "rb")
+
+
+@contextmanager
+def kernel_path(path: str) -> Iterator[str]:
+    """A path for a system call that takes a file by name (uprobes), naming the file `open_fd` opens.
+
+    The kernel resolves `/proc/PID/root/...` itself, but an absolute symlink met on the way from our
+    root, not the process's: for such a path this yields `/proc/self/fd/N` of a descriptor opened
+    inside the root (closed afterwards), which the kernel follows to exactly that file. Other paths
+    are yielded as they are.
+
+    Raises:
+        OSError: the file under the root cannot be opened as `open_fd` opens it.
+    """
+    if split_root(path) is None:
+        yield path
+        return
+    fd = open_fd(path, max_size=MAX_ELF_BYTES)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def identity(path: str) -> os.stat_result | None:

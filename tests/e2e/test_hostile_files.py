@@ -352,7 +352,7 @@ def test_absolute_symlink_in_a_containers_path_is_resolved_inside_it(tmp_path: P
     shutil.copy(other, d / "prog")
     inner = (
         f"mount -t tmpfs t1 {mnt} && mkdir {mnt}/sub && cp {hot} {mnt}/sub/prog && "
-        f"{{ {mnt}/sub/prog 4000000000 >/dev/null & }}; prog=$!; sleep 0.3; "
+        f"{{ {mnt}/sub/prog 400000000000 >/dev/null & }}; prog=$!; sleep 0.3; "
         f"mount -t tmpfs t2 {mnt}/sub && ln -s {d}/prog {mnt}/sub/prog && "
         f"mount -t tmpfs t3 {d} && cp {hot} {d}/prog && echo $prog && wait"
     )
@@ -371,7 +371,10 @@ def test_absolute_symlink_in_a_containers_path_is_resolved_inside_it(tmp_path: P
         )  # fmt: skip
     finally:
         if pid:
-            os.kill(pid, 9)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
         ns.wait(timeout=30)
     assert p.returncode == 0, p.stderr
     stacks = [json.loads(line)["stack"] for line in p.stdout.splitlines() if '"kind": "call"' in line]
@@ -380,3 +383,49 @@ def test_absolute_symlink_in_a_containers_path_is_resolved_inside_it(tmp_path: P
         own = [f for f in stack if f["module"] == f"{mnt}/sub/prog"]
         assert [f["function"] for f in own[:2]] == ["hot", "main"], stack
         assert own[0]["offset"] == 0
+
+
+@pytest.mark.usefixtures("root_bpf")
+def test_probes_go_on_the_file_inside_the_root_not_on_the_hosts(tmp_path: Path) -> None:
+    """As above, but the absolute link leads, inside the namespace, to a hard link of the mapped file
+    itself, so utrace uses the path under /proc/PID/root; on the host the same absolute path is another
+    program (sdt_demo). The kernel, given that path, would follow the link from the host's root and
+    put hot's probe offsets into sdt_demo: utrace hands it the file it opened inside the root instead
+    (/proc/self/fd/N), and the process's own calls are counted."""
+    need(shutil.which("unshare") is not None, "unshare (util-linux) not installed")
+    hot = ROOT / "fixtures" / "build" / "c" / "hot"
+    other = ROOT / "fixtures" / "build" / "c" / "sdt_demo"
+    need(hot.exists() and other.exists(), "fixtures not built")
+    mnt = tmp_path / "inside"
+    (mnt / "D2").mkdir(parents=True)
+    shutil.copy(other, mnt / "D2" / "prog")  # the host's view of {mnt}/D2/prog
+    inner = (
+        f"mount -t tmpfs t1 {mnt} && mkdir {mnt}/sub {mnt}/D2 && cp {hot} {mnt}/sub/prog && "
+        f"ln {mnt}/sub/prog {mnt}/D2/prog && "
+        f"{{ {mnt}/sub/prog 400000000000 >/dev/null & }}; prog=$!; sleep 0.3; "
+        f"mount -t tmpfs t2 {mnt}/sub && ln -s {mnt}/D2/prog {mnt}/sub/prog && echo $prog && wait"
+    )
+    ns = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner], stdout=subprocess.PIPE, text=True
+    )
+    pid = 0
+    try:
+        assert ns.stdout is not None
+        pid = int(ns.stdout.readline())
+        assert os.readlink(f"/proc/{pid}/root{mnt}/sub/prog") == f"{mnt}/D2/prog"
+        assert os.stat(f"/proc/{pid}/root{mnt}/D2/prog").st_ino == os.stat(f"/proc/{pid}/exe").st_ino
+        p = subprocess.run(
+            utrace_cmd("native", "--pid", str(pid), "hot", "--json", "-n", "3"),
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+    finally:
+        if pid:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        ns.wait(timeout=30)
+    assert p.returncode == 0, p.stderr
+    calls = [json.loads(line) for line in p.stdout.splitlines() if '"kind": "call"' in line]
+    assert len(calls) == 3 and all(c["pid"] == pid for c in calls), p.stdout[-2000:]
+    assert [c["args"]["arg1"] - c["args"]["arg0"] for c in calls] == [1, 1, 1]  # hot(i, i + 1)

@@ -195,3 +195,17 @@ def test_perf_map_owner_and_symlink(tmp_path: Path) -> None:
     assert PerfMap.open(str(path), {me + 1}) is None
     (tmp_path / "perf-2.map").symlink_to(path)
     assert PerfMap.open(str(tmp_path / "perf-2.map"), {me}) is None
+
+
+@needs_root
+def test_kernel_path_names_the_file_inside_the_root(jail: tuple[int, dict[str, str]], tmp_path: Path) -> None:
+    """What the kernel is given for a uprobe: the file inside the root, not what our root's resolution of
+    the absolute link (/lib/real) would find."""
+    pid, _ = jail
+    with procfs.kernel_path(f"/proc/{pid}/root/tmp/abs") as p:
+        assert p.startswith("/proc/self/fd/")
+        assert os.readlink(p) == str(tmp_path / "root" / "lib" / "real")
+    with procfs.kernel_path("/usr/bin/true") as p:
+        assert p == "/usr/bin/true"
+    with pytest.raises(OSError), procfs.kernel_path(f"/proc/{pid}/root/tmp/fifo"):
+        pass
