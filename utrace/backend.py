@@ -26,8 +26,8 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
 
-from utrace import bpfsys, kernel
-from utrace.cache import cache_dir, read_sealed, seal, write_jobs
+from utrace import bpfsys, kernel, procfs
+from utrace.cache import read_sealed, seal, trusted_cache_dir, write_jobs
 from utrace.errors import EnvironmentProblem, TracingError
 from utrace.model import ProbeKind
 from utrace.probes.codegen import AGG_KEY, BpfProgram
@@ -107,7 +107,13 @@ def open_uprobe(pmu_type: int, path: str, offset: int, *, retprobe: bool, pid: i
     Raises:
         TracingError: the kernel refused (the message carries errno's meaning).
     """
-    fd, err = _perf_event_open_uprobe(pmu_type, path, offset, retprobe=retprobe, pid=pid, ref_ctr_offset=ref_ctr_offset)
+    try:
+        with procfs.kernel_path(path) as kpath:  # inside a process's root, as it was read
+            fd, err = _perf_event_open_uprobe(
+                pmu_type, kpath, offset, retprobe=retprobe, pid=pid, ref_ctr_offset=ref_ctr_offset
+            )
+    except OSError as e:
+        raise TracingError(f"cannot attach a uprobe to {path}: {e.strerror}") from None
     if fd < 0:
         raise TracingError(f"cannot attach a uprobe to {path} at offset {offset:#x}: {os.strerror(err)}")
     return fd
@@ -194,25 +200,26 @@ def _attach_prog(perf_fd: int, prog_fd: int) -> None:
 _COMPILED_FORMAT = 1
 
 
-def _compiled_cache_file(source: str) -> Path:
-    """Where the compiled form of `source` is kept: the text, the kernel it was built against, the format."""
+def _compiled_cache_file(source: str) -> Path | None:
+    """Where the compiled form of `source` is kept (the text, the kernel it was built against, the
+    format), in the trusted cache directory; None when there is none."""
+    cache = trusted_cache_dir()
+    if cache is None:
+        return None
     uname = os.uname()
     digest = hashlib.sha256(f"{_COMPILED_FORMAT}\0{uname.release}\0{uname.machine}\0{source}".encode()).hexdigest()
-    return cache_dir() / f"bpf-v{_COMPILED_FORMAT}-{digest[:40]}.marshal"
+    return cache / f"bpf-v{_COMPILED_FORMAT}-{digest[:40]}.marshal"
 
 
 def _cached_compiled(source: str) -> bpfsys.Compiled | None:
-    """The cached compiled form, if there is one that only this user could have written.
+    """The cached compiled form, if there is one that only this user (or root) could have written.
 
-    A cached program is loaded into the kernel with this process's privileges, so a file (or its
-    directory) that someone else owns or may write is ignored and the program compiled anew.
+    A cached program is loaded into the kernel with this process's privileges, so a file (or a
+    directory holding it) that someone else owns or may write is ignored and the program compiled
+    anew (`cache.trusted_cache_dir`, `cache.read_sealed`).
     """
     file = _compiled_cache_file(source)
-    try:
-        for st in (os.stat(file.parent), os.stat(file)):
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None
-    except OSError:
+    if file is None:
         return None
     body = read_sealed(file)
     if body is None:
@@ -256,6 +263,7 @@ def compile_program(source: str, functions: list[str]) -> bpfsys.Compiled:
                     bpf.cleanup()
                 except Exception:
                     pass
+        kernel.release_private_headers()
 
 
 def _bcc_lib(bcc_lib: Any) -> Any:
@@ -353,7 +361,9 @@ class Tracer:
         compiled = _cached_compiled(source)
         if compiled is None:
             compiled = compile_program(source, self.program.functions)
-            write_jobs([(_compiled_cache_file(source), lambda: seal(marshal.dumps(compiled.to_plain())))])
+            file = _compiled_cache_file(source)
+            if file is not None:
+                write_jobs([(file, lambda: seal(marshal.dumps(compiled.to_plain())))])
         self._compiled = compiled
         self._load(multi=multi_uprobes_wanted())
 
@@ -414,20 +424,23 @@ class Tracer:
             groups.setdefault((spec.module, spec.kind is ProbeKind.RETURN), []).append(i)
         for (module, retprobe), members in groups.items():
             try:
-                fd = bpfsys.attach_uprobe_multi(
-                    dispatcher,
-                    module,
-                    [specs[i].offset for i in members],
-                    [specs[i].ref_ctr_offset for i in members],
-                    members,  # the cookie: the program's index in the dispatcher's array
-                    pid=0 if pid is None else pid,
-                    retprobe=retprobe,
-                )
+                with procfs.kernel_path(module) as kpath:  # inside a process's root, as it was read
+                    fd = bpfsys.attach_uprobe_multi(
+                        dispatcher,
+                        kpath,
+                        [specs[i].offset for i in members],
+                        [specs[i].ref_ctr_offset for i in members],
+                        members,  # the cookie: the program's index in the dispatcher's array
+                        pid=0 if pid is None else pid,
+                        retprobe=retprobe,
+                    )
             except bpfsys.BpfError as e:
                 if not self._fds and e.errno in (errno.EINVAL, errno.EOPNOTSUPP, _ENOTSUPP):
                     raise _MultiUnsupported from None  # or an offset it refuses: perf events will say
                 why = os.strerror(e.errno or 0)
                 raise TracingError(f"cannot attach {len(members)} uprobe(s) to {module}: {why}") from None
+            except OSError as e:  # the file under the process's root cannot be opened (see procfs.kernel_path)
+                raise TracingError(f"cannot attach {len(members)} uprobe(s) to {module}: {e.strerror}") from None
             self._fds.append(fd)
             self.attached += len(members)
 

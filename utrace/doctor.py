@@ -101,4 +101,5 @@ def run_checks(*, compile_test: bool = True) -> list[Check]:
     if compile_test and bcc_ok and hs.path and caps_ok:
         ok, detail = backend.load_test()
         checks.append(Check("compile and load a uprobe program", ok, detail, "" if ok else "see the error above"))
+    kernel.release_private_headers()
     return checks

@@ -7,6 +7,11 @@ its headers into an arch folder (`-amd64`: generated files, config) and a `-comm
 (`kconfig.h` and the rest). So utrace builds one merged tree of symlinks under its cache directory and
 points `BCC_KERNEL_SOURCE` at it. Uprobe programs use only stable UAPI-level definitions
 (`struct pt_regs`), so headers of another kernel version work for them.
+
+Headers become part of the BPF program, so a tree is used only when `cache.untrusted_tree` finds
+nothing wrong with it (every directory, file and symlink target in it, and every directory above it,
+belongs to this user or root and no one else may write it); otherwise it is skipped with one warning.
+A merged tree whose cache directory is not trusted is built in a private temporary directory instead.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from utrace.cache import cache_dir
+from utrace.cache import cache_dir, trusted_cache_dir, untrusted_tree, warn_once
 
 TRACEFS = "/sys/kernel/tracing"
 UPROBE_PMU = "/sys/bus/event_source/devices/uprobe"
@@ -88,14 +93,54 @@ def _merge(dst: Path, sources: list[Path]) -> None:
             (dst / name).symlink_to(target.resolve())
 
 
+_trust: dict[str, str | None] = {}
+
+
+def untrusted_headers(path: str | Path) -> str | None:
+    """`cache.untrusted_tree` of a header tree, once per process and path."""
+    key = str(path)
+    if key not in _trust:
+        _trust[key] = untrusted_tree(path)
+    return _trust[key]
+
+
+_private: list[Path] = []
+
+
+def _private_root() -> Path:
+    """A directory only this process uses, removed by `release_private_headers` (or at exit)."""
+    import atexit
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="utrace-headers-"))
+    if not _private:
+        atexit.register(release_private_headers)
+    _private.append(tmp)
+    return tmp
+
+
+def release_private_headers() -> None:
+    """Remove the private header trees this process built (bcc has compiled: they are not needed again;
+    a later compile builds another). The CLI leaves with os._exit, so this is called after compiling."""
+    while _private:
+        tmp = _private.pop()
+        if os.environ.get("BCC_KERNEL_SOURCE", "").startswith(str(tmp)):
+            del os.environ["BCC_KERNEL_SOURCE"]
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def merged_header_tree(arch_dir: Path, common: Path, cache: Path | None = None) -> Path:
-    """Build (once) the merged header tree for one header package; returns its path."""
-    root = (cache or cache_dir()) / "kernel-headers"
+    """Build (once) the merged header tree for one header package; returns its path.
+
+    Under `cache` (default: the trusted cache directory; a private temporary one when there is none).
+    """
+    root = (cache or trusted_cache_dir() or _private_root()) / "kernel-headers"
     final = root / arch_dir.name
     if _has_headers(final):
         return final
     tmp = root / f".{arch_dir.name}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     _merge(tmp, [arch_dir] if arch_dir == common else [arch_dir, common])
     try:
         os.replace(tmp, final)
@@ -108,22 +153,52 @@ def merged_header_tree(arch_dir: Path, common: Path, cache: Path | None = None) 
     return final
 
 
+def trusted_merged_tree(arch_dir: Path, common: Path) -> tuple[Path | None, str]:
+    """`merged_header_tree` checked with `untrusted_headers`: (tree, "") or (None, why not).
+
+    A tree in the cache that is not trusted is ignored with a warning and built again in a private
+    temporary directory; when that one is not trusted either, the package's own files are not.
+    """
+    tree = merged_header_tree(arch_dir, common)
+    why = untrusted_headers(tree)
+    if why is None:
+        return tree, ""
+    if not tree.parent.parent.name.startswith("utrace-headers-"):
+        warn_once(f"ignoring the kernel header tree {tree}: {why}")
+        tree = merged_header_tree(arch_dir, common, _private_root())
+        why = untrusted_headers(tree)
+        if why is None:
+            return tree, ""
+    warn_once(f"ignoring the header package {arch_dir.name}: {why}")
+    return None, why
+
+
 def header_source() -> HeaderSource:
     """Find headers for bcc: the running kernel's own, else a merged tree of an installed package."""
     env = os.environ.get("BCC_KERNEL_SOURCE")
     if env and _has_headers(Path(env)):
-        return HeaderSource(env, "BCC_KERNEL_SOURCE", exact=False)
+        why = untrusted_headers(env)
+        if why is None:
+            return HeaderSource(env, "BCC_KERNEL_SOURCE", exact=False)
+        warn_once(f"ignoring BCC_KERNEL_SOURCE={env}: {why}")
+        del os.environ["BCC_KERNEL_SOURCE"]  # bcc would read it too
     release = platform.release()
     build = Path("/lib/modules") / release / "build"
     source = Path("/lib/modules") / release / "source"
     if _has_headers(build) or (build.is_dir() and _has_headers(source)):
-        return HeaderSource(str(build), "running kernel", exact=True)
+        why = untrusted_headers(build) or (untrusted_headers(source) if source.is_dir() else None)
+        if why is None:
+            return HeaderSource(str(build), "running kernel", exact=True)
+        warn_once(f"ignoring the running kernel's headers {build}: {why}")
     how = "none"
     for arch_dir, common in find_header_packages():
         try:
-            tree = merged_header_tree(arch_dir, common)
+            tree, why = trusted_merged_tree(arch_dir, common)
         except OSError as e:  # e.g. an unwritable cache directory (a user without a home)
             how = f"none: cannot merge {arch_dir.name} under {cache_dir()} ({e.strerror})"
+            continue
+        if tree is None:
+            how = f"none: {arch_dir.name} is not trusted ({why})"
             continue
         return HeaderSource(str(tree), f"merged from {arch_dir.name}", exact=False)
     return HeaderSource("", how, exact=False)

@@ -88,7 +88,7 @@ def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe
 
 
 Renderer = Callable[[SymbolTable, Sequence[int]], bytes]
-_RENDER_FORMAT = 2  # 2: Go programs named by their pclntab
+_RENDER_FORMAT = 3  # 2: Go programs named by their pclntab; 3: keyed by the file's identity
 
 
 def list_target(
@@ -148,11 +148,12 @@ def _module_functions(
 ) -> ModuleFunctions:
     rendered_file = None
     if render is not None and name_matcher(pattern) is None:
-        from utrace.cache import cache_dir, read_sealed
+        from utrace.cache import read_sealed, trusted_cache_dir
         from utrace.elf.index import cache_key
 
-        rendered_file = cache_dir() / f"{render[0]}-v{_RENDER_FORMAT}-{cache_key(path)}.txt"
-        body = read_sealed(rendered_file)
+        cache = trusted_cache_dir()
+        rendered_file = cache / f"{render[0]}-v{_RENDER_FORMAT}-{cache_key(path)}.txt" if cache else None
+        body = read_sealed(rendered_file) if rendered_file is not None else None
         if body is not None:
             count, _, text = bytes(body).partition(b"\n")
             if count.isdigit():

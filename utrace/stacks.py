@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from utrace import procfs
 from utrace.errors import ElfError
 from utrace.model import Frame
 from utrace.perfmap import PerfMap
@@ -37,6 +38,7 @@ class _Mapping:
     name: str  # as the process names it: a path, "[vdso]", or "" for anonymous memory
     key: tuple[int, int] | None  # (dev, inode) of the file through /proc/PID/root, when readable
     host: str  # the file's path from here
+    mapped: str = ""  # /proc/PID/map_files/START-END: the mapped file itself, whatever its path names now
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class _Process:
     loaded: float = -1.0
     perf_map: PerfMap | None = None
     perf_map_checked: float = -1.0
+    uids: frozenset[int] | None = None  # the process's uids, once read: who may own its perf map
     # modules placed without the maps (see Symbolizer.learn): path -> (table, load bias, name to show)
     placed: dict[str, tuple[_Table, int, str] | None] = field(default_factory=dict)
 
@@ -186,10 +189,15 @@ class Symbolizer:
     def _table(self, m: _Mapping) -> _Table | None:
         assert m.key is not None
         if m.key not in self._tables:
-            table = _read_table(m.host)
-            if table is None and _same_file(m.name, m.key):
+            # only from the file the maps name (device and inode checked on what was opened): the path
+            # is the process's to change, e.g. into a symlink to a file it may not read itself
+            table = _read_table(m.host, m.key)
+            if table is None and m.mapped:
+                # the path names another file now (replaced, or a symlink): the mapping's own link
+                table = _read_table(m.mapped, m.key)
+            if table is None:
                 # the process exited meanwhile (its /proc/PID/root went with it): the same file from here
-                table = _read_table(m.name)
+                table = _read_table(m.name, m.key)
             self._tables[m.key] = table
         return self._tables[m.key]
 
@@ -210,19 +218,19 @@ class Symbolizer:
 
 
 def _same_file(path: str, key: tuple[int, int]) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == key
+    st = procfs.identity(path)
+    return st is not None and (st.st_dev, st.st_ino) == key
 
 
-def _read_table(path: str) -> _Table | None:
+def _read_table(path: str, key: tuple[int, int] | None = None) -> _Table | None:
+    """The function table of the file at `path`; with `key`, only if that is its (device, inode)."""
     try:
         from utrace.elf.gosyms import program_table
         from utrace.elf.index import symbols_for
 
-        t = program_table(path, symbols_for(path))
+        t = symbols_for(path, identity=key)
+        if key is None or _same_file(path, key):
+            t = program_table(path, t)
     except (ElfError, OSError):
         return None
     return _Table(t.names, t.addresses, t.sizes, t.segments) if len(t) else None
@@ -231,32 +239,25 @@ def _read_table(path: str) -> _Table | None:
 def _load_maps(proc: _Process) -> None:
     root = f"/proc/{proc.pid}/root"
     try:
-        with open(f"/proc/{proc.pid}/maps", encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        entries = procfs.parse_maps(procfs.read_text(f"/proc/{proc.pid}/maps", procfs.MAX_MAPS_BYTES))
     except OSError:
         proc.loaded = time.monotonic()
         return
+    if proc.uids is None:
+        proc.uids = procfs.process_uids(proc.pid)
     mappings: list[_Mapping] = []
-    for line in text.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 5 or "x" not in parts[1]:
+    for e in entries:
+        if "x" not in e.perms:
             continue
-        try:
-            lo, hi = (int(x, 16) for x in parts[0].split("-", 1))
-            offset = int(parts[2], 16)
-            major, minor = (int(x, 16) for x in parts[3].split(":", 1))
-            inode = int(parts[4])
-        except ValueError:
-            continue
-        name = parts[5].removesuffix(" (deleted)") if len(parts) == 6 else ""
         key = None
-        host = ""
-        if name.startswith("/"):
-            host = root + name
+        host = mapped = ""
+        if e.path.startswith("/"):
+            host = root + e.path
+            mapped = f"/proc/{proc.pid}/map_files/{e.start:x}-{e.end:x}"
             # the file's identity as the kernel gives it in the maps: no stat that fails once the
             # process is gone (its /proc/PID/root goes with it)
-            key = (os.makedev(major, minor), inode) if inode else None
-        mappings.append(_Mapping(lo, hi, offset, name, key, host))
+            key = (os.makedev(*e.dev), e.inode) if e.inode else None
+        mappings.append(_Mapping(e.start, e.end, e.offset, e.path, key, host, mapped))
     mappings.sort(key=lambda m: m.start)
     proc.mappings = mappings
     proc.starts = [m.start for m in mappings]
@@ -277,10 +278,15 @@ def _perf_map(proc: _Process, launched: int | None = None) -> PerfMap | None:
             return None
         proc.perf_map_checked = now
         nspid = namespace_pid(proc.pid)
-        proc.perf_map = PerfMap.open(f"/proc/{proc.pid}/root/tmp/perf-{nspid}.map")
+        if proc.uids is None:
+            proc.uids = procfs.process_uids(proc.pid)
+        # written by the process itself: owned by one of its uids (or root, as perf accepts: a runtime
+        # may open its map before it drops privileges), never followed through a symlink
+        owners = (proc.uids if proc.uids is not None else frozenset({os.geteuid()})) | {0}
+        proc.perf_map = PerfMap.open(f"/proc/{proc.pid}/root/tmp/perf-{nspid}.map", owners)
         if proc.perf_map is None and proc.pid == launched:
             # ours, and gone (or a zombie, whose /proc/PID/root no longer resolves): our /tmp is its /tmp
-            proc.perf_map = PerfMap.open(f"/tmp/perf-{proc.pid}.map")
+            proc.perf_map = PerfMap.open(f"/tmp/perf-{proc.pid}.map", owners)
     return proc.perf_map
 
 

@@ -7,8 +7,10 @@ For a process, every path is opened through `/proc/PID/root`, so a process in an
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import replace
 
+from utrace import procfs
 from utrace.elf.buildid import ELF_MAGIC
 from utrace.errors import TargetError, UsageError
 from utrace.model import Event, Module, Target
@@ -19,6 +21,7 @@ def resolve_path(spec: str) -> str:
 
     Raises:
         TargetError: missing file, a directory, or not readable.
+        UsageError: a FIFO, a device or a socket (opening one could block or change it; nothing is opened).
     """
     path = spec
     if not os.path.exists(path) and os.sep not in spec:
@@ -31,6 +34,12 @@ def resolve_path(spec: str) -> str:
         raise TargetError(f"{spec}: no such file")
     if os.path.isdir(path):
         raise TargetError(f"{spec}: is a directory, not an ELF file")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise TargetError(f"{spec}: cannot read: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{spec}: {procfs.not_regular(spec, mode).strerror}: give an ELF file")
     if not os.access(path, os.R_OK):
         raise TargetError(f"{spec}: permission denied")
     return os.path.realpath(path)
@@ -42,8 +51,7 @@ def file_target(spec: str) -> Target:
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
+    return procfs.read_text(path, procfs.MAX_STATUS_BYTES)
 
 
 def namespace_pid(pid: int) -> int:
@@ -118,18 +126,16 @@ def exe_identity(pid: int) -> tuple[int, int] | None:
 
 def _is_elf(path: str) -> bool:
     try:
-        with open(path, "rb") as f:
+        with procfs.open_file(path) as f:
             return f.read(4) == ELF_MAGIC
     except OSError:
         return False
 
 
 def _same_file(path: str, dev: tuple[int, int], ino: int) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return st.st_ino == ino and (os.major(st.st_dev), os.minor(st.st_dev)) == dev
+    """True when `path` (opened as `procfs` does: inside its process's root) is that device and inode."""
+    st = procfs.identity(path)
+    return st is not None and st.st_ino == ino and (os.major(st.st_dev), os.minor(st.st_dev)) == dev
 
 
 def process_target(pid: int) -> Target:
@@ -159,7 +165,7 @@ def process_target(pid: int) -> Target:
         raise TargetError(f"pid {pid}: cannot inspect: {e.strerror}") from None
     exe_inside = exe_inside.removesuffix(" (deleted)")
     try:
-        maps = _read(f"{proc}/maps")
+        maps = procfs.parse_maps(procfs.read_text(f"{proc}/maps", procfs.MAX_MAPS_BYTES))
     except OSError as e:
         raise TargetError(f"pid {pid}: cannot read its memory map: {e.strerror}") from None
     modules: list[Module] = []
@@ -167,17 +173,13 @@ def process_target(pid: int) -> Target:
     bases: dict[str, int] = {}
     mapped: dict[str, tuple[str, tuple[int, int], int]] = {}  # path -> (first range, (major, minor), inode)
     order: list[str] = [exe_inside]
-    for line in maps.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 6 or not parts[5].startswith("/"):
+    for entry in maps:
+        path = entry.path
+        if not path.startswith("/"):
             continue
-        path = parts[5].removesuffix(" (deleted)")
-        start = int(parts[0].split("-")[0], 16)
-        offset = int(parts[2], 16)
         if path not in bases:
-            bases[path] = start - offset
-            major, _, minor = parts[3].partition(":")
-            mapped[path] = (parts[0], (int(major, 16), int(minor, 16)), int(parts[4]))
+            bases[path] = entry.start - entry.offset
+            mapped[path] = (f"{entry.start:x}-{entry.end:x}", entry.dev, entry.inode)
             if path != exe_inside:
                 order.append(path)
     for inside in order:

@@ -1,4 +1,4 @@
-"""symbols_for: the marshal cache under $XDG_CACHE_HOME/utrace, keyed by build-id."""
+"""symbols_for: the marshal cache under $XDG_CACHE_HOME/utrace, keyed by the file's identity and build-id."""
 
 from __future__ import annotations
 
@@ -41,7 +41,10 @@ def test_second_call_is_served_from_cache(tmp_path, cache_home, monkeypatch):
     first = index.symbols_for(path, on_cold=cold.append)
     assert cold == [path]
     files = os.listdir(cache_home)
-    assert files == [f"symbols-v{index._FORMAT}-buildid-{'ab' * 20}-{os.path.getsize(path)}.marshal"]
+    st = os.stat(path)
+    key = f"{'ab' * 20}-{st.st_size}-{st.st_dev:x}-{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}"
+    assert index.cache_key(path) == key
+    assert files == [f"symbols-v{index._FORMAT}-{key}.marshal"]
     monkeypatch.setattr(index, "read_symbols", _fail)
     second = index.symbols_for(path, on_cold=cold.append)
     assert cold == [path]  # no second cold read
@@ -52,13 +55,46 @@ def test_second_call_is_served_from_cache(tmp_path, cache_home, monkeypatch):
     assert second.symbol(0) == first.symbol(0)
 
 
-def test_cache_is_shared_by_build_id_and_module_is_the_callers_path(tmp_path, cache_home, monkeypatch):
-    built = build_elf(symtab=SYMS)
-    a = built.write(tmp_path / "a")
-    b = built.write(tmp_path / "b")
+def test_the_same_file_by_another_path_shares_the_entry_and_module_is_the_callers_path(
+    tmp_path, cache_home, monkeypatch
+):
+    a = build_elf(symtab=SYMS).write(tmp_path / "a")
     index.symbols_for(a)
     monkeypatch.setattr(index, "read_symbols", _fail)
-    assert index.symbols_for(b).module == b
+    through_root = f"/proc/self/root{a}"
+    assert index.symbols_for(through_root).module == through_root
+
+
+def test_a_copy_with_the_same_build_id_and_size_is_not_served_the_others_entry(tmp_path, cache_home):
+    """A build-id is the file's to choose: a forged file with another's build-id and size (a hostile
+    process's library) must not answer for the real one, nor the real one's entry for it."""
+    real = build_elf(symtab=SYMS, build_id=b"\xee" * 20).write(tmp_path / "real")
+    forged_syms = [Sym("main", 0x11), Sym("_ZN3foo3barEv", 0x21), Sym("f.cold", 0x31)]
+    forged = build_elf(symtab=forged_syms, build_id=b"\xee" * 20).write(tmp_path / "forged")
+    assert os.path.getsize(real) == os.path.getsize(forged)
+    forged_first = index.symbols_for(forged).addresses
+    real_first = index.symbols_for(real).addresses
+    assert [a - b for a, b in zip(forged_first, real_first, strict=True)] == [1, 1, 1]
+    assert index.symbols_for(forged).addresses == forged_first
+    assert index.symbols_for(real).addresses == real_first
+    assert len(list(cache_home.iterdir())) == 2
+
+
+def test_an_entry_for_another_identity_is_refused(tmp_path, cache_home, monkeypatch):
+    """An entry whose stored identity or load segments are not the file's is ignored (read cold)."""
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    good = index.symbols_for(path)
+    [file] = list(cache_home.iterdir())
+    payload = list(marshal.loads(file.read_bytes()[4:]))
+    other = list(payload[1])
+    other[3] += 1  # another inode
+    calls = []
+    real = index.read_symbols
+    monkeypatch.setattr(index, "read_symbols", lambda *a: calls.append(1) or real(*a))
+    for variant in ([*payload[:1], tuple(other), *payload[2:]], [*payload[:-1], [(0, 0, 1)]]):
+        file.write_bytes(seal(marshal.dumps(tuple(variant))))
+        assert _columns(index.symbols_for(path)) == _columns(good)
+    assert calls == [1, 1]
 
 
 def test_a_stripped_copy_with_the_same_build_id_is_not_served_the_original(tmp_path, cache_home):
@@ -76,7 +112,7 @@ def test_without_build_id_keyed_by_file(tmp_path, cache_home, monkeypatch):
     table = index.symbols_for(path)
     assert table.build_id is None
     [name] = os.listdir(cache_home)
-    assert name.startswith(f"symbols-v{index._FORMAT}-file-")
+    assert name.startswith(f"symbols-v{index._FORMAT}-none-")
     # Rewriting the file (new mtime/size) must not serve the old table.
     build_elf(symtab=[Sym("other", 0x10)], build_id=None, text_size=0x300).write(path)
     assert index.symbols_for(path).raws == ["other"]

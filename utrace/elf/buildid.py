@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import BinaryIO
 
 from utrace.errors import ElfError
 
@@ -59,32 +60,42 @@ def iter_notes(data: bytes) -> list[tuple[bytes, int, bytes]]:
 def read_build_id(path: str) -> str | None:
     """Return the GNU build-id of `path` as lowercase hex, or None if the file has none.
 
+    The file is opened with `procfs.open_file` (see there).
+
     Raises:
         ElfError: the file is not a 64-bit little-endian ELF file or its headers are out of range.
-        OSError: the file cannot be opened.
+        OSError: the file cannot be opened, or is not a regular file.
     """
-    with open(path, "rb") as f:
-        head = f.read(64)
-        check_elf_magic(head, path)
-        (phoff,) = struct.unpack_from("<Q", head, 32)
-        phentsize, phnum = struct.unpack_from("<HH", head, 54)
-        if phnum == 0:
-            return None
-        if phentsize < 56 or phnum > 4096:
-            raise ElfError(f"{path}: corrupt ELF program header table")
-        size = os.fstat(f.fileno()).st_size
-        if phoff + phentsize * phnum > size:
-            raise ElfError(f"{path}: truncated ELF file (program headers past the end)")
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-        for i in range(phnum):
-            p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
-            if p_type != PT_NOTE or p_filesz == 0 or p_filesz > _MAX_NOTE_BYTES:
-                continue
-            if p_offset + p_filesz > size:
-                raise ElfError(f"{path}: truncated ELF file (note segment past the end)")
-            f.seek(p_offset)
-            for name, ntype, desc in iter_notes(f.read(p_filesz)):
-                if name == b"GNU" and ntype == NT_GNU_BUILD_ID and desc:
-                    return desc.hex()
+    from utrace.procfs import open_file
+
+    with open_file(path) as f:
+        return build_id_of(f, path)
+
+
+def build_id_of(f: BinaryIO, path: str) -> str | None:
+    """`read_build_id` of an opened file (read from its start; `path` names it in errors)."""
+    f.seek(0)
+    head = f.read(64)
+    check_elf_magic(head, path)
+    (phoff,) = struct.unpack_from("<Q", head, 32)
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    if phnum == 0:
+        return None
+    if phentsize < 56 or phnum > 4096:
+        raise ElfError(f"{path}: corrupt ELF program header table")
+    size = os.fstat(f.fileno()).st_size
+    if phoff + phentsize * phnum > size:
+        raise ElfError(f"{path}: truncated ELF file (program headers past the end)")
+    f.seek(phoff)
+    table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+        if p_type != PT_NOTE or p_filesz == 0 or p_filesz > _MAX_NOTE_BYTES:
+            continue
+        if p_offset + p_filesz > size:
+            raise ElfError(f"{path}: truncated ELF file (note segment past the end)")
+        f.seek(p_offset)
+        for name, ntype, desc in iter_notes(f.read(p_filesz)):
+            if name == b"GNU" and ntype == NT_GNU_BUILD_ID and desc:
+                return desc.hex()
     return None

@@ -20,7 +20,6 @@ import bisect
 import contextlib
 import functools
 import json
-import os
 import re
 import struct
 from collections.abc import Callable, Iterator
@@ -1512,17 +1511,22 @@ def pclntab(path: str) -> Pclntab:
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_binary(path: str, _key: tuple[int, int, int]) -> GoBinary:
+def _cached_binary(path: str, _key: tuple[int, int, int, int]) -> GoBinary:
     return GoBinary(path)
 
 
 def open_binary(path: str) -> GoBinary:
-    """A cached `GoBinary` for `path` (reopened when the file changes); do not close it."""
-    try:
-        st = os.stat(path)
-    except OSError:
+    """A cached `GoBinary` for `path` (reopened when the file changes); do not close it.
+
+    Keyed by the path as given and the identity of the file it names when opened safely (a path under
+    /proc/PID/root resolves inside that root: `os.path.realpath` would resolve it from the host's).
+    """
+    from utrace.procfs import identity
+
+    st = identity(path)
+    if st is None:
         return GoBinary(path)  # raises the usual one-line ElfError
-    return _cached_binary(os.path.realpath(path), (st.st_ino, st.st_size, st.st_mtime_ns))
+    return _cached_binary(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
 
 
 def type_name(binary: str | GoBinary, type_addr: int) -> str | None:

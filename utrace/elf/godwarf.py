@@ -523,7 +523,9 @@ class GoDwarf:
         from elftools.elf.elffile import ELFFile  # imported here: pyelftools costs ~50 ms to import
 
         try:
-            self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+            from utrace.procfs import open_file
+
+            self._file = open_file(self.path)
         except OSError as e:
             self._error = file_error(self.path, e)
             raise self._error from None

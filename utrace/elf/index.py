@@ -1,10 +1,16 @@
-"""The per-module symbol index, cached by GNU build-id.
+"""The per-module symbol index, cached by the file's identity and content.
 
 A cold read of node (about 86k distinct functions, 66k C++ names to demangle) is dominated by
 demangling; the cache stores the finished columns with `marshal`, the fastest (de)serialiser in the
-standard library for lists of str and int, so a warm listing only reads one file. Files without a
-build-id are keyed by path, size and mtime instead; a build-id is paired with the file's size, because a
-stripped copy keeps the build-id of the file it was stripped from.
+standard library for lists of str and int, so a warm listing only reads one file.
+
+Cached addresses become uprobe offsets, so an entry must describe exactly the file it is used for. A
+build-id alone does not prove that: anyone can build a file with another file's build-id and size
+(a traced process's library, say) and, once utrace has read it, the entry for that build-id would
+place probes in the real file at the forged addresses. So entries are keyed by the file itself: its
+device, inode, size, modification and change times (the change time cannot be set by a user), with
+its build-id; the entry repeats these and its load segments, which are compared with the file on
+every read. Entries live only in a trusted cache directory (`cache.trusted_cache_dir`).
 """
 
 from __future__ import annotations
@@ -15,33 +21,37 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from utrace.cache import CacheJob, cache_dir, read_sealed, seal, write_jobs
-from utrace.elf.buildid import file_error, read_build_id
+from utrace import procfs
+from utrace.cache import CacheJob, read_sealed, seal, trusted_cache_dir, write_jobs
+from utrace.elf.buildid import build_id_of, file_error
 from utrace.elf.reader import ElfImage
-from utrace.elf.symbols import SymbolTable, read_symbols
+from utrace.elf.symbols import SymbolTable, load_segments, read_symbols
+from utrace.errors import ElfError
 
-_FORMAT = 3  # 3: a CRC-32 of the marshal data precedes it
+_FORMAT = 4  # 4: keyed by identity, which the entry repeats; 3: a CRC-32 of the marshal data precedes it
+
+Identity = tuple[str, int, int, int, int, int]  # build-id or "", size, device, inode, mtime_ns, ctime_ns
 
 
-def _key(path: str, build_id: str | None) -> str:
-    st = os.stat(path)
-    if build_id:
-        # `strip` and `objcopy` keep the build-id and drop symbols: the size tells those copies apart
-        return f"buildid-{build_id}-{st.st_size}"
-    import hashlib  # here: loading OpenSSL costs 5 ms, and most files have a build-id
+def _identity(st: os.stat_result, build_id: str | None) -> Identity:
+    return (build_id or "", st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
-    raw = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode()
-    return "file-" + hashlib.sha1(raw).hexdigest()
+
+def _key(ident: Identity) -> str:
+    # (a hostile build-id can be long: the first 64 digits name the file, the entry holds all of it)
+    bid, size, dev, ino, mtime, ctime = ident
+    return f"{bid[:64] or 'none'}-{size}-{dev:x}-{ino:x}-{mtime:x}-{ctime:x}"
 
 
 def cache_key(path: str) -> str:
-    """The key of `path`'s derived data in the cache: its build-id, else its path, size and mtime.
+    """The key of `path`'s derived data in the cache (see the module doc).
 
     Raises:
-        ElfError: missing or unreadable file.
+        ElfError: missing, unreadable or non-ELF file.
     """
     try:
-        return _key(path, read_build_id(path))
+        with procfs.open_file(path) as f:
+            return _key(_identity(os.fstat(f.fileno()), build_id_of(f, path)))
     except OSError as e:
         raise file_error(path, e) from None
 
@@ -53,35 +63,51 @@ def symbols_for(
     on_cold: Callable[[str], None] | None = None,
     defer_write: list[CacheJob] | None = None,
     first_part: Callable[[SymbolTable], None] | None = None,
+    identity: tuple[int, int] | None = None,
 ) -> SymbolTable:
     """The function symbols of the ELF file at `path`, from the cache when it has them.
 
     Args:
-        path: the file to read (for a process, a path under /proc/PID/root).
+        path: the file to read (for a process, a path under /proc/PID/root), opened once with
+            `procfs.open_file`; key, check and cold read all use that one descriptor.
         use_cache: read and write the on-disk cache.
         on_cold: called with the path before a cold (uncached) read, e.g. to show progress.
         defer_write: a cold read appends its cache file write here instead of writing it, for the
             caller to hand to `cache.write_behind` (see there).
         first_part: passed to `read_symbols` on a cold read (see there).
+        identity: (st_dev, st_ino) the opened file must have (the file a process maps).
 
     Raises:
-        ElfError: missing, unreadable, non-ELF or corrupt file.
+        ElfError: missing, unreadable, non-ELF or corrupt file, or not the file `identity` names.
     """
     try:
-        build_id = read_build_id(path)
+        f = procfs.open_file(path)
     except OSError as e:
         raise file_error(path, e) from None
-    file = cache_dir() / f"symbols-v{_FORMAT}-{_key(path, build_id)}.marshal"
-    if use_cache:
-        table = _load(file, path, build_id)
-        if table is not None:
-            return table
-    if on_cold is not None:
-        on_cold(path)
-    with ElfImage(path) as image:
+    try:
+        st = os.fstat(f.fileno())
+        if identity is not None and (st.st_dev, st.st_ino) != identity:
+            raise ElfError(f"{path}: not the file the process maps (replaced since)")
+        build_id = build_id_of(f, path)
+    except OSError as e:
+        f.close()
+        raise file_error(path, e) from None
+    except BaseException:
+        f.close()
+        raise
+    ident = _identity(st, build_id)
+    cache = trusted_cache_dir() if use_cache else None
+    file = cache / f"symbols-v{_FORMAT}-{_key(ident)}.marshal" if cache is not None else None
+    with ElfImage(path, f) as image:
+        if file is not None:
+            table = _load(file, path, ident, image)
+            if table is not None:
+                return table
+        if on_cold is not None:
+            on_cold(path)
         table = read_symbols(image, build_id, first_part)
-    if use_cache:
-        job = (file, lambda: seal(marshal.dumps(_pack(table))))
+    if file is not None:
+        job = (file, lambda: seal(marshal.dumps(_pack(table, ident))))
         if defer_write is not None:
             defer_write.append(job)
         else:
@@ -89,12 +115,13 @@ def symbols_for(
     return table
 
 
-def _pack(t: SymbolTable) -> tuple[Any, ...]:
+def _pack(t: SymbolTable, ident: Identity) -> tuple[Any, ...]:
     # Few large objects load far faster than 200k small ones: strings are joined with NUL (which no
     # symbol name contains), integers packed as machine words.
     raws = ["" if r == n else r for r, n in zip(t.raws, t.names, strict=True)]
     return (
         _FORMAT,
+        ident,
         "\0".join(t.names),
         "\0".join(raws),
         array("Q", t.addresses).tobytes(),
@@ -105,7 +132,7 @@ def _pack(t: SymbolTable) -> tuple[Any, ...]:
     )
 
 
-def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTable | None:
+def _load(file: os.PathLike[str], path: str, ident: Identity, image: ElfImage) -> SymbolTable | None:
     body = read_sealed(file)
     if body is None:
         return None
@@ -114,9 +141,9 @@ def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTabl
     # checksum rejects a damaged file first; loads() (not load()) bounds string lengths too.
     try:
         payload = marshal.loads(body)
-        fmt, names_blob, raws_blob, addr_bytes, size_bytes, bindings, clones_blob, segments = payload
-        if fmt != _FORMAT:
-            return None
+        fmt, stored, names_blob, raws_blob, addr_bytes, size_bytes, bindings, clones_blob, segments = payload
+        if fmt != _FORMAT or tuple(stored) != ident:
+            return None  # an entry for another file (a key collision, or a file changed in place)
         names = names_blob.split("\0") if names_blob else []
         raws = [r or n for r, n in zip(raws_blob.split("\0"), names, strict=True)] if names else []
         addresses = array("Q", addr_bytes).tolist()
@@ -128,9 +155,11 @@ def _load(file: os.PathLike[str], path: str, build_id: str | None) -> SymbolTabl
         segment_list = [(int(a), int(b), int(c)) for a, b, c in segments]
     except (OSError, EOFError, ValueError, TypeError, AttributeError):
         return None
+    if segment_list != load_segments(image):
+        return None  # not this file's layout: addresses from it would be offsets in another file
     return SymbolTable(
         module=path,
-        build_id=build_id,
+        build_id=ident[0] or None,
         names=names,
         raws=raws,
         addresses=addresses,

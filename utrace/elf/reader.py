@@ -12,8 +12,9 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
+from utrace import procfs
 from utrace.elf.buildid import check_elf_magic, file_error
 from utrace.errors import ElfError
 
@@ -56,17 +57,24 @@ class Segment:
 
 
 class ElfImage:
-    """An opened, memory-mapped ELF64 little-endian file. Use as a context manager, or close()."""
+    """An opened, memory-mapped ELF64 little-endian file. Use as a context manager, or close().
 
-    def __init__(self, path: str) -> None:
+    The file is opened with `procfs.open_file` (inside its process's root, never a FIFO or a device,
+    at most `procfs.MAX_ELF_BYTES`), or given already opened as `file` (then it is closed with the image).
+    """
+
+    def __init__(self, path: str, file: BinaryIO | None = None) -> None:
         self.path = path
         self.data: Any = None
-        try:
-            self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
-        except OSError as e:
-            raise file_error(path, e) from None
+        if file is None:
+            try:
+                file = procfs.open_file(path)
+            except OSError as e:
+                raise file_error(path, e) from None
+        self._file = file
         try:
             self.size = os.fstat(self._file.fileno()).st_size
+            self._file.seek(0)
             check_elf_magic(self._file.read(64), path)
             self.data = mmap.mmap(self._file.fileno(), 0, prot=mmap.PROT_READ)
             self._parse()

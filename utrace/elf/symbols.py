@@ -155,7 +155,7 @@ class SymbolTable:
         return None
 
 
-def _segments(image: ElfImage) -> list[tuple[int, int, int]]:
+def load_segments(image: ElfImage) -> list[tuple[int, int, int]]:
     return [(s.vaddr, s.offset, s.filesz) for s in sorted(image.segments, key=_seg_key)]
 
 
@@ -329,7 +329,7 @@ def _table(
         sizes=cols[2],
         bindings=cols[3],
         clones=_clones(cols[0]) if clones is None else clones,
-        segments=_segments(image),
+        segments=load_segments(image),
         name_bytes=names,
         raw_bytes=cols[0],
     )
