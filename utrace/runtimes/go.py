@@ -23,6 +23,7 @@ from typing import ClassVar
 from utrace.elf.goasm import after_stack_check, return_sites
 from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, Pclntab, inlined_calls, open_binary
 from utrace.elf.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
+from utrace.elf.symbols import read_symbols
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
 from utrace.model import (
     ArgKind,
@@ -39,7 +40,20 @@ from utrace.model import (
     Tls,
 )
 from utrace.runtimes.base import Plan, TraceRequest
-from utrace.runtimes.goabi import Abi, Assigned, Part, UnsupportedArch, abi_for, assign, memory_parts, parts
+from utrace.runtimes.goabi import (
+    DICT_PARAM,
+    Abi,
+    Assigned,
+    Part,
+    UnsupportedArch,
+    abi_for,
+    assign,
+    dictionary_index,
+    generic_base,
+    memory_parts,
+    parts,
+    with_dictionary,
+)
 from utrace.runtimes.goargs import Captures, captures, present
 from utrace.runtimes.gosig import GoSignature, parse_signature, parse_type
 from utrace.runtimes.native import NativeRuntime
@@ -120,12 +134,47 @@ class GoRuntime:
             pat = re.escape(name).replace(r"\*", ".*").replace(r"\?", ".")
             pat = pat.replace(r"\(.*", r"\(\*")
             rx = re.compile(pat)
-            return [f for f in funcs if rx.fullmatch(f.name) or rx.fullmatch(f.symbol)]
-        return [f for f in funcs if f.name == name or f.symbol == name]
+            return [
+                f
+                for f in funcs
+                if rx.fullmatch(f.name)
+                or rx.fullmatch(f.symbol)
+                or ("[" in f.name and rx.fullmatch(generic_base(f.name)))
+            ]
+        exact = [f for f in funcs if f.name == name or f.symbol == name]
+        if exact or "[" in name:
+            return exact
+        # a generic function's name stands for all its instantiations ("main.Scale" for
+        # "main.Scale[go.shape.int]" and "main.Scale[go.shape.float64]")
+        return [f for f in funcs if "[" in f.name and generic_base(f.name) == name]
+
+    def _instance_names(self, binary: GoBinary, found: list[GoFunc]) -> list[GoFunc]:
+        """Go 1.18-1.19 pclntabs name every instantiation "F[...]": the ELF symbol at the same entry has the
+        full name ("main.Scale[go.shape.int_0]", as DWARF has it too). Without one (stripped), instances
+        that share a name get their entry address appended, so each probe keeps its own name."""
+        if not any(f.name.endswith("[...]") or "[...]" in f.name for f in found):
+            return found
+        full: dict[int, str] = {}
+        if binary.has_symtab:
+            try:
+                table = read_symbols(binary.img, None)
+            except ElfError:
+                table = None
+            if table is not None:
+                want = {f.entry for f in found if "[...]" in f.name}
+                for name, addr in zip(table.names, table.addresses, strict=True):
+                    if addr in want and "[" in name and "[...]" not in name:
+                        full.setdefault(addr, name)
+        out = [replace(f, name=full[f.entry]) if f.entry in full else f for f in found]
+        count: dict[str, int] = {}
+        for f in out:
+            count[f.name] = count.get(f.name, 0) + 1
+        return [replace(f, name=f"{f.name}@{f.entry:#x}") if count[f.name] > 1 else f for f in out]
 
     def _missing(self, funcs: list[GoFunc], name: str, where: str) -> str:
         """Why a name matched nothing: unknown package, or a package linked in without that function."""
-        pkg = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else ""
+        base = generic_base(name)  # "main.Map[go.shape.int]" is in package main
+        pkg = base.rsplit(".", 1)[0] if "." in base.rsplit("/", 1)[-1] else ""
         pkg = re.sub(r"\.\(\*?[^)]*\)$", "", pkg)
         if pkg and any(f.name.startswith(pkg + ".") for f in funcs):
             return (
@@ -204,7 +253,7 @@ class GoRuntime:
         for expr in request.probes:
             sig = parse_signature(expr)
             name = sig.function if sig is not None else expr
-            found = self._match(funcs, name)
+            found = self._instance_names(binary, self._match(funcs, name))
             inlined_dw: list[InlinedInstance] = []
             inlined_pc: list[InlinedCall] = []
             if not any(c in name for c in "*?["):
@@ -295,7 +344,17 @@ class GoRuntime:
             note = f"no DWARF in this binary: arguments not decoded (give a signature: '{fn.name}(name string, n int)')"
             if not any(n.startswith("no DWARF") for n in plan.notes):
                 plan.notes.append(note)
+        if known and abi is abi_main and info.version_tuple is not None and info.version_tuple >= (1, 18, 0):
+            generic = re.sub(r"@0x[0-9a-f]+$", "", fn.name)  # see _instance_names
+            params = with_dictionary(generic, params)
+            if "[...]" in generic and dictionary_index(generic) is not None:
+                plan.notes.append(
+                    f"{fn.name}: taken as a shaped generic body with a dictionary argument first (this Go "
+                    "1.18-1.19 binary has no symbol table to say which instantiation it is)"
+                )
         args, res = assign(params, results, abi)
+        # the dictionary is placed (it takes a register) but not shown: it is no declared argument
+        args = [a for a in args if a.name != DICT_PARAM]
         arg_caps = captures(args, request.max_len)
         res_caps = captures(res, request.max_len)
         presenter.shown[(fn.name, "call")] = arg_caps
