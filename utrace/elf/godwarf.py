@@ -977,6 +977,9 @@ class GoDwarf:
         tag = die.tag
         if tag == "DW_TAG_typedef":
             target = self._ref(die, "DW_AT_type")
+            if name.startswith(".param") and target is not None:
+                # a shaped generic body's type parameter (".param1" = go.shape.float64): its shape is the type
+                return self._type(target, ptr_depth, nesting + 1)
             if gk in (None, 0) or target is None:
                 if target is None:
                     return GoType(name, GoKind.STRUCT, 0)
