@@ -322,3 +322,29 @@ def test_generic_summary_shows_instantiation_names(fixtures_built: Path) -> None
     # the program makes two Scale calls with the int shape ([]int and []Celsius) and one with float64
     assert re.search(r"^ *main\.Scale\[go\.shape\.int\] +│ +2 *$", p.stderr, re.M), p.stderr
     assert re.search(r"^ *main\.Scale\[go\.shape\.float64\] +│ +1 *$", p.stderr, re.M), p.stderr
+
+
+def test_debian_fzf_go127_stripped_error_value_is_typed() -> None:
+    """Debian's fzf (Go 1.27, stripped, externally linked, built by Debian): the error parseScheme returns
+    is shown with its runtime type and message, as fzf itself prints it (this showed `<type 0x...>`: the
+    1.27 module data moved). Needs scripts/fetch-debian-go-programs.sh and the module-data text base
+    (both from the `goboot` branch); the text base is checked before anything is traced."""
+    from tests.e2e.conftest import ROOT
+    from utrace.elf import gobin
+
+    need((ROOT / "scripts" / "fetch-debian-go-programs.sh").exists(), "scripts/fetch-debian-go-programs.sh missing")
+    from tests.e2e.test_go_distro import program  # type: ignore[import-not-found,unused-ignore]
+
+    fzf = program("fzf")
+    info = gobin.go_info(fzf)
+    assert info is not None and info.version_tuple is not None and info.version_tuple[:2] == (1, 27)
+    assert not info.has_symtab and info.cgo
+    assert gobin.pclntab(fzf).text_start_source.startswith("moduledata.text")  # probes go where the runtime says
+    sig = "github.com/junegunn/fzf/src.parseScheme(str string) (string, []int, error)"
+    p = run_utrace("go", fzf, sig, "--ret", "--json", "--", fzf, "--scheme=bogus", "--filter", "x", timeout=120)
+    # fzf's own message on stderr, e.g. "invalid scoring scheme: bogus (...)"; it exits with 2
+    said = [ln for ln in p.stderr.splitlines() if "bogus" in ln and not ln.startswith("utrace")]
+    assert len(said) == 1, p.stderr
+    evs, _summary = events(p.stdout)
+    rets = [e for e in evs if e["kind"] == "return"]
+    assert [e["ret"]["r2"] for e in rets] == [f'*errors.errorString("{said[0]}")']
