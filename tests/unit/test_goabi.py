@@ -264,18 +264,3 @@ def test_dictionary_takes_the_first_register_and_is_not_doubled() -> None:
         ("v", ["rcx", "rdi"]),
     ]
     assert with_dictionary("main.Greet", declared) == declared
-
-
-def test_summary_table_prints_names_with_brackets_as_they_are() -> None:
-    import io
-    from collections import Counter
-
-    from utrace.output.stream import TextReporter
-    from utrace.session import Summary
-
-    err = io.StringIO()
-    names = Counter({"main.Scale[go.shape.int]": 2, "main.Map[go.shape.string,go.shape.int] (return)": 1, "x[/b]": 1})
-    TextReporter(io.StringIO(), err, color=False).finished(Summary(events=4, per_probe=names, stopped_by="x"))
-    text = err.getvalue()
-    assert "main.Scale[go.shape.int] " in text and "main.Map[go.shape.string,go.shape.int] (return)" in text
-    assert "x[/b]" in text

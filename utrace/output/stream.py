@@ -189,7 +189,6 @@ class TextReporter(_Buffered):
         self.flush()
         from rich.console import Console
         from rich.table import Table
-        from rich.text import Text
 
         if summary.counts:
             text = io.StringIO()
@@ -202,7 +201,7 @@ class TextReporter(_Buffered):
         table.add_column("probe")
         table.add_column("events", justify="right")
         for probe, n in summary.per_probe.most_common():
-            table.add_row(Text(probe), str(n))  # plain text: "main.Map[go.shape.int]" is no markup
+            table.add_row(probe, str(n))
         if summary.per_probe:
             console.print(table)
         console.print(summary_line(summary), soft_wrap=True)  # one line, however long the paths

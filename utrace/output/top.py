@@ -202,9 +202,7 @@ class TopReporter:
         table.add_column("calls", justify="right")
         table.add_column(rate_title, justify="right", style="yellow")
         for r in rows:
-            table.add_row(
-                Text(r.probe), str(r.pid), Text(self._comms.get(r.pid, "?")), str(r.calls), format_rate(r.rate)
-            )
+            table.add_row(r.probe, str(r.pid), self._comms.get(r.pid, "?"), str(r.calls), format_rate(r.rate))
         if more > 0:
             table.add_row(Text(f"… {more} more", style="dim"), "", "", "", "")
         return Group(head, table)
