@@ -229,7 +229,8 @@ def test_architecture_without_abi_tables_is_refused(fixtures_built: Path, tmp_pa
 
 GENERIC_LINE = re.compile(
     r"iter (\d+) Scale\(len=(\d+),k=(\d+)\)=\[[\d ]*\] ScaleC\(len=(\d+),k=(\d+)\)=\[[\d ]*\] ScaleF=\[[\d. ]*\] "
-    r'Lookup\("(\w+)"\)=(\d+) LookupI\((\d+)\)="(\w+)" Pair\("(\w+)",(\d+)\)="([^"]*)" Push\("(\w+)"\)=(\d+)'
+    r'Lookup\("(\w+)"\)=(\d+) LookupI\((\d+)\)="(\w+)" Pair\("(\w+)",(\d+)\)="([^"]*)" Push\("(\w+)"\)=(\d+) '
+    r"Max=(\d+),(\w+)"
 )
 
 
@@ -312,6 +313,44 @@ def test_generic_functions_by_generic_name_declared_arguments(fixtures_built: Pa
     # k is in X0; its type is the shape (DWARF's ".param1" typedef resolved)
     assert all(re.match(r"<unavailable: go\.shape\.float64(_0)? in xmm0", str(e["args"]["k"])) for e in floats)
     assert all(not any(k.startswith(".dict") for k in e["args"]) for e in evs)
+
+
+@pytest.mark.parametrize("suffix", generic_variants())
+def test_generic_inlined_instances_by_generic_name(fixtures_built: Path, suffix: str) -> None:
+    """main.Max is inlined into main.main (Go 1.20+; 1.19 did not inline generic bodies): its inlined-only
+    instances are found by the generic name, from DWARF or (stripped) the pclntab inline trees, one event
+    per inlined copy and call. Oracle: DW_TAG_inlined_subroutine entries in objdump's DWARF (of the
+    unstripped twin for a stripped build); the program calls Max(i, 2) and Max(key, "a") per iteration."""
+    from tests.e2e.test_go_tables import dwarf_inlined
+
+    exe = binary(fixtures_built, "generic", suffix)
+    twin = binary(fixtures_built, "generic", suffix.replace("-stripped", ""))
+    p = run_utrace("go", exe, "main.Max", "--json", "--", exe, "2", timeout=120)
+    assert p.returncode == 0, p.stderr
+    evs, summary = events(p.stdout)
+    assert summary["lost"] == 0
+    rows = [m.groups() for m in map(GENERIC_LINE.match, p.stdout.splitlines()) if m is not None]
+    assert len(rows) == 2, p.stdout
+    if suffix in ("", "-stripped"):  # Go 1.19: out-of-line instances, arguments by the ABI (with DWARF)
+        assert len(evs) == 4 and not any("inlined" in ln for ln in p.stderr.splitlines())
+        if suffix == "":
+            ints = [e["args"] for e in evs if "int" in e["probe"]]
+            strs = [e["args"] for e in evs if "string" in e["probe"]]
+            assert ints == [{"a": 1, "b": 2}, {"a": 2, "b": 2}]
+            assert strs == [{"a": r[12], "b": "a"} for r in rows]  # key: what Push printed it got
+        return
+    copies = {n: len(dwarf_inlined(twin, n)) for n in ("main.Max[go.shape.int]", "main.Max[go.shape.string]")}
+    assert copies["main.Max[go.shape.string]"] >= 1  # the compiler kept at least this one
+    want = {n: 2 * c for n, c in copies.items() if c}  # two iterations
+    got: dict[str, int] = {}
+    for e in evs:
+        got[e["probe"]] = got.get(e["probe"], 0) + 1
+    assert got == want, (got, want)
+    how = "pclntab inline tree" if "stripped" in suffix else "arguments from DWARF location lists"
+    assert all(how in ln for ln in p.stderr.splitlines() if "is inlined into main.main" in ln)
+    strs = [e["args"].get("a") for e in evs if e["probe"] == "main.Max[go.shape.string]"]
+    if "stripped" not in suffix and all(isinstance(a, str) and not a.startswith("<") for a in strs):
+        assert strs == [r[12] for r in rows]  # a = key, where DWARF can say where it is
 
 
 def test_generic_summary_shows_instantiation_names(fixtures_built: Path) -> None:

@@ -1249,6 +1249,56 @@ def _name_offsets(blob: bytes, start: int, end: int, name: str) -> set[int]:
         pos += 1
 
 
+_MAX_INSTANCES = 256
+
+
+def instance_names(tab: Pclntab, generic: str) -> list[str]:
+    """Names in the pclntab's name table of instantiations of the generic function `generic`.
+
+    "main.Max" -> ["main.Max[go.shape.int]", "main.Max[go.shape.string]"], "main.(*S).Push" ->
+    ["main.(*S[go.shape.int]).Push"]: also instances that were only ever inlined (they are in the name
+    table for the inline trees, not in the function table). At most 256, sorted.
+    """
+    hdr = tab.header
+    if hdr is None or "[" in generic or not generic:
+        return []
+    data = tab._data
+    if tab.magic == MAGIC_12:
+        start, end = 0, len(data)
+    else:
+        start = hdr.funcname_off
+        end = min(x for x in (hdr.cu_off, hdr.filetab_off, hdr.pctab_off, hdr.pcln_off, len(data)) if x > start)
+    # a type-argument list follows an identifier: the name up to there, then "["
+    cuts = [i for i in range(1, len(generic) + 1) if i == len(generic) or generic[i] in ".)"]
+    found: set[str] = set()
+    for i in cuts:
+        needle = b"\0" + generic[:i].encode() + b"["
+        pos = start
+        while len(found) < _MAX_INSTANCES:
+            pos = data.find(needle, pos, end)
+            if pos < 0:
+                break
+            stop = data.find(b"\0", pos + 1, min(end, pos + 1 + _MAX_NAME))
+            if stop > 0:
+                full = bytes(data[pos + 1 : stop]).decode("utf-8", "replace")
+                if _drop_type_args(full) == generic:
+                    found.add(full)
+            pos += 1
+    return sorted(found)
+
+
+def _drop_type_args(name: str) -> str:
+    out, depth = [], 0
+    for ch in name:
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
 def inlined_calls(tab: Pclntab, name: str) -> list[InlinedCall]:
     """Every place where the function `name` was inlined, from the pclntab inline trees (no DWARF needed).
 

@@ -821,7 +821,9 @@ class GoDwarf:
                 if o is not None:
                     concrete.setdefault(o, child)
         params = [
-            self._param(ap, concrete.get(ap.offset), entry, cfa_frame) for ap in self._params_of(self._die(origin))
+            self._param(ap, concrete.get(ap.offset), entry, cfa_frame)
+            for ap in self._params_of(self._die(origin))
+            if _name(ap) != ".dict"  # a shaped generic body's dictionary (Go 1.27 lists it): no declared argument
         ]
         file_attr = die.attributes.get("DW_AT_call_file")
         line_attr = die.attributes.get("DW_AT_call_line")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from utrace.elf.goasm import after_stack_check, return_sites
-from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, Pclntab, inlined_calls, open_binary
+from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, Pclntab, inlined_calls, instance_names, open_binary
 from utrace.elf.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
 from utrace.elf.symbols import read_symbols
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
@@ -250,13 +250,18 @@ class GoRuntime:
         goid = self._goid(info, dwarf)
         funcs = tab.functions
         specs: list[ProbeSpec] = []
-        for expr in request.probes:
+        # (expression, instance of a generic name: only its inlined copies, which the generic name's own
+        # matching cannot see, are probed)
+        work: list[tuple[str, bool]] = [(p, False) for p in request.probes]
+        while work:
+            expr, instance = work.pop(0)
             sig = parse_signature(expr)
             name = sig.function if sig is not None else expr
-            found = self._instance_names(binary, self._match(funcs, name))
+            found = [] if instance else self._instance_names(binary, self._match(funcs, name))
             inlined_dw: list[InlinedInstance] = []
             inlined_pc: list[InlinedCall] = []
-            if not any(c in name for c in "*?["):
+            generics: list[str] = []
+            if instance or not any(c in name for c in "*?["):
                 calls = self._pcln_inlined(tab, name)
                 if dwarf is None:
                     inlined_pc = calls or []
@@ -265,7 +270,18 @@ class GoRuntime:
                     # read, every unit is searched (1-2 s on a program with net/http)
                     cus = sorted({package_of(c.caller) for c in calls}) if calls else None
                     inlined_dw = dwarf.inlined_instances(name, cus)
-            if not found and not inlined_dw and not inlined_pc:
+                    if instance and not inlined_dw and calls and "[...]" in name:
+                        inlined_pc = calls  # Go 1.18-1.19 "F[...]": DWARF spells the instance out
+                if not instance and info.version_tuple is not None and info.version_tuple >= (1, 18, 0):
+                    generics = instance_names(tab, name)
+                    work[:0] = [(g, True) for g in generics]
+            if instance:
+                if not inlined_dw and not inlined_pc:
+                    continue
+                found = []
+            elif not found and not inlined_dw and not inlined_pc and generics:
+                pass  # only inlined instances, probed as their own items next
+            elif not found and not inlined_dw and not inlined_pc:
                 raise NotFoundError(self._missing(funcs, name, exe.display), self._suggest(funcs, name))
             if len(found) > MAX_FUNCTIONS:
                 raise UsageError(f"{len(found)} functions match {name!r}; narrow the pattern (at most {MAX_FUNCTIONS})")
@@ -292,7 +308,7 @@ class GoRuntime:
                 )
             if (inlined_dw or inlined_pc) and request.ret:
                 plan.notes.append(f"returns of inlined calls of {name} are not traced (there is no return instruction)")
-            if not found and (inlined_dw or inlined_pc):
+            if not found and (inlined_dw or inlined_pc) and not instance:
                 plan.notes.append(f"{name} has no out-of-line copy in {exe.display} (every call was inlined)")
         for spec in specs:
             presenter.sites.setdefault((spec.name, "call" if spec.kind is ProbeKind.ENTRY else "return"), []).append(
@@ -341,7 +357,8 @@ class GoRuntime:
         abi = abi_stack if fn.abi0 else abi_main
         params, results, known = self._types_for(fn, sig, dwarf)
         if not known and dwarf is None:
-            note = f"no DWARF in this binary: arguments not decoded (give a signature: '{fn.name}(name string, n int)')"
+            shown = generic_base(fn.name).split("@0x")[0]  # a signature names the generic function
+            note = f"no DWARF in this binary: arguments not decoded (give a signature: '{shown}(name string, n int)')"
             if not any(n.startswith("no DWARF") for n in plan.notes):
                 plan.notes.append(note)
         if known and abi is abi_main and info.version_tuple is not None and info.version_tuple >= (1, 18, 0):
