@@ -12,14 +12,17 @@
 #   go/greet, go/httpget                      system Go (1.19 on bookworm)
 #   go/greet-stripped, go/httpget-stripped    system Go, -ldflags='-s -w'
 #   go/greet-pie, go/httpget-pie              system Go, -buildmode=pie
-#   go/<prog>-go<ver>{,-stripped,-pie}        fetched Go <ver> (scripts/fetch-go.sh): normal,
-#                                             -ldflags='-s -w', -buildmode=pie; 1.15 is stack ABI
+#   go/greet-extlink, go/httpget-extlink      system Go, CGO_ENABLED=1 -ldflags=-linkmode=external
+#                                             (the host's $CC links it, as for any cgo program)
+#   go/generic, go/generic-stripped           system Go (generic functions need Go >= 1.18)
+#   go/<prog>-go<ver>{,-stripped,-pie,-extlink}  fetched Go <ver> (scripts/fetch-go.sh): the same
+#                                             variants; 1.15 is stack ABI and has no generic
 #   java/Demo.class (+ Demo$Worker.class)     javac; run: java -cp OUTDIR/java Demo
 #   java/StackDemo.class                      javac (JIT-compiled frames for --stack)
 #   manifest.json                             what was built, with which toolchain/flags
 # Node fixtures (fixtures/node/*.js) need no build and are used in place.
 #
-# All Go builds: GO111MODULE=off (no go.mod), CGO_ENABLED=0 (static, pure Go),
+# All Go builds: GO111MODULE=off (no go.mod), CGO_ENABLED=0 (static, pure Go) except -extlink,
 # GOPATH/GOCACHE under ${UTRACE_CACHE:-$HOME/.cache/utrace}.
 #
 # Each component (c, cpp, go-<version>, java) is skipped when a stamp file in
@@ -27,8 +30,8 @@
 # and its outputs exist, so a warm run takes well under a second.
 #
 # Environment:
-#   UTRACE_GO_VERSIONS   fetched Go versions to build with (default "1.15 1.21 1.22 1.23 1.24";
-#                        "" for none). Outputs: go/<prog>-go<ver>{,-stripped,-pie}
+#   UTRACE_GO_VERSIONS   fetched Go versions to build with (default "1.15 1.21 ... 1.27";
+#                        "" for none). Outputs: go/<prog>-go<ver>{,-stripped,-pie,-extlink}
 #   UTRACE_FIXTURES_STRICT=1   treat a missing toolchain as a failure (default: skip it)
 #   CC, CXX, GO, JAVAC   override the compilers
 #   UTRACE_CACHE         cache root for Go build caches (default $HOME/.cache/utrace)
@@ -50,7 +53,7 @@ LOGS=$OUTDIR/.logs
 mkdir -p "$STAMPS" "$LOGS"
 
 CACHE=${UTRACE_CACHE:-$HOME/.cache/utrace}
-GO_VERSIONS=${UTRACE_GO_VERSIONS-1.15 1.21 1.22 1.23 1.24}
+GO_VERSIONS=${UTRACE_GO_VERSIONS-1.15 1.21 1.22 1.23 1.24 1.25 1.26 1.27}
 STRICT=${UTRACE_FIXTURES_STRICT:-0}
 
 log() { printf 'build-fixtures: %s\n' "$*" >&2; }
@@ -185,39 +188,69 @@ else
 fi
 
 # ------------------------------------------------------------------------ Go
-GO_SRCS=("$SRC/go/greet/main.go" "$SRC/go/httpget/main.go")
-GO_PROGS=(greet httpget)
+GO_SRCS=("$SRC/go/greet/main.go" "$SRC/go/httpget/main.go" "$SRC/go/generic/main.go")
+# What is built, "prog variant" (variant: normal|stripped|pie|extlink); generic needs Go >= 1.18.
+# extlink (cgo + the host's C linker) is the layout of most distribution-built Go programs.
+GO_BUILDS=("greet normal" "httpget normal" "greet stripped" "httpget stripped" "greet pie" "httpget pie"
+    "greet extlink" "httpget extlink" "generic normal" "generic stripped")
 
-# go_env GOROOT VERSION -> run the rest of the arguments with a clean Go environment
+# go_env GOROOT VERSION CGO -> run the rest of the arguments with a clean Go environment
 go_env() {
-    local goroot=$1 ver=$2; shift 2
+    local goroot=$1 ver=$2 cgo=$3; shift 3
     env -u GOFLAGS -u GOARCH -u GOOS -u GOBIN -u GOEXPERIMENT \
-        GOROOT="$goroot" GO111MODULE=off CGO_ENABLED=0 GOENV=off GOTOOLCHAIN=local \
+        GOROOT="$goroot" GO111MODULE=off CGO_ENABLED="$cgo" CC="$CC" GOENV=off GOTOOLCHAIN=local \
         GOPATH="$CACHE/gopath" GOCACHE="$CACHE/gocache/go$ver" GOTMPDIR= \
         "$@"
 }
 
-# build_go_variants GO GOROOT VERSION SUFFIX VARIANTS...   (variant: normal|stripped|pie)
-build_go_variants() {
-    local go=$1 goroot=$2 ver=$3 suffix=$4; shift 4
-    local comp=$CUR_GO_COMP prog variant out flags
-    mkdir -p "$OUTDIR/go" "$CACHE/gopath" "$CACHE/gocache/go$ver"
-    for variant in "$@"; do
-        for prog in "${GO_PROGS[@]}"; do
-            case "$variant" in
-                normal)   out=$prog$suffix;          flags=() ;;
-                stripped) out=$prog$suffix-stripped; flags=("-ldflags=-s -w") ;;
-                pie)      out=$prog$suffix-pie;      flags=(-buildmode=pie) ;;
-            esac
-            # GOPATH mode builds a directory given relative to the current one.
-            (cd "$SRC/go/$prog" && go_env "$goroot" "$ver" "$go" build "${flags[@]}" -o "$OUTDIR/go/$out.tmp" .) || return 1
-            mv -f "$OUTDIR/go/$out.tmp" "$OUTDIR/go/$out" || return 1
-            manifest "$comp" "go/$out" "$GO_ID" "GO111MODULE=off CGO_ENABLED=0${flags[*]:+ ${flags[*]}}"
-        done
+# go_outputs SUFFIX VERSION -> the output paths (relative to OUTDIR) of GO_BUILDS for that toolchain
+go_outputs() {
+    local suffix=$1 ver=$2 b prog variant
+    for b in "${GO_BUILDS[@]}"; do
+        read -r prog variant <<<"$b"
+        go_wanted "$prog" "$variant" "$ver" || continue
+        printf 'go/%s%s%s\n' "$prog" "$suffix" "$([ "$variant" = normal ] || printf -- '-%s' "$variant")"
     done
 }
 
-# System Go (bookworm: 1.19): normal, stripped, PIE.
+go_wanted() {   # go_wanted PROG VARIANT VERSION
+    case "$1" in generic) [ "$(printf '%s\n1.18\n' "$3" | sort -V | head -n1)" = 1.18 ] || return 1 ;; esac
+    case "$2" in extlink) [ -n "$HAVE_CC" ] || return 1 ;; esac
+    return 0
+}
+
+# build_go_variants GO GOROOT VERSION SUFFIX
+build_go_variants() {
+    local go=$1 goroot=$2 ver=$3 suffix=$4
+    local comp=$CUR_GO_COMP b prog variant out flags cgo
+    mkdir -p "$OUTDIR/go" "$CACHE/gopath" "$CACHE/gocache/go$ver"
+    for b in "${GO_BUILDS[@]}"; do
+        read -r prog variant <<<"$b"
+        go_wanted "$prog" "$variant" "$ver" || continue
+        cgo=0
+        case "$variant" in
+            normal)   out=$prog$suffix;          flags=() ;;
+            stripped) out=$prog$suffix-stripped; flags=("-ldflags=-s -w") ;;
+            pie)      out=$prog$suffix-pie;      flags=(-buildmode=pie) ;;
+            extlink)  out=$prog$suffix-extlink;  flags=("-ldflags=-linkmode=external"); cgo=1 ;;
+        esac
+        # GOPATH mode builds a directory given relative to the current one.
+        (cd "$SRC/go/$prog" && go_env "$goroot" "$ver" "$cgo" "$go" build "${flags[@]}" -o "$OUTDIR/go/$out.tmp" .) || return 1
+        mv -f "$OUTDIR/go/$out.tmp" "$OUTDIR/go/$out" || return 1
+        manifest "$comp" "go/$out" "$GO_ID" "GO111MODULE=off CGO_ENABLED=$cgo${flags[*]:+ ${flags[*]}}"
+    done
+}
+
+# extlink builds need a C compiler (cgo and the external linker); without one they are skipped.
+CC=${CC:-gcc}
+HAVE_CC=
+if command -v "$CC" >/dev/null 2>&1; then
+    HAVE_CC="$(readlink -f "$(command -v "$CC")") $($CC -dumpfullversion 2>/dev/null || $CC -dumpversion)"
+else
+    log "no $CC: the Go -extlink fixtures are not built"
+fi
+
+# System Go (bookworm: 1.19)
 SYS_GO=${GO:-}
 if [ -z "$SYS_GO" ]; then
     if [ -x /usr/lib/go-1.19/bin/go ]; then SYS_GO=/usr/lib/go-1.19/bin/go
@@ -230,19 +263,19 @@ if [ -n "$SYS_GO" ] && SYS_GOROOT=$(env -u GOROOT GOENV=off "$SYS_GO" env GOROOT
     [ -n "$SYS_GO_VER" ] || SYS_GO_VER=$(GOROOT=$SYS_GOROOT "$SYS_GO" version | awk '{print $3}' | sed 's/^go//')
     GO_ID="$SYS_GOROOT go$SYS_GO_VER"
     CUR_GO_COMP=go-system
-    build_go_system() { build_go_variants "$SYS_GO" "$SYS_GOROOT" "$SYS_GO_VER" "" normal stripped pie; }
-    outs=()
-    for p in "${GO_PROGS[@]}"; do outs+=("go/$p" "go/$p-stripped" "go/$p-pie"); done
-    run_component go-system "$(hash_of "$GO_ID" "${GO_SRCS[@]}")" build_go_system "${outs[@]}"
+    build_go_system() { build_go_variants "$SYS_GO" "$SYS_GOROOT" "$SYS_GO_VER" ""; }
+    mapfile -t outs < <(go_outputs "" "$SYS_GO_VER")
+    run_component go-system "$(hash_of "$GO_ID|$HAVE_CC" "${GO_SRCS[@]}")" build_go_system "${outs[@]}"
 else
     skip go-system "no go toolchain (install golang-go)"
 fi
 
-# Fetched Go toolchains (1.15 is the last stack-ABI release; 1.21-1.24 cover the 1.20+ pclntab
-# and both goid offsets): the same three variants as the system Go, since stripped and PIE
-# builds are where the table layouts differ (no .symtab; pie moves pclntab/relocates textStart).
+# Fetched Go toolchains (1.15 is the last stack-ABI release; 1.21-1.27 cover the 1.20+ pclntab,
+# the goid offsets, generics with and without a DWARF dictionary parameter and 1.27's type data):
+# the same variants as the system Go, since stripped, PIE and externally linked builds are where
+# the table layouts differ (no .symtab; pie moves pclntab/relocates textStart; the C linker).
 build_go_fetched() {
-    build_go_variants "$FETCHED_GOROOT/bin/go" "$FETCHED_GOROOT" "$FETCHED_VER" "-go$FETCHED_VER" normal stripped pie
+    build_go_variants "$FETCHED_GOROOT/bin/go" "$FETCHED_GOROOT" "$FETCHED_VER" "-go$FETCHED_VER"
 }
 for v in $GO_VERSIONS; do
     comp=go-$v
@@ -253,9 +286,8 @@ for v in $GO_VERSIONS; do
     GO_ID="$goroot go$v ($(head -n1 "$goroot/VERSION" 2>/dev/null || echo '?'))"
     CUR_GO_COMP=$comp
     FETCHED_GOROOT=$goroot FETCHED_VER=$v
-    outs=()
-    for p in "${GO_PROGS[@]}"; do outs+=("go/$p-go$v" "go/$p-go$v-stripped" "go/$p-go$v-pie"); done
-    run_component "$comp" "$(hash_of "$GO_ID" "${GO_SRCS[@]}")" build_go_fetched "${outs[@]}"
+    mapfile -t outs < <(go_outputs "-go$v" "$v")
+    run_component "$comp" "$(hash_of "$GO_ID|$HAVE_CC" "${GO_SRCS[@]}")" build_go_fetched "${outs[@]}"
 done
 
 # ---------------------------------------------------------------------- Java

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # fetch-go.sh VERSION -- fetch a Debian-packaged Go toolchain without installing it.
 #
-#   VERSION: 1.15 | 1.21 | 1.22 | 1.23 | 1.24
+#   VERSION: 1.15 | 1.21 | 1.22 | 1.23 | 1.24 | 1.25 | 1.26 | 1.27
+#
+# Suites: 1.15 bullseye; 1.21-1.23 bookworm-backports; 1.24 trixie; 1.25-1.27
+# trixie-backports (also in forky/sid for 1.26/1.27; backports is the one suite with
+# all three). The toolchain binaries (go, compile, link, ...) are static, so packages
+# built for trixie run on older systems too.
 #
 # Downloads golang-VERSION-go and golang-VERSION-src from the Debian archive suite
 # that carries them, using a PRIVATE apt sources list / state / cache (nothing under
@@ -24,14 +29,15 @@ set -euo pipefail
 log() { printf 'fetch-go: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[ $# -eq 1 ] || die "usage: $0 VERSION   (1.15, 1.21, 1.22, 1.23, 1.24)"
+[ $# -eq 1 ] || die "usage: $0 VERSION   (1.15, 1.21-1.27)"
 VERSION=$1
 
 case "$VERSION" in
     1.15)           SUITE=bullseye ;;
     1.21|1.22|1.23) SUITE=bookworm-backports ;;
     1.24)           SUITE=trixie ;;
-    *) die "unsupported Go version '$VERSION' (want 1.15, 1.21, 1.22, 1.23 or 1.24)" ;;
+    1.25|1.26|1.27) SUITE=trixie-backports ;;
+    *) die "unsupported Go version '$VERSION' (want 1.15 or 1.21-1.27)" ;;
 esac
 
 CACHE_ROOT=${UTRACE_TOOLCHAINS:-$HOME/.cache/utrace/toolchains}
@@ -149,8 +155,8 @@ else
     write_sources ""   # apt's default trusted keys
 fi
 if ! update; then
-    if [ "$SUITE" = trixie ]; then
-        # Trixie is signed with keys newer than the ones some bookworm keyrings ship
+    if [ "$SUITE" = trixie ] || [ "$SUITE" = trixie-backports ]; then
+        # Trixie (and its backports) is signed with keys newer than the ones some bookworm keyrings ship
         # (debian-archive-keyring < 2023.3+deb12u2). Only for this one suite, fall back to
         # an unverified download; the other suites always require a valid signature.
         log "WARNING: signature check for $SUITE failed; retrying with [trusted=yes] (unverified)"

@@ -41,9 +41,12 @@ VERSIONS = [
     ("1.22", "-go1.22"),
     ("1.23", "-go1.23"),
     ("1.24", "-go1.24"),
+    ("1.25", "-go1.25"),
+    ("1.26", "-go1.26"),
+    ("1.27", "-go1.27"),
 ]
 PROGS = ["greet", "httpget"]
-VARIANTS = ["", "-stripped", "-pie"]
+VARIANTS = ["", "-stripped", "-pie", "-extlink"]
 MATRIX = [(p, v, s, var) for p in PROGS for v, s in VERSIONS for var in VARIANTS]
 
 
@@ -109,8 +112,13 @@ def nm_functions(version: str, path: str) -> tuple[set[tuple[str, int]], set[int
     """nm's text symbols as comparable (name, address) pairs, and the addresses of `.abi0` ones."""
     funcs: set[tuple[str, int]] = set()
     abi0: set[int] = set()
-    for name, kind, addr in nm_symbols(version, path):
-        if kind not in "Tt" or name in ("runtime.text", "runtime.etext"):
+    syms = nm_symbols(version, path)
+    # An externally linked program also has the C runtime's and cgo's C functions (_start, _init,
+    # x_cgo_init...), which the C linker puts around Go's text: only [runtime.text, runtime.etext) is Go.
+    bounds = {n: a for n, _k, a in syms if n in ("runtime.text", "runtime.etext")}
+    lo, hi = bounds.get("runtime.text", 0), bounds.get("runtime.etext", 1 << 64)
+    for name, kind, addr in syms:
+        if kind not in "Tt" or name in ("runtime.text", "runtime.etext") or not lo <= addr < hi:
             continue
         if name.endswith(".abi0"):
             abi0.add(addr)
@@ -192,8 +200,17 @@ def test_info_matches_go_version_m(fixtures_built: Path, case: tuple[str, str, s
     assert info.has_symtab == (variant != "-stripped")
     assert info.has_dwarf == (variant != "-stripped")
     assert info.abi == ("stack" if ver == "1.15" else "regabi")
-    # All fixtures are built with CGO_ENABLED=0: 1.18+ records it, 1.15 has no settings (symtab decides).
-    assert info.cgo is (None if (ver == "1.15" and variant == "-stripped") else False)
+    # Fixtures are built with CGO_ENABLED=0 but -extlink (=1): 1.18+ records it, 1.15 has no settings
+    # (the symbol table decides: runtime/cgo's C part x_cgo_init, which 1.15 links only into programs
+    # that use cgo: httpget's net package does, greet does not).
+    if ver != "1.15":
+        assert settings["CGO_ENABLED"] == ("1" if variant == "-extlink" else "0")
+        assert info.cgo is (variant == "-extlink")
+    elif variant == "-stripped":
+        assert info.cgo is None
+    else:
+        assert info.cgo is any(n == "x_cgo_init" for n, _k, _a in nm_symbols(ver, path))
+        assert info.cgo is (variant == "-extlink" and prog == "httpget")
 
 
 # ----------------------------------------------------------------------------- inline trees
@@ -201,7 +218,12 @@ def test_info_matches_go_version_m(fixtures_built: Path, case: tuple[str, str, s
 
 @functools.cache
 def dwarf_inlined(path: str, func: str) -> list[list[tuple[int, int]]]:
-    """[low, high) ranges of every DW_TAG_inlined_subroutine whose abstract origin is named `func`."""
+    """[low, high) ranges of every DW_TAG_inlined_subroutine whose abstract origin is named `func`.
+
+    The DIEs from binutils' `objdump --dwarf=info`; range lists (DW_AT_ranges) resolved by pyelftools,
+    since objdump 2.40 cannot resolve the base address index of a DWARF 5 range list (Go 1.25+ writes
+    DWARF 5: .debug_rnglists with DW_RLE_base_addressx into .debug_addr).
+    """
     info = subprocess.run(["objdump", "--dwarf=info", path], capture_output=True, text=True, check=True).stdout
     dies: list[tuple[int, str, dict[str, str]]] = []
     for line in info.splitlines():
@@ -213,8 +235,8 @@ def dwarf_inlined(path: str, func: str) -> list[list[tuple[int, int]]]:
         if m and dies:
             dies[-1][2][m.group(1)] = m.group(2).strip()
     origins = {o for o, tag, a in dies if tag == "DW_TAG_subprogram" and a.get("DW_AT_name") == func}
-    found: list[list[tuple[int, int]] | int] = []
-    for _o, tag, a in dies:
+    found: list[list[tuple[int, int]]] = []
+    for off, tag, a in dies:
         m = re.match(r"<0x([0-9a-f]+)>", a.get("DW_AT_abstract_origin", ""))
         if tag != "DW_TAG_inlined_subroutine" or not m or int(m.group(1), 16) not in origins:
             continue
@@ -222,15 +244,27 @@ def dwarf_inlined(path: str, func: str) -> list[list[tuple[int, int]]]:
             lo, hi = int(a["DW_AT_low_pc"].split()[0], 16), int(a["DW_AT_high_pc"].split()[0], 16)
             found.append([(lo, hi if hi > lo else lo + hi)])
         else:
-            found.append(int(a["DW_AT_ranges"].split()[0], 16))
-    lists: dict[int, list[tuple[int, int]]] = {}
-    if any(isinstance(x, int) for x in found):
-        text = subprocess.run(["objdump", "--dwarf=Ranges", path], capture_output=True, text=True, check=True).stdout
-        for line in text.splitlines():
-            m = re.match(r"\s*([0-9a-f]{8}) ([0-9a-f]+) ([0-9a-f]+)\s*$", line)
-            if m:
-                lists.setdefault(int(m.group(1), 16), []).append((int(m.group(2), 16), int(m.group(3), 16)))
-    return [lists.get(x, []) if isinstance(x, int) else x for x in found]
+            found.append(_die_ranges(path, off))
+    return found
+
+
+def _die_ranges(path: str, die_offset: int) -> list[tuple[int, int]]:
+    from elftools.dwarf.ranges import BaseAddressEntry, RangeEntry
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        dw = ELFFile(f).get_dwarf_info()
+        die = dw.get_DIE_from_refaddr(die_offset)
+        top = die.cu.get_top_DIE()
+        base = top.attributes["DW_AT_low_pc"].value if "DW_AT_low_pc" in top.attributes else 0
+        out = []
+        for e in dw.range_lists().get_range_list_at_offset(die.attributes["DW_AT_ranges"].value, cu=die.cu):
+            if isinstance(e, BaseAddressEntry):
+                base = e.base_address
+            elif isinstance(e, RangeEntry):
+                add = 0 if e.is_absolute else base
+                out.append((e.begin_offset + add, e.end_offset + add))
+        return out
 
 
 HTTPGET = [c for c in MATRIX if c[0] == "httpget"]
@@ -276,6 +310,25 @@ def test_runtime_type_string_helper() -> None:
     assert runtime_type_string("*errors.errorString") == "*errors.errorString"
     assert runtime_type_string("math/rand/v2.runtimeSource") == "rand.runtimeSource"
     assert runtime_type_string("runtime.errorString") == "runtime.errorString"
+    assert split_itab("*errors.errorString,error") == ("*errors.errorString", "error")
+    assert split_itab("*x509.c,interface { x509.q(string) (string, bool) }") == (
+        "*x509.c",
+        "interface { x509.q(string) (string, bool) }",
+    )
+
+
+def split_itab(pair: str) -> tuple[str, str]:
+    """An itab symbol's "T,I" split at its top-level comma: the interface may be a literal with commas
+    ("*x509.dnsConstraints,interface { crypto/x509.query(string) (string, bool) }")."""
+    depth = 0
+    for i, ch in enumerate(pair):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return pair[:i], pair[i + 1 :]
+    return "", pair
 
 
 def itab_in(path: str, twin: str, itab: int) -> int | None:
@@ -292,7 +345,9 @@ def itab_in(path: str, twin: str, itab: int) -> int | None:
         return vas[0] if len(vas) == 1 else None
 
 
-@pytest.mark.parametrize("case", MATRIX, ids=_id)
+# Go 1.27's linker no longer lists itabs in .symtab (test_type_names_match_dwarf_runtime_types covers
+# its type data; test_go_tracing its error values against the program's printout).
+@pytest.mark.parametrize("case", [c for c in MATRIX if c[1] != "1.27"], ids=_id)
 def test_itab_type_names(fixtures_built: Path, case: tuple[str, str, str, str]) -> None:
     prog, ver, suffix, variant = case
     path = binary(fixtures_built, prog, suffix, variant)
@@ -300,9 +355,10 @@ def test_itab_type_names(fixtures_built: Path, case: tuple[str, str, str, str]) 
     sym_path = binary(fixtures_built, prog, suffix, "") if stripped else path
     itabs = {}
     for name, _kind, addr in nm_symbols(ver, sym_path):
-        m = re.fullmatch(r"go[.:]itab\.(.+),[^,]+", name)
-        if m and "[" not in m.group(1):  # generic instances: the runtime spells type args with full paths
-            itabs[addr] = m.group(1)
+        m = re.fullmatch(r"go[.:]itab\.(.+)", name)
+        typ = split_itab(m.group(1))[0] if m else ""
+        if typ and "[" not in typ:  # generic instances: the runtime spells type args with full paths
+            itabs[addr] = typ
     assert len(itabs) > 10
     key = "go:itab.*errors.errorString,error" if ver not in ("1.15", "1.19") else "go.itab.*errors.errorString,error"
     err_itab = dict((n, a) for n, _k, a in nm_symbols(ver, sym_path))[key]
@@ -322,6 +378,56 @@ def test_itab_type_names(fixtures_built: Path, case: tuple[str, str, str, str]) 
         assert b.type_name(0x7FFF_FFFF_0000) is None
         if stripped:
             assert "runtime.types" not in b.symbols() and b.moduledata() is not None
+
+
+@functools.cache
+def dwarf_runtime_types(path: str) -> dict[int, str]:
+    """DW_AT_go_runtime_type -> DW_AT_name of the named types (and pointers to them) in the DWARF.
+
+    Go's linker writes DW_AT_go_runtime_type (0x2904, `objdump` prints it as an unknown attribute) as an
+    R_ADDROFF: the descriptor's offset from the start of the section holding the type descriptors,
+    which begins at runtime.types (.rodata before Go 1.27, its own .go.type section since).
+    """
+    info = subprocess.run(["objdump", "--dwarf=info", path], capture_output=True, text=True, check=True).stdout
+    out: dict[int, str] = {}
+    name = None
+    for line in info.splitlines():
+        if "Abbrev Number" in line:
+            name = None
+        elif (m := re.match(r"\s*<[0-9a-f]+>\s+DW_AT_name\s*:\s*(.*)$", line)) is not None:
+            name = m.group(1).strip()
+        elif (m := re.match(r"\s*<[0-9a-f]+>\s+Unknown AT value: 2904: (0x[0-9a-f]+|0)\s*$", line)) is not None:
+            off = int(m.group(1), 16)
+            if name and off and re.fullmatch(r"\*?[\w./-]+\.\w+", name):
+                out[off] = name
+    return out
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=_id)
+def test_type_names_match_dwarf_runtime_types(fixtures_built: Path, case: tuple[str, str, str, str]) -> None:
+    """Every named type the compiler's DWARF ties to a runtime type descriptor has that name there.
+
+    Also the oracle for Go 1.27, whose linker no longer lists itabs in .symtab (they are carried by
+    `type:*` like the type descriptors, cmd/link symtab.go).
+    """
+    prog, ver, suffix, variant = case
+    path = binary(fixtures_built, prog, suffix, variant)
+    stripped = variant == "-stripped"
+    sym_path = binary(fixtures_built, prog, suffix, "") if stripped else path
+    types = dwarf_runtime_types(sym_path)
+    assert len(types) > 100
+    with gobin.GoBinary(path) as b:
+        base = b.types_base()
+        assert base is not None
+        if not stripped:
+            assert base == dict((n, a) for n, _k, a in nm_symbols(ver, path))["runtime.types"]
+        # -s -w drops .symtab and DWARF but not type data: the same offsets from the stripped file's base
+        wrong = {}
+        for off, name in types.items():
+            got = b.type_name(base + off)
+            if got != runtime_type_string(name):
+                wrong[hex(off)] = (name, got)
+        assert not wrong, f"{len(wrong)} of {len(types)}: {sorted(wrong.items())[:5]}"
 
 
 # ----------------------------------------------------------------------------- fallbacks
@@ -346,7 +452,9 @@ def hide_sections(src: str, dst: Path, names: list[str]) -> None:
 def test_fallbacks_without_section_names(fixtures_built: Path, tmp_path: Path, case: tuple[str, str, str, str]) -> None:
     prog, ver, suffix, variant = case
     path = binary(fixtures_built, prog, suffix, variant)
-    table = ".data.rel.ro.gopclntab" if variant == "-pie" else ".gopclntab"
+    # a PIE's table is in .data.rel.ro.gopclntab up to Go 1.25, in .gopclntab from 1.26 on
+    old_pie = variant == "-pie" and tuple(int(x) for x in ver.split(".")) < (1, 26)
+    table = ".data.rel.ro.gopclntab" if old_pie else ".gopclntab"
     hidden = tmp_path / "hidden"
     hide_sections(path, hidden, [table, ".symtab"])
     ref = gobin.pclntab(path)
@@ -364,9 +472,16 @@ def test_fallbacks_without_section_names(fixtures_built: Path, tmp_path: Path, c
         assert tab.module_va == ref.module_va is not None
         assert [(f.name, f.entry, f.end) for f in tab] == [(f.name, f.entry, f.end) for f in ref]
         assert gobin.inlined_calls(tab, "net/http.Get") == gobin.inlined_calls(ref, "net/http.Get")
-        key = "go.itab.*errors.errorString,error" if ver in ("1.15", "1.19") else "go:itab.*errors.errorString,error"
-        itab = dict((n, a) for n, _k, a in nm_symbols(ver, path))[key]
-        assert b.itab_type(itab) == "*errors.errorString"  # moduledata found by scanning for the pclntab address
+        # moduledata found by scanning for the pclntab address: type names
+        syms = dict((n, a) for n, _k, a in nm_symbols(ver, path))
+        if ver == "1.27":  # its linker lists no itabs: the type itself, where DWARF says it is
+            off = next(o for o, n in dwarf_runtime_types(path).items() if n == "*errors.errorString")
+            assert b.type_name(syms["runtime.types"] + off) == "*errors.errorString"
+        else:
+            key = (
+                "go.itab.*errors.errorString,error" if ver in ("1.15", "1.19") else "go:itab.*errors.errorString,error"
+            )
+            assert b.itab_type(syms[key]) == "*errors.errorString"
 
 
 # ----------------------------------------------------------------------------- speed

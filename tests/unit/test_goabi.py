@@ -213,3 +213,54 @@ def test_any_type_is_placed_or_said_missing(params, results, regabi):
         for values in (args, res):
             caps = captures(values, 64)
             assert len(caps.args) <= MAX_FIELDS
+
+
+# --- generic instantiations (hand-checked against `go tool objdump` of Go 1.21 and 1.27 callers: the
+# dictionary `LEAQ main..dict.Scale[int](SB), AX` first, a method's receiver before it in AX, dict in BX)
+
+
+def test_generic_base_drops_every_type_argument_list() -> None:
+    from utrace.runtimes.goabi import generic_base
+
+    assert generic_base("main.Scale[go.shape.int]") == "main.Scale"
+    assert generic_base("main.Lookup[go.shape.string,go.shape.int]") == "main.Lookup"
+    assert generic_base("main.(*Stack[go.shape.string]).Push") == "main.(*Stack).Push"
+    assert generic_base("main.Map[go.shape.map[string]int]") == "main.Map"  # nested brackets
+    assert generic_base("main.Scale[...]") == "main.Scale"  # Go 1.18-1.19 pclntab spelling
+    assert generic_base("net/http.Get") == "net/http.Get"
+
+
+def test_dictionary_index_for_shaped_bodies_only() -> None:
+    from utrace.runtimes.goabi import dictionary_index
+
+    assert dictionary_index("main.Scale[go.shape.int]") == 0
+    assert dictionary_index("main.Scale[go.shape.int_0]") == 0  # Go 1.18-1.19 ELF symbol
+    assert dictionary_index("main.Scale[...]") == 0
+    assert dictionary_index("main.(*Stack[go.shape.string]).Push") == 1  # receiver first
+    assert dictionary_index("main.Stack[go.shape.int].Len") == 1
+    assert dictionary_index("main.Scale[int]") is None  # a concrete wrapper: calls the shaped body
+    assert dictionary_index("main.Scale[go.shape.int].func1") is None  # closure: dictionary captured
+    assert dictionary_index("main.Scale[go.shape.int].gowrap2") is None
+    assert dictionary_index("main.Greet") is None
+
+
+def test_dictionary_takes_the_first_register_and_is_not_doubled() -> None:
+    from utrace.runtimes.goabi import DICT_PARAM, with_dictionary
+
+    slice_int = GoType("[]int", GoKind.SLICE, 24, elem=INT)
+    declared = [("s", slice_int), ("k", INT)]
+    params = with_dictionary("main.Scale[go.shape.int]", declared)
+    assert [n for n, _t in params] == [DICT_PARAM, "s", "k"]
+    args, _ = assign(params, [], REGABI_AMD64)
+    assert [p.reg for p in args[1].parts] == ["rbx", "rcx", "rdi"] and args[2].parts[0].reg == "rsi"
+    # Go 1.27's DWARF lists .dict itself (after a method's receiver): nothing is added
+    assert with_dictionary("main.Scale[go.shape.int]", params) == params
+    recv = GoType("*main.Stack[go.shape.string]", GoKind.POINTER, 8)
+    m = with_dictionary("main.(*Stack[go.shape.string]).Push", [("s", recv), ("v", STRING)])
+    args, _ = assign(m, [], REGABI_AMD64)
+    assert [(a.name, [p.reg for p in a.parts]) for a in args] == [
+        ("s", ["rax"]),
+        (DICT_PARAM, ["rbx"]),
+        ("v", ["rcx", "rdi"]),
+    ]
+    assert with_dictionary("main.Greet", declared) == declared

@@ -424,14 +424,21 @@ _FUNC_LAYOUT = {
 
 # moduledata field offsets (64-bit) per layout, from runtime/symtab.go of each release:
 # pre-1.16 starts with the pclntable slice; 1.16+ with the pcHeader pointer; 1.18 adds rodata/gofunc;
-# 1.20 adds covctrs/ecovctrs before `end`.
+# 1.20 adds covctrs/ecovctrs before `end`; 1.27 puts typedesclen between types and etypes and
+# itaboffset/itabsize before rodata (typelinks/itablinks gone), with the same pclntab magic as 1.20.
 _MODULEDATA = {
     "1.2": {"text": 96, "types": 200, "etypes": 208, "gofunc": -1},
     "1.16": {"text": 176, "types": 280, "etypes": 288, "gofunc": -1},
     "1.18": {"text": 176, "types": 280, "etypes": 288, "gofunc": 304},
     "1.20": {"text": 176, "types": 296, "etypes": 304, "gofunc": 320},
+    "1.27": {"text": 176, "types": 296, "etypes": 312, "gofunc": 344},
 }
-_MODULEDATA_FOR_MAGIC = {MAGIC_12: ("1.2",), MAGIC_116: ("1.16",), MAGIC_118: ("1.18",), MAGIC_120: ("1.20", "1.18")}
+_MODULEDATA_FOR_MAGIC = {
+    MAGIC_12: ("1.2",),
+    MAGIC_116: ("1.16",),
+    MAGIC_118: ("1.18",),
+    MAGIC_120: ("1.20", "1.27", "1.18"),
+}
 
 
 # ----------------------------------------------------------------------------- the binary
@@ -567,8 +574,8 @@ class GoBinary:
                 raw = self.img.section_bytes(symtab)
                 raw = raw[: len(raw) - len(raw) % 24]
                 for st_name, _info, _other, _shndx, value, _size in struct.iter_unpack("<IBBHQQ", raw):
-                    # Cheap filter first: the wanted names start with 'r', 'g' or '_'.
-                    if st_name >= len(names) or names[st_name] not in b"rg_":
+                    # Cheap filter first: the wanted names start with "r", "g" or "x".
+                    if st_name >= len(names) or names[st_name] not in b"rgx":
                         continue
                     end = names.find(b"\0", st_name)
                     name = names[st_name : end if end >= 0 else len(names)]
@@ -822,8 +829,12 @@ class GoBinary:
                 pos += 1
         if self.img.is_shared:
             candidates.extend(sorted(va for va, add in self.relocations().items() if add == tab.va))
+        layouts = _MODULEDATA_FOR_MAGIC[tab.magic]
+        info = self.info()
+        if info is not None and info.version_tuple is not None and info.version_tuple >= (1, 27, 0):
+            layouts = ("1.27", *(x for x in layouts if x != "1.27"))
         for va in candidates:
-            for layout in _MODULEDATA_FOR_MAGIC[tab.magic]:
+            for layout in layouts:
                 md = self._try_moduledata(va, layout, tab)
                 if md is not None:
                     self._moduledata = md
@@ -1327,6 +1338,56 @@ def _name_offsets(blob: bytes, start: int, end: int, name: str) -> set[int]:
             return found
         found.add(pos + 1 - start)
         pos += 1
+
+
+_MAX_INSTANCES = 256
+
+
+def instance_names(tab: Pclntab, generic: str) -> list[str]:
+    """Names in the pclntab's name table of instantiations of the generic function `generic`.
+
+    "main.Max" -> ["main.Max[go.shape.int]", "main.Max[go.shape.string]"], "main.(*S).Push" ->
+    ["main.(*S[go.shape.int]).Push"]: also instances that were only ever inlined (they are in the name
+    table for the inline trees, not in the function table). At most 256, sorted.
+    """
+    hdr = tab.header
+    if hdr is None or "[" in generic or not generic:
+        return []
+    data = tab._data
+    if tab.magic == MAGIC_12:
+        start, end = 0, len(data)
+    else:
+        start = hdr.funcname_off
+        end = min(x for x in (hdr.cu_off, hdr.filetab_off, hdr.pctab_off, hdr.pcln_off, len(data)) if x > start)
+    # a type-argument list follows an identifier: the name up to there, then "["
+    cuts = [i for i in range(1, len(generic) + 1) if i == len(generic) or generic[i] in ".)"]
+    found: set[str] = set()
+    for i in cuts:
+        needle = b"\0" + generic[:i].encode() + b"["
+        pos = start
+        while len(found) < _MAX_INSTANCES:
+            pos = data.find(needle, pos, end)
+            if pos < 0:
+                break
+            stop = data.find(b"\0", pos + 1, min(end, pos + 1 + _MAX_NAME))
+            if stop > 0:
+                full = bytes(data[pos + 1 : stop]).decode("utf-8", "replace")
+                if _drop_type_args(full) == generic:
+                    found.add(full)
+            pos += 1
+    return sorted(found)
+
+
+def _drop_type_args(name: str) -> str:
+    out, depth = [], 0
+    for ch in name:
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
 
 
 def inlined_calls(tab: Pclntab, name: str) -> list[InlinedCall]:

@@ -823,7 +823,9 @@ class GoDwarf:
                 if o is not None:
                     concrete.setdefault(o, child)
         params = [
-            self._param(ap, concrete.get(ap.offset), entry, cfa_frame) for ap in self._params_of(self._die(origin))
+            self._param(ap, concrete.get(ap.offset), entry, cfa_frame)
+            for ap in self._params_of(self._die(origin))
+            if _name(ap) != ".dict"  # a shaped generic body's dictionary (Go 1.27 lists it): no declared argument
         ]
         file_attr = die.attributes.get("DW_AT_call_file")
         line_attr = die.attributes.get("DW_AT_call_line")
@@ -979,6 +981,9 @@ class GoDwarf:
         tag = die.tag
         if tag == "DW_TAG_typedef":
             target = self._ref(die, "DW_AT_type")
+            if name.startswith(".param") and target is not None:
+                # a shaped generic body's type parameter (".param1" = go.shape.float64): its shape is the type
+                return self._type(target, ptr_depth, nesting + 1)
             if gk in (None, 0) or target is None:
                 if target is None:
                     return GoType(name, GoKind.STRUCT, 0)

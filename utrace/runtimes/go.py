@@ -22,8 +22,9 @@ from typing import ClassVar
 
 from utrace.elf.boundary import check_boundary
 from utrace.elf.goasm import after_stack_check, return_sites
-from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, Pclntab, inlined_calls, open_binary
+from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, Pclntab, inlined_calls, instance_names, open_binary
 from utrace.elf.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
+from utrace.elf.symbols import read_symbols
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
 from utrace.model import (
     ArgKind,
@@ -40,7 +41,20 @@ from utrace.model import (
     Tls,
 )
 from utrace.runtimes.base import Plan, TraceRequest
-from utrace.runtimes.goabi import Abi, Assigned, Part, UnsupportedArch, abi_for, assign, memory_parts, parts
+from utrace.runtimes.goabi import (
+    DICT_PARAM,
+    Abi,
+    Assigned,
+    Part,
+    UnsupportedArch,
+    abi_for,
+    assign,
+    dictionary_index,
+    generic_base,
+    memory_parts,
+    parts,
+    with_dictionary,
+)
 from utrace.runtimes.goargs import Captures, captures, present
 from utrace.runtimes.gosig import GoSignature, parse_signature, parse_type
 from utrace.runtimes.native import NativeRuntime
@@ -121,12 +135,47 @@ class GoRuntime:
             pat = re.escape(name).replace(r"\*", ".*").replace(r"\?", ".")
             pat = pat.replace(r"\(.*", r"\(\*")
             rx = re.compile(pat)
-            return [f for f in funcs if rx.fullmatch(f.name) or rx.fullmatch(f.symbol)]
-        return [f for f in funcs if f.name == name or f.symbol == name]
+            return [
+                f
+                for f in funcs
+                if rx.fullmatch(f.name)
+                or rx.fullmatch(f.symbol)
+                or ("[" in f.name and rx.fullmatch(generic_base(f.name)))
+            ]
+        exact = [f for f in funcs if f.name == name or f.symbol == name]
+        if exact or "[" in name:
+            return exact
+        # a generic function's name stands for all its instantiations ("main.Scale" for
+        # "main.Scale[go.shape.int]" and "main.Scale[go.shape.float64]")
+        return [f for f in funcs if "[" in f.name and generic_base(f.name) == name]
+
+    def _instance_names(self, binary: GoBinary, found: list[GoFunc]) -> list[GoFunc]:
+        """Go 1.18-1.19 pclntabs name every instantiation "F[...]": the ELF symbol at the same entry has the
+        full name ("main.Scale[go.shape.int_0]", as DWARF has it too). Without one (stripped), instances
+        that share a name get their entry address appended, so each probe keeps its own name."""
+        if not any(f.name.endswith("[...]") or "[...]" in f.name for f in found):
+            return found
+        full: dict[int, str] = {}
+        if binary.has_symtab:
+            try:
+                table = read_symbols(binary.img, None)
+            except ElfError:
+                table = None
+            if table is not None:
+                want = {f.entry for f in found if "[...]" in f.name}
+                for name, addr in zip(table.names, table.addresses, strict=True):
+                    if addr in want and "[" in name and "[...]" not in name:
+                        full.setdefault(addr, name)
+        out = [replace(f, name=full[f.entry]) if f.entry in full else f for f in found]
+        count: dict[str, int] = {}
+        for f in out:
+            count[f.name] = count.get(f.name, 0) + 1
+        return [replace(f, name=f"{f.name}@{f.entry:#x}") if count[f.name] > 1 else f for f in out]
 
     def _missing(self, funcs: list[GoFunc], name: str, where: str) -> str:
         """Why a name matched nothing: unknown package, or a package linked in without that function."""
-        pkg = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else ""
+        base = generic_base(name)  # "main.Map[go.shape.int]" is in package main
+        pkg = base.rsplit(".", 1)[0] if "." in base.rsplit("/", 1)[-1] else ""
         pkg = re.sub(r"\.\(\*?[^)]*\)$", "", pkg)
         if pkg and any(f.name.startswith(pkg + ".") for f in funcs):
             return (
@@ -202,13 +251,18 @@ class GoRuntime:
         goid = self._goid(info, dwarf)
         funcs = tab.functions
         specs: list[ProbeSpec] = []
-        for expr in request.probes:
+        # (expression, instance of a generic name: only its inlined copies, which the generic name's own
+        # matching cannot see, are probed)
+        work: list[tuple[str, bool]] = [(p, False) for p in request.probes]
+        while work:
+            expr, instance = work.pop(0)
             sig = parse_signature(expr)
             name = sig.function if sig is not None else expr
-            found = self._match(funcs, name)
+            found = [] if instance else self._instance_names(binary, self._match(funcs, name))
             inlined_dw: list[InlinedInstance] = []
             inlined_pc: list[InlinedCall] = []
-            if not any(c in name for c in "*?["):
+            generics: list[str] = []
+            if instance or not any(c in name for c in "*?["):
                 calls = self._pcln_inlined(tab, name)
                 if dwarf is None:
                     inlined_pc = calls or []
@@ -217,7 +271,18 @@ class GoRuntime:
                     # read, every unit is searched (1-2 s on a program with net/http)
                     cus = sorted({package_of(c.caller) for c in calls}) if calls else None
                     inlined_dw = dwarf.inlined_instances(name, cus)
-            if not found and not inlined_dw and not inlined_pc:
+                    if instance and not inlined_dw and calls and "[...]" in name:
+                        inlined_pc = calls  # Go 1.18-1.19 "F[...]": DWARF spells the instance out
+                if not instance and info.version_tuple is not None and info.version_tuple >= (1, 18, 0):
+                    generics = instance_names(tab, name)
+                    work[:0] = [(g, True) for g in generics]
+            if instance:
+                if not inlined_dw and not inlined_pc:
+                    continue
+                found = []
+            elif not found and not inlined_dw and not inlined_pc and generics:
+                pass  # only inlined instances, probed as their own items next
+            elif not found and not inlined_dw and not inlined_pc:
                 raise NotFoundError(self._missing(funcs, name, exe.display), self._suggest(funcs, name))
             if len(found) > MAX_FUNCTIONS:
                 raise UsageError(f"{len(found)} functions match {name!r}; narrow the pattern (at most {MAX_FUNCTIONS})")
@@ -244,7 +309,7 @@ class GoRuntime:
                 )
             if (inlined_dw or inlined_pc) and request.ret:
                 plan.notes.append(f"returns of inlined calls of {name} are not traced (there is no return instruction)")
-            if not found and (inlined_dw or inlined_pc):
+            if not found and (inlined_dw or inlined_pc) and not instance:
                 plan.notes.append(f"{name} has no out-of-line copy in {exe.display} (every call was inlined)")
         for spec in specs:
             presenter.sites.setdefault((spec.name, "call" if spec.kind is ProbeKind.ENTRY else "return"), []).append(
@@ -293,10 +358,21 @@ class GoRuntime:
         abi = abi_stack if fn.abi0 else abi_main
         params, results, known = self._types_for(fn, sig, dwarf)
         if not known and dwarf is None:
-            note = f"no DWARF in this binary: arguments not decoded (give a signature: '{fn.name}(name string, n int)')"
+            shown = generic_base(fn.name).split("@0x")[0]  # a signature names the generic function
+            note = f"no DWARF in this binary: arguments not decoded (give a signature: '{shown}(name string, n int)')"
             if not any(n.startswith("no DWARF") for n in plan.notes):
                 plan.notes.append(note)
+        if known and abi is abi_main and info.version_tuple is not None and info.version_tuple >= (1, 18, 0):
+            generic = re.sub(r"@0x[0-9a-f]+$", "", fn.name)  # see _instance_names
+            params = with_dictionary(generic, params)
+            if "[...]" in generic and dictionary_index(generic) is not None:
+                plan.notes.append(
+                    f"{fn.name}: taken as a shaped generic body with a dictionary argument first (this Go "
+                    "1.18-1.19 binary has no symbol table to say which instantiation it is)"
+                )
         args, res = assign(params, results, abi)
+        # the dictionary is placed (it takes a register) but not shown: it is no declared argument
+        args = [a for a in args if a.name != DICT_PARAM]
         arg_caps = captures(args, request.max_len)
         res_caps = captures(res, request.max_len)
         presenter.shown[(fn.name, "call")] = arg_caps

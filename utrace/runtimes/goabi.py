@@ -17,6 +17,7 @@ address), which is also the stack pointer at each of its `ret` instructions.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from utrace.model import GoKind, GoType
@@ -255,3 +256,81 @@ def assign(
     res_regs = [0, 0]
     res = [one(n, t, True, res_regs) for n, t in results]
     return args, res
+
+
+# ----------------------------------------------------------------------------- generic instantiations
+
+DICT_PARAM = ".dict"  # the name cmd/compile gives the hidden dictionary parameter (noder.dictParamName)
+_DICT_TYPE = GoType("*uint8", GoKind.POINTER, 8, elem=GoType("uint8", GoKind.UINT, 1))
+_CLOSURE = re.compile(r"(func|gowrap|deferwrap)\d+(\.\d+)*$")
+
+
+def _bracket_groups(name: str) -> list[tuple[int, int]]:
+    """[start, end) of each top-level `[...]` group of a Go symbol name (type arguments)."""
+    out: list[tuple[int, int]] = []
+    depth = start = 0
+    for i, ch in enumerate(name):
+        if ch == "[":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+            if depth == 0:
+                out.append((start, i + 1))
+    return out
+
+
+def generic_base(name: str) -> str:
+    """The generic name of an instantiation: its type-argument groups removed.
+
+    "main.Scale[go.shape.int]" -> "main.Scale", "main.(*Stack[go.shape.string]).Push" ->
+    "main.(*Stack).Push"; a name without type arguments is returned as it is.
+    """
+    groups = _bracket_groups(name)
+    if not groups:
+        return name
+    out, pos = [], 0
+    for a, b in groups:
+        out.append(name[pos:a])
+        pos = b
+    out.append(name[pos:])
+    return "".join(out)
+
+
+def dictionary_index(name: str) -> int | None:
+    """Where the hidden dictionary pointer goes among a function's ABI parameters, None: it takes none.
+
+    cmd/compile (noder.shapeSig, Go 1.18 to 1.27 alike) compiles each generic function once per GC shape,
+    named with `go.shape.` type arguments ("main.Scale[go.shape.int]"), and gives the shaped body a first
+    parameter `.dict` (the instantiation's dictionary); a method keeps its receiver first, so there the
+    dictionary is the second ABI parameter. Function literals inside a shaped body
+    ("main.Scale[go.shape.int].func1") reach the dictionary through their closure instead. Go 1.18-1.19
+    pclntabs write every type-argument list as "[...]": callers pass the ELF symbol's name when there is one.
+    """
+    groups = _bracket_groups(name)
+    if not groups:
+        return None
+    a, b = groups[-1]
+    args = name[a:b]
+    if "go.shape." not in args and args != "[...]":
+        return None  # a concrete instantiation (a wrapper that calls the shaped body with a dictionary)
+    rest = name[b:]
+    if rest == "":
+        return 0  # pkg.F[shapes]
+    m = re.fullmatch(r"\)?\.([^.()\[\]]+)", rest)
+    if m is None or _CLOSURE.fullmatch(m.group(1)):
+        return None  # a closure of a shaped body, or something else
+    return 1  # pkg.(*T[shapes]).M / pkg.T[shapes].M: receiver, dictionary, arguments
+
+
+def with_dictionary(name: str, params: list[tuple[str, GoType]]) -> list[tuple[str, GoType]]:
+    """`params` (declared, receiver first) with the dictionary inserted where the ABI passes it.
+
+    Unchanged when the function takes no dictionary or the list already has it (Go 1.27's DWARF lists
+    `.dict`; up to 1.26 it leaves it out, though the ABI passes it all the same).
+    """
+    at = dictionary_index(name)
+    if at is None or any(n == DICT_PARAM for n, _t in params) or at > len(params):
+        return params
+    return [*params[:at], (DICT_PARAM, _DICT_TYPE), *params[at:]]
