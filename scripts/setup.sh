@@ -80,6 +80,8 @@ if [ "$want_fixtures" = 1 ]; then
   [ -n "${CI:-}" ] && export UTRACE_FIXTURES_STRICT=1
   scripts/fetch-go.sh 1.15 >/dev/null
   scripts/fetch-debian-node.sh >/dev/null
+  scripts/fetch-postgres.sh >/dev/null
+  scripts/fetch-node-official.sh 26 >/dev/null
   scripts/build-fixtures.sh fixtures/build
 fi
 say "ready"

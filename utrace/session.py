@@ -15,14 +15,17 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from utrace.errors import EnvironmentProblem, UsageError
 from utrace.model import Event, ProbeKind, ProbeSpec, Target
-from utrace.probes.codegen import Aggregate, BpfProgram, Options, render
+from utrace.probes.codegen import Aggregate, BpfProgram, FamilyOffsets, Options, render
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.registry import get_runtime
 from utrace.target import NamespaceIds, exe_identity, is_alive
+
+if TYPE_CHECKING:
+    from utrace.backend import Tracer
 
 INIT_PID_NS_INODE = 0xEFFFFFFC
 
@@ -36,6 +39,8 @@ class SessionOptions:
     aggregate: Aggregate = Aggregate.NONE
     stack_depth: int = 0  # user stack frames per event (0: none)
     refresh_s: float | None = None  # with aggregation: hand the reporter the counts this often (--top)
+    follow: bool = False  # also every process the target forks, at any depth (--follow)
+    keep_running: bool = False  # leave a launched program and its descendants running at the end
 
 
 @dataclass(slots=True)
@@ -51,6 +56,11 @@ class Summary:
     # log2 latency buckets {slot: n} per (function, pid), slots as in codegen.slot_range
     counts: dict[tuple[str, int], int] = field(default_factory=dict)
     hist: dict[tuple[str, int], dict[int, int]] = field(default_factory=dict)
+    # processes the traced ones forked while traced (at any depth), and whether they were traced too
+    forked: int = 0
+    followed: bool = False
+    # a launched program (and its descendants) that utrace ended when it stopped: how many it had to SIGKILL
+    killed: int = 0
 
 
 class Reporter(Protocol):
@@ -123,14 +133,42 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
             fsbase_offset=fsbase,
             aggregate=options.aggregate,
             stack_depth=options.stack_depth,
+            follow=options.follow,
+            family=_family_offsets(options.follow) if pid is not None else None,
         ),
     )
 
 
+def _family_offsets(required: bool) -> FamilyOffsets | None:
+    """The kernel's struct offsets the fork and exit programs read; None (or, for --follow, an error)
+    when its BTF does not give them."""
+    from utrace.btf import VMLINUX_BTF, task_family_offsets
+
+    found = task_family_offsets()
+    if found is None:
+        if required:
+            raise EnvironmentProblem(
+                f"cannot read the kernel's task_struct layout from {VMLINUX_BTF} (CONFIG_DEBUG_INFO_BTF): "
+                "needed to follow forked processes"
+            )
+        return None
+    return FamilyOffsets(*found)
+
+
 def build(request: TraceRequest, options: SessionOptions) -> tuple[Target, Plan, BpfProgram]:
     """Everything up to the generated program (what `--dump-bpf` shows)."""
+    if options.follow and request.pid is None and not request.command:
+        raise UsageError("--follow needs --pid PID or -- COMMAND (without either, every process is traced)")
     target, plan = plan_request(request)
-    return target, plan, program_for(plan, request.pid, options)
+    pid = request.pid if request.pid is not None else (0 if request.command else None)
+    return target, plan, program_for(plan, pid, options)
+
+
+# Why tracing stopped -> whether a launched program (and what it started) is ended: SIGTERM (SIGINT when
+# utrace got one), then SIGKILL after END_GRACE_S. Any other way out (a closed output pipe) leaves it
+# running, as does --keep-running.
+ENDS_LAUNCHED = frozenset({"SIGINT", "SIGTERM", "duration", "max-events", "target exited", "target exec'd", "error"})
+END_GRACE_S = 2.0
 
 
 class _Held:
@@ -154,10 +192,12 @@ class _Held:
         self.pid = pid
         self._w = w
         self.status: int | None = None
+        self.released = False
 
     def release(self) -> None:
         os.write(self._w, b"g")
         os.close(self._w)
+        self.released = True
 
     def poll(self) -> int | None:
         if self.status is None:
@@ -175,6 +215,73 @@ class _Held:
                 pass
 
 
+def _seed_descendants(tracer: Tracer, pid: int) -> int:
+    """--pid with --follow: the target's descendants that exist already (PostgreSQL's background
+    processes, a pre-fork server's workers) are traced too. Called once the fork program runs, so
+    /proc is read again until it shows no new one (a process forked meanwhile by one not yet added).
+    Returns how many were added: each will be counted out by the exit program."""
+    from utrace import launch
+
+    seen: set[int] = set()
+    seeded = 0
+    for _ in range(8):
+        new = launch.descendants(pid) - seen
+        if not new:
+            break
+        for child in new:
+            seen.add(child)
+            if not tracer.seed(child):
+                continue
+            if not is_alive(child) and tracer.unseed(child):
+                continue  # it exited before it was added: no exit will count it out
+            seeded += 1
+    return seeded
+
+
+def _followed_left(tracer: Tracer, seeds: int) -> int:
+    """Processes still traced besides the target itself: seeds plus forks, minus those that exited."""
+    added, removed, _overflow = tracer.family()
+    return seeds + added - removed
+
+
+def _end_launched(held: _Held, tracer: Tracer, stop: list[str], options: SessionOptions, summary: Summary) -> None:
+    """Run as the probes are being detached: end the launched program and every process it started
+    (found by the kernel's fork program, so also those re-parented away from it), unless the reason
+    utrace stopped leaves it running (see ENDS_LAUNCHED) or --keep-running said so."""
+    import sys
+
+    from utrace import launch
+
+    if not held.released:
+        held.kill()
+        return
+    reason = stop[0] if stop else "error"
+    if not stop and isinstance(sys.exc_info()[1], BrokenPipeError):
+        reason = "broken pipe"
+    if options.keep_running or reason not in ENDS_LAUNCHED:
+        return
+    host_pids = pid_namespace() is None  # the fork program keeps host pids: usable here only then
+
+    scanned: set[int] = set()
+
+    def members() -> list[int]:
+        found = set(tracer.tracked()) if host_pids else set()
+        scanned.clear()
+        if held.poll() is None:
+            found.add(held.pid)
+            scanned.update(launch.descendants(held.pid))
+        return sorted(found | scanned)
+
+    def confirm(pid: int) -> bool:
+        if pid == held.pid:
+            return held.poll() is None  # not reaped: the pid is still the launched process's
+        return (host_pids and tracer.is_tracked(pid)) or pid in scanned
+
+    signum = signal.SIGINT if reason == "SIGINT" else signal.SIGTERM
+    summary.killed = launch.end_tree(members, signum, END_GRACE_S, confirm)
+    held.poll()
+
+
 def _pidfd(pid: int | None) -> int | None:
     """A pidfd of `pid` (readable once it exits), or None (no pid, gone already, or Linux < 5.3)."""
     if pid is None:
@@ -190,8 +297,10 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
     from utrace.backend import Tracer
     from utrace.probes.decode import Decoder
 
+    if options.follow and request.pid is None and not request.command:
+        raise UsageError("--follow needs --pid PID or -- COMMAND (without either, every process is traced)")
     target, plan = plan_request(request)
-    summary = Summary()
+    summary = Summary(followed=options.follow)
     stop: list[str] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -209,13 +318,21 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             held = _Held(request.command)
         watch_pid = held.pid if held else request.pid
         # A launched command may exec through wrappers (sh -c, env) by design; a --pid target runs
-        # the file its probes were planned for, so exec'ing another one ends the trace.
-        exe_id = exe_identity(watch_pid) if watch_pid is not None and held is None else None
+        # the file its probes were planned for, so exec'ing another one ends the trace (unless its
+        # descendants are followed: they may run the file still).
+        follow = options.follow
+        exe_id = exe_identity(watch_pid) if watch_pid is not None and held is None and not follow else None
         ns_ids = NamespaceIds()
         program = program_for(plan, watch_pid, options)
-        with Tracer(program) as tracer:
+        with Tracer(program, launched=held is not None) as tracer:
             tracer.load()
-            tracer.attach(watch_pid)
+            # followed processes are filtered in BPF only: the kernel's own pid filter is one process
+            tracer.attach(None if follow else watch_pid)
+            if held is not None:
+                launched = held
+                tracer.before_detach.append(lambda: _end_launched(launched, tracer, stop, options, summary))
+            # the target itself (and, launched, before its exec), then what --follow finds in /proc
+            seeds = 1 + (_seed_descendants(tracer, request.pid) if follow and request.pid is not None else 0)
             summary.attached = tracer.attached
             decoder = Decoder(program)
             limit = options.max_events
@@ -258,7 +375,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
 
             if not aggregating:
                 tracer.open_ring(on_record)
-            exit_fd = _pidfd(watch_pid)  # readable once the target exits: no waiting out a timeout
+            # readable once the target exits: no waiting out a timeout (followed, the trace goes on after)
+            exit_fd = _pidfd(watch_pid) if not follow else None
             if exit_fd is not None:
                 tracer.watch(exit_fd)
 
@@ -300,9 +418,10 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                     stop.append("max-events")
                 elif deadline is not None and time.monotonic() >= deadline:
                     stop.append("duration")
-                elif (held is not None and held.poll() is not None) or (
-                    watch_pid is not None and held is None and not is_alive(watch_pid)
-                ):
+                elif (
+                    (held is not None and held.poll() is not None)
+                    or (watch_pid is not None and held is None and not is_alive(watch_pid))
+                ) and not (follow and _followed_left(tracer, seeds) > 0):
                     stop.append("target exited")
                 elif exe_id is not None and watch_pid is not None and exe_identity(watch_pid) not in (exe_id, None):
                     stop.append("target exec'd")
@@ -319,24 +438,14 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 tracer.drain()
             reporter.flush()
             summary.lost = tracer.lost()
+            summary.forked = tracer.family()[0]
     finally:
         if exit_fd is not None:
             os.close(exit_fd)
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-        if held is not None and held.poll() is None:
-            if stop and stop[0] in ("SIGINT", "SIGTERM", "duration", "max-events"):
-                # the launched program is ours: let it finish on the same signal a shell would send
-                try:
-                    os.kill(held.pid, signal.SIGTERM if stop[0] != "SIGINT" else signal.SIGINT)
-                    for _ in range(50):
-                        if held.poll() is not None:
-                            break
-                        time.sleep(0.02)
-                finally:
-                    held.kill()
-            else:
-                held.kill()
+        if held is not None and not held.released:
+            held.kill()  # it never ran the command (the tree, once released, is ended by _end_launched)
     summary.duration_s = time.monotonic() - started
     summary.stopped_by = stop[0] if stop else "error"
     if held is not None:
