@@ -202,3 +202,43 @@ def test_env_node_script_runs_the_node_on_path_and_keep_running_leaves_it(app: P
                 os.kill(server, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_pid_of_a_shell_wrapper_with_binary_follows_the_node_it_starts(app: Path, node26: Path) -> None:
+    """`--pid <sh>` of a wrapper that has not started node yet, `--binary` the official node: with
+    --follow the listen of the node the shell then starts (its child) is seen, with the server's pid."""
+    wrapper = subprocess.Popen(
+        ["sh", "-c", f"read go; {node26} {app / 'server.js'}; echo ended"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert wrapper.stdin is not None and wrapper.stdout is not None
+    events = app.parent / "events.json"
+    proc = subprocess.Popen(
+        utrace_cmd("node", "uv_tcp_listen", "--pid", str(wrapper.pid), "--binary", str(node26), "--follow",
+                   "--json", "-o", str(events)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    pid = 0
+    try:
+        assert proc.stderr is not None
+        while "attached" not in (line := proc.stderr.readline()):
+            assert line, "utrace ended early"
+        wrapper.stdin.write("go\n")
+        wrapper.stdin.flush()
+        pid, ppid, version = _until_listening(wrapper)  # type: ignore[arg-type]
+        assert ppid == wrapper.pid and version.startswith("v26.")
+        deadline = time.monotonic() + 15
+        while b"uv__tcp_listen" not in (events.read_bytes() if events.exists() else b""):
+            assert time.monotonic() < deadline, "no listen event"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)  # the server (not launched by utrace: nothing ends it)
+        for p in (proc, wrapper):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    evs = _events(events)
+    assert [(e["pid"], e["args"]["backlog"]) for e in evs if e.get("probe") == "uv__tcp_listen"] == [(pid, 511)]  # type: ignore[index]

@@ -249,6 +249,11 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
                 f"utrace: note: nothing was seen, and {who} started {summary.forked} process(es) while traced, "
                 "which were not traced: add --follow to trace them too\n"
             )
+        if summary.killed:
+            sys.stderr.write(
+                f"utrace: note: {summary.killed} process(es) of the launched command were still running "
+                "after SIGTERM and a grace period, and were killed (--keep-running leaves them running)\n"
+            )
     finally:
         if top_view is not None:
             top_view.close()  # an error must not leave the terminal mid-frame with its cursor hidden

@@ -45,7 +45,7 @@ def command_path(argv0: str) -> str:
     return resolve_script(os.path.realpath(found))
 
 
-def _maps(target: Target, binary: str) -> bool:
+def maps_file(target: Target, binary: str) -> bool:
     """Whether the process `target` maps the file `binary` names (the same inode)."""
     try:
         want = os.stat(binary)
@@ -139,7 +139,7 @@ class NativeRuntime:
     def target(self, request: TraceRequest) -> Target:
         if request.pid is not None:
             t = process_target(request.pid)
-            if request.binary and not _maps(t, request.binary):
+            if request.binary and not maps_file(t, request.binary):
                 # a file the process does not run: what its descendants exec (--follow), probed by path
                 return replace(file_target(request.binary), pid=t.pid, nspid=t.nspid)
             return t
