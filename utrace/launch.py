@@ -6,6 +6,7 @@ which runs the `node` found on PATH), so the file to probe is that interpreter, 
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import shutil
@@ -157,6 +158,14 @@ def _send(fd: int, signum: int) -> None:
         pass  # exited meanwhile (ESRCH), or not ours to signal
 
 
+def _kill(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        return False
+    return True
+
+
 def _exited(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
@@ -175,14 +184,18 @@ def end_tree(
     Returns how many had to be killed.
     """
     fds: dict[int, int] = {}
+    unheld: set[int] = set()  # past the open-file limit: signalled by pid, right after `confirm`
 
     def gather() -> None:
         for pid in members():
-            if pid in fds or pid <= 0:
+            if pid in fds or pid in unheld or pid <= 0:
                 continue
             try:
                 fd = os.pidfd_open(pid)
-            except OSError:
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE) and confirm(pid):
+                    unheld.add(pid)
+                    _kill(pid, signum)
                 continue
             if not confirm(pid):
                 os.close(fd)
@@ -205,6 +218,9 @@ def end_tree(
         for fd in fds.values():
             if not _exited(fd):
                 _send(fd, signal.SIGKILL)
+                killed += 1
+        for pid in unheld:
+            if confirm(pid) and _kill(pid, signal.SIGKILL):
                 killed += 1
         return killed
     finally:

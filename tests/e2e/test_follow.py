@@ -291,3 +291,49 @@ def test_postgres_backends_query_start_matches_the_server_log(
 def test_follow_needs_a_pid_or_a_command() -> None:
     p = run_utrace("native", str(ROOT / "fixtures" / "build" / "c" / "hot"), "hot", "--follow")
     assert p.returncode == 2 and "--follow needs --pid PID or -- COMMAND" in p.stderr, p.stderr
+
+
+DAEMONIZING = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited: the whole tree ignores SIGTERM
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(300)  # a daemon: its parent exits, it is re-parented away from the launched tree
+        os._exit(0)
+    os._exit(0)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def _with_token(token: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and token.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def test_launched_tree_is_ended_even_daemonized_and_ignoring_sigterm(hot: str) -> None:
+    """When --duration ends the trace, the launched program and what it started are ended: here all of
+    them ignore SIGTERM and one has double-forked into its own session (re-parented to init, so no
+    /proc walk from the launched pid finds it): the kernel's fork tracking does, and after the grace
+    period both left get SIGKILL, which utrace reports."""
+    token = f"utrace-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        p = run_utrace("native", hot, "hot", "-d", "2", "--", sys.executable, "-c", DAEMONIZING, token)
+        assert p.returncode == 0, p.stderr
+        assert "ready" in p.stdout
+        assert "stopped by duration" in p.stderr
+        assert "2 process(es) of the launched command were still running" in p.stderr, p.stderr
+        deadline = time.monotonic() + 10
+        while _with_token(token) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _with_token(token) == []
+    finally:
+        for pid in _with_token(token):
+            os.kill(pid, signal.SIGKILL)
