@@ -46,11 +46,15 @@ def command_path(argv0: str) -> str:
 
 
 def maps_file(target: Target, binary: str) -> bool:
-    """Whether the process `target` maps the file `binary` names (the same inode)."""
+    """Whether the process `target` maps the file `binary` names (the same inode), or a file at that
+    path (one replaced on disk since: an upgrade; the process's own copy is the one to probe)."""
     try:
         want = os.stat(binary)
     except OSError:
         return True  # let the process's own modules be used; the name is reported missing elsewhere
+    real = os.path.realpath(binary)
+    if any(m.display == real for m in target.modules):
+        return True
     for m in target.modules:
         try:
             st = os.stat(m.path)
