@@ -346,8 +346,10 @@ class Tracer:
         self._on_record: Callable[[bytes], None] | None = None
         self._fds: list[int] = []
         self.attached = 0
-        # run first when detaching, while every program is still attached (ending a launched tree)
-        self.before_detach: list[Callable[[], None]] = []
+        # `detach` removes the probes but leaves the fork and exit programs running, and the maps
+        # readable, until `release`: a launched tree is ended after the probes are gone
+        self.keep_family = False
+        self._family_fds: list[int] = []
 
     def load(self) -> None:
         """Compile (or take the cached compiled form) and load. Raises EnvironmentProblem/TracingError."""
@@ -418,7 +420,7 @@ class Tracer:
         assert self._loaded is not None
         for fn, tracepoint in self.program.tracepoints:
             try:
-                self._fds.append(bpfsys.attach_raw_tracepoint(tracepoint, self._loaded.raw_tracepoint[fn]))
+                self._family_fds.append(bpfsys.attach_raw_tracepoint(tracepoint, self._loaded.raw_tracepoint[fn]))
             except bpfsys.BpfError as e:
                 raise TracingError(f"cannot attach to the {tracepoint} tracepoint: {e.strerror}") from None
 
@@ -519,23 +521,20 @@ class Tracer:
         return out
 
     def detach(self) -> None:
-        hooks, self.before_detach = self.before_detach, []
-        try:
-            for hook in hooks:
-                hook()
-        finally:
-            self._close_all()
-
-    def _close_all(self) -> None:
+        """Remove the probes and close the ring; with `keep_family`, the fork and exit programs and
+        the maps stay until `release`, else they go too."""
         fds, self._fds = self._fds, []
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_fds(fds)
         if self._ring is not None:
             ring, self._ring = self._ring, None
             ring.close()
+        if not self.keep_family:
+            self.release()
+
+    def release(self) -> None:
+        """Everything `detach` left: the scheduler programs' attachments, the programs and maps."""
+        fds, self._family_fds = self._family_fds, []
+        _close_fds(fds)
         if self._loaded is not None:
             loaded, self._loaded = self._loaded, None
             loaded.close()
@@ -545,6 +544,14 @@ class Tracer:
 
     def __exit__(self, *exc: object) -> None:
         self.detach()
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _first_error(text: str) -> str:

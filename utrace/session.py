@@ -165,9 +165,11 @@ def build(request: TraceRequest, options: SessionOptions) -> tuple[Target, Plan,
 
 
 # Why tracing stopped -> whether a launched program (and what it started) is ended: SIGTERM (SIGINT when
-# utrace got one), then SIGKILL after END_GRACE_S. Any other way out (a closed output pipe) leaves it
-# running, as does --keep-running.
-ENDS_LAUNCHED = frozenset({"SIGINT", "SIGTERM", "duration", "max-events", "target exited", "target exec'd", "error"})
+# utrace got one), then SIGKILL after END_GRACE_S. The other ways out leave it running, as does
+# --keep-running: a closed output pipe (it runs on, untraced), and the launched command's own exit
+# (what it left running, a daemon `pg_ctl start` forked, it meant to leave; with --follow the trace
+# only ends once they have all exited).
+ENDS_LAUNCHED = frozenset({"SIGINT", "SIGTERM", "duration", "max-events", "error"})
 END_GRACE_S = 2.0
 
 
@@ -244,28 +246,33 @@ def _followed_left(tracer: Tracer, seeds: int) -> int:
     return seeds + added - removed
 
 
-def _end_launched(held: _Held, tracer: Tracer, stop: list[str], options: SessionOptions, summary: Summary) -> None:
-    """Run as the probes are being detached: end the launched program and every process it started
-    (found by the kernel's fork program, so also those re-parented away from it), unless the reason
-    utrace stopped leaves it running (see ENDS_LAUNCHED) or --keep-running said so."""
-    import sys
-
+def _end_launched(
+    held: _Held,
+    tracer: Tracer | None,
+    stop: list[str],
+    options: SessionOptions,
+    summary: Summary,
+    failure: BaseException | None,
+) -> None:
+    """When tracing has stopped (the probes are gone, the fork and exit programs still run): end the
+    launched program and every process it started (found by the fork program, so also those
+    re-parented away from it), unless the reason utrace stopped leaves it running (see
+    ENDS_LAUNCHED) or --keep-running said so. A command never released is killed: it never ran."""
     from utrace import launch
 
     if not held.released:
         held.kill()
         return
-    reason = stop[0] if stop else "error"
-    if not stop and isinstance(sys.exc_info()[1], BrokenPipeError):
-        reason = "broken pipe"
+    reason = stop[-1] if stop else "broken pipe" if isinstance(failure, BrokenPipeError) else "error"
     if options.keep_running or reason not in ENDS_LAUNCHED:
         return
-    host_pids = pid_namespace() is None  # the fork program keeps host pids: usable here only then
+    # the fork program keeps host pids: usable here only in the initial PID namespace
+    host_pids = tracer is not None and pid_namespace() is None
 
     scanned: set[int] = set()
 
     def members() -> list[int]:
-        found = set(tracer.tracked()) if host_pids else set()
+        found = set(tracer.tracked()) if tracer is not None and host_pids else set()
         scanned.clear()
         if held.poll() is None:
             found.add(held.pid)
@@ -275,7 +282,7 @@ def _end_launched(held: _Held, tracer: Tracer, stop: list[str], options: Session
     def confirm(pid: int) -> bool:
         if pid == held.pid:
             return held.poll() is None  # not reaped: the pid is still the launched process's
-        return (host_pids and tracer.is_tracked(pid)) or pid in scanned
+        return (tracer is not None and host_pids and tracer.is_tracked(pid)) or pid in scanned
 
     signum = signal.SIGINT if reason == "SIGINT" else signal.SIGTERM
     summary.killed = launch.end_tree(members, signum, END_GRACE_S, confirm)
@@ -309,6 +316,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     held: _Held | None = None
+    family: Tracer | None = None
+    failure: BaseException | None = None
     exit_fd: int | None = None
     started = time.monotonic()
     try:
@@ -325,12 +334,12 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
         ns_ids = NamespaceIds()
         program = program_for(plan, watch_pid, options)
         with Tracer(program, launched=held is not None) as tracer:
+            # a launched tree is ended after the probes are gone, through the fork program's map
+            tracer.keep_family = held is not None
+            family = tracer
             tracer.load()
             # followed processes are filtered in BPF only: the kernel's own pid filter is one process
             tracer.attach(None if follow else watch_pid)
-            if held is not None:
-                launched = held
-                tracer.before_detach.append(lambda: _end_launched(launched, tracer, stop, options, summary))
             # the target itself (and, launched, before its exec), then what --follow finds in /proc
             seeds = 1 + (_seed_descendants(tracer, request.pid) if follow and request.pid is not None else 0)
             summary.attached = tracer.attached
@@ -439,13 +448,20 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             reporter.flush()
             summary.lost = tracer.lost()
             summary.forked = tracer.family()[0]
+    except BaseException as e:
+        failure = e
+        raise
     finally:
         if exit_fd is not None:
             os.close(exit_fd)
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-        if held is not None and not held.released:
-            held.kill()  # it never ran the command (the tree, once released, is ended by _end_launched)
+        try:
+            if held is not None:
+                _end_launched(held, family, stop, options, summary, failure)
+        finally:
+            if family is not None:
+                family.release()
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
     summary.duration_s = time.monotonic() - started
     summary.stopped_by = stop[0] if stop else "error"
     if held is not None:
