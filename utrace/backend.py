@@ -30,7 +30,7 @@ from utrace import bpfsys, kernel, procfs
 from utrace.cache import read_sealed, seal, trusted_cache_dir, write_jobs
 from utrace.errors import EnvironmentProblem, TracingError
 from utrace.model import ProbeKind
-from utrace.probes.codegen import AGG_KEY, BpfProgram
+from utrace.probes.codegen import AGG_KEY, TARGET_AWAITING_EXEC, TARGET_TRACED, BpfProgram
 
 
 def _import_bcc() -> Any:
@@ -345,14 +345,20 @@ class Tracer:
     programs, attaching and reading are utrace's own system calls.
     """
 
-    def __init__(self, program: BpfProgram) -> None:
+    def __init__(self, program: BpfProgram, launched: bool = False) -> None:
+        """`launched`: the program's pid is a process held before its exec, traced from that exec on."""
         self.program = program
+        self.launched = launched
         self._loaded: bpfsys.Loaded | None = None
         self._compiled: bpfsys.Compiled | None = None
         self._ring: bpfsys.RingBuffer | None = None
         self._on_record: Callable[[bytes], None] | None = None
         self._fds: list[int] = []
         self.attached = 0
+        # `detach` removes the probes but leaves the fork and exit programs running, and the maps
+        # readable, until `release`: a launched tree is ended after the probes are gone
+        self.keep_family = False
+        self._family_fds: list[int] = []
 
     def load(self) -> None:
         """Compile (or take the cached compiled form) and load. Raises EnvironmentProblem/TracingError."""
@@ -360,7 +366,7 @@ class Tracer:
         source = self.program.source
         compiled = _cached_compiled(source)
         if compiled is None:
-            compiled = compile_program(source, self.program.functions)
+            compiled = compile_program(source, self.program.functions + [f for f, _ in self.program.tracepoints])
             file = _compiled_cache_file(source)
             if file is not None:
                 write_jobs([(file, lambda: seal(marshal.dumps(compiled.to_plain())))])
@@ -369,17 +375,19 @@ class Tracer:
 
     def _load(self, multi: bool) -> None:
         assert self._compiled is not None
+        raw = frozenset(f for f, _ in self.program.tracepoints)
         try:
             try:
-                self._loaded = bpfsys.load(self._compiled, multi=multi)
+                self._loaded = bpfsys.load(self._compiled, multi=multi, raw_tracepoint=raw)
             except bpfsys.BpfError as e:
                 if not multi or e.errno != errno.EINVAL:
                     raise
-                self._loaded = bpfsys.load(self._compiled)  # a kernel that does not know the attach type
+                # a kernel that does not know the attach type
+                self._loaded = bpfsys.load(self._compiled, raw_tracepoint=raw)
         except bpfsys.BpfError as e:
             raise TracingError(f"the BPF program did not load: {e.strerror}") from None
         if self.program.options.pid is not None:
-            self._loaded.maps["target"].update(struct.pack("<I", 0), struct.pack("<I", self.program.options.pid))
+            self.seed(self.program.options.pid, awaiting_exec=self.launched)
 
     def attach(self, pid: int | None) -> None:
         pmu = kernel.uprobe_pmu_type()
@@ -397,6 +405,7 @@ class Tracer:
         if self._loaded.dispatcher is not None:
             try:
                 self._attach_multi(self._loaded.dispatcher, pid)
+                self._attach_tracepoints()
                 return
             except _MultiUnsupported:  # load the programs again, for perf events
                 self._loaded.close()
@@ -414,6 +423,49 @@ class Tracer:
             self._fds.append(fd)
             _attach_prog(fd, prog_fd)
             self.attached += 1
+        self._attach_tracepoints()
+
+    def _attach_tracepoints(self) -> None:
+        """The scheduler programs (after the uprobes: a fallback from multi-uprobe links loads the
+        programs again, and a raw tracepoint would keep running the first ones)."""
+        assert self._loaded is not None
+        for fn, tracepoint in self.program.tracepoints:
+            try:
+                self._family_fds.append(bpfsys.attach_raw_tracepoint(tracepoint, self._loaded.raw_tracepoint[fn]))
+            except bpfsys.BpfError as e:
+                raise TracingError(f"cannot attach to the {tracepoint} tracepoint: {e.strerror}") from None
+
+    # --- the processes traced (programs with a pid filter: see codegen.Options) ---------------------
+
+    def seed(self, pid: int, awaiting_exec: bool = False) -> bool:
+        """Trace `pid` (as utrace sees it): now, or from its next exec. False if it was there already."""
+        assert self._loaded is not None, "load() first"
+        value = TARGET_AWAITING_EXEC if awaiting_exec else TARGET_TRACED
+        return self._loaded.maps["target"].insert(struct.pack("<I", pid), struct.pack("<I", value))
+
+    def unseed(self, pid: int) -> bool:
+        """Forget `pid` (a seed that had exited before it was added); False if the kernel already had."""
+        assert self._loaded is not None, "load() first"
+        return self._loaded.maps["target"].delete(struct.pack("<I", pid))
+
+    def tracked(self) -> list[int]:
+        """Host tgids of the live processes descending from traced ones ([] without the fork program)."""
+        if self._loaded is None or "tracked" not in self._loaded.maps:
+            return []
+        return [struct.unpack("<I", k)[0] for k in self._loaded.maps["tracked"].keys()]  # noqa: SIM118
+
+    def is_tracked(self, pid: int) -> bool:
+        if self._loaded is None or "tracked" not in self._loaded.maps:
+            return False
+        return self._loaded.maps["tracked"].lookup(struct.pack("<I", pid)) is not None
+
+    def family(self) -> tuple[int, int, int]:
+        """(processes added by forks, entries removed at exits, forks not followed: map full)."""
+        if self._loaded is None or "family" not in self._loaded.maps:
+            return 0, 0, 0
+        m = self._loaded.maps["family"]
+        added, removed, overflow = (m.sum_u64(struct.pack("<I", i)) for i in range(3))
+        return added, removed, overflow
 
     def _attach_multi(self, dispatcher: int, pid: int | None) -> None:
         """One multi-uprobe link per file and kind (entry, return): detaching then waits for the kernel
@@ -510,10 +562,19 @@ class Tracer:
         return out
 
     def detach(self) -> None:
+        """Remove the probes and close the ring; with `keep_family`, the fork and exit programs and
+        the maps stay until `release`, else they go too."""
         self.unlink()
         if self._ring is not None:
             ring, self._ring = self._ring, None
             ring.close()
+        if not self.keep_family:
+            self.release()
+
+    def release(self) -> None:
+        """Everything `detach` left: the scheduler programs' attachments, the programs and maps."""
+        fds, self._family_fds = self._family_fds, []
+        _close_fds(fds)
         if self._loaded is not None:
             loaded, self._loaded = self._loaded, None
             loaded.close()
@@ -523,6 +584,14 @@ class Tracer:
 
     def __exit__(self, *exc: object) -> None:
         self.detach()
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _first_error(text: str) -> str:

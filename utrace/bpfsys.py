@@ -35,11 +35,15 @@ _NR_BPF = {"x86_64": 321, "aarch64": 280}
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_LINK_CREATE = 28
 
 BPF_PROG_TYPE_KPROBE = 2
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_NOEXIST = 1
 BPF_MAP_TYPE_PROG_ARRAY = 3
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
@@ -175,15 +179,23 @@ def create_map(spec: MapSpec) -> int:
         raise BpfError(e.errno, f"cannot create map {spec.name}: {e.strerror}") from None
 
 
-def load_program(name: str, insns: bytes, license: str, kern_version: int, attach_type: int = 0) -> int:
+def load_program(
+    name: str,
+    insns: bytes,
+    license: str,
+    kern_version: int,
+    attach_type: int = 0,
+    prog_type: int = BPF_PROG_TYPE_KPROBE,
+) -> int:
     """Load a kprobe-type program (what uprobes run); BpfError carries the verifier's complaint.
 
-    `attach_type` BPF_TRACE_UPROBE_MULTI makes a program for `attach_uprobe_multi` (and only for it).
+    `attach_type` BPF_TRACE_UPROBE_MULTI makes a program for `attach_uprobe_multi` (and only for it);
+    `prog_type` BPF_PROG_TYPE_RAW_TRACEPOINT one for `attach_raw_tracepoint`.
     """
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    struct.pack_into("<IIQQ", attr, 0, BPF_PROG_TYPE_KPROBE, len(insns) // 8, ctypes.addressof(code),
+    struct.pack_into("<IIQQ", attr, 0, prog_type, len(insns) // 8, ctypes.addressof(code),
                      ctypes.addressof(lic))  # fmt: skip
     struct.pack_into("<I", attr, 40, kern_version)
     struct.pack_into("16s", attr, 48, name.encode()[:15])
@@ -246,6 +258,20 @@ class Map:
     def update(self, key: bytes, value: bytes) -> None:
         self._op(BPF_MAP_UPDATE_ELEM, key, ctypes.create_string_buffer(value, len(value)))
 
+    def insert(self, key: bytes, value: bytes) -> bool:
+        """Add `key` if it is absent (BPF_NOEXIST): False when it was there already."""
+        try:
+            self._op(BPF_MAP_UPDATE_ELEM, key, ctypes.create_string_buffer(value, len(value)), BPF_NOEXIST)
+        except BpfError as e:
+            if e.errno == errno.EEXIST:
+                return False
+            raise
+        return True
+
+    def delete(self, key: bytes) -> bool:
+        """Remove `key`: False when it was not there."""
+        return self._op(BPF_MAP_DELETE_ELEM, key, ctypes.create_string_buffer(0))
+
     def keys(self) -> Iterator[bytes]:
         key: bytes | None = None
         out = ctypes.create_string_buffer(self.spec.key_size)
@@ -276,12 +302,15 @@ class Loaded:
     programs: list[int] = field(default_factory=list)
     dispatcher: int | None = None
     prog_array: int | None = None
+    raw_tracepoint: dict[str, int] = field(default_factory=dict)  # function -> program, for raw tracepoints
 
     def close(self) -> None:
-        for fd in [*self.programs, self.dispatcher, self.prog_array, *(m.fd for m in self.maps.values())]:
+        fds = [*self.programs, *self.raw_tracepoint.values(), self.dispatcher, self.prog_array]
+        for fd in [*fds, *(m.fd for m in self.maps.values())]:
             if fd is not None:
                 _close(fd)
         self.programs, self.maps, self.dispatcher, self.prog_array = [], {}, None, None
+        self.raw_tracepoint = {}
 
 
 def _close(fd: int) -> None:
@@ -291,9 +320,10 @@ def _close(fd: int) -> None:
         pass
 
 
-def load(compiled: Compiled, multi: bool = False) -> Loaded:
+def load(compiled: Compiled, multi: bool = False, raw_tracepoint: frozenset[str] = frozenset()) -> Loaded:
     """Create the maps and load every function (in `compiled.functions` order); with `multi`, for
-    multi-uprobe links, with a dispatcher (see `Loaded`).
+    multi-uprobe links, with a dispatcher (see `Loaded`). The functions named in `raw_tracepoint` are
+    loaded as raw tracepoint programs, into `Loaded.raw_tracepoint` instead of `programs`.
 
     Raises:
         BpfError: a map or program the kernel refused (EINVAL for `multi` on a kernel without it).
@@ -308,6 +338,11 @@ def load(compiled: Compiled, multi: bool = False) -> Loaded:
             fds.append(fd)
         for fn in compiled.functions:
             code = relocate(fn.insns, fn.relocations, fds)
+            if fn.name in raw_tracepoint:
+                loaded.raw_tracepoint[fn.name] = load_program(
+                    fn.name, code, compiled.license, compiled.kern_version, prog_type=BPF_PROG_TYPE_RAW_TRACEPOINT
+                )
+                continue
             prog = load_program(fn.name, code, compiled.license, compiled.kern_version, attach_type)
             loaded.programs.append(prog)
         if multi:
@@ -382,6 +417,19 @@ def attach_uprobe_multi(
     addresses = [ctypes.addressof(b) for b in (path_buf, offs, refs, cks)]
     struct.pack_into("<QQQQIII", attr, 16, *addresses, n, BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, pid)
     return _bpf(BPF_LINK_CREATE, attr)
+
+
+def attach_raw_tracepoint(name: str, prog_fd: int) -> int:
+    """Run `prog_fd` (a raw tracepoint program) on the kernel tracepoint `name` (`sched_process_fork`);
+    returns the attachment's fd: closing it detaches, on any exit of this process.
+
+    Raises:
+        BpfError: the kernel refused (no such tracepoint, no privilege).
+    """
+    name_buf = ctypes.create_string_buffer(name.encode())
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<QI", attr, 0, ctypes.addressof(name_buf), prog_fd)
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr)
 
 
 _libc.mmap.restype = ctypes.c_void_p

@@ -87,3 +87,19 @@ def task_fsbase_offset(path: str = VMLINUX_BTF) -> int | None:
     if thread is None or fsbase is None:
         return None
     return thread + fsbase
+
+
+def task_family_offsets(path: str = VMLINUX_BTF) -> tuple[int, int, int] | None:
+    """Offsets of `task_struct.tgid`, `task_struct.signal` and `signal_struct.live` in the running
+    kernel (what the process-family programs read), or None when its BTF does not say."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        m = struct_members(data, {"task_struct", "signal_struct"})
+    except (OSError, BtfError):
+        return None
+    task, sig = m.get("task_struct", {}), m.get("signal_struct", {})
+    tgid, signal, live = task.get("tgid"), task.get("signal"), sig.get("live")
+    if tgid is None or signal is None or live is None:
+        return None
+    return tgid, signal, live

@@ -23,14 +23,17 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from utrace.errors import EnvironmentProblem, OutputError, UsageError
 from utrace.model import Event, ProbeKind, ProbeSpec, Target
-from utrace.probes.codegen import Aggregate, BpfProgram, Options, render
+from utrace.probes.codegen import Aggregate, BpfProgram, FamilyOffsets, Options, render
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.registry import get_runtime
 from utrace.target import NamespaceIds, exe_identity, is_alive
+
+if TYPE_CHECKING:
+    from utrace.backend import Tracer
 
 INIT_PID_NS_INODE = 0xEFFFFFFC
 BATCH = 1024  # records read per turn of the loop, at most
@@ -49,6 +52,8 @@ class SessionOptions:
     aggregate: Aggregate = Aggregate.NONE
     stack_depth: int = 0  # user stack frames per event (0: none)
     refresh_s: float | None = None  # with aggregation: hand the reporter the counts this often (--top)
+    follow: bool = False  # also every process the target forks, at any depth (--follow)
+    keep_running: bool = False  # leave a launched program and its descendants running at the end
 
 
 @dataclass(slots=True)
@@ -64,6 +69,11 @@ class Summary:
     # log2 latency buckets {slot: n} per (function, pid), slots as in codegen.slot_range
     counts: dict[tuple[str, int], int] = field(default_factory=dict)
     hist: dict[tuple[str, int], dict[int, int]] = field(default_factory=dict)
+    # processes the traced ones forked while traced (at any depth), and whether they were traced too
+    forked: int = 0
+    followed: bool = False
+    # a launched program (and its descendants) that utrace ended when it stopped: how many it had to SIGKILL
+    killed: int = 0
 
 
 class Reporter(Protocol):
@@ -136,14 +146,44 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
             fsbase_offset=fsbase,
             aggregate=options.aggregate,
             stack_depth=options.stack_depth,
+            follow=options.follow,
+            family=_family_offsets(options.follow) if pid is not None else None,
         ),
     )
 
 
+def _family_offsets(required: bool) -> FamilyOffsets | None:
+    """The kernel's struct offsets the fork and exit programs read; None (or, for --follow, an error)
+    when its BTF does not give them."""
+    from utrace.btf import VMLINUX_BTF, task_family_offsets
+
+    found = task_family_offsets()
+    if found is None:
+        if required:
+            raise EnvironmentProblem(
+                f"cannot read the kernel's task_struct layout from {VMLINUX_BTF} (CONFIG_DEBUG_INFO_BTF): "
+                "needed to follow forked processes"
+            )
+        return None
+    return FamilyOffsets(*found)
+
+
 def build(request: TraceRequest, options: SessionOptions) -> tuple[Target, Plan, BpfProgram]:
     """Everything up to the generated program (what `--dump-bpf` shows)."""
+    if options.follow and request.pid is None and not request.command:
+        raise UsageError("--follow needs --pid PID or -- COMMAND (without either, every process is traced)")
     target, plan = plan_request(request)
-    return target, plan, program_for(plan, request.pid, options)
+    pid = request.pid if request.pid is not None else (0 if request.command else None)
+    return target, plan, program_for(plan, pid, options)
+
+
+# Why tracing stopped -> whether a launched program (and what it started) is ended: SIGTERM (SIGINT when
+# utrace got one), then SIGKILL after END_GRACE_S. The other ways out leave it running, as does
+# --keep-running: a closed output pipe (it runs on, untraced), and the launched command's own exit
+# (what it left running, a daemon `pg_ctl start` forked, it meant to leave; with --follow the trace
+# only ends once they have all exited).
+ENDS_LAUNCHED = frozenset({"SIGINT", "SIGTERM", "SIGHUP", "duration", "max-events", "output error", "error"})
+END_GRACE_S = 2.0
 
 
 class _Held:
@@ -171,10 +211,12 @@ class _Held:
         self.pid = pid
         self._w = w
         self.status: int | None = None
+        self.released = False
 
     def release(self) -> None:
         os.write(self._w, b"g")
         os.close(self._w)
+        self.released = True
 
     def poll(self) -> int | None:
         if self.status is None:
@@ -190,6 +232,78 @@ class _Held:
                 os.waitpid(self.pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+
+
+def _seed_descendants(tracer: Tracer, pid: int) -> int:
+    """--pid with --follow: the target's descendants that exist already (PostgreSQL's background
+    processes, a pre-fork server's workers) are traced too. Called once the fork program runs, so
+    /proc is read again until it shows no new one (a process forked meanwhile by one not yet added).
+    Returns how many were added: each will be counted out by the exit program."""
+    from utrace import launch
+
+    seen: set[int] = set()
+    seeded = 0
+    for _ in range(8):
+        new = launch.descendants(pid) - seen
+        if not new:
+            break
+        for child in new:
+            seen.add(child)
+            if not tracer.seed(child):
+                continue
+            if not is_alive(child) and tracer.unseed(child):
+                continue  # it exited before it was added: no exit will count it out
+            seeded += 1
+    return seeded
+
+
+def _followed_left(tracer: Tracer, seeds: int) -> int:
+    """Processes still traced besides the target itself: seeds plus forks, minus those that exited."""
+    added, removed, _overflow = tracer.family()
+    return seeds + added - removed
+
+
+def _end_launched(
+    held: _Held,
+    tracer: Tracer | None,
+    stop: list[str],
+    options: SessionOptions,
+    summary: Summary,
+    failure: BaseException | None,
+) -> None:
+    """When tracing has stopped (the probes are gone, the fork and exit programs still run): end the
+    launched program and every process it started (found by the fork program, so also those
+    re-parented away from it), unless the reason utrace stopped leaves it running (see
+    ENDS_LAUNCHED) or --keep-running said so. A command never released is killed: it never ran."""
+    from utrace import launch
+
+    if not held.released:
+        held.kill()
+        return
+    reason = stop[-1] if stop else "broken pipe" if isinstance(failure, BrokenPipeError) else "error"
+    if options.keep_running or reason not in ENDS_LAUNCHED:
+        return
+    # the fork program keeps host pids: usable here only in the initial PID namespace
+    host_pids = tracer is not None and pid_namespace() is None
+
+    scanned: set[int] = set()
+
+    def members() -> list[int]:
+        found = set(tracer.tracked()) if tracer is not None and host_pids else set()
+        scanned.clear()
+        if held.poll() is None:
+            found.add(held.pid)
+            scanned.update(launch.descendants(held.pid))
+        return sorted(found | scanned)
+
+    def confirm(pid: int) -> bool:
+        if pid == held.pid:
+            return held.poll() is None  # not reaped: the pid is still the launched process's
+        return (tracer is not None and host_pids and tracer.is_tracked(pid)) or pid in scanned
+
+    signum = {"SIGINT": signal.SIGINT, "SIGHUP": signal.SIGHUP}.get(reason, signal.SIGTERM)
+    summary.killed = launch.end_tree(members, signum, END_GRACE_S, confirm)
+    held.poll()
 
 
 def _pidfd(pid: int | None) -> int | None:
@@ -224,8 +338,10 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
     from utrace.backend import Tracer
     from utrace.probes.decode import Decoder
 
+    if options.follow and request.pid is None and not request.command:
+        raise UsageError("--follow needs --pid PID or -- COMMAND (without either, every process is traced)")
     target, plan = plan_request(request)
-    summary = Summary()
+    summary = Summary(followed=options.follow)
     stop: list[str] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -235,6 +351,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
     out_error: OutputError | None = None
     dropped = 0  # records read but not handed to the reporter (the output had failed): lost
     held: _Held | None = None
+    family: Tracer | None = None
+    failure: BaseException | None = None
     exit_fd: int | None = None
     started = time.monotonic()
     ended: float | None = None
@@ -245,13 +363,21 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             held = _Held(request.command)
         watch_pid = held.pid if held else request.pid
         # A launched command may exec through wrappers (sh -c, env) by design; a --pid target runs
-        # the file its probes were planned for, so exec'ing another one ends the trace.
-        exe_id = exe_identity(watch_pid) if watch_pid is not None and held is None else None
+        # the file its probes were planned for, so exec'ing another one ends the trace (unless its
+        # descendants are followed: they may run the file still).
+        follow = options.follow
+        exe_id = exe_identity(watch_pid) if watch_pid is not None and held is None and not follow else None
         ns_ids = NamespaceIds()
         program = program_for(plan, watch_pid, options)
-        with Tracer(program) as tracer:
+        with Tracer(program, launched=held is not None) as tracer:
+            # a launched tree is ended after the probes are gone, through the fork program's map
+            tracer.keep_family = held is not None
+            family = tracer
             tracer.load()
-            tracer.attach(watch_pid)
+            # followed processes are filtered in BPF only: the kernel's own pid filter is one process
+            tracer.attach(None if follow else watch_pid)
+            # the target itself (and, launched, before its exec), then what --follow finds in /proc
+            seeds = 1 + (_seed_descendants(tracer, request.pid) if follow and request.pid is not None else 0)
             summary.attached = tracer.attached
             decoder = Decoder(program)
             limit = options.max_events
@@ -314,7 +440,8 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
 
             if not aggregating:
                 tracer.open_ring(on_record)
-            exit_fd = _pidfd(watch_pid)  # readable once the target exits: no waiting out a timeout
+            # readable once the target exits: no waiting out a timeout (followed, the trace goes on after)
+            exit_fd = _pidfd(watch_pid) if not follow else None
             if exit_fd is not None:
                 tracer.watch(exit_fd)
 
@@ -362,9 +489,10 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                     stop.append("max-events")
                 elif deadline is not None and time.monotonic() >= deadline:
                     stop.append("duration")
-                elif (held is not None and held.poll() is not None) or (
-                    watch_pid is not None and held is None and not is_alive(watch_pid)
-                ):
+                elif (
+                    (held is not None and held.poll() is not None)
+                    or (watch_pid is not None and held is None and not is_alive(watch_pid))
+                ) and not (follow and _followed_left(tracer, seeds) > 0):
                     stop.append("target exited")
                 elif exe_id is not None and watch_pid is not None and exe_identity(watch_pid) not in (exe_id, None):
                     stop.append("target exec'd")
@@ -395,29 +523,22 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
                 skipped = tracer.skip()
                 unread = skipped + dropped if stop[0] != "max-events" else 0
             summary.lost = tracer.lost() + unread
+            summary.forked = tracer.family()[0]
             ended = time.monotonic()  # not counting a wait for the launched program to end on its own
+    except BaseException as e:
+        failure = e
+        raise
     finally:
         if exit_fd is not None:
             os.close(exit_fd)
         try:
             if held is not None and held.poll() is None and stop and stop[0] == "output closed":
                 _wait_released(held, stop)  # not killed: it runs to its end, as it would without utrace
-            why = stop[-1] if stop else "error"
-            if held is not None and held.poll() is None:
-                if why in ("SIGINT", "SIGTERM", "SIGHUP", "duration", "max-events", "output error"):
-                    # the launched program is ours: let it finish on the same signal a shell would send
-                    sig = {"SIGINT": signal.SIGINT, "SIGHUP": signal.SIGHUP}.get(why, signal.SIGTERM)
-                    try:
-                        os.kill(held.pid, sig)
-                        for _ in range(50):
-                            if held.poll() is not None:
-                                break
-                            time.sleep(0.02)
-                    finally:
-                        held.kill()
-                else:
-                    held.kill()
+            if held is not None:
+                _end_launched(held, family, stop, options, summary, failure)
         finally:
+            if family is not None:
+                family.release()
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
     summary.duration_s = (ended if ended is not None else time.monotonic()) - started

@@ -48,3 +48,19 @@ def test_aggregating_programs_with_hostile_names_load(root_bpf: None, name: str)
     make, options = CASES[name]
     specs = [replace(s, name=HOSTILE[3], module=HOSTILE[2]) for s in make()]
     _load(render(specs, options))
+
+
+def test_follow_programs_load_in_a_pid_namespace(root_bpf: None) -> None:
+    """The exec, fork and exit programs (raw tracepoints) with pids read through a PID namespace: the
+    kernel's verifier accepts them as raw tracepoint programs, with the running kernel's offsets."""
+    from tests.unit.test_codegen import pid_specs
+    from utrace.btf import task_family_offsets
+    from utrace.probes.codegen import FamilyOffsets
+
+    offsets = task_family_offsets()
+    assert offsets is not None, "the kernel's BTF gives task_struct.tgid/signal and signal_struct.live"
+    program = render(pid_specs(), replace(PID_OPTIONS, follow=True, family=FamilyOffsets(*offsets)))
+    with Tracer(program) as t:
+        t.load()
+        assert t._loaded is not None
+        assert sorted(t._loaded.raw_tracepoint) == ["utrace_exec", "utrace_exit", "utrace_fork"]

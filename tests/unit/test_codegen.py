@@ -33,7 +33,16 @@ from utrace.model import (
     Stack,
     Tls,
 )
-from utrace.probes.codegen import PREFIX_MAX, PT_REGS, Aggregate, CodegenError, Options, render, slot_range
+from utrace.probes.codegen import (
+    PREFIX_MAX,
+    PT_REGS,
+    Aggregate,
+    CodegenError,
+    FamilyOffsets,
+    Options,
+    render,
+    slot_range,
+)
 from utrace.probes.layout import HEADER_FORMAT, event_format
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -136,6 +145,8 @@ def prefix_specs() -> list[ProbeSpec]:
 
 
 PID_OPTIONS = Options(pid=4242, pid_ns=(4, 4026532281), ring_pages=256)
+FAMILY = FamilyOffsets(tgid=0x4F4, signal=0x738, live=4)
+FOLLOW_OPTIONS = Options(pid=4242, ring_pages=256, follow=True, family=FAMILY)
 
 
 def go_specs() -> list[ProbeSpec]:
@@ -159,6 +170,7 @@ CASES = {
     "return_latency": (return_specs, None),
     "usdt": (usdt_specs, None),
     "pid_ns": (pid_specs, PID_OPTIONS),
+    "follow": (pid_specs, FOLLOW_OPTIONS),
     "go_stack_abi": (go_specs, GO_OPTIONS),
     "prefix_filter": (prefix_specs, None),
     "count": (entry_specs, Options(aggregate=Aggregate.COUNT)),
@@ -292,10 +304,53 @@ def test_pid_filter_and_namespace():
     assert "bpf_get_ns_current_pid_tgid(4ULL, 4026532281ULL, &ns, sizeof(ns))" in src
     assert "bpf_get_current_pid_tgid()" not in src
     body = _probe_body(src, 0)
-    assert body.index("if (!want || pid != *want) return 0;") < body.index("ringbuf_reserve")
-    assert "BPF_ARRAY(target, u32, 1);" in src and "4242" not in src  # the backend puts the pid in the map
+    assert body.index("u32 *want = target.lookup(&pid);") < body.index("if (!want || *want != 1) return 0;")
+    assert body.index("if (!want || *want != 1) return 0;") < body.index("ringbuf_reserve")
+    assert "BPF_HASH(target, u32, u32, 4096);" in src and "4242" not in src  # the backend puts the pid in the map
     other = replace(PID_OPTIONS, pid=17)
     assert render(pid_specs(), other).source == src  # one text (one cached compiled form) for every pid
+
+
+def _function(source: str, name: str) -> str:
+    m = re.search(rf"^int {name}\(struct bpf_raw_tracepoint_args \*ctx\) {{\n(.*?)^}}\n", source, re.M | re.S)
+    assert m, f"{name} not found"
+    return m.group(1)
+
+
+def test_launched_process_is_traced_from_its_exec():
+    """A pid filter comes with a program on sched_process_exec that turns a launched process awaiting
+    its exec (2) into a traced one (1): probes only admit 1, so the held fork of utrace is never seen."""
+    prog = render(pid_specs(), PID_OPTIONS)
+    assert prog.tracepoints == [("utrace_exec", "sched_process_exec")]
+    body = _function(prog.source, "utrace_exec")
+    assert "if (t && *t == 2) *t = 1;" in body
+    assert "tracked" not in prog.source and "utrace_fork" not in prog.source  # no offsets: no fork program
+    assert render(pid_specs()).tracepoints == []  # no pid filter: nothing to follow
+
+
+def test_follow_admits_tracked_processes_and_the_fork_program_keeps_them():
+    prog = render(pid_specs(), FOLLOW_OPTIONS)
+    assert [t for _, t in prog.tracepoints] == ["sched_process_exec", "sched_process_fork", "sched_process_exit"]
+    probe = _probe_body(prog.source, 0)
+    assert "if ((!want || *want != 1) && !utrace_followed()) return 0;" in probe
+    fork = _function(prog.source, "utrace_fork")
+    assert "ctx->args[1] + 1268ULL" in fork  # the child's tgid, at the kernel's offset
+    assert "if (child == 0 || child == host) return 0;" in fork  # a new thread is not a new process
+    exit_ = _function(prog.source, "utrace_exit")
+    assert "task + 1848ULL" in exit_ and "sig + 4ULL" in exit_ and "live != 0) return 0;" in exit_
+    assert "tracked.delete(&host)" in exit_ and "target.delete(&pid)" in exit_
+    # without --follow the fork program still keeps the family (a launched tree is ended through it),
+    # but the probes admit only the target
+    quiet = render(pid_specs(), replace(FOLLOW_OPTIONS, follow=False))
+    assert "utrace_followed()" not in _probe_body(quiet.source, 0)
+    assert "utrace_fork" in quiet.source
+
+
+def test_follow_needs_a_pid_and_offsets():
+    with pytest.raises(CodegenError):
+        render(pid_specs(), Options(follow=True, family=FAMILY))
+    with pytest.raises(CodegenError):
+        render(pid_specs(), Options(pid=1, follow=True))
 
 
 def test_default_options_read_host_pids():
@@ -773,6 +828,9 @@ u64 bpf_get_current_task(void);
 #define BPF_F_NO_PREALLOC 1
 #define BPF_F_TABLE(kind, k, v, name, n, flags) struct { v *(*lookup)(k *); long (*insert)(k *, v *); } name
 #define BPF_ARRAY(name, type, n) struct { type *(*lookup)(u32 *); } name
+#define BPF_HASH(name, k, v, n) \
+    struct { v *(*lookup)(k *); long (*insert)(k *, v *); long (*update)(k *, v *); long (*delete)(k *); } name
+struct bpf_raw_tracepoint_args { u64 args[0]; };
 unsigned int bpf_log2l(unsigned long v);
 """
 

@@ -106,6 +106,12 @@ def _trace_options(f: Any) -> Any:
     options = [
         click.option("--pid", "-p", type=int, help="Trace only this running process.",
                      shell_complete=comp.complete_pid),
+        click.option("--follow", "-f", is_flag=True,
+                     help="Also trace every process the target forks or execs, at any depth (servers' "
+                          "workers, `npm start` -> sh -> node)."),
+        click.option("--keep-running", is_flag=True,
+                     help="Leave a launched command and what it started running when tracing stops "
+                          "(by default they get SIGTERM, then SIGKILL)."),
         click.option("--ret", is_flag=True, help="Also trace returns (value and latency)."),
         click.option("--json", "as_json", is_flag=True, help="JSON lines (schema in the README): --format json."),
         click.option("--format", "fmt", type=click.Choice(["text", "json", "perfetto"]), default=None,
@@ -180,6 +186,10 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         raise OutputError("cannot write standard output: it is closed")
     if opts["pid"] is not None and command:
         raise UsageError("give either --pid or -- COMMAND, not both")
+    if opts["follow"] and opts["pid"] is None and not command:
+        raise UsageError("--follow needs --pid PID or -- COMMAND (without either, every process is traced)")
+    if opts["keep_running"] and not command:
+        raise UsageError("--keep-running applies to a launched command (-- COMMAND)")
     request = TraceRequest(
         runtime=runtime,
         binary=binary,
@@ -211,6 +221,8 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         aggregate=aggregate,
         stack_depth=STACK_DEPTH if opts["stack"] else 0,
         refresh_s=interval,
+        follow=opts["follow"],
+        keep_running=opts["keep_running"],
     )
     otlp = None
     if opts["otlp"]:
@@ -258,7 +270,18 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
             from utrace.output.tee import TeeReporter
 
             reporter = TeeReporter(reporter, otlp)
-        run(request, session, reporter)
+        summary = run(request, session, reporter)
+        if summary.forked and not summary.followed and not summary.events:
+            who = f"pid {request.pid}" if request.pid is not None else "the launched command"
+            sys.stderr.write(
+                f"utrace: note: nothing was seen, and {who} started {summary.forked} process(es) while traced, "
+                "which were not traced: add --follow to trace them too\n"
+            )
+        if summary.killed:
+            sys.stderr.write(
+                f"utrace: note: {summary.killed} process(es) of the launched command were still running "
+                "after SIGTERM and a grace period, and were killed (--keep-running leaves them running)\n"
+            )
     finally:
         if top_view is not None:
             top_view.close()  # an error must not leave the terminal mid-frame with its cursor hidden

@@ -54,6 +54,27 @@ class Aggregate(StrEnum):
     HIST = "hist"  # as COUNT, plus log2 latency buckets per (return probe, pid)
 
 
+@dataclass(frozen=True, slots=True)
+class FamilyOffsets:
+    """Byte offsets in the running kernel's structs (from its BTF) that the process-family programs read:
+    `task_struct.tgid` (a forked task's process id), `task_struct.signal` and `signal_struct.live` (the
+    process's live threads: 0 when the exiting thread was its last)."""
+
+    tgid: int
+    signal: int
+    live: int
+
+
+# `target` values: a traced process, or a launched one that is traced from its first exec on
+TARGET_TRACED = 1
+TARGET_AWAITING_EXEC = 2
+TARGET_ENTRIES = 4096  # processes utrace names itself (the target, its descendants found in /proc)
+TRACKED_ENTRIES = 32768  # descendants the fork program finds
+# `family` slots: processes added to `tracked` by forks, entries of `target`/`tracked` removed at exits,
+# and forked processes that found `tracked` full (not followed)
+FAMILY_ADDED, FAMILY_REMOVED, FAMILY_OVERFLOW = 0, 1, 2
+
+
 def slot_range(slot: int) -> tuple[int, int]:
     """The nanoseconds [low, high] (inclusive) of a `hist` slot: bcc's bpf_log2l(v) is
     floor(log2(v)) + 1, so slot k >= 1 holds 2^(k-1) .. 2^k - 1 (and slot 1 also 0)."""
@@ -67,7 +88,14 @@ class Options:
     """Program-wide settings.
 
     Attributes:
-        pid: only events from this process (tgid as utrace sees it), or None for all.
+        pid: only events from the processes in the `target` map (tgids as utrace sees them: the backend
+            puts this pid there), or None for all. Such a program also has `utrace_exec`, on the
+            sched_process_exec raw tracepoint, which turns a launched process awaiting its exec into a
+            traced one there (so nothing it runs before the exec, utrace's own code, is reported).
+        follow: also events from every process a traced one forks, at any depth (`tracked`, host tgids).
+        family: offsets for `utrace_fork` and `utrace_exit` (sched_process_fork/exit raw tracepoints),
+            which keep `tracked`: the processes descending from a traced one (followed or not: a launched
+            tree is ended through it, and without `follow` their count says what was not traced).
         pid_ns: (dev, inode) of utrace's PID namespace when it is not the initial one: pids are then
             read with bpf_get_ns_current_pid_tgid so they match what utrace's /proc shows.
         ring_pages: ring buffer size in pages (a power of two).
@@ -85,6 +113,8 @@ class Options:
     fsbase_offset: int | None = None
     aggregate: Aggregate = Aggregate.NONE
     stack_depth: int = 0
+    follow: bool = False
+    family: FamilyOffsets | None = None
 
 
 AGG_KEY = "<III"  # struct agg_key {u32 probe; u32 pid; u32 slot;} as the prelude declares it
@@ -100,6 +130,8 @@ class BpfProgram:
     fields: list[list[Field]]
     functions: list[str] = field(default_factory=list)
     options: Options = field(default_factory=Options)
+    # (function, raw tracepoint) of the programs that run on scheduler events, not on probes
+    tracepoints: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _int(n: int) -> str:
@@ -389,6 +421,20 @@ static __always_inline int utrace_ids(u32 *pid, u32 *tid) {
 PID_READ
     return 0;
 }
+FAMILY_HELPERS"""
+
+# The processes descending from traced ones are kept by host tgid (a fork's child is not the current
+# task, so its pid in utrace's namespace cannot be asked for); `target` holds pids as utrace sees them.
+_FAMILY_HELPERS = """
+static __always_inline int utrace_followed(void) {
+    u32 host = bpf_get_current_pid_tgid() >> 32;
+    return tracked.lookup(&host) != 0;
+}
+
+static __always_inline void utrace_family(u32 slot) {
+    u64 *n = family.lookup(&slot);
+    if (n) __sync_fetch_and_add(n, 1);
+}
 """
 
 _PID_HOST = """\
@@ -441,11 +487,17 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         return spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and bool(spec.latency) and agg is not Aggregate.COUNT
 
     maps = ""
+    if opts.follow and (opts.pid is None or opts.family is None):
+        raise CodegenError("following forked processes needs a pid filter and the kernel's task_struct offsets")
+    family = opts.family if opts.pid is not None else None
     if opts.pid is not None:
         _int(opts.pid)  # validated here although only the backend uses it (it goes into a map)
-        # the pid is a map value, not a constant: the program's text (and so its compiled form,
+        # the pid is a map key, not a constant: the program's text (and so its compiled form,
         # which the backend caches) is the same whichever process is traced
-        maps += "BPF_ARRAY(target, u32, 1);\n"
+        maps += f"BPF_HASH(target, u32, u32, {TARGET_ENTRIES});\n"
+    if family is not None:
+        maps += f"BPF_HASH(tracked, u32, u32, {TRACKED_ENTRIES});\n"
+        maps += "BPF_ARRAY(family, u64, 3);\n"
     if any(starting(s) or returning(s) for s in specs):
         maps += 'BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);\n'
     if agg is not Aggregate.NONE:
@@ -454,11 +506,15 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, counts, 65536, BPF_F_NO_PREALLOC);\n'
         if agg is Aggregate.HIST:
             maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, hist, 65536, BPF_F_NO_PREALLOC);\n'
+    helpers = ""
+    if family is not None:
+        helpers = _FAMILY_HELPERS
     src = (
         _PRELUDE.replace("RING_PAGES", str(int(pages)))
         .replace("WAKE_BYTES", str(_wake_bytes(pages)))
         .replace("PID_READ", pid_read)
         .replace("AGG_MAPS", maps)
+        .replace("FAMILY_HELPERS", helpers)
     )
     lines = [src]
     pairs: dict[str, int] = {}
@@ -472,9 +528,11 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         em.emit("u32 pid = 0, tid = 0;")
         em.emit("if (utrace_ids(&pid, &tid)) return 0;")
         if opts.pid is not None:
-            em.emit("u32 target_key = 0;")
-            em.emit("u32 *want = target.lookup(&target_key);")
-            em.emit("if (!want || pid != *want) return 0;")
+            em.emit("u32 *want = target.lookup(&pid);")
+            if opts.follow:
+                em.emit(f"if ((!want || *want != {TARGET_TRACED}) && !utrace_followed()) return 0;")
+            else:
+                em.emit(f"if (!want || *want != {TARGET_TRACED}) return 0;")
         for f in spec.filters:
             _filter(em, f)
         is_return, is_start = returning(spec), starting(spec)
@@ -529,4 +587,70 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         lines += em.lines
         lines.append("}")
         lines.append("")
-    return BpfProgram("\n".join(lines), list(specs), all_fields, functions, opts)
+    tracepoints: list[tuple[str, str]] = []
+    if opts.pid is not None:
+        lines += _family_programs(family)
+        tracepoints.append(("utrace_exec", "sched_process_exec"))
+        if family is not None:
+            tracepoints += [("utrace_fork", "sched_process_fork"), ("utrace_exit", "sched_process_exit")]
+    return BpfProgram("\n".join(lines), list(specs), all_fields, functions, opts, tracepoints)
+
+
+def _family_programs(family: FamilyOffsets | None) -> list[str]:
+    """The raw tracepoint programs of a pid-filtered program (see `Options`).
+
+    `utrace_exec` runs in the exec'ing process once its new image is in place, before its first
+    instruction. `utrace_fork` runs in the parent (args[1] is the child's task_struct); a new thread has
+    its parent's tgid and is not a new process. `utrace_exit` runs in each exiting thread; a process has
+    ended when its `signal->live` count is 0 (the kernel decrements it just before this tracepoint), not
+    when its first thread (the leader) exits, which may be long before the others, or by an exec from
+    another thread. Entries are removed before the kernel frees the pid, so a pid in either map is
+    never a later process that reused the number.
+    """
+    out = [
+        "int utrace_exec(struct bpf_raw_tracepoint_args *ctx) {",
+        "    u32 pid = 0, tid = 0;",
+        "    if (utrace_ids(&pid, &tid)) return 0;",
+        "    u32 *t = target.lookup(&pid);",
+        f"    if (t && *t == {TARGET_AWAITING_EXEC}) *t = {TARGET_TRACED};",
+        "    return 0;",
+        "}",
+        "",
+    ]
+    if family is None:
+        return out
+    tgid, signal, live = (_int(v) for v in (family.tgid, family.signal, family.live))
+    return [
+        *out,
+        "int utrace_fork(struct bpf_raw_tracepoint_args *ctx) {",
+        "    u32 pid = 0, tid = 0;",
+        "    if (utrace_ids(&pid, &tid)) return 0;",
+        "    u32 *t = target.lookup(&pid);",
+        f"    if ((!t || *t != {TARGET_TRACED}) && !utrace_followed()) return 0;",
+        "    u32 host = bpf_get_current_pid_tgid() >> 32;",
+        "    u32 child = 0;",
+        f"    bpf_probe_read_kernel(&child, 4, (void *)(ctx->args[1] + {tgid}));",
+        "    if (child == 0 || child == host) return 0;",
+        "    u32 one = 1;",
+        "    if (tracked.insert(&child, &one) == 0) {",
+        f"        utrace_family({FAMILY_ADDED});",
+        "    } else if (!tracked.lookup(&child)) {",
+        f"        utrace_family({FAMILY_OVERFLOW});",
+        "    }",
+        "    return 0;",
+        "}",
+        "",
+        "int utrace_exit(struct bpf_raw_tracepoint_args *ctx) {",
+        "    u64 task = bpf_get_current_task();",
+        "    u64 sig = 0;",
+        "    s32 live = 1;",
+        f"    bpf_probe_read_kernel(&sig, 8, (void *)(task + {signal}));",
+        f"    if (sig == 0 || bpf_probe_read_kernel(&live, 4, (void *)(sig + {live})) < 0 || live != 0) return 0;",
+        "    u32 host = bpf_get_current_pid_tgid() >> 32;",
+        f"    if (tracked.delete(&host) == 0) utrace_family({FAMILY_REMOVED});",
+        "    u32 pid = 0, tid = 0;",
+        f"    if (utrace_ids(&pid, &tid) == 0 && target.delete(&pid) == 0) utrace_family({FAMILY_REMOVED});",
+        "    return 0;",
+        "}",
+        "",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from typing import ClassVar
 
 from utrace.errors import NotFoundError, TargetError, UsageError
@@ -32,13 +33,36 @@ MAX_PROBES = 512
 
 
 def command_path(argv0: str) -> str:
-    """The executable a launch command runs: argv[0] as a path, or found on PATH."""
+    """The executable a launch command runs: argv[0] as a path, or found on PATH; for a script, the
+    interpreter its `#!` line runs (`npm` -> `#!/usr/bin/env node` -> node on PATH)."""
+    from utrace.launch import resolve_script
+
     if os.sep in argv0:
-        return resolve_path(argv0)
+        return resolve_script(resolve_path(argv0))
     found = shutil.which(argv0)
     if not found:
         raise TargetError(f"{argv0}: command not found")
-    return os.path.realpath(found)
+    return resolve_script(os.path.realpath(found))
+
+
+def maps_file(target: Target, binary: str) -> bool:
+    """Whether the process `target` maps the file `binary` names (the same inode), or a file at that
+    path (one replaced on disk since: an upgrade; the process's own copy is the one to probe)."""
+    try:
+        want = os.stat(binary)
+    except OSError:
+        return True  # let the process's own modules be used; the name is reported missing elsewhere
+    real = os.path.realpath(binary)
+    if any(m.display == real for m in target.modules):
+        return True
+    for m in target.modules:
+        try:
+            st = os.stat(m.path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+            return True
+    return False
 
 
 def guess_this(demangled: str) -> bool:
@@ -118,7 +142,11 @@ class NativeRuntime:
 
     def target(self, request: TraceRequest) -> Target:
         if request.pid is not None:
-            return process_target(request.pid)
+            t = process_target(request.pid)
+            if request.binary and not maps_file(t, request.binary):
+                # a file the process does not run: what its descendants exec (--follow), probed by path
+                return replace(file_target(request.binary), pid=t.pid, nspid=t.nspid)
+            return t
         if request.binary:
             return file_target(request.binary)
         if request.command:

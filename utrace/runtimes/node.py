@@ -21,7 +21,7 @@ from utrace.runtimes.base import (
     find_functions,
     not_found,
 )
-from utrace.runtimes.native import NativeRuntime, args_for, command_path
+from utrace.runtimes.native import NativeRuntime, args_for, command_path, maps_file
 from utrace.runtimes.signature import sysv_args
 from utrace.target import process_target, resolve_path
 
@@ -167,8 +167,16 @@ class NodeRuntime(NativeRuntime):
     name: ClassVar[str] = "node"
 
     def target(self, request: TraceRequest) -> Target:
-        if request.pid is not None:
-            t = process_target(request.pid)
+        pid_target = process_target(request.pid) if request.pid is not None else None
+        if pid_target is not None and request.binary and not maps_file(pid_target, request.binary):
+            # --binary names a node the process does not run: the one its descendants exec (--follow)
+            exe = resolve_path(request.binary)
+            modules = node_modules_from_file(exe)
+            if len(modules) == 1 and not _has_libuv(exe):
+                raise TargetError(f"{exe} is not a Node.js executable (no libuv in it or its libraries)")
+            return Target(exe=exe, pid=pid_target.pid, nspid=pid_target.nspid, modules=tuple(modules))
+        if pid_target is not None:
+            t = pid_target
             mods = [m for i, m in enumerate(t.modules) if i == 0 or _NODE_LIB.search(os.path.basename(m.display))]
             if "node" not in os.path.basename(t.modules[0].display) and len(mods) == 1:
                 has_uv = _has_libuv(t.modules[0].path)

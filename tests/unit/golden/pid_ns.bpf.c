@@ -26,7 +26,7 @@ struct agg_key {
 BPF_RINGBUF_OUTPUT(events, 256);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_PERCPU_ARRAY(unwoken, u64, 1);
-BPF_ARRAY(target, u32, 1);
+BPF_HASH(target, u32, u32, 4096);
 
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;
@@ -64,9 +64,8 @@ struct event_0 {
 int probe_0(struct pt_regs *ctx) {
     u32 pid = 0, tid = 0;
     if (utrace_ids(&pid, &tid)) return 0;
-    u32 target_key = 0;
-    u32 *want = target.lookup(&target_key);
-    if (!want || pid != *want) return 0;
+    u32 *want = target.lookup(&pid);
+    if (!want || *want != 1) return 0;
     u64 now = bpf_ktime_get_ns();
     struct event_0 *e = events.ringbuf_reserve(sizeof(struct event_0));
     if (!e) {
@@ -83,5 +82,13 @@ int probe_0(struct pt_regs *ctx) {
     u64 t1 = ctx->si;
     e->f0 = t1;
     events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_0)));
+    return 0;
+}
+
+int utrace_exec(struct bpf_raw_tracepoint_args *ctx) {
+    u32 pid = 0, tid = 0;
+    if (utrace_ids(&pid, &tid)) return 0;
+    u32 *t = target.lookup(&pid);
+    if (t && *t == 2) *t = 1;
     return 0;
 }
