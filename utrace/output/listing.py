@@ -14,6 +14,7 @@ from typing import BinaryIO, TextIO
 
 from utrace.elf.symbols import SymbolTable
 from utrace.listing import Listing, ModuleFunctions
+from utrace.model import UsdtProbe
 
 TABLE_LIMIT = 3000
 
@@ -44,6 +45,7 @@ def write_json(listing: Listing, out: TextIO) -> None:
             "address": p.address,
             "semaphore": p.semaphore,
             "arguments": p.argument_texts,
+            "signature": _typed(p),
             "module": display,
         }
         out.write(json.dumps(obj) + "\n")
@@ -80,7 +82,21 @@ def write_plain(listing: Listing, out: BinaryIO) -> None:
         out.write(_utf8(f"# USDT probes: {len(listing.probes)}\n"))
         for display, p in listing.probes:
             sem = f" semaphore={p.semaphore:#x}" if p.semaphore else ""
-            out.write(_utf8(f"{p.address:#014x} {p.full_name} [{' '.join(p.argument_texts)}]{sem} {display}\n"))
+            name = p.full_name + _params(p)
+            out.write(_utf8(f"{p.address:#014x} {name} [{' '.join(p.argument_texts)}]{sem} {display}\n"))
+
+
+def _typed(p: UsdtProbe) -> str | None:
+    """The probe's typed signature (`query__start(const char *query)`) from the catalogue of
+    well-known providers, when it fits the note's arguments; None otherwise."""
+    from utrace.runtimes.usdt import catalogue_signature
+
+    return catalogue_signature(p)
+
+
+def _params(p: UsdtProbe) -> str:
+    sig = _typed(p)
+    return sig[len(p.name) :] if sig else ""
 
 
 def _utf8(text: str) -> bytes:
@@ -133,7 +149,7 @@ def write_table(listing: Listing, out: TextIO) -> None:
         table.add_column("Module", overflow="fold", style="dim")
         for display, p in listing.probes:
             table.add_row(
-                p.full_name,
+                p.full_name + _params(p),
                 f"{p.address:#x}",
                 f"{p.semaphore:#x}" if p.semaphore else "-",
                 " ".join(p.argument_texts),
