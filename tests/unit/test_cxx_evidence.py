@@ -51,9 +51,9 @@ def test_split_scope_keeps_template_arguments_whole() -> None:
 DRAW = "_ZN3geo6canvas4drawEi"  # geo::canvas::draw(int)
 
 
-def _oracle(tmp_path: Path, symtab: list[Sym], dynsym: list[Sym] | None = None) -> tuple[MembershipOracle, Path]:
-    path = tmp_path / "prog"
-    build_elf(symtab=symtab, dynsym=dynsym or []).write(path)
+def _oracle(tmp_path: Path, symtab: list[Sym], name: str = "prog") -> tuple[MembershipOracle, Path]:
+    path = tmp_path / name
+    build_elf(symtab=symtab).write(path)
     table = symbols_for(str(path), use_cache=False)
     return MembershipOracle([ModuleSymbols(str(path), str(path), table)]), path
 
@@ -202,3 +202,15 @@ def test_hotspot_counted_strings() -> None:
         ("name", ArgKind.PTRLEN_STR), ("loader", ArgKind.PTR), ("shared", ArgKind.U8)
     ]  # fmt: skip
     assert args[0].length == Reg("rax") and args[0].length_kind is ArgKind.S32
+
+
+def test_internal_linkage_makes_a_namespace(tmp_path: Path) -> None:
+    # a `static` function of node::fs (Itanium `L`): only namespace-scope functions have internal linkage
+    hold = "_ZN4node2fs9AfterStatEP7uv_fs_s"  # node::fs::AfterStat(uv_fs_s*)
+    static = "_ZN4node2fsL10ExistsSyncEi"  # static node::fs::ExistsSync(int)
+    oracle, path = _oracle(tmp_path, [Sym(hold, 0x10), Sym(static, 0x40, bind=0)])
+    for raw in (hold, static):
+        m = oracle.decide(_sym(path, raw))
+        assert m.member is False and m.why.startswith("node::fs is a namespace (it holds a function with internal")
+    alone, path2 = _oracle(tmp_path, [Sym(hold, 0x10)], name="alone")
+    assert alone.decide(_sym(path2, hold)).member is None

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from utrace.elf.buildid import check_elf_magic, file_error
+from utrace.elf.reader import ElfImage
 from utrace.errors import ElfError
 
 _CLASS_TAGS = {"DW_TAG_class_type", "DW_TAG_structure_type", "DW_TAG_union_type"}
@@ -89,6 +90,7 @@ def cxx_members(path: str, functions: Iterable[tuple[int, str]]) -> dict[int, bo
         ElfError: the file cannot be read or its DWARF is corrupt.
     """
     from elftools.elf.elffile import ELFFile  # imported here: pyelftools costs ~50 ms to import
+    from elftools.elf.sections import Section
 
     wanted = dict(functions)
     try:
@@ -98,10 +100,14 @@ def cxx_members(path: str, functions: Iterable[tuple[int, str]]) -> dict[int, bo
     try:
         check_elf_magic(f.read(64), path)
         f.seek(0)
+        with ElfImage(path) as image:  # utrace's own header reader: no DWARF, no pyelftools
+            if image.section(".debug_info") is None and image.section(".zdebug_info") is None:
+                return None
         try:
             elf = ELFFile(f)
-            if elf.get_section_by_name(".debug_info") is None and elf.get_section_by_name(".zdebug_info") is None:
-                return None
+            # pyelftools parses a whole .gnu.hash table each time it walks the sections by name (0.09 s
+            # for node, several times per question); DWARF never needs it, so it stays a plain section
+            elf.__dict__["_make_gnu_hash_section"] = lambda header, name: Section(header, name, elf)
             dwarf = elf.get_dwarf_info()
             return _scan(dwarf, wanted)
         except ElfError:

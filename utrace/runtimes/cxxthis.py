@@ -96,6 +96,38 @@ def function_scope(demangled: str) -> tuple[str, str, str]:
     return base, scope, last
 
 
+def mangled_scope(raw: str) -> str | None:
+    """`_ZN4node2fs9AfterStatEP7uv_fs_s` -> `_ZN4node2fs`: the mangled prefix naming a function's scope,
+    for plain nested names (source names only: no templates, substitutions or special names)."""
+    if not raw.startswith("_ZN"):
+        return None
+    pos = 3
+    while pos < len(raw) and raw[pos] in "rVKRO":
+        pos += 1
+    if pos != 3:
+        return None  # a qualified member function: never asked about
+    ends: list[int] = []
+    while pos < len(raw) and (raw[pos].isdigit() or (raw[pos] == "L" and raw[pos + 1 : pos + 2].isdigit())):
+        if raw[pos] == "L":  # internal linkage (`static`): the function's own name
+            pos += 1
+        start = pos
+        while pos < len(raw) and raw[pos].isdigit():
+            pos += 1
+        pos += int(raw[start:pos])
+        if pos > len(raw):
+            return None
+        ends.append(pos)
+    if len(ends) < 2 or pos >= len(raw) or raw[pos] != "E":
+        return None
+    return raw[: ends[-2]]
+
+
+def internal_linkage(raw: str) -> bool:
+    """Whether a mangled function name has internal linkage (`_ZN4node2fsL10ExistsSync...`)."""
+    prefix = mangled_scope(raw)
+    return prefix is not None and raw.startswith("L", len(prefix))
+
+
 def _strip_template(component: str) -> str:
     cut = component.find("<")
     return component[:cut] if cut > 0 else component
@@ -107,21 +139,27 @@ class MembershipOracle:
 
     modules: list[ModuleSymbols]
     _dwarf: dict[str, dict[int, bool] | None] = field(default_factory=dict)
+    _asked: dict[str, set[int]] = field(default_factory=dict)
     _classes: dict[str, set[str]] = field(default_factory=dict)
     _joined: dict[str, str] = field(default_factory=dict)
     _scopes: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def prepare_dwarf(self, symbols: list[Symbol]) -> None:
-        """Read DWARF once per file for all the functions of a trace (one compile unit per address)."""
+        """Ask DWARF about all the functions of a trace at once (one pass per file; only the compile
+        units that hold them are read). A file without DWARF is not opened again."""
         by_module: dict[str, list[tuple[int, str]]] = {}
         for s in symbols:
-            if s.name != s.raw and s.module not in self._dwarf:
+            known = self._dwarf.get(s.module, {})
+            asked = self._asked.setdefault(s.module, set())
+            if s.name != s.raw and known is not None and s.address not in asked:
+                asked.add(s.address)
                 by_module.setdefault(s.module, []).append((s.address, s.raw))
         for module, funcs in by_module.items():
             try:
-                self._dwarf[module] = cxx_members(module, funcs)
+                found = cxx_members(module, funcs)
             except ElfError:
-                self._dwarf[module] = None
+                found = None
+            self._dwarf[module] = None if found is None else {**(self._dwarf.get(module) or {}), **found}
 
     def decide(self, sym: Symbol) -> Membership:
         pl = param_list(sym.name)
@@ -137,10 +175,9 @@ class MembershipOracle:
             return Membership(True, "a lambda's call operator")
         if last == scope_last or last == "~" + scope_last:
             return Membership(True, "a constructor or destructor")
-        if scope in KNOWN_NAMESPACES:
+        if scope in KNOWN_NAMESPACES or scope.endswith("(anonymous namespace)"):
             return Membership(False, f"{scope} is a namespace")
-        if sym.module not in self._dwarf:
-            self.prepare_dwarf([sym])
+        self.prepare_dwarf([sym])  # nothing to do when the plan already asked
         dwarf = self._dwarf.get(sym.module)
         if dwarf is not None and sym.address in dwarf:
             m = dwarf[sym.address]
@@ -148,6 +185,8 @@ class MembershipOracle:
         evidence = self._class_evidence(sym.module, scope, scope_last)
         if evidence:
             return Membership(True, f"{scope} is a class ({evidence})")
+        if self._has_internal_function(sym):
+            return Membership(False, f"{scope} is a namespace (it holds a function with internal linkage, `static`)")
         where = "no DWARF" if dwarf is None else "DWARF does not describe it"
         return Membership(None, f"no evidence whether {base} is a member function; {where}")
 
@@ -174,11 +213,32 @@ class MembershipOracle:
         self._scopes[key] = found
         return found
 
+    def _has_internal_function(self, sym: Symbol) -> bool:
+        """Whether the function's scope holds a `static` (internal linkage) function: the Itanium ABI
+        marks those with `L` (`_ZN4node2fsL9AfterStatEP7uv_fs_s`), and only namespace-scope entities
+        can have internal linkage, never class members."""
+        prefix = mangled_scope(sym.raw)
+        if prefix is None:
+            return False
+        if internal_linkage(sym.raw):
+            return True
+        return ("\n" + prefix + "L") in self._raws_text(sym.module)
+
+    def _raws_text(self, module: str) -> str:
+        key = "raw:" + module
+        if key not in self._joined:
+            raws: list[str] = []
+            for ms in self.modules:
+                if ms.path == module:
+                    raws = [r for r in ms.table.raws if r.startswith("_ZN")]
+            self._joined[key] = "\n" + "\n".join(raws)
+        return self._joined[key]
+
     def _names_text(self, module: str) -> str:
         if module not in self._joined:
             names: list[str] = []
             for ms in self.modules:
                 if ms.path == module:
-                    names = [display_name(n) for n in ms.table.names if "::" in n]
+                    names = [n for n in ms.table.names if "::" in n]
             self._joined[module] = "\n".join(names)
         return self._joined[module]

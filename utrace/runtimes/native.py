@@ -72,6 +72,17 @@ def uncertain_args(params: list[str], why: str, max_len: int) -> list[ArgSpec]:
     return [ArgSpec(f"arg{i}", ArgKind.PTR, Reg(SYSV_INT_ARGS[i]), uncertain=why) for i in range(count)]
 
 
+_SHARED: list[MembershipOracle] = []
+
+
+def _shared_oracle() -> MembershipOracle:
+    """The current plan's oracle for callers that do not pass one (node's `arguments` falls back to
+    `args_for`), so each file's class names and DWARF are read once, not once per function."""
+    if not _SHARED:
+        _SHARED.append(MembershipOracle([]))
+    return _SHARED[0]
+
+
 def args_for(
     sym: Symbol, user_params: list[str] | None, max_len: int, oracle: MembershipOracle | None = None
 ) -> list[ArgSpec]:
@@ -88,7 +99,7 @@ def args_for(
         pl = param_list(sym.name)
         if pl is not None:
             params = split_params(pl[0])
-            m = (oracle or MembershipOracle([])).decide(sym)
+            m = (oracle or _shared_oracle()).decide(sym)
             if m.member is None:
                 return uncertain_args(params, m.why, max_len)
             return sysv_args(params, this=m.member, max_len=max_len)
@@ -267,6 +278,7 @@ class NativeRuntime:
         modules = load_modules(target)
         plan = Plan()
         self.oracle = MembershipOracle(modules)
+        _SHARED[:] = [self.oracle]  # what `arguments` overrides without an oracle (node) use too
         pending: list[tuple[Symbol, list[str] | None, tuple[Filter, ...]]] = []
         at: dict[tuple[str, int], int] = {}
         usdt_specs: list[ProbeSpec] = []
