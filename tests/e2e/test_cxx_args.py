@@ -7,11 +7,12 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import need, run_utrace
+from tests.e2e.conftest import ROOT, need, run_utrace, utrace_cmd
 
 pytestmark = pytest.mark.usefixtures("root_bpf")
 
@@ -218,3 +219,56 @@ def test_python_function_entry_names_from_the_catalogue(tmp_path: Path) -> None:
     assert all(isinstance(a["lineno"], int) and a["lineno"] > 0 for a in mine)
     assert {e["context"]["types"] for e in evs} == {"catalogue"}  # type: ignore[index]
     assert "python: argument types from python/cpython Include/pydtrace.d" in p.stderr
+
+
+PG_ROOT = Path.home() / ".cache" / "utrace" / "realworld" / "postgresql" / "root"  # scripts/fetch-postgres.sh
+
+
+def test_postgresql_query_text_from_the_catalogue() -> None:
+    """Debian's PostgreSQL 15 (built with --enable-dtrace): query__start's `const char *` is the query
+    text, as PostgreSQL's own log (log_statement=all) records it."""
+    need(
+        (PG_ROOT / "usr/lib/postgresql/15/bin/postgres").exists(), "PostgreSQL not fetched (scripts/fetch-postgres.sh)"
+    )
+    need(shutil.which("setpriv") is not None, "setpriv (util-linux)")
+    tmp_path = Path(tempfile.mkdtemp(prefix="utrace-pg-"))  # pytest's own is root's alone (0700)
+    try:
+        _postgresql_query_text(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _postgresql_query_text(tmp_path: Path) -> None:
+    root = tmp_path / "root"  # readable by the unprivileged user PostgreSQL insists on running as
+    shutil.copytree(PG_ROOT, root, symlinks=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(tmp_path)], check=True)
+    subprocess.run(["chown", "65534:65534", str(tmp_path)], check=True)
+    bindir, libs = root / "usr/lib/postgresql/15/bin", root / "usr/lib/x86_64-linux-gnu"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"LD_LIBRARY_PATH={libs}"]
+    data = tmp_path / "data"
+    subprocess.run([*nobody, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    queries = "SELECT 42 AS answer;\nSELECT upper('hello utrace') AS shout;\n"
+    postgres = str(bindir / "postgres")
+    cmd = [*nobody, postgres, "--single", "-D", str(data), "-c", "log_statement=all", "postgres"]
+    p = subprocess.run(
+        [*utrace_cmd("native", postgres, "postgresql:query__start", "--json", "-o", str(tmp_path / "ev.json")), "--",
+         *cmd], input=queries, capture_output=True, text=True, timeout=180, cwd=ROOT,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    logged = re.findall(r"LOG:  statement: (.*)", p.stderr)
+    assert logged == ["SELECT 42 AS answer;", "SELECT upper('hello utrace') AS shout;"]
+    evs = [json.loads(x) for x in (tmp_path / "ev.json").read_text().splitlines()][:-1]
+    assert [str(args_of(e)["query"]).strip() for e in evs] == logged
+    assert {e["context"]["types"] for e in evs} == {"catalogue"}
+
+
+def test_listing_shows_catalogue_signatures() -> None:
+    python = "/usr/bin/python3.11"
+    need(Path(python).exists(), "Debian's python3.11 is not installed")
+    p = run_utrace("list", python, "python:function__entry", "--json", check=True)
+    (obj,) = [json.loads(x) for x in p.stdout.splitlines()]
+    assert len(obj["arguments"]) == 3  # the note (readelf -n) has three operands: the 3.6-3.11 entry fits
+    assert obj["signature"] == "function__entry(const char *filename, const char *funcname, int lineno)"
+    plain = run_utrace("list", python, "python:function__entry", check=True).stdout
+    assert "python:function__entry(const char *filename, const char *funcname, int lineno) [" in plain
