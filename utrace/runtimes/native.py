@@ -189,20 +189,22 @@ class NativeRuntime:
         found, params = self.resolve(modules, expr, request)
         exe = modules[0]
         if found and all(s.module != exe.path for s in found):
-            self._note_imported(exe, expr, found, plan)
+            self._note_imported(modules, found, plan)
         if not found:
             found, params = self._resolve_imported(exe, expr, request, plan)
         if not found:
             raise not_found(modules, expr, os.path.basename(modules[0].display))
         return found, params, ()
 
-    def _note_imported(self, exe: ModuleSymbols, expr: str, found: list[Symbol], plan: Plan) -> None:
+    def _note_imported(self, modules: list[ModuleSymbols], found: list[Symbol], plan: Plan) -> None:
+        exe = modules[0]
+        shown = {m.path: m.display for m in modules}
         try:
             imported = imported_functions(exe.path)
         except ElfError:
             return
         names = sorted({display_name(s.name) for s in found if s.raw.split("@", 1)[0] in imported})
-        libs = sorted({s.module for s in found})
+        libs = sorted({shown.get(s.module, s.module) for s in found})
         if names:
             plan.notes.append(
                 f"{', '.join(names)}: imported by {os.path.basename(exe.display)}, traced in {', '.join(libs)}"
