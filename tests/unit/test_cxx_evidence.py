@@ -214,3 +214,8 @@ def test_internal_linkage_makes_a_namespace(tmp_path: Path) -> None:
         assert m.member is False and m.why.startswith("node::fs is a namespace (it holds a function with internal")
     alone, path2 = _oracle(tmp_path, [Sym(hold, 0x10)], name="alone")
     assert alone.decide(_sym(path2, hold)).member is None
+
+
+def test_uncertain_reason_from_a_hostile_name_is_escaped() -> None:
+    u = Uncertain(Pointer(1), "no evidence whether a\x1b[2J::f is a member function; no DWARF")
+    assert "\x1b" not in str(u) and "a\\x1b[2J::f" in str(u)

@@ -66,7 +66,15 @@ class Uncertain(dict[str, object]):
             text = "NULL"
         else:
             text = str(v)
-        return f"{text} (uncertain: {self['uncertain']})"
+        return f"{text} (uncertain: {_printable(str(self['uncertain']))})"
+
+
+def _printable(text: str) -> str:
+    """The reason quotes names from the binary: control characters are written as escapes, never sent
+    to a terminal as they are."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def integer(raw: int, kind: ArgKind) -> int:
