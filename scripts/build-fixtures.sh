@@ -7,8 +7,12 @@
 #   c/sdt_demo-stripped   strip of c/sdt_demo (no .symtab/DWARF; .note.stapsdt kept)
 #   c/hot                 gcc -O2 -g                    (benchmark loop)
 #   c/faults, c/faults-alt  gcc -O2 -g -pthread         (threads/fork/exec fixture; -alt: -DFAULTS_ALT)
+#   c/clones              gcc -O2 -g                    (GCC .constprop/.isra clones)
 #   cpp/overloads         g++ -O2 -g -fno-inline        (Debian default: PIE)
 #   cpp/stack             g++ -O1 -g -fno-inline -fno-omit-frame-pointer (stacks)
+#   cpp/geo, cpp/geo-nodwarf  g++ -O2 -g / g++ -O2      (is geo::canvas::draw a member? DWARF or nothing)
+#   cpp/ostream           g++ -O2                       (calls libstdc++'s std::ostream::put, _M_insert<long>)
+#   cpp/clones            g++ -O2 -g of c/clones.c      (C++ GCC clones)
 #   go/greet, go/httpget                      system Go (1.19 on bookworm)
 #   go/greet-stripped, go/httpget-stripped    system Go, -ldflags='-s -w'
 #   go/greet-pie, go/httpget-pie              system Go, -buildmode=pie
@@ -128,8 +132,8 @@ manifest() {   # manifest COMPONENT PATH TOOLCHAIN FLAGS
 
 # ------------------------------------------------------------------------- C
 CC=${CC:-gcc}
-C_SRCS=("$SRC/c/sdt_demo.c" "$SRC/c/hot.c" "$SRC/c/faults.c")
-C_OUTS=(c/sdt_demo c/sdt_demo-pie c/sdt_demo-stripped c/hot c/faults c/faults-alt)
+C_SRCS=("$SRC/c/sdt_demo.c" "$SRC/c/hot.c" "$SRC/c/faults.c" "$SRC/c/clones.c")
+C_OUTS=(c/sdt_demo c/sdt_demo-pie c/sdt_demo-stripped c/hot c/faults c/faults-alt c/clones)
 C_FLAGS="-O2 -g -Wall"
 
 build_c() {
@@ -143,14 +147,16 @@ build_c() {
     $CC $C_FLAGS -o "$o/hot.tmp" "$SRC/c/hot.c"
     $CC $C_FLAGS -pthread -o "$o/faults.tmp" "$SRC/c/faults.c"
     $CC $C_FLAGS -pthread -DFAULTS_ALT -o "$o/faults-alt.tmp" "$SRC/c/faults.c"
+    $CC $C_FLAGS -o "$o/clones.tmp" "$SRC/c/clones.c"
     local f
-    for f in sdt_demo sdt_demo-pie sdt_demo-stripped hot faults faults-alt; do mv -f "$o/$f.tmp" "$o/$f"; done
+    for f in sdt_demo sdt_demo-pie sdt_demo-stripped hot faults faults-alt clones; do mv -f "$o/$f.tmp" "$o/$f"; done
     manifest c c/sdt_demo "$CC_ID" "$C_FLAGS -fno-pie -no-pie"
     manifest c c/sdt_demo-pie "$CC_ID" "$C_FLAGS -fPIE -pie"
     manifest c c/sdt_demo-stripped "$CC_ID" "strip of c/sdt_demo"
     manifest c c/hot "$CC_ID" "$C_FLAGS"
     manifest c c/faults "$CC_ID" "$C_FLAGS -pthread"
     manifest c c/faults-alt "$CC_ID" "$C_FLAGS -pthread -DFAULTS_ALT"
+    manifest c c/clones "$CC_ID" "$C_FLAGS"
 }
 
 if command -v "$CC" >/dev/null 2>&1 && command -v strip >/dev/null 2>&1; then
@@ -178,11 +184,22 @@ build_cpp() {
     $CXX $CXX_STACK_FLAGS -o "$OUTDIR/cpp/stack.tmp" "$SRC/cpp/stack.cpp"
     mv -f "$OUTDIR/cpp/stack.tmp" "$OUTDIR/cpp/stack"
     manifest cpp cpp/stack "$CXX_ID" "$CXX_STACK_FLAGS"
+    local f
+    $CXX -O2 -g -Wall -o "$OUTDIR/cpp/geo.tmp" "$SRC/cpp/geo.cpp"
+    $CXX -O2 -Wall -o "$OUTDIR/cpp/geo-nodwarf.tmp" "$SRC/cpp/geo.cpp"
+    $CXX -O2 -Wall -o "$OUTDIR/cpp/ostream.tmp" "$SRC/cpp/ostream.cpp"
+    $CXX -x c++ -O2 -g -Wall -o "$OUTDIR/cpp/clones.tmp" "$SRC/c/clones.c"
+    for f in geo geo-nodwarf ostream clones; do mv -f "$OUTDIR/cpp/$f.tmp" "$OUTDIR/cpp/$f"; done
+    manifest cpp cpp/geo "$CXX_ID" "-O2 -g -Wall"
+    manifest cpp cpp/geo-nodwarf "$CXX_ID" "-O2 -Wall"
+    manifest cpp cpp/ostream "$CXX_ID" "-O2 -Wall"
+    manifest cpp cpp/clones "$CXX_ID" "-x c++ -O2 -g -Wall"
 }
 if command -v "$CXX" >/dev/null 2>&1; then
     CXX_ID="$(readlink -f "$(command -v "$CXX")") $($CXX -dumpfullversion 2>/dev/null || $CXX -dumpversion)"
-    run_component cpp "$(hash_of "$CXX_ID|$CXX_FLAGS|$CXX_STACK_FLAGS" "$SRC/cpp/overloads.cpp" "$SRC/cpp/stack.cpp")" \
-        build_cpp cpp/overloads cpp/stack
+    run_component cpp "$(hash_of "$CXX_ID|$CXX_FLAGS|$CXX_STACK_FLAGS" "$SRC/cpp/overloads.cpp" "$SRC/cpp/stack.cpp" \
+        "$SRC/cpp/geo.cpp" "$SRC/cpp/ostream.cpp" "$SRC/c/clones.c")" \
+        build_cpp cpp/overloads cpp/stack cpp/geo cpp/geo-nodwarf cpp/ostream cpp/clones
 else
     skip cpp "no $CXX"
 fi

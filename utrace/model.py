@@ -246,6 +246,8 @@ class ArgSpec:
         max_len: string capture limit in bytes (longer strings are cut and flagged).
         labels: names for integer values (an enum such as libuv's handle types).
         note: why a value is UNAVAILABLE, shown instead of it.
+        uncertain: why the value read may not be this argument (a C++ `this` nobody can confirm);
+            None when the location is known. The event shows the value with this reason.
     """
 
     name: str
@@ -256,6 +258,7 @@ class ArgSpec:
     max_len: int = 128
     labels: tuple[tuple[int, str], ...] = ()
     note: str = ""
+    uncertain: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +315,8 @@ class ProbeSpec:
             both probes (Go: the goroutine pointer and stack.hi - sp, which stay equal when the
             goroutine's stack is copied); None pairs by thread id and stack pointer.
         context: values shown with every event of this probe but not as arguments (Go's goid).
+        facts: fixed (name, text) pairs shown with every event's context, known when planning (where
+            a USDT probe's argument types came from).
     """
 
     name: str
@@ -327,6 +332,7 @@ class ProbeSpec:
     address: int = 0
     frame: tuple[Location, Location] | None = None
     context: tuple[ArgSpec, ...] = ()
+    facts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,3 +341,62 @@ def _clones(raws: list[bytes]) -> list[str]:
     for i in compress(range(len(raws)), map(bytes.__contains__, raws, repeat(b"."))):
         clones[i] = clone_suffix(raws[i].decode("utf-8", "surrogateescape"))
     return clones
+
+
+STT_OBJECT = 1
+_CLASS_PREFIXES = (b"_ZTV", b"_ZTI", b"_ZTS")  # vtable, typeinfo, typeinfo name: only classes have them
+_CLASS_WORDS = ("vtable for ", "typeinfo for ", "typeinfo name for ")
+
+
+def _raw_entries(image: ElfImage, sec: Section) -> Iterator[tuple[bytes, int, int]]:
+    """(name, st_info, st_shndx) of every named entry of one symbol table."""
+    strsec = image.section_at(sec.link)
+    if strsec is None:
+        return
+    strtab = image.section_bytes(strsec)
+    table = image.section_bytes(sec)
+    n = min(sec.size, len(table)) // _SYM.size
+    for name_off, info, _other, shndx, _value, _size in _SYM.iter_unpack(table[: n * _SYM.size]):
+        if not name_off or name_off >= len(strtab):
+            continue
+        end = strtab.find(b"\0", name_off)
+        yield strtab[name_off : end if end >= 0 else len(strtab)], info, shndx
+
+
+def class_names(path: str) -> set[str]:
+    """Demangled names of the types a file has a vtable or typeinfo for (defined or referenced):
+    evidence that those scopes are classes, not namespaces.
+
+    Raises:
+        ElfError: the file cannot be read or a symbol table lies outside it.
+    """
+    raws: set[bytes] = set()
+    with ElfImage(path) as image:
+        for sec in image.sections:
+            if sec.type in (SHT_SYMTAB, SHT_DYNSYM):
+                raws.update(nm for nm, _i, _s in _raw_entries(image, sec) if nm.startswith(_CLASS_PREFIXES))
+    out: set[str] = set()
+    for d in demangle_bytes(sorted(raws)):
+        text = d.decode("utf-8", "surrogateescape")
+        for word in _CLASS_WORDS:
+            if text.startswith(word):
+                out.add(text[len(word) :])
+    return out
+
+
+def imported_functions(path: str) -> set[str]:
+    """Names (without symbol versions) of the functions a file imports: undefined `.dynsym` functions
+    (and untyped undefined symbols, which some linkers leave for functions).
+
+    Raises:
+        ElfError: the file cannot be read or `.dynsym` lies outside it.
+    """
+    out: set[str] = set()
+    with ElfImage(path) as image:
+        for sec in image.sections:
+            if sec.type != SHT_DYNSYM:
+                continue
+            for nm, info, shndx in _raw_entries(image, sec):
+                if shndx == SHN_UNDEF and (info & 0xF) in (0, STT_FUNC, STT_GNU_IFUNC):
+                    out.add(nm.split(b"@", 1)[0].decode("utf-8", "surrogateescape"))
+    return out

@@ -17,6 +17,7 @@ from typing import BinaryIO, TextIO
 
 from utrace.elf.symbols import SymbolTable
 from utrace.listing import Listing, ModuleFunctions
+from utrace.model import UsdtProbe
 from utrace.output.escape import markup, needs_escape, safe, safe_bytes
 
 TABLE_LIMIT = 3000
@@ -48,6 +49,7 @@ def write_json(listing: Listing, out: TextIO) -> None:
             "address": p.address,
             "semaphore": p.semaphore,
             "arguments": p.argument_texts,
+            "signature": _typed(p),
             "module": display,
         }
         out.write(json.dumps(obj) + "\n")  # ASCII: exact, and nothing a terminal acts on
@@ -92,8 +94,22 @@ def write_plain(listing: Listing, out: BinaryIO) -> None:
         out.write(_utf8(f"# USDT probes: {len(listing.probes)}\n"))
         for display, p in listing.probes:
             sem = f" semaphore={p.semaphore:#x}" if p.semaphore else ""
-            line = f"{p.address:#014x} {p.full_name} [{' '.join(p.argument_texts)}]{sem} {display}"
+            name = p.full_name + _params(p)
+            line = f"{p.address:#014x} {name} [{' '.join(p.argument_texts)}]{sem} {display}"
             out.write(_utf8(safe(line) + "\n"))
+
+
+def _typed(p: UsdtProbe) -> str | None:
+    """The probe's typed signature (`query__start(const char *query)`) from the catalogue of
+    well-known providers, when it fits the note's arguments; None otherwise."""
+    from utrace.runtimes.usdt import catalogue_signature
+
+    return catalogue_signature(p)
+
+
+def _params(p: UsdtProbe) -> str:
+    sig = _typed(p)
+    return sig[len(p.name) :] if sig else ""
 
 
 def _utf8(text: str) -> bytes:
@@ -150,7 +166,7 @@ def write_table(listing: Listing, out: TextIO) -> None:
         table.add_column("Module", overflow="fold", style="dim")
         for display, p in listing.probes:
             table.add_row(
-                cell(p.full_name),
+                cell(p.full_name + _params(p)),
                 f"{p.address:#x}",
                 f"{p.semaphore:#x}" if p.semaphore else "-",
                 cell(" ".join(p.argument_texts)),

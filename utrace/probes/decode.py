@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 from utrace.model import ArgKind, ArgSpec, Event, Frame, ProbeKind, ProbeSpec
@@ -44,6 +45,36 @@ class StringValue(str):
 
     truncated: bool = False
     full_length: int = 0
+
+
+class Uncertain(dict[str, object]):
+    """A value read where the argument may not be (`ArgSpec.uncertain`): never shown as a plain value.
+
+    JSON gets `{"value": ..., "uncertain": "reason"}`; text shows `0x7ffd... (uncertain: reason)`.
+    """
+
+    def __init__(self, value: object, reason: str) -> None:
+        super().__init__(value=value, uncertain=reason)
+
+    def __str__(self) -> str:
+        v = self["value"]
+        if isinstance(v, Pointer):
+            text = f"{int(v):#x}"
+        elif isinstance(v, StringValue):
+            text = json.dumps(str(v)) + ("…" if v.truncated else "")
+        elif v is None:
+            text = "NULL"
+        else:
+            text = str(v)
+        return f"{text} (uncertain: {_printable(str(self['uncertain']))})"
+
+
+def _printable(text: str) -> str:
+    """The reason quotes names from the binary: control characters are written as escapes, never sent
+    to a terminal as they are."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def integer(raw: int, kind: ArgKind) -> int:
@@ -110,12 +141,16 @@ class Decoder:
         first_context = len(self.fields[index]) - len(spec.context)
         for n, fl in enumerate(self.fields[index]):
             value, pos = _value(fl.arg, items, pos)
+            if fl.arg.uncertain is not None and fl.arg.kind is not ArgKind.UNAVAILABLE:
+                value = Uncertain(value, fl.arg.uncertain)
             if n == 0 and spec.ret is not None:
                 ret = value
             elif n >= first_context:
                 context[fl.arg.name] = value
             else:
                 args[fl.arg.name] = value
+        for name, text in spec.facts:
+            context[name] = text
         if spec.kind is ProbeKind.EXIT:
             # the captured values of an exit probe are the function's results
             ret, args = args, {}
@@ -142,4 +177,4 @@ class Decoder:
         )
 
 
-__all__ = ["HEADER_SIZE", "Decoder", "Pointer", "Rendered", "StringValue", "integer"]
+__all__ = ["HEADER_SIZE", "Decoder", "Pointer", "Rendered", "StringValue", "Uncertain", "integer"]

@@ -7,26 +7,32 @@ import shutil
 from dataclasses import replace
 from typing import ClassVar
 
-from utrace.errors import NotFoundError, TargetError, UsageError
-from utrace.model import ArgKind, ArgSpec, Filter, ProbeKind, ProbeSpec, Reg, Symbol, Target
+from utrace.elf.demangle import demangle_many
+from utrace.elf.dynamic import needed_libraries
+from utrace.elf.index import symbols_for
+from utrace.elf.symbols import imported_functions
+from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
+from utrace.listing import name_matcher
+from utrace.model import ArgKind, ArgSpec, Filter, ProbeKind, ProbeSpec, Reg, Symbol, Target, UsdtProbe
 from utrace.runtimes.base import (
     ModuleSymbols,
     Plan,
     TraceRequest,
-    base_name,
     display_name,
     find_functions,
     load_modules,
     not_found,
 )
+from utrace.runtimes.cxxthis import MembershipOracle
 from utrace.runtimes.signature import (
+    SYSV_INT_ARGS,
     default_args,
     param_list,
     parse_user_probe,
     split_params,
     sysv_args,
 )
-from utrace.runtimes.usdt import find_usdt, probe_spec, usdt_args
+from utrace.runtimes.usdt import catalogue_args, find_usdt, probe_spec, typed_args, usdt_args
 from utrace.target import file_target, process_target, resolve_path
 
 MAX_PROBES = 512
@@ -65,33 +71,62 @@ def maps_file(target: Target, binary: str) -> bool:
     return False
 
 
-def guess_this(demangled: str) -> bool:
-    """Whether a demangled C++ function probably has an implicit `this` in rdi.
+CLONE_KINDS = (".isra", ".constprop", ".part")
 
-    Mangled names do not say whether a member function is static, so this is a heuristic: a const
-    qualified function is certainly a member; otherwise a scope spelt like a class (`Shape::area`,
-    capitalised) is taken as a non-static member. A signature on the command line overrides it.
+
+def clone_kind(sym: Symbol) -> str:
+    """The GCC clone suffix (`.isra.0`, `.constprop.0`, `.part.0`) of a function whose calling convention
+    the compiler changed (arguments dropped, split or passed in other registers), or ""."""
+    return sym.clone if any(k in sym.clone for k in CLONE_KINDS) else ""
+
+
+def clone_args(sym: Symbol) -> list[ArgSpec]:
+    note = (
+        f"GCC clone {sym.clone}: the compiler changed its calling convention, so the source signature does not "
+        "say where its arguments are"
+    )
+    return [ArgSpec("args", ArgKind.UNAVAILABLE, note=note)]
+
+
+def uncertain_args(params: list[str], why: str, max_len: int) -> list[ArgSpec]:
+    """Raw registers for a C++ function nobody can say takes `this`: arg0.. as they are, each marked
+    uncertain (with `this` the parameters start at arg1; without it, at arg0)."""
+    known = [a for a in sysv_args(params, max_len=max_len) if a.kind is not ArgKind.UNAVAILABLE]
+    count = min(len(SYSV_INT_ARGS), len(known) + 1)
+    return [ArgSpec(f"arg{i}", ArgKind.PTR, Reg(SYSV_INT_ARGS[i]), uncertain=why) for i in range(count)]
+
+
+_SHARED: list[MembershipOracle] = []
+
+
+def _shared_oracle() -> MembershipOracle:
+    """The current plan's oracle for callers that do not pass one (node's `arguments` falls back to
+    `args_for`), so each file's class names and DWARF are read once, not once per function."""
+    if not _SHARED:
+        _SHARED.append(MembershipOracle([]))
+    return _SHARED[0]
+
+
+def args_for(
+    sym: Symbol, user_params: list[str] | None, max_len: int, oracle: MembershipOracle | None = None
+) -> list[ArgSpec]:
+    """Arguments from a user signature, else the demangled C++ signature, else arg0..arg5.
+
+    A GCC clone is never decoded with its source signature; a C++ function whose `this` nobody can
+    confirm gets its registers marked uncertain (see `utrace.runtimes.cxxthis`).
     """
-    pl = param_list(demangled)
-    if pl is None:
-        return False
-    if pl[1].startswith("const"):
-        return True
-    name = base_name(demangled)
-    if name.startswith(("operator", "std::")) or "::" not in name:
-        return False
-    scope = name.rsplit("::", 1)[0].rsplit("::", 1)[-1]
-    return bool(scope[:1].isupper())
-
-
-def args_for(sym: Symbol, user_params: list[str] | None, max_len: int) -> list[ArgSpec]:
-    """Arguments from a user signature, else the demangled C++ signature, else arg0..arg5."""
+    if clone_kind(sym):
+        return clone_args(sym)
     if user_params is not None:
         return sysv_args(user_params, max_len=max_len)
     if sym.name != sym.raw:
         pl = param_list(sym.name)
         if pl is not None:
-            return sysv_args(split_params(pl[0]), this=guess_this(sym.name), max_len=max_len)
+            params = split_params(pl[0])
+            m = (oracle or _shared_oracle()).decide(sym)
+            if m.member is None:
+                return uncertain_args(params, m.why, max_len)
+            return sysv_args(params, this=m.member, max_len=max_len)
     return default_args()
 
 
@@ -139,6 +174,7 @@ def specs_for(
 
 class NativeRuntime:
     name: ClassVar[str] = "native"
+    oracle: MembershipOracle | None = None
 
     def target(self, request: TraceRequest) -> Target:
         if request.pid is not None:
@@ -172,37 +208,225 @@ class NativeRuntime:
     ) -> tuple[list[Symbol], list[str] | None, tuple[Filter, ...]]:
         """Functions for one probe expression, the user's signature if any, and entry filters.
 
+        A function the executable imports is looked for in the libraries it needs (or, for a process,
+        in those it maps), and the plan says which library it was found in.
+
         Raises:
             NotFoundError: nothing matches (with the closest names).
         """
         found, params = self.resolve(modules, expr, request)
+        exe = modules[0]
+        if found and all(s.module != exe.path for s in found):
+            self._note_imported(modules, found, plan)
+        if not found:
+            found, params = self._resolve_imported(exe, expr, request, plan)
         if not found:
             raise not_found(modules, expr, os.path.basename(modules[0].display))
         return found, params, ()
 
+    def _note_imported(self, modules: list[ModuleSymbols], found: list[Symbol], plan: Plan) -> None:
+        exe = modules[0]
+        shown = {m.path: m.display for m in modules}
+        try:
+            imported = imported_functions(exe.path)
+        except ElfError:
+            return
+        names = sorted({display_name(s.name) for s in found if s.raw.split("@", 1)[0] in imported})
+        libs = sorted({shown.get(s.module, s.module) for s in found})
+        if names:
+            plan.notes.append(
+                f"{', '.join(names)}: imported by {os.path.basename(exe.display)}, traced in {', '.join(libs)}"
+            )
+
+    def _resolve_imported(
+        self, exe: ModuleSymbols, expr: str, request: TraceRequest, plan: Plan
+    ) -> tuple[list[Symbol], list[str] | None]:
+        """Definitions, in the libraries the executable needs, of the functions it imports that `expr`
+        names (the first library in the dynamic linker's breadth-first order that defines each)."""
+        name, params = parse_user_probe(expr)
+        pattern = name if params is not None else expr
+        try:
+            imported = imported_functions(exe.path)
+        except ElfError:
+            return [], None
+        matcher = name_matcher(pattern)
+        raws = sorted(imported)
+        shown = demangle_many(raws)
+        wanted = {r for r, d in zip(raws, shown, strict=True) if matcher is None or matcher(d) or matcher(r)}
+        if not wanted:
+            return [], None
+        found: list[Symbol] = []
+        for lib in needed_closure(exe.path):
+            try:
+                table = symbols_for(lib)
+            except ElfError:
+                continue
+            ms = ModuleSymbols(lib, lib, table)
+            here = [s for s in find_functions([ms], pattern) if s.raw.split("@", 1)[0] in wanted]
+            if not here:
+                continue
+            for s in here:
+                wanted.discard(s.raw.split("@", 1)[0])
+            found += here
+            if not wanted:
+                break
+        if not found:
+            return [], None
+        libs = sorted({s.module for s in found})
+        names = sorted({display_name(s.name) for s in found})
+        if request.pid is None and not request.command:
+            raise UsageError(
+                f"{', '.join(names)} is imported by {exe.display} from {', '.join(libs)}: a probe there by path "
+                f"would catch every process that uses that library; give --pid PID or -- COMMAND (or trace "
+                f"{libs[0]} itself)"
+            )
+        who = os.path.basename(exe.display)
+        plan.notes.append(f"{', '.join(names)}: imported by {who}, traced in {', '.join(libs)}")
+        return found, params
+
     def arguments(self, sym: Symbol, params: list[str] | None, request: TraceRequest) -> list[ArgSpec]:
-        return args_for(sym, params, request.max_len)
+        return args_for(sym, params, request.max_len, self.oracle)
+
+    def usdt_spec(self, probe: UsdtProbe, params: list[str] | None, request: TraceRequest, plan: Plan) -> ProbeSpec:
+        """A USDT probe typed by the user's signature, else the catalogue, else the note's sizes."""
+        if params is not None:
+            got = typed_args(probe, params, max_len=request.max_len)
+            if isinstance(got, str):
+                raise UsageError(f"{probe.full_name}({', '.join(params)}): {got}")
+            return probe_spec(probe, got, facts=(("types", "signature"),))
+        args, source, note = catalogue_args(probe, request.max_len)
+        if note and note not in plan.notes:
+            plan.notes.append(note)
+        if args is not None:
+            said = f"{probe.provider}: argument types from {source}"
+            if said not in plan.notes:
+                plan.notes.append(said)
+            return probe_spec(probe, args, facts=(("types", "catalogue"),))
+        return probe_spec(probe, usdt_args(probe), facts=(("types", "untyped"),))
 
     def plan(self, request: TraceRequest, target: Target) -> Plan:
         modules = load_modules(target)
         plan = Plan()
-        symbols: list[Symbol] = []
-        args_of: dict[int, list[ArgSpec]] = {}
-        filters_of: dict[int, tuple[Filter, ...]] = {}
+        self.oracle = MembershipOracle(modules)
+        _SHARED[:] = [self.oracle]  # what `arguments` overrides without an oracle (node) use too
+        pending: list[tuple[Symbol, list[str] | None, tuple[Filter, ...]]] = []
+        at: dict[tuple[str, int], int] = {}
         usdt_specs: list[ProbeSpec] = []
+        usdt_seen: set[tuple[str, int]] = set()
         for expr in request.probes:
-            if ":" in expr.replace("::", "") and "(" not in expr:
-                sites = find_usdt(target.modules, expr)
+            usdt = usdt_expression(expr)
+            if usdt is not None:
+                pattern, params = usdt
+                sites = find_usdt(target.modules, pattern)
                 if not sites:
-                    raise NotFoundError(f"no USDT probe matches {expr!r} in {target.modules[0].display}")
-                usdt_specs += [probe_spec(p, usdt_args(p)) for p in sites]
+                    raise NotFoundError(f"no USDT probe matches {pattern!r} in {target.modules[0].display}")
+                for p in sites:
+                    if (p.module, p.offset) not in usdt_seen:  # one probe per address
+                        usdt_seen.add((p.module, p.offset))
+                        usdt_specs.append(self.usdt_spec(p, params, request, plan))
                 continue
             found, params, filters = self.resolve_expr(modules, expr, request, plan)
             for sym in found:
-                args_of[len(symbols)] = self.arguments(sym, params, request)
-                filters_of[len(symbols)] = filters
-                symbols.append(sym)
-        if len(symbols) > MAX_PROBES:
-            raise UsageError(f"{len(symbols)} functions match; narrow the pattern (at most {MAX_PROBES})")
+                key = (sym.module, sym.offset)
+                if key not in at:  # overlapping patterns: one probe per address
+                    at[key] = len(pending)
+                    pending.append((sym, params, filters))
+                elif params is not None and pending[at[key]][1] is None:
+                    pending[at[key]] = (sym, params, filters)  # a later signature for the same function
+        if len(pending) > MAX_PROBES:
+            raise UsageError(f"{len(pending)} functions match; narrow the pattern (at most {MAX_PROBES})")
+        self.oracle.prepare_dwarf([s for s, _p, _f in pending])
+        symbols: list[Symbol] = []
+        args_of: dict[int, list[ArgSpec]] = {}
+        filters_of: dict[int, tuple[Filter, ...]] = {}
+        for sym, params, filters in pending:
+            args = self.arguments(sym, params, request)
+            args_of[len(symbols)] = args
+            filters_of[len(symbols)] = filters
+            symbols.append(sym)
+            label = display_name(sym.name)
+            if clone_kind(sym):
+                plan.notes.append(f"{label}: a GCC clone ({sym.clone}); traced, its arguments not decoded")
+            uncertain = next((a.uncertain for a in args if a.uncertain), None)
+            if uncertain:
+                plan.notes.append(
+                    f"{label}: arguments shown uncertain ({uncertain}); arg0 is `this` if it is a member; "
+                    "give a signature to decode them"
+                )
         plan.specs = specs_for(symbols, args_of, ret=request.ret, filters_of=filters_of) + usdt_specs
         return plan
+
+
+def usdt_expression(expr: str) -> tuple[str, list[str] | None] | None:
+    """(`provider:name` pattern, the user's parameters or None) for a USDT probe expression, else None."""
+    if "(" in expr:
+        name, params = parse_user_probe(expr)
+        if params is not None and ":" in name.replace("::", ""):
+            return name, params
+        return None
+    if ":" in expr.replace("::", ""):
+        return expr, None
+    return None
+
+
+_LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib")
+MAX_LIBRARIES = 64
+
+
+def _ld_cache() -> dict[str, str]:
+    """soname -> path for x86-64 libraries in the dynamic linker's cache (`ldconfig -p`)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["ldconfig", "-p"], capture_output=True, text=True, timeout=5, check=False, errors="replace"
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        head, sep, path = line.strip().partition(" => ")
+        if sep and "x86-64" in head:
+            found.setdefault(head.split(" ", 1)[0], path.strip())
+    return found
+
+
+def library_path(name: str, runpath: list[str], origin: str, cache: dict[str, str]) -> str | None:
+    """Where the dynamic linker finds a DT_NEEDED name: RUNPATH/RPATH ($ORIGIN expanded),
+    LD_LIBRARY_PATH, ld.so.cache, then the default folders."""
+    if "/" in name:
+        return os.path.realpath(name) if os.path.isfile(name) else None
+    dirs = [p.replace("$ORIGIN", origin) for p in runpath]
+    dirs += [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    for d in dirs:
+        cand = os.path.join(d, name)
+        if os.path.isfile(cand):
+            return os.path.realpath(cand)
+    if name in cache and os.path.isfile(cache[name]):
+        return os.path.realpath(cache[name])
+    for d in _LIB_DIRS:
+        cand = os.path.join(d, name)
+        if os.path.isfile(cand):
+            return os.path.realpath(cand)
+    return None
+
+
+def needed_closure(exe: str) -> list[str]:
+    """The libraries an executable loads, breadth first as the dynamic linker searches them."""
+    cache = _ld_cache()
+    order: list[str] = []
+    queue: list[tuple[str, str]] = [(exe, "")]
+    seen = {os.path.realpath(exe)}
+    while queue and len(order) < MAX_LIBRARIES:
+        path, _ = queue.pop(0)
+        try:
+            needed, runpath = needed_libraries(path)
+        except ElfError:
+            continue
+        for lib in needed:
+            found = library_path(lib, runpath, os.path.dirname(path), cache)
+            if found and found not in seen:
+                seen.add(found)
+                order.append(found)
+                queue.append((found, lib))
+    return order

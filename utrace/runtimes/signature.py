@@ -31,6 +31,7 @@ _INTS: dict[str, ArgKind] = {
 }  # fmt: skip
 _FLOATS = {"float", "double", "long double"}
 _CHAR_TYPES = {"char", "signed char", "unsigned char"}
+_OPERATOR_CHARS = frozenset("<>=!+-*/%^&|~,[]")
 
 
 def split_params(params: str) -> list[str]:
@@ -58,7 +59,17 @@ def param_list(demangled: str) -> tuple[str, str] | None:
     """(parameters, trailing qualifiers) of a demangled function name, or None if it has none."""
     depth = 0
     start = -1
-    for i, ch in enumerate(demangled):
+    i = 0
+    while i < len(demangled):
+        ch = demangled[i]
+        if ch == "o" and demangled.startswith("operator", i) and (i == 0 or not demangled[i - 1].isalnum()):
+            # the operator's own symbol (`operator<`, `operator<<=`, `operator()`) is not a bracket
+            i += len("operator")
+            if demangled.startswith("()", i):
+                i += 2
+            while i < len(demangled) and demangled[i] in _OPERATOR_CHARS:
+                i += 1
+            continue
         if ch == "<":
             depth += 1
         elif ch == ">":
@@ -66,6 +77,7 @@ def param_list(demangled: str) -> tuple[str, str] | None:
         elif ch == "(" and depth == 0 and start < 0 and i > 0:
             start = i
             break
+        i += 1
     if start < 0:
         return None
     depth = 0
