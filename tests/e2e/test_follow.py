@@ -175,8 +175,11 @@ def test_launched_python_is_traced_from_its_exec_only(tmp_path: Path) -> None:
         str(o["comm"]) for o in objs
     )
     entries = [o for o in objs if o["probe"] == "python:function__entry"]
-    mine = [o for o in entries if o["args"]["arg2"] == first_line]  # type: ignore[index]
+    # typed by the catalogue of python's probes.d: (filename, funcname, lineno)
+    mine = [o for o in entries if o["args"]["lineno"] == first_line]  # type: ignore[index]
     assert len(mine) == 37
+    assert {o["args"]["funcname"] for o in mine} == {"traced_fn"}  # type: ignore[index]
+    assert {o["args"]["filename"] for o in mine} == {str(script)}  # type: ignore[index]
 
 
 # --- PostgreSQL: backends forked by the postmaster ------------------------------------------------
