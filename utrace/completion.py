@@ -73,7 +73,9 @@ def narrow(names: Iterable[str], incomplete: str, limit: int = LIMIT) -> list[st
     while there is only one group the prefix grows, so the shell can always extend the word: with one
     candidate it would take it as a finished word.
     """
-    matching = sorted({n for n in names if n.startswith(incomplete)})
+    # a name with control bytes, escape sequences or stray bytes is never handed to the shell, which
+    # would write it to the terminal raw; such a name could not be typed as a probe anyway
+    matching = sorted({n for n in names if n.startswith(incomplete) and n.isprintable()})
     prefix = incomplete
     while len(matching) > limit:
         groups: set[str] = set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,3 +64,26 @@ def test_java_catalogue_first_then_hotspot_names():
     assert java_names("class-") == ["class-init", "class-load", "class-unload"]
     assert java_names("hotspot:gc") == ["hotspot:gc__begin", "hotspot:gc__end"]
     assert java_names("thread__s") == sorted(n for n in LAYOUTS if n.startswith("thread__s"))
+
+
+def test_names_a_process_controls_never_reach_the_shell_raw():
+    """A symbol named with an escape sequence (a binary's names are the traced program's) is not offered:
+    the shell would print the candidate to the terminal as it is."""
+    names = ["hot", "hot\x1b]0;pwned\x07", "ho\x9bt", "hot\udc80x", "hotter"]
+    assert narrow(names, "ho") == ["hot", "hotter"]
+
+
+def test_pid_help_is_the_escaped_comm(tmp_path):
+    import click
+
+    from utrace.cli.completion import complete_pid
+
+    me = os.getpid()
+    with open(f"/proc/{me}/comm", "w") as f:
+        f.write("py\x1b[2Jx")
+    try:
+        items = {c.value: c.help for c in complete_pid(click.Context(click.Command("x")), None, str(me))}  # type: ignore[arg-type]
+    finally:
+        with open(f"/proc/{me}/comm", "w") as f:
+            f.write("python3")
+    assert items[str(me)] == "py\\x1b[2Jx"

@@ -204,7 +204,9 @@ def complete_list_pattern(ctx: click.Context, _param: click.Parameter, incomplet
 
 
 def complete_pid(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """Process ids, with each process's name as help (zsh and fish show it)."""
+    """Process ids, with each process's name as help (zsh and fish show it), escaped: a comm is the process's."""
+    from utrace.output.escape import safe
+
     out: list[CompletionItem] = []
     for entry in os.listdir("/proc"):
         if entry.isdigit() and entry.startswith(incomplete):
@@ -213,5 +215,5 @@ def complete_pid(_ctx: click.Context, _param: click.Parameter, incomplete: str) 
                     comm = f.read().strip()
             except OSError:
                 continue
-            out.append(CompletionItem(entry, help=comm))
+            out.append(CompletionItem(entry, help=safe(comm)))
     return sorted(out, key=lambda c: int(c.value))[:500]
