@@ -229,9 +229,64 @@ def write_behind(jobs: list[CacheJob]) -> None:
 
 
 def write_jobs(jobs: list[CacheJob]) -> None:
-    """Write cache files now; failures only cost speed next time."""
+    """Write cache files now, then keep the cache within its size (`prune`); failures only cost speed."""
     for path, produce in jobs:
         try:
             write_atomic(path, produce())
         except OSError:
             pass  # a read-only or full cache only costs speed
+    for directory in {path.parent for path, _ in jobs}:
+        prune(directory)
+
+
+# The files utrace writes at the top of its cache directory: symbol indexes, rendered listings,
+# compiled programs (the toolchains and real-world programs the tests fetch live in sub-directories).
+_CACHE_FILE_PREFIXES = ("symbols-", "plain-", "bpf-")
+
+
+def max_cache_bytes() -> int:
+    """The cache's size limit: `UTRACE_CACHE_MAX_MB` (default 1024) MiB of utrace's own files."""
+    try:
+        mb = float(os.environ.get("UTRACE_CACHE_MAX_MB", "1024"))
+    except ValueError:
+        mb = 1024.0
+    return int(mb * (1 << 20)) if mb == mb and mb > 0 else 1024 << 20
+
+
+def prune(directory: Path, limit: int | None = None) -> int:
+    """Remove the least recently used cache files in `directory` until they take at most `limit` bytes.
+
+    Entries are keyed by each file's identity, so every rebuilt binary adds one and nothing else ever
+    removes the old: without this the cache grows without bound (a day of tests wrote 1,000 entries).
+    "Used" is the later of the file's access and modification times. Returns the bytes removed.
+    """
+    limit = max_cache_bytes() if limit is None else limit
+    files: list[tuple[float, int, str]] = []
+    total = 0
+    try:
+        with os.scandir(directory) as it:
+            for e in it:
+                if not e.name.startswith(_CACHE_FILE_PREFIXES):
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                files.append((max(st.st_atime, st.st_mtime), st.st_size, e.path))
+                total += st.st_size
+    except OSError:
+        return 0
+    removed = 0
+    if total <= limit:
+        return 0
+    for _used, size, path in sorted(files):
+        if total - removed <= limit:
+            break
+        try:
+            os.unlink(path)
+            removed += size
+        except OSError:
+            pass
+    return removed

@@ -233,3 +233,26 @@ assert index.symbols_for(sys.argv[1]).raws == good.raws
     root = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run([sys.executable, "-c", script, path, root], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_cache_is_pruned_least_recently_used_first(tmp_path, monkeypatch):
+    """Entries are keyed by file identity, so rebuilt binaries keep adding them: the writer removes the
+    least recently used of utrace's own files past the limit, and nothing else in the directory."""
+    import os
+
+    from utrace import cache
+
+    (tmp_path / "toolchains").mkdir()
+    (tmp_path / "notes.txt").write_bytes(b"x" * 5000)  # not a cache file of ours: never removed
+    for i, name in enumerate(["symbols-a", "bpf-b", "plain-c", "symbols-d"]):
+        f = tmp_path / name
+        f.write_bytes(b"y" * 1000)
+        os.utime(f, (1000 + i, 1000 + i))  # a is the least recently used, d the most
+    assert cache.prune(tmp_path, limit=4000) == 0  # within the limit: nothing removed
+    assert cache.prune(tmp_path, limit=2500) == 2000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "plain-c", "symbols-d", "toolchains"]
+    monkeypatch.setenv("UTRACE_CACHE_MAX_MB", "0.001")  # 1048 bytes: written files count too
+    cache.write_jobs([(tmp_path / "symbols-e", lambda: b"z" * 900)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "symbols-e", "toolchains"]
+    monkeypatch.setenv("UTRACE_CACHE_MAX_MB", "nan")
+    assert cache.max_cache_bytes() == 1024 << 20
