@@ -1,0 +1,121 @@
+"""A function a binary imports, traced by the binary's path alone: the probe sits in the library that
+defines it (which every process on the machine maps), and only the processes running that file (found
+when they exec it, or already running it in /proc, and what they fork) are reported."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import Background, need
+from tests.e2e.test_cxx_args import _gdb_hits
+
+
+def _counts(out: str, probe: str) -> dict[int, int]:
+    got: dict[int, int] = {}
+    for line in out.splitlines():
+        if line.startswith('{"kind": "count"'):
+            c = json.loads(line)
+            if c["probe"] == probe:
+                got[c["pid"]] = got.get(c["pid"], 0) + c["count"]
+    return got
+
+
+def _run(argv: list[str]) -> int:
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert p.wait(timeout=120) == 0, argv
+    return p.pid
+
+
+def _stop(b: Background) -> tuple[str, str]:
+    b.proc.send_signal(signal.SIGINT)
+    out, err, rc = b.finish(timeout=180)
+    assert rc == 0, err
+    return out, err
+
+
+def test_imported_function_by_path_counts_only_the_files_processes(
+    tmp_path: Path, background: list[Background]
+) -> None:
+    need(shutil.which("gdb") is not None, "gdb is not installed")
+    ls = "/usr/bin/ls"
+    argv = [ls, "-l", "/"]
+    expected = _gdb_hits(argv, "getenv", tmp_path)  # one run of ls, counted by gdb's breakpoint
+    assert expected > 0
+    copy = tmp_path / "ls-copy"  # the same code in another file: not the file traced
+    shutil.copy(ls, copy)
+    b = Background("native", ls, "getenv", "--count", "--json")
+    background.append(b)
+    b.wait_attached(timeout=180)
+    ls_pids = [_run(argv) for _ in range(3)]
+    others = [
+        _run(["env"]),
+        _run(["sh", "-c", "true"]),
+        _run(["python3", "-c", "import ctypes; ctypes.CDLL(None).getenv(b'UTRACE_X')"]),
+        _run([str(copy), "-l", "/"]),
+    ]
+    # a shell that forks and execs ls: the ls is traced from its exec, the shell is not
+    sh = subprocess.run(
+        ["sh", "-c", f"{ls} -l / >/dev/null & echo $$ $!; wait"], capture_output=True, text=True, timeout=120
+    )
+    sh_pid, sh_ls = (int(x) for x in sh.stdout.split())
+    out, err = _stop(b)
+    assert re.search(
+        r"getenv: imported by ls, traced in /\S*libc\.so\.6 \(only in processes running /usr/bin/ls", err
+    ), err
+    assert "attached to /usr/bin/ls (processes running it)" in err, err
+    counts = _counts(out, "getenv")
+    # other processes on the machine may run ls meanwhile: only ours are checked
+    assert {p: counts.get(p) for p in [*ls_pids, sh_ls]} == {p: expected for p in [*ls_pids, sh_ls]}, counts
+    assert not {p: counts[p] for p in [*others, sh_pid] if p in counts}, counts
+
+
+PY_LOOP = """
+import ctypes, os, sys
+getenv = ctypes.CDLL(None).getenv
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(CALLS):
+    getenv(b"UTRACE_X")
+child = os.fork()
+if child == 0:
+    for _ in range(CHILD_CALLS):
+        getenv(b"UTRACE_Y")
+    os._exit(0)
+os.waitpid(child, 0)
+print(child, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_process_already_running_the_file_is_traced(background: list[Background]) -> None:
+    python = "/usr/bin/python3.11"
+    need(Path(python).exists(), "Debian's python3.11 is not installed")
+    calls, child_calls = 37, 11
+    script = PY_LOOP.replace("CHILD_CALLS", str(child_calls)).replace("CALLS", str(calls))
+    proc = subprocess.Popen([python, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready"
+        # started before utrace: found in /proc, not at an exec
+        b = Background("native", python, "getenv", "--count", "--json")
+        background.append(b)
+        b.wait_attached(timeout=180)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        child = int(proc.stdout.readline())
+        out, _err = _stop(b)
+        proc.stdin.write("end\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    counts = _counts(out, "getenv")
+    # the program's own count of its calls: the running process, and the child it forked (not exec'd)
+    assert (counts.get(proc.pid), counts.get(child)) == (calls, child_calls), counts
