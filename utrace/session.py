@@ -437,7 +437,11 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             seeds = 1 + (_seed_descendants(tracer, request.pid) if follow and request.pid is not None else 0)
             if program.options.exec_file is not None and plan.only_exe is not None:
                 # after the exec program is attached: a process that execs the file from now on is not missed
-                _seed_runners(tracer, plan.only_exe)
+                if _seed_runners(tracer, plan.only_exe) >= TARGET_ENTRIES:
+                    plan.notes.append(
+                        f"{TARGET_ENTRIES} processes running {plan.only_exe} were found at the start, the most "
+                        "traced: any more that ran it already are not (those that exec it from now on are)"
+                    )
                 summary.followed = True  # what they fork is traced: the note on untraced forks does not apply
             summary.attached = tracer.attached
             decoder = Decoder(program)
