@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import Background, need
+from tests.e2e.conftest import ROOT, Background, need, utrace_cmd
 from tests.e2e.test_cxx_args import _gdb_hits
 
 
@@ -119,3 +120,28 @@ def test_process_already_running_the_file_is_traced(background: list[Background]
     counts = _counts(out, "getenv")
     # the program's own count of its calls: the running process, and the child it forked (not exec'd)
     assert (counts.get(proc.pid), counts.get(child)) == (calls, child_calls), counts
+
+
+def test_imported_function_by_path_inside_a_pid_namespace(tmp_path: Path) -> None:
+    """utrace in its own PID namespace: the processes are found and reported by the pids it sees."""
+    need(shutil.which("gdb") is not None, "gdb is not installed")
+    need(shutil.which("unshare") is not None, "unshare (util-linux) not installed")
+    ls = "/usr/bin/ls"
+    expected = _gdb_hits([ls, "-l", "/"], "getenv", tmp_path)
+    out, err = tmp_path / "out", tmp_path / "err"
+    utrace = shlex.join(utrace_cmd("native", ls, "getenv", "--count", "--json"))
+    inner = (
+        f"{utrace} >{out} 2>{err} & u=$!; "
+        f"i=0; until grep -q attached {err} || [ $i -ge 300 ]; do sleep 0.5; i=$((i+1)); done; "
+        f"for n in 1 2; do {ls} -l / >/dev/null & echo $!; wait $!; done; kill -INT $u; wait $u"
+    )
+    ns = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", inner],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert ns.returncode == 0, err.read_text()
+    pids = [int(x) for x in ns.stdout.split()]
+    assert "attached to /usr/bin/ls (processes running it)" in err.read_text()
+    counts = _counts(out.read_text(), "getenv")
+    assert all(p < 100 for p in pids), pids  # pids of the new namespace, not the host's
+    assert counts == {p: expected for p in pids}, counts  # nobody else runs ls in this namespace
