@@ -161,8 +161,8 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
 
 
 def _exec_file(path: str) -> tuple[ExecOffsets, tuple[int, int]]:
-    """The kernel's offsets that tell which file a process exec'd, and `path`'s (inode, kernel dev_t):
-    the kernel's dev_t is major << 20 | minor, not the userspace encoding of st_dev."""
+    """The kernel's offsets that tell which file a process exec'd, and `path`'s (inode, the kernel's
+    dev_t of its superblock: major << 20 | minor, see `procfs.file_identity`)."""
     from utrace import procfs
     from utrace.btf import VMLINUX_BTF, exec_file_offsets
 
@@ -172,10 +172,10 @@ def _exec_file(path: str) -> tuple[ExecOffsets, tuple[int, int]]:
             f"cannot read the kernel's linux_binprm/file/inode layout from {VMLINUX_BTF} (CONFIG_DEBUG_INFO_BTF): "
             f"needed to trace only the processes running {path}"
         )
-    st = procfs.identity(path)
-    if st is None:
+    ident = procfs.file_identity(path)
+    if ident is None:
         raise EnvironmentProblem(f"cannot open {path} to know which processes run it")
-    return ExecOffsets(*found), (st.st_ino, (os.major(st.st_dev) << 20) | os.minor(st.st_dev))
+    return ExecOffsets(*found), (ident[1], ident[2])
 
 
 def _seed_runners(tracer: Tracer, path: str) -> int:

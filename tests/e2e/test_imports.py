@@ -145,3 +145,37 @@ def test_imported_function_by_path_inside_a_pid_namespace(tmp_path: Path) -> Non
     counts = _counts(out.read_text(), "getenv")
     assert all(p < 100 for p in pids), pids  # pids of the new namespace, not the host's
     assert counts == {p: expected for p in pids}, counts  # nobody else runs ls in this namespace
+
+
+def test_imported_function_by_path_on_overlayfs(tmp_path: Path) -> None:
+    """A file on an overlay whose layers are on different file systems: stat(2) gives a device of the
+    layer, the kernel's inode the overlay's superblock. The overlay's ls is found when it execs; the
+    very same file run from the lower layer is another file, not reported."""
+    need(shutil.which("gdb") is not None, "gdb is not installed")
+    need(shutil.which("unshare") is not None, "unshare (util-linux) not installed")
+    need("overlay" in Path("/proc/filesystems").read_text(), "the kernel has no overlayfs")
+    ls = "/usr/bin/ls"
+    expected = _gdb_hits([ls, "-l", "/"], "getenv", tmp_path)
+    lower, upper, merged = tmp_path / "lower", tmp_path / "upper", tmp_path / "merged"
+    for d in (lower, upper, merged):
+        d.mkdir()
+    shutil.copy(ls, lower / "ls")
+    out, err = tmp_path / "out", tmp_path / "err"
+    utrace = shlex.join(utrace_cmd("native", str(merged / "ls"), "getenv", "--count", "--json"))
+    inner = (
+        f"mount -t tmpfs utrace-test {upper} && mkdir {upper}/u {upper}/w && "
+        f"mount -t overlay utrace-test -o lowerdir={lower},upperdir={upper}/u,workdir={upper}/w {merged} || exit 9; "
+        f"[ $(stat -c %d {merged}/ls) != $(stat -c %d {lower}/ls) ] || exit 8; "
+        f"{utrace} >{out} 2>{err} & u=$!; "
+        f"i=0; until grep -q attached {err} || [ $i -ge 300 ]; do sleep 0.5; i=$((i+1)); done; "
+        f"{merged}/ls -l / >/dev/null & echo $!; wait $!; {lower}/ls -l / >/dev/null & echo $!; wait $!; "
+        "kill -INT $u; wait $u"
+    )
+    ns = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", inner], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    need(ns.returncode != 9, f"cannot mount an overlay here: {ns.stderr.strip()}")
+    assert ns.returncode == 0, (ns.stderr, err.read_text() if err.exists() else "")
+    on_overlay, on_lower = (int(x) for x in ns.stdout.split())
+    counts = _counts(out.read_text(), "getenv")
+    assert (counts.get(on_overlay), counts.get(on_lower)) == (expected, None), counts
