@@ -388,6 +388,10 @@ class Tracer:
             raise TracingError(f"the BPF program did not load: {e.strerror}") from None
         if self.program.options.pid is not None:
             self.seed(self.program.options.pid, awaiting_exec=self.launched)
+        ident = self.program.options.exe_identity
+        if ident is not None and "exe_file" in self._loaded.maps:  # the file whose processes are traced
+            for i, v in enumerate(ident):
+                self._loaded.maps["exe_file"].update(struct.pack("<I", i), struct.pack("<Q", v))
 
     def attach(self, pid: int | None) -> None:
         pmu = kernel.uprobe_pmu_type()

@@ -103,3 +103,25 @@ def task_family_offsets(path: str = VMLINUX_BTF) -> tuple[int, int, int] | None:
     if tgid is None or signal is None or live is None:
         return None
     return tgid, signal, live
+
+
+def exec_file_offsets(path: str = VMLINUX_BTF) -> tuple[int, int, int, int, int] | None:
+    """Offsets of `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb` and
+    `super_block.s_dev` in the running kernel (what tells which file a process exec'd), or None."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        m = struct_members(data, {"linux_binprm", "file", "inode", "super_block"})
+    except (OSError, BtfError):
+        return None
+    got = (
+        m.get("linux_binprm", {}).get("file"),
+        m.get("file", {}).get("f_inode"),
+        m.get("inode", {}).get("i_ino"),
+        m.get("inode", {}).get("i_sb"),
+        m.get("super_block", {}).get("s_dev"),
+    )
+    if any(v is None for v in got):
+        return None
+    a, b, c, d, e = (int(v) for v in got if v is not None)
+    return a, b, c, d, e

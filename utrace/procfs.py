@@ -199,6 +199,39 @@ def identity(path: str) -> os.stat_result | None:
         os.close(fd)
 
 
+MAX_MOUNTINFO_BYTES = 16 << 20  # /proc/self/mountinfo: tens of thousands of mounts fit
+
+
+def file_identity(path: str) -> tuple[int, int, int] | None:
+    """(st_dev, st_ino, the kernel's dev_t of its superblock) of the regular file `path` names when
+    opened safely, or None.
+
+    The superblock's device is what the kernel's `inode->i_sb->s_dev` holds (major << 20 | minor), which
+    st_dev is not always: overlayfs across file systems and btrfs subvolumes report another device to
+    stat(2). It is the mount's major:minor in /proc/self/mountinfo (the mount found by the descriptor's
+    mnt_id in /proc/self/fdinfo); st_dev stands in when those do not say."""
+    try:
+        fd = open_fd(path, max_size=1 << 62)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        dev = (os.major(st.st_dev), os.minor(st.st_dev))
+        try:
+            info = read_text(f"/proc/self/fdinfo/{fd}", MAX_STATUS_BYTES)
+            mnt = re.search(r"^mnt_id:\s*(\d+)$", info, re.M)
+            if mnt is not None:
+                mounts = read_text("/proc/self/mountinfo", MAX_MOUNTINFO_BYTES)
+                line = re.search(rf"^{mnt.group(1)} \d+ (\d+):(\d+) ", mounts, re.M)
+                if line is not None:
+                    dev = (int(line.group(1)), int(line.group(2)))
+        except OSError:
+            pass
+        return st.st_dev, st.st_ino, (dev[0] << 20) | dev[1]
+    finally:
+        os.close(fd)
+
+
 def read_text(path: str, max_bytes: int) -> str:
     """A /proc text file (maps, status), read incrementally up to `max_bytes` (what follows is dropped).
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from utrace.errors import EnvironmentProblem, OutputError, UsageError
 from utrace.model import Event, ProbeKind, ProbeSpec, Target
-from utrace.probes.codegen import Aggregate, BpfProgram, FamilyOffsets, Options, render
+from utrace.probes.codegen import TARGET_ENTRIES, Aggregate, BpfProgram, ExecOffsets, FamilyOffsets, Options, render
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.registry import get_runtime
 from utrace.target import NamespaceIds, exe_identity, is_alive
@@ -137,6 +137,10 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
                 f"cannot read the kernel's task_struct layout from {VMLINUX_BTF} (CONFIG_DEBUG_INFO_BTF): "
                 "needed to find goroutines of stack-ABI Go code"
             )
+    exec_file: ExecOffsets | None = None
+    exe_id: tuple[int, int] | None = None
+    if plan.only_exe is not None and pid is None:
+        exec_file, exe_id = _exec_file(plan.only_exe)
     return render(
         specs_for(plan, options.aggregate),
         Options(
@@ -147,9 +151,62 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
             aggregate=options.aggregate,
             stack_depth=options.stack_depth,
             follow=options.follow,
-            family=_family_offsets(options.follow) if pid is not None else None,
+            family=_family_offsets(options.follow or exec_file is not None)
+            if pid is not None or exec_file is not None
+            else None,
+            exec_file=exec_file,
+            exe_identity=exe_id,
         ),
     )
+
+
+def _exec_file(path: str) -> tuple[ExecOffsets, tuple[int, int]]:
+    """The kernel's offsets that tell which file a process exec'd, and `path`'s (inode, the kernel's
+    dev_t of its superblock: major << 20 | minor, see `procfs.file_identity`)."""
+    from utrace import procfs
+    from utrace.btf import VMLINUX_BTF, exec_file_offsets
+
+    found = exec_file_offsets()
+    if found is None:
+        raise EnvironmentProblem(
+            f"cannot read the kernel's linux_binprm/file/inode layout from {VMLINUX_BTF} (CONFIG_DEBUG_INFO_BTF): "
+            f"needed to trace only the processes running {path}"
+        )
+    ident = procfs.file_identity(path)
+    if ident is None:
+        raise EnvironmentProblem(f"cannot open {path} to know which processes run it")
+    return ExecOffsets(*found), (ident[1], ident[2])
+
+
+def _seed_runners(tracer: Tracer, path: str) -> int:
+    """Processes already running `path` (their /proc/PID/exe is that file), utrace itself excepted:
+    traced from now on (what they fork, and processes that exec it later, the kernel adds)."""
+    from utrace import procfs
+
+    st = procfs.identity(path)
+    if st is None:
+        return 0
+    want = (st.st_dev, st.st_ino)
+    seeded = 0
+    me = os.getpid()
+    try:
+        with os.scandir("/proc") as it:
+            for entry in it:
+                if seeded >= TARGET_ENTRIES:
+                    break
+                if not entry.name.isdigit() or int(entry.name) == me:
+                    continue
+                pid = int(entry.name)
+                if exe_identity(pid) != want:
+                    continue
+                if not tracer.seed(pid):
+                    continue
+                if exe_identity(pid) != want and tracer.unseed(pid):  # exited (or exec'd) meanwhile
+                    continue
+                seeded += 1
+    except OSError:
+        pass
+    return seeded
 
 
 def _family_offsets(required: bool) -> FamilyOffsets | None:
@@ -378,6 +435,14 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             tracer.attach(None if follow else watch_pid)
             # the target itself (and, launched, before its exec), then what --follow finds in /proc
             seeds = 1 + (_seed_descendants(tracer, request.pid) if follow and request.pid is not None else 0)
+            if program.options.exec_file is not None and plan.only_exe is not None:
+                # after the exec program is attached: a process that execs the file from now on is not missed
+                if _seed_runners(tracer, plan.only_exe) >= TARGET_ENTRIES:
+                    plan.notes.append(
+                        f"{TARGET_ENTRIES} processes running {plan.only_exe} were found at the start, the most "
+                        "traced: any more that ran it already are not (those that exec it from now on are)"
+                    )
+                summary.followed = True  # what they fork is traced: the note on untraced forks does not apply
             summary.attached = tracer.attached
             decoder = Decoder(program)
             limit = options.max_events

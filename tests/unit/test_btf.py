@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from utrace.btf import VMLINUX_BTF, BtfError, struct_members, task_fsbase_offset
+from utrace.btf import VMLINUX_BTF, BtfError, exec_file_offsets, struct_members, task_fsbase_offset
 
 
 def blob(types: list[tuple[str, int, list[tuple[str, int]], bool]]) -> bytes:
@@ -71,3 +71,13 @@ def test_garbage_never_raises_anything_else(data):
 def test_this_kernel_has_a_plausible_fsbase_offset():
     off = task_fsbase_offset()
     assert off is not None and 1000 < off < 20000 and off % 8 == 0
+
+
+@pytest.mark.skipif(not os.path.exists(VMLINUX_BTF), reason="kernel without BTF")
+def test_this_kernel_says_where_the_execd_file_is():
+    got = exec_file_offsets()
+    assert got is not None
+    bprm_file, f_inode, i_ino, i_sb, s_dev = got
+    # pointers and an unsigned long are 8-aligned; dev_t is 4-aligned; all well inside their structs
+    assert all(v % 8 == 0 and 0 <= v < 1024 for v in (bprm_file, f_inode, i_ino, i_sb))
+    assert s_dev % 4 == 0 and s_dev < 1024

@@ -38,6 +38,7 @@ from utrace.probes.codegen import (
     PT_REGS,
     Aggregate,
     CodegenError,
+    ExecOffsets,
     FamilyOffsets,
     Options,
     render,
@@ -147,6 +148,8 @@ def prefix_specs() -> list[ProbeSpec]:
 PID_OPTIONS = Options(pid=4242, pid_ns=(4, 4026532281), ring_pages=256)
 FAMILY = FamilyOffsets(tgid=0x4F4, signal=0x738, live=4)
 FOLLOW_OPTIONS = Options(pid=4242, ring_pages=256, follow=True, family=FAMILY)
+EXEC = ExecOffsets(bprm_file=0x40, file_inode=0x20, inode_ino=0x40, inode_sb=0x28, sb_dev=0x10)
+EXEC_FILE_OPTIONS = Options(ring_pages=256, family=FAMILY, exec_file=EXEC, exe_identity=(260601, 254 << 20))
 
 
 def go_specs() -> list[ProbeSpec]:
@@ -171,6 +174,7 @@ CASES = {
     "usdt": (usdt_specs, None),
     "pid_ns": (pid_specs, PID_OPTIONS),
     "follow": (pid_specs, FOLLOW_OPTIONS),
+    "exec_file": (pid_specs, EXEC_FILE_OPTIONS),
     "go_stack_abi": (go_specs, GO_OPTIONS),
     "prefix_filter": (prefix_specs, None),
     "count": (entry_specs, Options(aggregate=Aggregate.COUNT)),
@@ -344,6 +348,33 @@ def test_follow_admits_tracked_processes_and_the_fork_program_keeps_them():
     quiet = render(pid_specs(), replace(FOLLOW_OPTIONS, follow=False))
     assert "utrace_followed()" not in _probe_body(quiet.source, 0)
     assert "utrace_fork" in quiet.source
+
+
+def test_exec_file_keeps_the_processes_running_the_file():
+    """Processes whose exec'd file has the inode and device in `exe_file` join `tracked`; one that execs
+    another file leaves both maps; forks and exits keep them as with --follow; probes admit them."""
+    prog = render(pid_specs(), EXEC_FILE_OPTIONS)
+    assert [t for _, t in prog.tracepoints] == ["sched_process_exec", "sched_process_fork", "sched_process_exit"]
+    assert "BPF_ARRAY(exe_file, u64, 2);" in prog.source and "BPF_ARRAY(family, u64, 4);" in prog.source
+    assert "if ((!want || *want != 1) && !utrace_followed()) return 0;" in _probe_body(prog.source, 0)
+    body = _function(prog.source, "utrace_exec")
+    assert "ctx->args[2] + 64ULL" in body  # linux_binprm.file, at the kernel's offset
+    assert "file + 32ULL" in body and "inode + 64ULL" in body and "inode + 40ULL" in body and "sb + 16ULL" in body
+    assert "if (sb && ino == *want_ino && dev == *want_dev) {" in body
+    assert "tracked.insert(&host, &one) == 0" in body
+    assert "tracked.delete(&host)" in body and "target.delete(&pid)" in body
+    assert "260601" not in prog.source  # the file's identity is a map value, not program text
+    assert "utrace_fork" in prog.source and "utrace_exit" in prog.source
+
+
+def test_exec_file_needs_no_pid_an_identity_and_offsets():
+    for bad in (
+        replace(EXEC_FILE_OPTIONS, pid=1),
+        replace(EXEC_FILE_OPTIONS, family=None),
+        replace(EXEC_FILE_OPTIONS, exe_identity=None),
+    ):
+        with pytest.raises(CodegenError):
+            render(pid_specs(), bad)
 
 
 def test_follow_needs_a_pid_and_offsets():

@@ -8,6 +8,7 @@ path itself and prints what it got)."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -209,3 +210,22 @@ def test_kernel_path_names_the_file_inside_the_root(jail: tuple[int, dict[str, s
         assert p == "/usr/bin/true"
     with pytest.raises(OSError), procfs.kernel_path(f"/proc/{pid}/root/tmp/fifo"):
         pass
+
+
+@pytest.mark.parametrize("path", ["/usr/bin/ls", "/proc/self/status"])
+def test_file_identity_has_the_superblock_device_findmnt_shows(path):
+    need_findmnt = shutil.which("findmnt")
+    if need_findmnt is None:
+        pytest.skip("findmnt (util-linux) is not installed")
+    got = procfs.file_identity(path)
+    assert got is not None
+    st = os.stat(path)
+    assert got[:2] == (st.st_dev, st.st_ino)
+    out = subprocess.run(["findmnt", "-n", "-o", "MAJ:MIN", "-T", path], capture_output=True, text=True, check=True)
+    major, minor = (int(x) for x in out.stdout.strip().split(":"))
+    assert got[2] == major << 20 | minor
+
+
+def test_file_identity_of_what_is_not_a_regular_file_is_none(tmp_path):
+    assert procfs.file_identity(str(tmp_path / "missing")) is None
+    assert procfs.file_identity(str(tmp_path)) is None

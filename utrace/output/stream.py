@@ -118,7 +118,13 @@ def announce(err: TextIO, target: Target, plan: Plan, attached: int, launched: i
     """Notes about choices made, then one line once the probes are armed (on stderr)."""
     for note in plan.notes:  # notes quote names from the binary
         err.write(f"utrace: {safe(note)}\n")
-    who = f"pid {target.pid}" if target.pid else (f"launched pid {launched}" if launched else "all processes")
+    who = (
+        f"pid {target.pid}"
+        if target.pid
+        else (
+            f"launched pid {launched}" if launched else ("processes running it" if plan.only_exe else "all processes")
+        )
+    )
     if target.pid and target.nspid and target.nspid != target.pid:
         who += f", {target.nspid} in its PID namespace"
     err.write(f"utrace: {attached} probe(s) attached to {safe(target.modules[0].display)} ({who}); Ctrl-C to stop\n")

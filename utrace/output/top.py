@@ -122,7 +122,15 @@ class TopReporter:
 
     def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
         announce(self.err, target, plan, attached, launched)
-        who = f"pid {target.pid}" if target.pid else (f"launched pid {launched}" if launched else "all processes")
+        who = (
+            f"pid {target.pid}"
+            if target.pid
+            else (
+                f"launched pid {launched}"
+                if launched
+                else ("processes running it" if plan.only_exe else "all processes")
+            )
+        )
         self._title = f"{safe(target.modules[0].display)} ({who})"
         self._launched = launched is not None
         if self.live:

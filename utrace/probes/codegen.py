@@ -65,6 +65,19 @@ class FamilyOffsets:
     live: int
 
 
+@dataclass(frozen=True, slots=True)
+class ExecOffsets:
+    """Byte offsets in the running kernel's structs (from its BTF) that `utrace_exec` reads to know the
+    file a process exec'd: `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb` and
+    `super_block.s_dev` (the kernel's dev_t: major << 20 | minor)."""
+
+    bprm_file: int
+    file_inode: int
+    inode_ino: int
+    inode_sb: int
+    sb_dev: int
+
+
 # `target` values: a traced process, or a launched one that is traced from its first exec on
 TARGET_TRACED = 1
 TARGET_AWAITING_EXEC = 2
@@ -73,6 +86,7 @@ TRACKED_ENTRIES = 32768  # descendants the fork program finds
 # `family` slots: processes added to `tracked` by forks, entries of `target`/`tracked` removed at exits,
 # and forked processes that found `tracked` full (not followed)
 FAMILY_ADDED, FAMILY_REMOVED, FAMILY_OVERFLOW = 0, 1, 2
+FAMILY_EXECED = 3  # with `exec_file`: processes added to `tracked` by an exec of the file
 
 
 def slot_range(slot: int) -> tuple[int, int]:
@@ -96,6 +110,13 @@ class Options:
         family: offsets for `utrace_fork` and `utrace_exit` (sched_process_fork/exit raw tracepoints),
             which keep `tracked`: the processes descending from a traced one (followed or not: a launched
             tree is ended through it, and without `follow` their count says what was not traced).
+        exec_file: offsets for an `utrace_exec` that keeps the processes running one file: a process
+            that execs it is added to `tracked` (host tgid), one that execs another file leaves `tracked`
+            and `target`; with `family` (required), forks of such processes are traced too and exits
+            remove them. The file's identity is in the `exe_file` map ([0] inode, [1] the kernel's
+            dev_t), put there by the backend from `exe_identity`; the backend seeds `target` with the
+            processes that ran the file already (pids as utrace sees them). `pid` is then None.
+        exe_identity: (inode, kernel dev_t) of that file: validated here, only the backend uses it.
         pid_ns: (dev, inode) of utrace's PID namespace when it is not the initial one: pids are then
             read with bpf_get_ns_current_pid_tgid so they match what utrace's /proc shows.
         ring_pages: ring buffer size in pages (a power of two).
@@ -115,6 +136,8 @@ class Options:
     stack_depth: int = 0
     follow: bool = False
     family: FamilyOffsets | None = None
+    exec_file: ExecOffsets | None = None
+    exe_identity: tuple[int, int] | None = None
 
 
 AGG_KEY = "<III"  # struct agg_key {u32 probe; u32 pid; u32 slot;} as the prelude declares it
@@ -489,15 +512,26 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
     maps = ""
     if opts.follow and (opts.pid is None or opts.family is None):
         raise CodegenError("following forked processes needs a pid filter and the kernel's task_struct offsets")
-    family = opts.family if opts.pid is not None else None
+    if opts.exec_file is not None and (opts.pid is not None or opts.family is None or opts.exe_identity is None):
+        raise CodegenError(
+            "tracing the processes of one file needs no pid, the file's identity and the kernel's offsets"
+        )
+    filtered = opts.pid is not None or opts.exec_file is not None
+    family = opts.family if filtered else None
     if opts.pid is not None:
         _int(opts.pid)  # validated here although only the backend uses it (it goes into a map)
+    if opts.exe_identity is not None:
+        for v in opts.exe_identity:
+            _int(v)  # into the `exe_file` map by the backend
+    if filtered:
         # the pid is a map key, not a constant: the program's text (and so its compiled form,
         # which the backend caches) is the same whichever process is traced
         maps += f"BPF_HASH(target, u32, u32, {TARGET_ENTRIES});\n"
     if family is not None:
         maps += f"BPF_HASH(tracked, u32, u32, {TRACKED_ENTRIES});\n"
-        maps += "BPF_ARRAY(family, u64, 3);\n"
+        maps += f"BPF_ARRAY(family, u64, {4 if opts.exec_file is not None else 3});\n"
+    if opts.exec_file is not None:
+        maps += "BPF_ARRAY(exe_file, u64, 2);\n"
     if any(starting(s) or returning(s) for s in specs):
         maps += 'BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);\n'
     if agg is not Aggregate.NONE:
@@ -527,9 +561,9 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         em = _Emitter(opts.fsbase_offset)
         em.emit("u32 pid = 0, tid = 0;")
         em.emit("if (utrace_ids(&pid, &tid)) return 0;")
-        if opts.pid is not None:
+        if filtered:
             em.emit("u32 *want = target.lookup(&pid);")
-            if opts.follow:
+            if opts.follow or opts.exec_file is not None:
                 em.emit(f"if ((!want || *want != {TARGET_TRACED}) && !utrace_followed()) return 0;")
             else:
                 em.emit(f"if (!want || *want != {TARGET_TRACED}) return 0;")
@@ -588,15 +622,15 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         lines.append("}")
         lines.append("")
     tracepoints: list[tuple[str, str]] = []
-    if opts.pid is not None:
-        lines += _family_programs(family)
+    if filtered:
+        lines += _family_programs(family, opts.exec_file)
         tracepoints.append(("utrace_exec", "sched_process_exec"))
         if family is not None:
             tracepoints += [("utrace_fork", "sched_process_fork"), ("utrace_exit", "sched_process_exit")]
     return BpfProgram("\n".join(lines), list(specs), all_fields, functions, opts, tracepoints)
 
 
-def _family_programs(family: FamilyOffsets | None) -> list[str]:
+def _family_programs(family: FamilyOffsets | None, exec_file: ExecOffsets | None = None) -> list[str]:
     """The raw tracepoint programs of a pid-filtered program (see `Options`).
 
     `utrace_exec` runs in the exec'ing process once its new image is in place, before its first
@@ -605,18 +639,23 @@ def _family_programs(family: FamilyOffsets | None) -> list[str]:
     ended when its `signal->live` count is 0 (the kernel decrements it just before this tracepoint), not
     when its first thread (the leader) exits, which may be long before the others, or by an exec from
     another thread. Entries are removed before the kernel frees the pid, so a pid in either map is
-    never a later process that reused the number.
+    never a later process that reused the number. With `exec_file`, `utrace_exec` compares the exec'd
+    file (args[2] is the linux_binprm) with the one in `exe_file` instead (see `Options`).
     """
-    out = [
-        "int utrace_exec(struct bpf_raw_tracepoint_args *ctx) {",
-        "    u32 pid = 0, tid = 0;",
-        "    if (utrace_ids(&pid, &tid)) return 0;",
-        "    u32 *t = target.lookup(&pid);",
-        f"    if (t && *t == {TARGET_AWAITING_EXEC}) *t = {TARGET_TRACED};",
-        "    return 0;",
-        "}",
-        "",
-    ]
+    out = (
+        _exec_file_program(exec_file)
+        if exec_file is not None
+        else [
+            "int utrace_exec(struct bpf_raw_tracepoint_args *ctx) {",
+            "    u32 pid = 0, tid = 0;",
+            "    if (utrace_ids(&pid, &tid)) return 0;",
+            "    u32 *t = target.lookup(&pid);",
+            f"    if (t && *t == {TARGET_AWAITING_EXEC}) *t = {TARGET_TRACED};",
+            "    return 0;",
+            "}",
+            "",
+        ]
+    )
     if family is None:
         return out
     tgid, signal, live = (_int(v) for v in (family.tgid, family.signal, family.live))
@@ -650,6 +689,47 @@ def _family_programs(family: FamilyOffsets | None) -> list[str]:
         f"    if (tracked.delete(&host) == 0) utrace_family({FAMILY_REMOVED});",
         "    u32 pid = 0, tid = 0;",
         f"    if (utrace_ids(&pid, &tid) == 0 && target.delete(&pid) == 0) utrace_family({FAMILY_REMOVED});",
+        "    return 0;",
+        "}",
+        "",
+    ]
+
+
+def _exec_file_program(o: ExecOffsets) -> list[str]:
+    """`utrace_exec` for `Options.exec_file`: the process now runs the file (by inode and device, as the
+    kernel's superblock has it), or it no longer does."""
+    bprm_file, f_inode, i_ino, i_sb, s_dev = (
+        _int(v) for v in (o.bprm_file, o.file_inode, o.inode_ino, o.inode_sb, o.sb_dev)
+    )
+    return [
+        "int utrace_exec(struct bpf_raw_tracepoint_args *ctx) {",
+        "    u32 pid = 0, tid = 0;",
+        "    if (utrace_ids(&pid, &tid)) return 0;",
+        "    u32 host = bpf_get_current_pid_tgid() >> 32;",
+        "    u32 k_ino = 0, k_dev = 1;",
+        "    u64 *want_ino = exe_file.lookup(&k_ino);",
+        "    u64 *want_dev = exe_file.lookup(&k_dev);",
+        "    if (!want_ino || !want_dev) return 0;",
+        "    u64 file = 0, inode = 0, sb = 0, ino = 0;",
+        "    u32 dev = 0;",
+        f"    bpf_probe_read_kernel(&file, 8, (void *)(ctx->args[2] + {bprm_file}));",
+        f"    if (file) bpf_probe_read_kernel(&inode, 8, (void *)(file + {f_inode}));",
+        "    if (inode) {",
+        f"        bpf_probe_read_kernel(&ino, 8, (void *)(inode + {i_ino}));",
+        f"        bpf_probe_read_kernel(&sb, 8, (void *)(inode + {i_sb}));",
+        "    }",
+        f"    if (sb) bpf_probe_read_kernel(&dev, 4, (void *)(sb + {s_dev}));",
+        "    if (sb && ino == *want_ino && dev == *want_dev) {",
+        "        u32 one = 1;",
+        "        if (tracked.insert(&host, &one) == 0) {",
+        f"            utrace_family({FAMILY_EXECED});",
+        "        } else if (!tracked.lookup(&host)) {",
+        f"            utrace_family({FAMILY_OVERFLOW});",
+        "        }",
+        "        return 0;",
+        "    }",
+        f"    if (tracked.delete(&host) == 0) utrace_family({FAMILY_REMOVED});",
+        f"    if (target.delete(&pid) == 0) utrace_family({FAMILY_REMOVED});",
         "    return 0;",
         "}",
         "",

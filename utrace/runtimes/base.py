@@ -48,12 +48,17 @@ class Plan:
 
     `needs_tls`: some location reads the thread pointer (Go's `g` in the stack ABI), so the program
     needs the running kernel's task_struct layout.
+
+    `only_exe`: trace only the processes whose executable is this file (by inode, found when they exec
+    it and, at the start, in /proc), and what they fork: set for a file traced by path whose probes sit
+    in a library it imports, which every other process on the machine runs too.
     """
 
     specs: list[ProbeSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     refine: Callable[[Event], Event] | None = None
     needs_tls: bool = False
+    only_exe: str | None = None
 
 
 class Runtime(Protocol):

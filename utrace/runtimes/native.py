@@ -274,14 +274,13 @@ class NativeRuntime:
             return [], None
         libs = sorted({s.module for s in found})
         names = sorted({display_name(s.name) for s in found})
-        if request.pid is None and not request.command:
-            raise UsageError(
-                f"{', '.join(names)} is imported by {exe.display} from {', '.join(libs)}: a probe there by path "
-                f"would catch every process that uses that library; give --pid PID or -- COMMAND (or trace "
-                f"{libs[0]} itself)"
-            )
         who = os.path.basename(exe.display)
-        plan.notes.append(f"{', '.join(names)}: imported by {who}, traced in {', '.join(libs)}")
+        note = f"{', '.join(names)}: imported by {who}, traced in {', '.join(libs)}"
+        if request.pid is None and not request.command:
+            # a probe on the library fires in every process that maps it: only those running the file count
+            plan.only_exe = exe.path
+            note += f" (only in processes running {exe.display}, and what they fork)"
+        plan.notes.append(note)
         return found, params
 
     def arguments(self, sym: Symbol, params: list[str] | None, request: TraceRequest) -> list[ArgSpec]:
