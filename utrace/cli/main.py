@@ -42,8 +42,8 @@ def list_cmd(
 
     With --pid, TARGET may be omitted (then the first argument is the pattern).
     """
+    from utrace.app.list_probes import list_target
     from utrace.errors import UsageError
-    from utrace.listing import list_target
     from utrace.output.listing import (
         PLAIN,
         TABLE_LIMIT,
@@ -52,7 +52,7 @@ def list_cmd(
         write_plain,
         write_table,
     )
-    from utrace.target import file_target, process_target
+    from utrace.process.target import file_target, process_target
 
     if only_usdt and only_functions:
         raise UsageError("--usdt and --functions exclude each other")
@@ -172,9 +172,9 @@ def _check_options(probes: tuple[str, ...], opts: dict[str, Any]) -> None:
 
 
 def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: dict[str, Any]) -> None:
+    from utrace.app.session import SessionOptions, build, run
     from utrace.errors import UsageError
     from utrace.runtimes.base import TraceRequest
-    from utrace.session import SessionOptions, build, run
 
     command = tuple(_LAUNCH)
     if not probes:
@@ -237,7 +237,7 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
             sys.stderr.write(f"utrace: {safe(note)}\n")
         sys.stdout.write(program.source)
         return
-    from utrace.backend import privileges_problem
+    from utrace.bpf.backend import privileges_problem
 
     problem = privileges_problem()  # before the target is resolved or a command launched
     if problem is not None:
@@ -250,8 +250,8 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         raise UsageError(f"cannot write {opts['output']}: {e.strerror}") from None
     top_view = None
     try:
+        from utrace.app.session import Reporter
         from utrace.output.stream import JsonReporter, TextReporter
-        from utrace.session import Reporter
 
         reporter: Reporter
         if interval is not None:
@@ -440,7 +440,7 @@ def completion_cmd(shell: str) -> None:
 @click.option("--no-compile", is_flag=True, help="Skip the compile-and-load test.")
 def doctor_cmd(no_compile: bool) -> None:
     """Check that this machine can trace, and say how to fix what is missing. Exit 0 only if it can."""
-    from utrace.doctor import run_checks
+    from utrace.app.checks import run_checks
     from utrace.output.doctor import write_checks
 
     checks = run_checks(compile_test=not no_compile)
