@@ -116,7 +116,7 @@ def run_bcc_trace(calls: int, out: Path) -> tuple[float, int, int] | None:
     trace = shutil.which("trace-bpfcc")
     if trace is None:
         return None
-    from utrace.kernel import prepare_bcc_headers
+    from utrace.bpf.kernel import prepare_bcc_headers
 
     prepare_bcc_headers()  # bcc needs headers too; the same merged tree utrace uses
     with open(out, "w") as f:
@@ -207,7 +207,7 @@ def cpu_rows(calls: int, reps: int) -> dict[str, float]:
     }
     trace = shutil.which("trace-bpfcc")
     if trace:
-        from utrace.kernel import prepare_bcc_headers
+        from utrace.bpf.kernel import prepare_bcc_headers
 
         prepare_bcc_headers()
         cmds["bcc trace"] = [trace, f'{HOT}:hot "%ld %ld", arg1, arg2']
@@ -272,7 +272,7 @@ def bench_first_event(reps: int) -> list[tuple[str, float | None, float]]:
     }
     trace = shutil.which("trace-bpfcc")
     if trace:
-        from utrace.kernel import prepare_bcc_headers
+        from utrace.bpf.kernel import prepare_bcc_headers
 
         prepare_bcc_headers()
         # (not -M 1: its exit from inside the event callback leaves the probes behind)

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from tests.unit.test_codegen import CASES, HOSTILE, PID_OPTIONS, _with_text, prefix_specs
-from utrace.backend import Tracer
+from utrace.bpf.backend import Tracer
 from utrace.model import ArgKind, PrefixFilter, Reg
 from utrace.probes.codegen import BpfProgram, Options, render
 
@@ -54,7 +54,7 @@ def test_follow_programs_load_in_a_pid_namespace(root_bpf: None) -> None:
     """The exec, fork and exit programs (raw tracepoints) with pids read through a PID namespace: the
     kernel's verifier accepts them as raw tracepoint programs, with the running kernel's offsets."""
     from tests.unit.test_codegen import pid_specs
-    from utrace.btf import task_family_offsets
+    from utrace.bpf.btf import task_family_offsets
     from utrace.probes.codegen import FamilyOffsets
 
     offsets = task_family_offsets()

@@ -140,8 +140,8 @@ def _write(workdir: Path, data: bytes) -> str:
 
 
 def _go_tables(path: str) -> None:
-    from utrace.elf import gobin
-    from utrace.elf.goasm import after_stack_check, return_sites
+    from utrace.elf.go import gobin
+    from utrace.elf.go.goasm import after_stack_check, return_sites
 
     gobin.go_info(path)
     with gobin.GoBinary(path) as b:
@@ -169,7 +169,7 @@ def _go_tables(path: str) -> None:
 
 
 def _dwarf(path: str) -> None:
-    from utrace.elf.godwarf import GoDwarf
+    from utrace.elf.go.godwarf import GoDwarf
 
     with GoDwarf(path) as d:
         if not d.has_dwarf:
@@ -187,15 +187,15 @@ def _dwarf(path: str) -> None:
 
 
 def _function_table(path: str) -> None:
-    from utrace.elf.gosyms import go_function_table
+    from utrace.elf.go.gosyms import go_function_table
 
     go_function_table(path)
 
 
 def _dump_bpf(path: str) -> None:
     """`utrace go PATH PROBES --ret --dump-bpf`, one request at a time."""
+    from utrace.app.session import SessionOptions, build
     from utrace.runtimes.base import TraceRequest
-    from utrace.session import SessionOptions, build
 
     for probes in PROBES:
         try:
@@ -210,8 +210,8 @@ def _dump_bpf(path: str) -> None:
 
 def _list(path: str) -> None:
     """`utrace list PATH` and `utrace list PATH 'main.*'`."""
-    from utrace.listing import list_target
-    from utrace.target import file_target
+    from utrace.app.list_probes import list_target
+    from utrace.process.target import file_target
 
     list_target(file_target(path), None)
     list_target(file_target(path), "main.*")
@@ -238,8 +238,8 @@ def exercise(path: str) -> None:
 
 def test_healthy_bases_go_through_every_step(bases: list[Base], workdir: Path) -> None:
     """Without damage every step succeeds: the damage is what the other tests exercise."""
-    from utrace.elf import gobin
-    from utrace.elf.godwarf import GoDwarf
+    from utrace.elf.go import gobin
+    from utrace.elf.go.godwarf import GoDwarf
 
     for base in bases:
         path = _write(workdir, base.data)

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, Background, need, run_utrace
-from utrace.elf import gobin
+from utrace.elf.go import gobin
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""utrace.elf.godwarf against oracles nobody here wrote: binutils readelf and `go tool nm`.
+"""utrace.elf.go.godwarf against oracles nobody here wrote: binutils readelf and `go tool nm`.
 
 readelf prints the DIE tree, location lists, range lists and the interpreted CFA table; `go tool nm`
 prints function addresses from the Go symbol table. Every fixture build of greet/httpget that exists is
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import BUILD, ROOT, need
-from utrace.elf.godwarf import FrameLoc, GoDwarf, Location, RegLoc, Unavailable
+from utrace.elf.go.godwarf import FrameLoc, GoDwarf, Location, RegLoc, Unavailable
 from utrace.errors import ElfError
 from utrace.model import GoKind
 
@@ -563,7 +563,7 @@ def test_byte_search_agrees_with_the_unit_walk(suffix: str) -> None:
 @pytest.mark.parametrize("suffix", ["", "-go1.15", "-go1.24"])
 def test_die_boundaries_equal_pyelftools(suffix: str) -> None:
     """The attribute skipper that validates byte-search hits finds exactly pyelftools' DIEs."""
-    from utrace.elf.godwarf import _die_starts
+    from utrace.elf.go.godwarf import _die_starts
 
     g = GoDwarf(str(fixture("greet", suffix)))
     for _off, _name, cu in g._units():

@@ -1,4 +1,4 @@
-"""utrace.elf.gobin against the Go toolchains' own tools, on every Go fixture binary.
+"""utrace.elf.go.gobin against the Go toolchains' own tools, on every Go fixture binary.
 
 Oracles (none written here): the matching toolchain's `go tool nm` (function names and addresses),
 `go version -m` (version and build settings), `go tool buildid` (Go build ID), binutils `objdump --dwarf`
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, need
-from utrace.elf import gobin
+from utrace.elf.go import gobin
 
 pytestmark = pytest.mark.e2e
 

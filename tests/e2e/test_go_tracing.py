@@ -177,12 +177,12 @@ def test_live_go_process_by_pid_and_detach(fixtures_built: Path) -> None:
     try:
         bg = Background("go", "--pid", str(prog.pid), "main.Greet", "--ret", "--json")
         bg.wait_attached()
-        from utrace.elf.gobin import pclntab
+        from utrace.elf.go.gobin import pclntab
 
         fn = pclntab(exe).lookup("main.Greet")
         assert fn is not None
         rets = []
-        from utrace.elf.goasm import return_sites
+        from utrace.elf.go.goasm import return_sites
         from utrace.elf.reader import ElfImage
 
         with ElfImage(exe) as img:
@@ -369,7 +369,7 @@ def test_debian_fzf_go127_stripped_error_value_is_typed() -> None:
     1.27 module data moved). Needs scripts/fetch-debian-go-programs.sh and the module-data text base
     (both from the `goboot` branch); the text base is checked before anything is traced."""
     from tests.e2e.conftest import ROOT
-    from utrace.elf import gobin
+    from utrace.elf.go import gobin
 
     need((ROOT / "scripts" / "fetch-debian-go-programs.sh").exists(), "scripts/fetch-debian-go-programs.sh missing")
     from tests.e2e.test_go_distro import program  # type: ignore[import-not-found,unused-ignore]

@@ -179,7 +179,7 @@ def test_a_fifo_or_device_as_the_binary_is_refused_at_once(tmp_path: Path, kind:
 
 
 def _header_package() -> tuple[Path, Path]:
-    from utrace import kernel
+    from utrace.bpf import kernel
 
     build = Path("/lib/modules") / os.uname().release / "build"
     need(not build.exists(), "the running kernel has its own headers: no merged tree is used")
@@ -191,7 +191,7 @@ def _header_package() -> tuple[Path, Path]:
 def _plant_tree(xdg: Path, arch_dir: Path, common: Path) -> Path:
     """A merged header tree where utrace keeps its own, whose kconfig.h (included first by bcc) is a
     planted file that stops the compile with a marker."""
-    from utrace import kernel
+    from utrace.bpf import kernel
 
     tree = kernel.merged_header_tree(arch_dir, common, xdg / "utrace")
     kconfig = tree / "include" / "linux" / "kconfig.h"

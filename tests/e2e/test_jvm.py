@@ -217,7 +217,7 @@ def test_live_jvm_without_flag_reads_the_flag_from_the_jvm(java: str, demo_class
         assert p.stderr.splitlines()[0] == ("utrace: method probes are off in this JVM: they need "
                                             "-XX:+DTraceMethodProbes (a startup-only flag: restart the JVM with it); "
                                             "not traced")  # fmt: skip
-        from utrace.elf.usdt import usdt_probes_for
+        from utrace.elf.usdt_notes import usdt_probes_for
 
         lib = os.path.join(os.path.dirname(os.path.dirname(java)), "lib", "server", "libjvm.so")
         allocs = [x for x in usdt_probes_for(lib) if x.name == "object__alloc"]

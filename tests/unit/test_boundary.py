@@ -66,7 +66,7 @@ def test_go_plan_refuses_a_return_probe_that_is_not_an_instruction(prog: str) ->
     is where an instruction starts for the CPU, so utrace go refuses that probe with one line."""
     from utrace.model import ProbeKind
     from utrace.runtimes.base import TraceRequest
-    from utrace.runtimes.go import GoRuntime
+    from utrace.runtimes.go.plan import GoRuntime
 
     rt = GoRuntime()
     request = TraceRequest("go", binary=prog, probes=("main.(*T).M", "internal/cpu.Initialize"), ret=True)

@@ -1,4 +1,4 @@
-"""utrace.bpfsys without the kernel: finding map references in instructions, moving them to new
+"""utrace.bpf.bpfsys without the kernel: finding map references in instructions, moving them to new
 fds, and the cached form's round trip and rejection of anything else."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from utrace.bpfsys import Compiled, Function, MapSpec, RingBuffer, map_references, relocate
+from utrace.bpf.bpfsys import Compiled, Function, MapSpec, RingBuffer, map_references, relocate
 
 
 def insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -100,7 +100,7 @@ def test_dispatcher_refers_to_its_prog_array_only_and_ends_in_exit() -> None:
     """The multi-uprobe dispatcher: one map reference (the prog array, as an fd the loader fills in),
     two helper calls (get_attach_cookie 174, tail_call 12, as numbered in the kernel's uapi bpf.h),
     and a return of 0. The kernel's verifier loads it in the e2e tests."""
-    from utrace.bpfsys import dispatcher
+    from utrace.bpf.bpfsys import dispatcher
 
     code = dispatcher(7)
     assert len(code) % 8 == 0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from utrace.btf import VMLINUX_BTF, BtfError, exec_file_offsets, struct_members, task_fsbase_offset
+from utrace.bpf.btf import VMLINUX_BTF, BtfError, exec_file_offsets, struct_members, task_fsbase_offset
 
 
 def blob(types: list[tuple[str, int, list[tuple[str, int]], bool]]) -> bytes:

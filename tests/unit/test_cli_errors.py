@@ -246,3 +246,12 @@ def test_list_succeeds(files, tmp_path):
     r = run("list", files["demo"], "demo*", cache=tmp_path / "c")
     assert r.returncode == 0, r.stderr
     assert "demo_greet" in r.stdout and "demo_add" in r.stdout and "demo::greet(char const*, int)" in r.stdout
+
+
+def test_no_command_prints_the_usage_as_written(tmp_path):
+    """`utrace` alone: click's help text with its line breaks (it is ours; only a traced program's text is
+    escaped), exit 2, no traceback; the escaping of error lines once showed it as one line of `\\x0a`s."""
+    r = run(cache=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("Usage: utrace [OPTIONS] COMMAND [ARGS]...\n") and "\\x0a" not in r.stderr
+    assert "\n  native " in r.stderr and "Traceback" not in r.stderr

@@ -675,9 +675,9 @@ def test_names_from_a_binary_never_reach_c(private_cache, symbols, notes, ret):
     specs are arbitrary text: every word of the C is one the generator writes (the golden programs'
     words and numbered names), never one of the file's."""
     from tests.unit.elfgen import Probe, Sym, build_elf
+    from utrace.app.session import SessionOptions, build
     from utrace.errors import UtraceError
     from utrace.runtimes.base import TraceRequest
-    from utrace.session import SessionOptions, build
 
     elf = build_elf(
         symtab=[Sym(n, 0x10 * i) for i, n in enumerate(symbols)],

@@ -7,7 +7,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utrace.completion import LIMIT, java_names, narrow, probe_name
+from utrace.app.candidates import LIMIT, java_names, narrow, probe_name
 from utrace.runtimes.jvm import CATEGORIES, LAYOUTS
 
 

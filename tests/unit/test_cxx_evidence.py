@@ -12,7 +12,7 @@ import pytest
 from tests.unit.elfgen import SHN_UNDEF, STT_FUNC, STT_OBJECT, Sym, build_elf
 from utrace.elf.index import symbols_for
 from utrace.elf.symbols import class_names, imported_functions
-from utrace.elf.usdt import parse_argument
+from utrace.elf.usdt_notes import parse_argument
 from utrace.model import ArgKind, ArgSpec, Binding, Event, ProbeKind, ProbeSpec, Reg, Symbol, UsdtProbe
 from utrace.output.stream import JsonReporter, TextReporter
 from utrace.probes.codegen import render

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.elfgen import Probe, Sym, build_elf
-from utrace.listing import list_target
+from utrace.app.list_probes import list_target
+from utrace.app.session import Summary
 from utrace.model import Event, Frame, Module, Target
 from utrace.output.escape import json_safe, needs_escape, safe, safe_bytes, utf8_text
 from utrace.output.listing import PLAIN, write_json, write_plain, write_table
@@ -23,9 +24,8 @@ from utrace.output.spans import Span, Track
 from utrace.output.stream import JsonReporter, TextReporter, write_aggregates
 from utrace.output.top import TopReporter, plain_snapshot, top_rows
 from utrace.probes.decode import Rendered, StringValue
+from utrace.process.target import file_target
 from utrace.runtimes.base import Plan
-from utrace.session import Summary
-from utrace.target import file_target
 
 # a window title (OSC 0 ... BEL), a cursor move (CSI as one C1 character), rich markup that crashed
 # the summary, a byte that is not UTF-8 (surrogateescape), DEL, a right-to-left override

@@ -15,7 +15,7 @@ from utrace.elf import index
 from utrace.elf.buildid import read_build_id
 from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import read_symbols
-from utrace.elf.usdt import parse_argument, parse_arguments, read_usdt_probes
+from utrace.elf.usdt_notes import parse_argument, parse_arguments, read_usdt_probes
 from utrace.errors import ElfError
 from utrace.model import OperandKind
 

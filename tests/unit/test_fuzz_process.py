@@ -18,17 +18,17 @@ from hypothesis import strategies as st
 from tests.hangs import no_hang
 from tests.unit.elfgen import Probe, build_elf
 from tests.unit.test_gobin import FUNCS, TEXT_VA, build_go_elf
-from utrace import perfmap, procfs, stacks, target
-from utrace.elf import gobin
-from utrace.elf.godwarf import GoDwarf
+from utrace.elf.go import gobin
+from utrace.elf.go.godwarf import GoDwarf
 from utrace.elf.reader import ElfImage
-from utrace.elf.usdt import read_usdt_probes
+from utrace.elf.usdt_notes import read_usdt_probes
 from utrace.errors import ElfError, TargetError
 from utrace.model import ArgKind, ArgSpec, Deref, Event, ProbeKind, ProbeSpec, Reg
 from utrace.output.stream import JsonReporter, TextReporter
-from utrace.perfmap import PerfMap
 from utrace.probes.codegen import Options, render
 from utrace.probes.decode import Decoder
+from utrace.process import perfmap, procfs, stacks, target
+from utrace.process.perfmap import PerfMap
 
 FUZZ = settings(
     max_examples=150,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.hangs import no_hang
 from utrace.model import ArgKind, GoField, GoKind, GoType
-from utrace.runtimes.goabi import REGABI_AMD64, STACK_AMD64, UnsupportedArch, abi_for, alignment, assign
+from utrace.runtimes.go.goabi import REGABI_AMD64, STACK_AMD64, UnsupportedArch, abi_for, alignment, assign
 
 STRING = GoType("string", GoKind.STRING, 16)
 INT = GoType("int", GoKind.INT, 8)
@@ -138,7 +138,7 @@ def _self_holding(depth: int, leaf: GoType) -> GoType:
 def test_a_type_tree_of_millions_of_nodes_is_walked_in_bounded_time(leaf):
     import time
 
-    from utrace.runtimes.goargs import MAX_FIELDS, captures
+    from utrace.runtimes.go.goargs import MAX_FIELDS, captures
 
     huge = _self_holding(24, leaf)
     start = time.monotonic()
@@ -164,7 +164,7 @@ def test_a_value_bigger_than_any_stack_frame_is_not_placed_and_neither_is_what_f
 
 def test_signature_with_an_absurd_array_length_is_a_usage_error():
     from utrace.errors import UsageError
-    from utrace.runtimes.gosig import parse_type
+    from utrace.runtimes.go.gosig import parse_type
 
     assert parse_type("[999999999999999999]int").length == 999999999999999999
     with pytest.raises(UsageError, match="too large"):
@@ -199,7 +199,7 @@ _go_types = st.recursive(
 def test_any_type_is_placed_or_said_missing(params, results, regabi):
     """Every value of any type gets parts (or one missing part saying why), and captures never raise:
     a huge array of strings used to leave a string with no parts, which raised ValueError."""
-    from utrace.runtimes.goargs import MAX_FIELDS, captures
+    from utrace.runtimes.go.goargs import MAX_FIELDS, captures
 
     abi = REGABI_AMD64 if regabi else STACK_AMD64
     with no_hang(10):
@@ -220,7 +220,7 @@ def test_any_type_is_placed_or_said_missing(params, results, regabi):
 
 
 def test_generic_base_drops_every_type_argument_list() -> None:
-    from utrace.runtimes.goabi import generic_base
+    from utrace.runtimes.go.goabi import generic_base
 
     assert generic_base("main.Scale[go.shape.int]") == "main.Scale"
     assert generic_base("main.Lookup[go.shape.string,go.shape.int]") == "main.Lookup"
@@ -231,7 +231,7 @@ def test_generic_base_drops_every_type_argument_list() -> None:
 
 
 def test_dictionary_index_for_shaped_bodies_only() -> None:
-    from utrace.runtimes.goabi import dictionary_index
+    from utrace.runtimes.go.goabi import dictionary_index
 
     assert dictionary_index("main.Scale[go.shape.int]") == 0
     assert dictionary_index("main.Scale[go.shape.int_0]") == 0  # Go 1.18-1.19 ELF symbol
@@ -245,7 +245,7 @@ def test_dictionary_index_for_shaped_bodies_only() -> None:
 
 
 def test_dictionary_takes_the_first_register_and_is_not_doubled() -> None:
-    from utrace.runtimes.goabi import DICT_PARAM, with_dictionary
+    from utrace.runtimes.go.goabi import DICT_PARAM, with_dictionary
 
     slice_int = GoType("[]int", GoKind.SLICE, 24, elem=INT)
     declared = [("s", slice_int), ("k", INT)]

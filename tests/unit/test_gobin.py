@@ -1,4 +1,4 @@
-"""Unit tests of utrace.elf.gobin on synthetic data: build info (both formats), varints, versions,
+"""Unit tests of utrace.elf.go.gobin on synthetic data: build info (both formats), varints, versions,
 pclntab headers, a small synthetic Go ELF file, and fuzzing (corrupt input gives ElfError, never a traceback)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from utrace.elf import gobin
+from utrace.elf.go import gobin
 from utrace.errors import ElfError
 
 FUZZ = settings(
@@ -532,7 +532,7 @@ def test_version_with_thousands_of_digits_names_no_release(tmp_path: Path) -> No
 
 
 def test_listing_a_go_binary_with_a_broken_pclntab_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
-    from utrace.elf.gosyms import go_function_table
+    from utrace.elf.go.gosyms import go_function_table
 
     data = bytearray(_BASE_FILE)
     at = data.find(struct.pack("<I", gobin.MAGIC_120) + b"\0\0")
@@ -548,7 +548,7 @@ def test_listing_a_go_binary_with_a_broken_pclntab_is_an_error_not_an_empty_list
 
 
 def test_capstone_data_bytes_end_the_prologue_search() -> None:
-    from utrace.elf.goasm import after_stack_check, return_sites
+    from utrace.elf.go.goasm import after_stack_check, return_sites
 
     # 0x06 is not an instruction in 64-bit mode: capstone's skipdata yields a ".byte" pseudo-instruction,
     # whose regs_access() raised CsError (seen with a damaged program header moving the code).

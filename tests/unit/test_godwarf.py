@@ -1,4 +1,4 @@
-"""utrace.elf.godwarf without binaries: the DWARF expression decoder, register names, the CFA
+"""utrace.elf.go.godwarf without binaries: the DWARF expression decoder, register names, the CFA
 interpreter and type classification, from hand-assembled bytes and synthetic DIE trees."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utrace.elf.godwarf import (
+from utrace.elf.go.godwarf import (
     FrameLoc,
     GoDwarf,
     Piece,
@@ -480,7 +480,7 @@ def test_struct_member_offset_with_expression_location(monkeypatch: pytest.Monke
     g = go_dwarf_over(f)
     g._cus = [(0, "runtime", None)]
     monkeypatch.setattr(g, "_find_type_by_name_bytes", lambda name: None)  # no section bytes to search here
-    from utrace.elf.godwarf import _CUIndex
+    from utrace.elf.go.godwarf import _CUIndex
 
     g._indexes[0] = _CUIndex("runtime", 0, {}, {}, [], {"runtime.g": gs})
     assert g.struct_member_offset("runtime.g", "goid") == 152

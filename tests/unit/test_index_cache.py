@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.elfgen import Sym, build_elf
-from utrace.cache import seal
 from utrace.elf import index
 from utrace.errors import ElfError
+from utrace.store.cache import seal
 
 SYMS = [Sym("main", 0x10), Sym("_ZN3foo3barEv", 0x20), Sym("f.cold", 0x30)]
 
@@ -220,7 +220,7 @@ def test_corrupt_length_does_not_allocate_gigabytes(tmp_path):
 import os, resource, struct, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from utrace.cache import seal
+from utrace.store.cache import seal
 from utrace.elf import index
 good = index.symbols_for(sys.argv[1])
 [file] = list((Path(os.environ["XDG_CACHE_HOME"]) / "utrace").iterdir())
@@ -240,7 +240,7 @@ def test_the_cache_is_pruned_least_recently_used_first(tmp_path, monkeypatch):
     least recently used of utrace's own files past the limit, and nothing else in the directory."""
     import os
 
-    from utrace import cache
+    from utrace.store import cache
 
     (tmp_path / "toolchains").mkdir()
     (tmp_path / "notes.txt").write_bytes(b"x" * 5000)  # not a cache file of ours: never removed

@@ -13,7 +13,7 @@ import pytest
 
 from tests.unit.elfgen import STB_LOCAL, STT_OBJECT, Probe, Sym, build_elf
 from utrace.elf.reader import ElfImage
-from utrace.elf.usdt import parse_arguments, read_usdt_probes
+from utrace.elf.usdt_notes import parse_arguments, read_usdt_probes
 from utrace.elf.variables import read_variables
 from utrace.errors import NotFoundError, TargetError, UsageError
 from utrace.model import ArgKind, Deref, Event, Module, Reg, Target, UsdtProbe

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from utrace.errors import TargetError
-from utrace.launch import descendants, end_tree, env_program, resolve_script, shebang
+from utrace.process.launch import descendants, end_tree, env_program, resolve_script, shebang
 
 
 def _script(path: Path, first_line: bytes) -> Path:

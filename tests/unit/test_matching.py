@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from utrace.app.list_probes import match_probes, name_matcher
 from utrace.elf.demangle import base_name, clone_suffix, demangle, display_name
-from utrace.listing import match_probes, name_matcher
 from utrace.model import UsdtProbe
 
 STRING = "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from utrace import cache, procfs
+from utrace.process import procfs
+from utrace.store import cache
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and chown need root")
 
@@ -185,7 +186,7 @@ def test_owner_and_cache_reads(
 def test_perf_map_owner_and_symlink(tmp_path: Path) -> None:
     """A perf map is opened only as a plain file (no symlink at the last component) owned by one of the
     given uids: a file the process could not have written is not read on its behalf."""
-    from utrace.perfmap import PerfMap
+    from utrace.process.perfmap import PerfMap
 
     path = tmp_path / "perf-1.map"
     path.write_bytes(b"1000 10 f\n")

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from utrace.model import Frame
-from utrace.perfmap import PerfMap
-from utrace.stacks import PERF_MAP_MODULE, Symbolizer
+from utrace.process.perfmap import PerfMap
+from utrace.process.stacks import PERF_MAP_MODULE, Symbolizer
 
 NODE_LINES = b"""3c1b2e04a0e0 4c LazyCompile:~fib /app/fib.js:1
 3c1b2e04a140 120 JS:*run /app/main.js:10:3

@@ -23,12 +23,12 @@ from tests.unit.elfgen import (
     Sym,
     build_elf,
 )
-from utrace import parallel
 from utrace.elf import demangle as demangle_mod
 from utrace.elf.demangle import clone_suffix, demangle, demangle_many
 from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import SymbolTable, read_symbols
 from utrace.model import Binding
+from utrace.store import parallel
 
 NODE_LISTEN = "_ZN4node7TCPWrap6ListenERKN2v820FunctionCallbackInfoINS1_5ValueEEE"
 NODE_LISTEN_DEMANGLED = "node::TCPWrap::Listen(v8::FunctionCallbackInfo<v8::Value> const&)"
@@ -270,7 +270,7 @@ def test_early_rendered_listing_equals_the_serial_one(tmp_path, monkeypatch):
     """A cold listing renders the .symtab part while .dynsym is merged; the text is what a serial read
     renders, the extra .dynsym functions at the end."""
     import utrace.elf.symbols as symbols_mod
-    from utrace.listing import list_target
+    from utrace.app.list_probes import list_target
     from utrace.model import Module, Target
     from utrace.output.listing import PLAIN, plain_lines
 

@@ -15,7 +15,7 @@ import pytest
 
 from utrace.model import Event
 from utrace.output.stream import JsonReporter, TextReporter
-from utrace.target import NamespaceIds, exe_identity, process_target
+from utrace.process.target import NamespaceIds, exe_identity, process_target
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
+from utrace.app.session import Summary
 from utrace.output.top import TopReporter, TopRow, format_elapsed, format_rate, plain_snapshot, top_rows
-from utrace.session import Summary
 
 
 def test_rates_are_calls_over_the_interval_and_busiest_come_first() -> None:

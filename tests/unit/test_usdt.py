@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.elfgen import Probe, build_elf
 from utrace.elf.reader import ElfImage
-from utrace.elf.usdt import canonical_register, parse_argument, parse_arguments, read_usdt_probes, usdt_probes_for
+from utrace.elf.usdt_notes import canonical_register, parse_argument, parse_arguments, read_usdt_probes, usdt_probes_for
 from utrace.model import OperandKind, UsdtArgument
 
 PROBES = [

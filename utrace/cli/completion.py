@@ -132,7 +132,7 @@ def _files(incomplete: str) -> list[CompletionItem]:
 
 
 def _names(runtime: str, ctx: click.Context, incomplete: str, binary: str | None) -> list[CompletionItem]:
-    from utrace.completion import narrow, target_names
+    from utrace.app.candidates import narrow, target_names
     from utrace.errors import UtraceError
     from utrace.runtimes.base import TraceRequest
     from utrace.runtimes.registry import get_runtime
@@ -171,7 +171,7 @@ def complete_node_probes(ctx: click.Context, _param: click.Parameter, incomplete
 def complete_java_probes(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     if _AFTER_DASHES["value"]:
         return _files(incomplete)
-    from utrace.completion import java_names
+    from utrace.app.candidates import java_names
 
     return [CompletionItem(n) for n in java_names(incomplete)]
 
@@ -189,9 +189,9 @@ def complete_list_target(ctx: click.Context, param: click.Parameter, incomplete:
 
 def complete_list_pattern(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """`utrace list TARGET PATTERN`: names of TARGET (or of --pid) as a start of the glob."""
-    from utrace.completion import narrow, target_names
+    from utrace.app.candidates import narrow, target_names
     from utrace.errors import UtraceError
-    from utrace.target import file_target, process_target
+    from utrace.process.target import file_target, process_target
 
     try:
         pid, target = ctx.params.get("pid"), ctx.params.get("target")

@@ -42,8 +42,8 @@ def list_cmd(
 
     With --pid, TARGET may be omitted (then the first argument is the pattern).
     """
+    from utrace.app.list_probes import list_target
     from utrace.errors import UsageError
-    from utrace.listing import list_target
     from utrace.output.listing import (
         PLAIN,
         TABLE_LIMIT,
@@ -52,7 +52,7 @@ def list_cmd(
         write_plain,
         write_table,
     )
-    from utrace.target import file_target, process_target
+    from utrace.process.target import file_target, process_target
 
     if only_usdt and only_functions:
         raise UsageError("--usdt and --functions exclude each other")
@@ -172,9 +172,9 @@ def _check_options(probes: tuple[str, ...], opts: dict[str, Any]) -> None:
 
 
 def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: dict[str, Any]) -> None:
+    from utrace.app.session import SessionOptions, build, run
     from utrace.errors import UsageError
     from utrace.runtimes.base import TraceRequest
-    from utrace.session import SessionOptions, build, run
 
     command = tuple(_LAUNCH)
     if not probes:
@@ -237,7 +237,7 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
             sys.stderr.write(f"utrace: {safe(note)}\n")
         sys.stdout.write(program.source)
         return
-    from utrace.backend import privileges_problem
+    from utrace.bpf.backend import privileges_problem
 
     problem = privileges_problem()  # before the target is resolved or a command launched
     if problem is not None:
@@ -250,8 +250,8 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         raise UsageError(f"cannot write {opts['output']}: {e.strerror}") from None
     top_view = None
     try:
+        from utrace.app.session import Reporter
         from utrace.output.stream import JsonReporter, TextReporter
-        from utrace.session import Reporter
 
         reporter: Reporter
         if interval is not None:
@@ -440,7 +440,7 @@ def completion_cmd(shell: str) -> None:
 @click.option("--no-compile", is_flag=True, help="Skip the compile-and-load test.")
 def doctor_cmd(no_compile: bool) -> None:
     """Check that this machine can trace, and say how to fix what is missing. Exit 0 only if it can."""
-    from utrace.doctor import run_checks
+    from utrace.app.checks import run_checks
     from utrace.output.doctor import write_checks
 
     checks = run_checks(compile_test=not no_compile)
@@ -460,6 +460,14 @@ def _fail(message: str, code: int) -> NoReturn:
     _fast_exit(code)
 
 
+class _NeverRaised(click.ClickException):
+    """Stands in for NoArgsIsHelpError on a click that does not have it."""
+
+
+# click >= 8.2 raises this for a group or command given no arguments; its message is the help text
+_NO_ARGS_IS_HELP: type[click.ClickException] = getattr(click.exceptions, "NoArgsIsHelpError", _NeverRaised)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; one line on stderr and a distinct exit code for every failure."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -475,6 +483,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e), e.exit_code)
     except click.exceptions.Abort:
         sys.exit(130)
+    except _NO_ARGS_IS_HELP as e:
+        # `utrace` or `utrace native` alone: click's own help text (ours, not a traced program's),
+        # printed as it is; the error line below would show its line breaks as escapes
+        sys.stderr.write(e.format_message() + "\n")
+        _fast_exit(2)
     except click.ClickException as e:
         _fail(e.format_message(), e.exit_code if e.exit_code else 2)
     except KeyboardInterrupt:

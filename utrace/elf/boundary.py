@@ -3,7 +3,7 @@
 A uprobe writes a breakpoint byte at its address: in the middle of an instruction it corrupts that
 instruction for the live process. Before a probe is armed, `check_boundary` proves three things:
 
-- the function's start is a function entry according to the file's one symbol source (`elf.gosyms`:
+- the function's start is a function entry according to the file's one symbol source (`elf.go.gosyms`:
   the pclntab for a Go program, the ELF symbols otherwise);
 - the probe lies in [start, start + size), in an executable segment's file bytes;
 - decoding linearly from the start (capstone, x86-64; no byte is skipped as data) lands exactly on the
@@ -18,7 +18,7 @@ import bisect
 import functools
 import os
 
-from utrace.elf.gobin import PF_X, GoBinary, open_binary
+from utrace.elf.go.gobin import PF_X, GoBinary, open_binary
 from utrace.elf.reader import EM_AARCH64, EM_X86_64
 from utrace.errors import ElfError
 
@@ -101,7 +101,7 @@ def _stat_key(path: str) -> tuple[int, int, int]:
 @functools.lru_cache(maxsize=8)
 def _function_starts(path: str, _ino: int, _size: int, _mtime: int) -> frozenset[int]:
     """Entry addresses of every function of the file's one symbol source (empty when unreadable)."""
-    from utrace.elf.gosyms import program_table
+    from utrace.elf.go.gosyms import program_table
     from utrace.elf.index import symbols_for
 
     try:

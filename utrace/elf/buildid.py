@@ -66,7 +66,7 @@ def read_build_id(path: str) -> str | None:
         ElfError: the file is not a 64-bit little-endian ELF file or its headers are out of range.
         OSError: the file cannot be opened, or is not a regular file.
     """
-    from utrace.procfs import open_file
+    from utrace.process.procfs import open_file
 
     with open_file(path) as f:
         return build_id_of(f, path)

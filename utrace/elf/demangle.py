@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from utrace.parallel import ChildFailed, in_child, worth_a_child
+from utrace.store.parallel import ChildFailed, in_child, worth_a_child
 
 _PARALLEL_THRESHOLD = 20000
 _CLONE_RE = re.compile(r"(?:\.(?:cold|part|isra|constprop|lto_priv|localalias|llvm)(?:\.\d+)?)+$")

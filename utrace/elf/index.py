@@ -21,12 +21,12 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from utrace import procfs
-from utrace.cache import CacheJob, read_sealed, seal, trusted_cache_dir, write_jobs
 from utrace.elf.buildid import build_id_of, file_error
 from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import SymbolTable, load_segments, read_symbols
 from utrace.errors import ElfError
+from utrace.process import procfs
+from utrace.store.cache import CacheJob, read_sealed, seal, trusted_cache_dir, write_jobs
 
 _FORMAT = 4  # 4: keyed by identity, which the entry repeats; 3: a CRC-32 of the marshal data precedes it
 

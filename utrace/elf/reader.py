@@ -14,9 +14,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from utrace import procfs
 from utrace.elf.buildid import check_elf_magic, file_error
 from utrace.errors import ElfError
+from utrace.process import procfs
 
 SHT_NULL = 0
 SHT_PROGBITS = 1

@@ -19,7 +19,7 @@ from typing import TypeVar
 from utrace.elf.demangle import clone_suffix, demangle_bytes, demangle_serial
 from utrace.elf.reader import SHT_DYNSYM, SHT_SYMTAB, ElfImage, Section, Segment
 from utrace.model import Binding, Symbol
-from utrace.parallel import ChildFailed, in_child, worth_a_child
+from utrace.store.parallel import ChildFailed, in_child, worth_a_child
 
 STT_FUNC = 2
 STT_GNU_IFUNC = 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from utrace.doctor import Check
+from utrace.app.checks import Check
 
 
 def write_checks(checks: list[Check], out: TextIO) -> None:

@@ -15,8 +15,8 @@ from itertools import chain
 from operator import itemgetter
 from typing import BinaryIO, TextIO
 
+from utrace.app.list_probes import Listing, ModuleFunctions
 from utrace.elf.symbols import SymbolTable
-from utrace.listing import Listing, ModuleFunctions
 from utrace.model import UsdtProbe
 from utrace.output.escape import markup, needs_escape, safe, safe_bytes
 

@@ -35,13 +35,13 @@ import urllib.request
 from typing import TYPE_CHECKING, TextIO
 
 from utrace import __version__
+from utrace.app.session import Summary
 from utrace.errors import EnvironmentProblem, UsageError
 from utrace.model import Event, Target
 from utrace.output.escape import safe, utf8_text
 from utrace.output.spans import Pairer, Span, returning
 from utrace.probes.decode import StringValue
 from utrace.runtimes.base import Plan
-from utrace.session import Summary
 
 if TYPE_CHECKING:
     from opentelemetry.proto.common.v1.common_pb2 import KeyValue

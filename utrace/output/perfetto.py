@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
+from utrace.app.session import Summary
 from utrace.model import Event, Target
 from utrace.output.escape import json_safe, safe
 from utrace.output.spans import Instant, Pairer, Span, Track, returning
 from utrace.output.stream import _Buffered
 from utrace.probes.decode import Pointer, StringValue
 from utrace.runtimes.base import Plan
-from utrace.session import Summary
 
 GOROUTINE_TID_BASE = 1 << 22  # PID_MAX_LIMIT on 64-bit Linux: no thread id reaches it
 _INT64 = (-(1 << 63), (1 << 63) - 1)

@@ -33,13 +33,13 @@ from collections import Counter
 from dataclasses import replace
 from typing import TextIO
 
+from utrace.app.session import Summary
 from utrace.errors import OutputError
 from utrace.model import Event, Target
 from utrace.output.escape import json_safe, markup, safe
 from utrace.output.lines import shared, write_lines
 from utrace.probes.decode import Pointer, Rendered, StringValue
 from utrace.runtimes.base import Plan
-from utrace.session import Summary
 
 
 def _fmt_value(v: object) -> str:

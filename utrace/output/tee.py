@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from utrace.app.session import Reporter, Summary
 from utrace.model import Event, Target
 from utrace.runtimes.base import Plan
-from utrace.session import Reporter, Summary
 
 
 class TeeReporter:

@@ -30,11 +30,11 @@ from rich.segment import ControlType, SegmentLines
 from rich.table import Table
 from rich.text import Text
 
+from utrace.app.session import Summary
 from utrace.model import Event, Target
 from utrace.output.escape import safe
 from utrace.output.stream import announce, summary_line
 from utrace.runtimes.base import Plan
-from utrace.session import Summary
 
 Counts = Mapping[tuple[str, int], int]
 
@@ -104,7 +104,7 @@ class TopReporter:
         live: bool | None = None,
         comm: Callable[[int], str | None] | None = None,
     ) -> None:
-        from utrace.target import comm_of
+        from utrace.process.target import comm_of
 
         self.out = out
         self.err = err or sys.stderr

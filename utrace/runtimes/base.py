@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from utrace.app.list_probes import match_functions
 from utrace.elf.demangle import base_name, display_name
 from utrace.elf.index import symbols_for
 from utrace.elf.symbols import SymbolTable
 from utrace.errors import ElfError, NotFoundError
-from utrace.listing import match_functions
 from utrace.model import Event, ProbeSpec, Symbol, Target
 
 

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from utrace.elf.usdt import usdt_probes_for
+from utrace.app.list_probes import match_probes
+from utrace.elf.usdt_notes import usdt_probes_for
 from utrace.elf.variables import variables_for
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
-from utrace.listing import match_probes
 from utrace.model import (
     PREFIX_MAX,
     ArgKind,
@@ -37,10 +37,10 @@ from utrace.model import (
     UsdtProbe,
 )
 from utrace.probes.decode import StringValue
+from utrace.process.target import process_target
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.native import command_path
 from utrace.runtimes.usdt import integer_kind, location_of, probe_spec, usdt_args
-from utrace.target import process_target
 
 PROVIDER = "hotspot"
 LIBJVM = "libjvm.so"

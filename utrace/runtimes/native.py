@@ -7,13 +7,14 @@ import shutil
 from dataclasses import replace
 from typing import ClassVar
 
+from utrace.app.list_probes import name_matcher
 from utrace.elf.demangle import demangle_many
 from utrace.elf.dynamic import needed_libraries
 from utrace.elf.index import symbols_for
 from utrace.elf.symbols import imported_functions
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
-from utrace.listing import name_matcher
 from utrace.model import ArgKind, ArgSpec, Filter, ProbeKind, ProbeSpec, Reg, Symbol, Target, UsdtProbe
+from utrace.process.target import file_target, process_target, resolve_path
 from utrace.runtimes.base import (
     ModuleSymbols,
     Plan,
@@ -33,7 +34,6 @@ from utrace.runtimes.signature import (
     sysv_args,
 )
 from utrace.runtimes.usdt import catalogue_args, find_usdt, probe_spec, typed_args, usdt_args
-from utrace.target import file_target, process_target, resolve_path
 
 MAX_PROBES = 512
 
@@ -41,7 +41,7 @@ MAX_PROBES = 512
 def command_path(argv0: str) -> str:
     """The executable a launch command runs: argv[0] as a path, or found on PATH; for a script, the
     interpreter its `#!` line runs (`npm` -> `#!/usr/bin/env node` -> node on PATH)."""
-    from utrace.launch import resolve_script
+    from utrace.process.launch import resolve_script
 
     if os.sep in argv0:
         return resolve_script(resolve_path(argv0))

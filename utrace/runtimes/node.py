@@ -14,6 +14,7 @@ from typing import ClassVar
 from utrace.elf.dynamic import needed_libraries
 from utrace.errors import ElfError, TargetError
 from utrace.model import ArgKind, ArgSpec, Deref, Filter, Module, Reg, Symbol, Target
+from utrace.process.target import process_target, resolve_path
 from utrace.runtimes.base import (
     ModuleSymbols,
     Plan,
@@ -23,7 +24,6 @@ from utrace.runtimes.base import (
 )
 from utrace.runtimes.native import NativeRuntime, args_for, command_path, maps_file
 from utrace.runtimes.signature import sysv_args
-from utrace.target import process_target, resolve_path
 
 # uv_handle_type (uv.h): the `type` member sits after `void *data` and `uv_loop_t *loop`.
 HANDLE_TYPES = (

@@ -9,7 +9,7 @@ from utrace.errors import UsageError
 
 
 def _go() -> Any:
-    from utrace.runtimes.go import GoRuntime
+    from utrace.runtimes.go.plan import GoRuntime
 
     return GoRuntime()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from utrace.elf.usdt import usdt_probes_for
+from utrace.app.list_probes import match_probes
+from utrace.elf.usdt_notes import usdt_probes_for
 from utrace.errors import ElfError
-from utrace.listing import match_probes
 from utrace.model import (
     ArgKind,
     ArgSpec,

@@ -1,6 +1,6 @@
 """The kernel's BPF interface without bcc: maps, program loading, map reads and the ring buffer.
 
-bcc is the compiler (utrace/backend.py): its clang run turns the generated C into BPF instructions
+bcc is the compiler (utrace/bpf/backend.py): its clang run turns the generated C into BPF instructions
 whose map references are `ld_imm64` instructions carrying map fds (BPF_PSEUDO_MAP_FD). What it
 produced is kept as a `Compiled`: the maps' definitions and each function's instructions with those
 references rewritten as map indices. Loading a `Compiled` creates the maps, puts their new fds into

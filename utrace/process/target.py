@@ -10,10 +10,10 @@ import os
 import stat
 from dataclasses import replace
 
-from utrace import procfs
 from utrace.elf.buildid import ELF_MAGIC
 from utrace.errors import TargetError, UsageError
 from utrace.model import Event, Module, Target
+from utrace.process import procfs
 
 
 def resolve_path(spec: str) -> str:

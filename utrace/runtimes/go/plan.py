@@ -21,9 +21,18 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from utrace.elf.boundary import check_boundary
-from utrace.elf.goasm import after_stack_check, return_sites
-from utrace.elf.gobin import GoBinary, GoFunc, GoInfo, InlinedCall, Pclntab, inlined_calls, instance_names, open_binary
-from utrace.elf.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
+from utrace.elf.go.goasm import after_stack_check, return_sites
+from utrace.elf.go.gobin import (
+    GoBinary,
+    GoFunc,
+    GoInfo,
+    InlinedCall,
+    Pclntab,
+    inlined_calls,
+    instance_names,
+    open_binary,
+)
+from utrace.elf.go.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
 from utrace.elf.symbols import read_symbols
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
 from utrace.model import (
@@ -41,7 +50,7 @@ from utrace.model import (
     Tls,
 )
 from utrace.runtimes.base import Plan, TraceRequest
-from utrace.runtimes.goabi import (
+from utrace.runtimes.go.goabi import (
     DICT_PARAM,
     Abi,
     Assigned,
@@ -55,8 +64,8 @@ from utrace.runtimes.goabi import (
     parts,
     with_dictionary,
 )
-from utrace.runtimes.goargs import Captures, captures, present
-from utrace.runtimes.gosig import GoSignature, parse_signature, parse_type
+from utrace.runtimes.go.goargs import Captures, captures, present
+from utrace.runtimes.go.gosig import GoSignature, parse_signature, parse_type
 from utrace.runtimes.native import NativeRuntime
 
 MAX_FUNCTIONS = 256

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from utrace.cache import cache_dir, trusted_cache_dir, untrusted_tree, warn_once
+from utrace.store.cache import cache_dir, trusted_cache_dir, untrusted_tree, warn_once
 
 TRACEFS = "/sys/kernel/tracing"
 UPROBE_PMU = "/sys/bus/event_source/devices/uprobe"

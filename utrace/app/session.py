@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Protocol
 from utrace.errors import EnvironmentProblem, OutputError, UsageError
 from utrace.model import Event, ProbeKind, ProbeSpec, Target
 from utrace.probes.codegen import TARGET_ENTRIES, Aggregate, BpfProgram, ExecOffsets, FamilyOffsets, Options, render
+from utrace.process.target import NamespaceIds, exe_identity, is_alive
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.runtimes.registry import get_runtime
-from utrace.target import NamespaceIds, exe_identity, is_alive
 
 if TYPE_CHECKING:
-    from utrace.backend import Tracer
+    from utrace.bpf.backend import Tracer
 
 INIT_PID_NS_INODE = 0xEFFFFFFC
 BATCH = 1024  # records read per turn of the loop, at most
@@ -129,7 +129,7 @@ def probe_label(spec: ProbeSpec) -> str:
 def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProgram:
     fsbase: int | None = None
     if plan.needs_tls:
-        from utrace.btf import VMLINUX_BTF, task_fsbase_offset
+        from utrace.bpf.btf import VMLINUX_BTF, task_fsbase_offset
 
         fsbase = task_fsbase_offset()
         if fsbase is None:
@@ -163,8 +163,8 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
 def _exec_file(path: str) -> tuple[ExecOffsets, tuple[int, int]]:
     """The kernel's offsets that tell which file a process exec'd, and `path`'s (inode, the kernel's
     dev_t of its superblock: major << 20 | minor, see `procfs.file_identity`)."""
-    from utrace import procfs
-    from utrace.btf import VMLINUX_BTF, exec_file_offsets
+    from utrace.bpf.btf import VMLINUX_BTF, exec_file_offsets
+    from utrace.process import procfs
 
     found = exec_file_offsets()
     if found is None:
@@ -181,7 +181,7 @@ def _exec_file(path: str) -> tuple[ExecOffsets, tuple[int, int]]:
 def _seed_runners(tracer: Tracer, path: str) -> int:
     """Processes already running `path` (their /proc/PID/exe is that file), utrace itself excepted:
     traced from now on (what they fork, and processes that exec it later, the kernel adds)."""
-    from utrace import procfs
+    from utrace.process import procfs
 
     st = procfs.identity(path)
     if st is None:
@@ -212,7 +212,7 @@ def _seed_runners(tracer: Tracer, path: str) -> int:
 def _family_offsets(required: bool) -> FamilyOffsets | None:
     """The kernel's struct offsets the fork and exit programs read; None (or, for --follow, an error)
     when its BTF does not give them."""
-    from utrace.btf import VMLINUX_BTF, task_family_offsets
+    from utrace.bpf.btf import VMLINUX_BTF, task_family_offsets
 
     found = task_family_offsets()
     if found is None:
@@ -296,7 +296,7 @@ def _seed_descendants(tracer: Tracer, pid: int) -> int:
     processes, a pre-fork server's workers) are traced too. Called once the fork program runs, so
     /proc is read again until it shows no new one (a process forked meanwhile by one not yet added).
     Returns how many were added: each will be counted out by the exit program."""
-    from utrace import launch
+    from utrace.process import launch
 
     seen: set[int] = set()
     seeded = 0
@@ -332,7 +332,7 @@ def _end_launched(
     launched program and every process it started (found by the fork program, so also those
     re-parented away from it), unless the reason utrace stopped leaves it running (see
     ENDS_LAUNCHED) or --keep-running said so. A command never released is killed: it never ran."""
-    from utrace import launch
+    from utrace.process import launch
 
     if not held.released:
         held.kill()
@@ -392,7 +392,7 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
     Raises:
         OutputError: the trace could not be written (not for a broken pipe: that ends tracing).
     """
-    from utrace.backend import Tracer
+    from utrace.bpf.backend import Tracer
     from utrace.probes.decode import Decoder
 
     if options.follow and request.pid is None and not request.command:
@@ -449,7 +449,7 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
             refine = plan.refine
             symbolizer = None
             if options.stack_depth:
-                from utrace.stacks import Symbolizer
+                from utrace.process.stacks import Symbolizer
 
                 symbolizer = Symbolizer((target.exe, target.modules[0].display), held.pid if held else None)
             displays = {m.path: m.display for m in target.modules}

@@ -209,7 +209,7 @@ def write_behind(jobs: list[CacheJob]) -> None:
     """
     if not jobs:
         return
-    from utrace.parallel import reap_later
+    from utrace.store.parallel import reap_later
 
     try:
         pid = os.fork()

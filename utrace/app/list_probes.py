@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 from utrace.elf.demangle import display_name
 from utrace.elf.index import symbols_for
 from utrace.elf.symbols import SymbolTable
-from utrace.elf.usdt import usdt_probes_for
+from utrace.elf.usdt_notes import usdt_probes_for
 from utrace.model import Target, UsdtProbe
 
 if TYPE_CHECKING:
-    from utrace.cache import CacheJob
+    from utrace.store.cache import CacheJob
 
 
 @dataclass(slots=True)
@@ -114,8 +114,8 @@ def list_target(
         ElfError: the main executable is not a readable ELF file. Other modules of a process that cannot
             be read are skipped (a library may be replaced on disk while mapped).
     """
-    from utrace.cache import write_behind, write_jobs
     from utrace.errors import ElfError
+    from utrace.store.cache import write_behind, write_jobs
 
     listing = Listing()
     writes: list[CacheJob] = []
@@ -150,8 +150,8 @@ def _module_functions(
 ) -> ModuleFunctions:
     rendered_file = None
     if render is not None and name_matcher(pattern) is None:
-        from utrace.cache import read_sealed, trusted_cache_dir
         from utrace.elf.index import cache_key
+        from utrace.store.cache import read_sealed, trusted_cache_dir
 
         cache = trusted_cache_dir()
         rendered_file = cache / f"{render[0]}-v{_RENDER_FORMAT}-{cache_key(path)}.txt" if cache else None
@@ -169,7 +169,7 @@ def _module_functions(
             matching = match_functions(part, pattern)
             early.append((len(part), matching, render[1](part, matching)))
 
-    from utrace.elf.gosyms import is_go_program, program_table
+    from utrace.elf.go.gosyms import is_go_program, program_table
 
     # A Go program is named by its pclntab (stripped or not, C symbols or not): no early part then.
     go = is_go_program(path)
@@ -186,7 +186,7 @@ def _module_functions(
     if render is not None:
         mf.rendered = first_lines + render[1](table, rest) if rest else first_lines
         if rendered_file is not None:
-            from utrace.cache import seal
+            from utrace.store.cache import seal
 
             lines, n_lines = mf.rendered, len(mf.indices)
             writes.append((rendered_file, lambda: seal(b"%d\n" % n_lines + lines)))

@@ -3,7 +3,7 @@
 No shell or click here (utrace/cli/completion.py speaks the shells' protocol); this module answers
 "which names start with what the user typed". Names come from the same symbol index as `utrace list`
 (cached by build-id, so a second TAB on node reads one file), the pclntab of a Go program (see
-`elf.gosyms`), and `.note.stapsdt`.
+`elf.go.gosyms`), and `.note.stapsdt`.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def target_names(target: Target, prefix: str = "", *, functions: bool = True, us
     read are skipped.
     """
     from utrace.elf.index import symbols_for
-    from utrace.elf.usdt import usdt_probes_for
+    from utrace.elf.usdt_notes import usdt_probes_for
     from utrace.errors import ElfError
 
     names: set[str] = set()
     for module in target.modules:
         try:
             if functions:
-                from utrace.elf.gosyms import program_table
+                from utrace.elf.go.gosyms import program_table
 
                 table = program_table(module.path, symbols_for(module.path))
                 entries = set(table.entries())

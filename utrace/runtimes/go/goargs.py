@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from utrace.model import ArgKind, ArgSpec, Deref, GoKind, GoType, Location, Reg, Stack
 from utrace.probes.decode import Rendered
-from utrace.runtimes.goabi import Assigned, Part
+from utrace.runtimes.go.goabi import Assigned, Part
 
 _INT_KIND = {
     (GoKind.INT, 1): ArgKind.S8, (GoKind.INT, 2): ArgKind.S16, (GoKind.INT, 4): ArgKind.S32,

@@ -1582,7 +1582,7 @@ def open_binary(path: str) -> GoBinary:
     Keyed by the path as given and the identity of the file it names when opened safely (a path under
     /proc/PID/root resolves inside that root: `os.path.realpath` would resolve it from the host's).
     """
-    from utrace.procfs import identity
+    from utrace.process.procfs import identity
 
     st = identity(path)
     if st is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from utrace import backend, kernel
+from utrace.bpf import backend, kernel
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 
 from utrace.elf.buildid import file_error
-from utrace.elf.gobin import open_binary
+from utrace.elf.go.gobin import open_binary
 from utrace.elf.symbols import SymbolTable
 from utrace.errors import ElfError
 

@@ -523,7 +523,7 @@ class GoDwarf:
         from elftools.elf.elffile import ELFFile  # imported here: pyelftools costs ~50 ms to import
 
         try:
-            from utrace.procfs import open_file
+            from utrace.process.procfs import open_file
 
             self._file = open_file(self.path)
         except OSError as e:

@@ -1,7 +1,7 @@
 """The only module that imports bcc: compile, load, attach, poll, detach.
 
 bcc compiles the generated C; its instructions and map definitions are cached and loaded by
-`utrace.bpfsys` (a warm start skips libbcc and clang). Attaching does not go through bcc either:
+`utrace.bpf.bpfsys` (a warm start skips libbcc and clang). Attaching does not go through bcc either:
 utrace calls `perf_event_open` on the kernel's uprobe PMU itself, because
   * bcc 0.26's Python prototype of `bpf_attach_uprobe` drops `ref_ctr_offset` (bcc#5236), which
     USDT semaphores need;
@@ -26,11 +26,12 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
 
-from utrace import bpfsys, kernel, procfs
-from utrace.cache import read_sealed, seal, trusted_cache_dir, write_jobs
+from utrace.bpf import bpfsys, kernel
 from utrace.errors import EnvironmentProblem, TracingError
 from utrace.model import ProbeKind
 from utrace.probes.codegen import AGG_KEY, TARGET_AWAITING_EXEC, TARGET_TRACED, BpfProgram
+from utrace.process import procfs
+from utrace.store.cache import read_sealed, seal, trusted_cache_dir, write_jobs
 
 
 def _import_bcc() -> Any:

@@ -14,7 +14,7 @@ import bisect
 import os
 from collections.abc import Collection
 
-from utrace import procfs
+from utrace.process import procfs
 
 MAX_LINE = 16384  # a longer "line" is not a symbol map: skipped
 MAX_NAME = 1024  # bytes of a name kept

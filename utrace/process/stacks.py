@@ -17,11 +17,11 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from utrace import procfs
 from utrace.errors import ElfError
 from utrace.model import Frame
-from utrace.perfmap import PerfMap
-from utrace.target import namespace_pid
+from utrace.process import procfs
+from utrace.process.perfmap import PerfMap
+from utrace.process.target import namespace_pid
 
 PERF_MAP_MODULE = "[perf-map]"
 _RELOAD_S = 0.1  # re-read a process's maps at most this often when an address is not in them
@@ -225,7 +225,7 @@ def _same_file(path: str, key: tuple[int, int]) -> bool:
 def _read_table(path: str, key: tuple[int, int] | None = None) -> _Table | None:
     """The function table of the file at `path`; with `key`, only if that is its (device, inode)."""
     try:
-        from utrace.elf.gosyms import program_table
+        from utrace.elf.go.gosyms import program_table
         from utrace.elf.index import symbols_for
 
         t = symbols_for(path, identity=key)

@@ -1,0 +1,1 @@
+"""The use cases, each composing the layers below: trace session, list, doctor, completion candidates."""

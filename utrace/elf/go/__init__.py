@@ -1,0 +1,1 @@
+"""Go's own tables: buildinfo, pclntab, module data, runtime type data, inline tree, Go DWARF types."""

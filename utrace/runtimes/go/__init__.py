@@ -1,0 +1,1 @@
+"""The `go` runtime: plan, ABI assignment, argument decoding, signatures."""
