@@ -139,11 +139,6 @@ def test_display_name(demangled, display):
     assert display_name(demangled) == display
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: display_name drops everything up to the last space of a multi-word conversion operator:"
-    " 'demo::Foo::operator unsigned long() const' -> 'long() const'",
-)
 @pytest.mark.parametrize(
     "demangled",
     [
@@ -182,10 +177,6 @@ def test_base_name_call_operator():
     assert base_name("demo::Shape::operator()(int) const") == "demo::Shape::operator()"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: base_name counts the '<'/'>' of operator names as template brackets: it returns the whole signature",
-)
 @pytest.mark.parametrize(
     ("demangled", "base"),
     [

@@ -137,32 +137,159 @@ def _cxxfilt_demangler() -> _Demangler:
     return run
 
 
-def base_name(demangled: str) -> str:
-    """`ns::f(int) const` -> `ns::f`: a demangled name without its parameter list (`operator()`'s own
-    parentheses are part of the name)."""
+# The <operator-name>s of the Itanium C++ ABI (section 5.1.5) as libiberty's demangler prints them after
+# `operator`: symbols directly (`operator<<=`), lowercase words after a space (`operator new[]`). Longest
+# first, so `operator<<=` is not read as `operator<` and `operator->*` not as `operator->`.
+# fmt: off
+_SYMBOL_OPERATORS = (
+    "->*", "<<=", ">>=", "<=>",
+    "+=", "-=", "*=", "/=", "%=", "^=", "&=", "|=", "<<", ">>", "==", "!=", "<=", ">=", "&&", "||", "++", "--",
+    "->", "()", "[]",
+    "+", "-", "*", "/", "%", "^", "&", "|", "~", "!", "=", "<", ">", ",",
+)
+# fmt: on
+_WORD_OPERATORS = ("new[]", "delete[]", "new", "delete", "co_await")
+_OPEN = "<([{"
+_CLOSE = ">)]}"
+_KEYWORD = "operator"
+
+
+def _ident(s: str, i: int) -> bool:
+    return 0 <= i < len(s) and (s[i].isalnum() or s[i] == "_" or s[i] == "$")
+
+
+def _is_operator(s: str, i: int) -> bool:
+    """`s[i:]` starts with the keyword `operator` (not `my_operator`, not `operators`)."""
+    return s.startswith(_KEYWORD, i) and not _ident(s, i - 1) and not _ident(s, i + len(_KEYWORD))
+
+
+def _group_end(s: str, i: int) -> int:
+    """Index just past the bracket group opening at s[i] (any of `<([{`, nested, operator names skipped);
+    -1 when it is not closed."""
     depth = 0
-    for i, ch in enumerate(demangled):
-        if ch == "<":
+    n = len(s)
+    while i < n:
+        if s[i] == "o" and _is_operator(s, i):
+            i = _operator_end(s, i)
+            continue
+        ch = s[i]
+        if ch in _OPEN:
             depth += 1
-        elif ch == ">":
+        elif ch in _CLOSE:
             depth -= 1
-        elif ch == "(" and depth == 0 and i > 0 and not demangled[:i].endswith("operator"):
-            return demangled[:i]
-    return demangled
+            if depth == 0:
+                return i + 1
+        i += 1
+    return -1
+
+
+def _conversion_end(s: str, i: int) -> int:
+    """Index just past the type of a conversion operator starting at s[i] (`unsigned long`,
+    `char const*`, `std::basic_string<...>`, `void (*)()`): up to its parameter list's `(`."""
+    n = len(s)
+    while i < n:
+        ch = s[i]
+        if ch == "(":
+            if s[i + 1 : i + 2] not in ("*", "&", "^") and not re.match(r"\(\w[\w:]*::\*", s[i:]):
+                return i  # the parameter list
+            end = _group_end(s, i)  # a declarator, `(*)`, and the function type's own parameters
+            if end < 0:
+                return n
+            i = end
+            if s.startswith("(", i):
+                end = _group_end(s, i)
+                i = n if end < 0 else end
+            continue
+        if ch in _OPEN:
+            end = _group_end(s, i)
+            if end < 0:
+                return n
+            i = end
+            continue
+        i += 1
+    return n
+
+
+def _operator_end(s: str, i: int) -> int:
+    """Index just past the operator name starting at s[i] (`operator<`, `operator new[]`,
+    `operator unsigned long`, `operator"" _km`); a template argument list after it is not included,
+    but the space the demangler puts before one after a `<` (`operator< <int>`) is."""
+    j = i + len(_KEYWORD)
+    end = j
+    for tok in _SYMBOL_OPERATORS:
+        if s.startswith(tok, j):
+            end = j + len(tok)
+            break
+    else:
+        if s.startswith('""', j):  # a literal operator: `operator"" _km`
+            end = j + 2
+            if s.startswith(" ", end):
+                end += 1
+            while _ident(s, end):
+                end += 1
+        elif s.startswith(" ", j) and j + 1 < len(s):
+            k = j + 1
+            for word in _WORD_OPERATORS:
+                if s.startswith(word, k) and not _ident(s, k + len(word)):
+                    end = k + len(word)
+                    break
+            else:
+                end = _conversion_end(s, k)
+    if s[end - 1] == "<" and s.startswith(" <", end):
+        end += 1
+    return end
+
+
+_QUALIFIER = re.compile(r"(?: (?:const|volatile|&&|&))*::")
+
+
+def name_parts(demangled: str) -> tuple[int, int, int]:
+    """(start, paren, close) of a demangled function name: where the name starts after a function
+    template's return type, the index of its parameter list's `(` and of the matching `)` (-1 for
+    either when absent or not closed).
+
+    Operator names are read as names: `<` in `operator<` opens no template argument list, the `()`
+    of `operator()` is no parameter list, the spaces in `operator unsigned long` or `operator new`
+    start no name. A parenthesised group followed by `::` is part of the name too: a function-local
+    entity's scope (`f(int)::Local::g()`) or `(anonymous namespace)::`.
+    """
+    start = 0
+    i = 0
+    n = len(demangled)
+    while i < n:
+        ch = demangled[i]
+        if ch == "o" and _is_operator(demangled, i):
+            i = _operator_end(demangled, i)
+            continue
+        if ch == "(":
+            end = _group_end(demangled, i)
+            if end < 0:
+                return start, (i if i > 0 else -1), -1
+            scope = _QUALIFIER.match(demangled, end)
+            if scope is None and i > 0 and not demangled[:i].rstrip().endswith("decltype"):
+                return start, i, end - 1
+            i = scope.end() if scope else end
+            continue
+        if ch in _OPEN:
+            end = _group_end(demangled, i)
+            if end < 0:
+                return start, -1, -1
+            i = end
+            continue
+        if ch == " ":
+            start = i + 1
+        i += 1
+    return start, -1, -1
+
+
+def base_name(demangled: str) -> str:
+    """`ns::f(int) const` -> `ns::f`: a demangled name without its parameter list (operator names
+    kept whole: `ns::S::operator<`, `ns::S::operator()`, `ns::S::operator unsigned long`)."""
+    _start, paren, _close = name_parts(demangled)
+    return demangled[:paren] if paren > 0 else demangled
 
 
 def display_name(demangled: str) -> str:
     """A C++ name as people write it: parameters kept (they tell overloads apart), a template's
     leading return type dropped: "long demo::twice<long>(long)" -> "demo::twice<long>(long)"."""
-    depth = 0
-    cut = -1
-    for i, ch in enumerate(demangled):
-        if ch == "(" and depth == 0 and i > 0:
-            break
-        if ch in "<(":
-            depth += 1
-        elif ch in ">)":
-            depth -= 1
-        elif ch == " " and depth == 0 and not demangled[:i].endswith("operator"):
-            cut = i
-    return demangled[cut + 1 :] if cut >= 0 else demangled
+    return demangled[name_parts(demangled)[0] :]
