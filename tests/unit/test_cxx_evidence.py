@@ -35,6 +35,16 @@ from utrace.runtimes.usdt import catalogue_args, catalogue_signature, typed_args
         ("demo::Shape::operator<(demo::Shape const&)", ("demo::Shape::operator<", "demo::Shape", "operator<")),
         ("demo::Shape::operator()(int) const", ("demo::Shape::operator()", "demo::Shape", "operator()")),
         ("main()", ("main", "", "main")),
+        ("A::operator std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >() const",
+         ("A::operator std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >", "A",
+          "operator std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >")),
+        ("std::__exception_ptr::exception_ptr::operator void (std::__exception_ptr::exception_ptr::*)()() const",
+         ("std::__exception_ptr::exception_ptr::operator void (std::__exception_ptr::exception_ptr::*)()",
+          "std::__exception_ptr::exception_ptr", "operator void (std::__exception_ptr::exception_ptr::*)()")),
+        ("bool demo::operator< <int>(demo::Box<int> const&, demo::Box<int> const&)",
+         ("demo::operator< <int>", "demo", "operator< <int>")),
+        ("operator new(unsigned long)", ("operator new", "", "operator new")),
+        ("A::f() const::B::g()", ("A::f() const::B::g", "A::f() const::B", "g")),
     ],
 )  # fmt: skip
 def test_function_scope(demangled: str, expected: tuple[str, str, str]) -> None:

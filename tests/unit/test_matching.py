@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from utrace.app.candidates import probe_name
 from utrace.app.list_probes import match_probes, name_matcher
 from utrace.elf.demangle import base_name, clone_suffix, demangle, display_name
 from utrace.model import UsdtProbe
+from utrace.runtimes.cxxthis import function_scope
+from utrace.runtimes.signature import param_list
 
 STRING = "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >"
 TWICE_LONG = "long demo::twice<long>(long)"
@@ -53,6 +60,13 @@ def test_match_everything_is_none(pattern):
         ("*ConnectionWrap<*>::OnConnection", ON_CONNECTION),
         ("hotspot:class__loaded", "hotspot:class__loaded"),
         ("hotspot:*", "hotspot:class__loaded"),
+        # an operator's own brackets are its name: `operator()` finds every overload of the call operator
+        ("demo::Shape::operator()", "demo::Shape::operator()(int) const"),
+        ("demo::Shape::operator()(int) const", "demo::Shape::operator()(int) const"),
+        ("demo::Shape::operator<", "demo::Shape::operator<(demo::Shape const&) const"),
+        ("demo::Shape::operator[]", "demo::Shape::operator[](int) const"),
+        ("demo::Shape::operator unsigned long", "demo::Shape::operator unsigned long() const"),
+        ("demo::operator< <int>", "bool demo::operator< <int>(demo::Box<int> const&, demo::Box<int> const&)"),
     ],
 )
 def test_matches(pattern, name):
@@ -78,6 +92,11 @@ def test_matches(pattern, name):
         ("uv_listen", "uv_listen2"),
         ("long", TWICE_LONG),
         ("hotspot:*", "other:class__loaded"),
+        ("demo::Shape::operator<", "demo::Shape::operator<<(int)"),
+        ("demo::Shape::operator<", "demo::Shape::operator<=(demo::Shape const&) const"),
+        ("demo::Shape::operator<", "demo::Shape::operator<=>(demo::Shape const&) const"),
+        ("demo::Shape::operator()(int)", "demo::Shape::operator()(long)"),
+        ("demo::operator<", "bool demo::operator< <int>(demo::Box<int> const&, demo::Box<int> const&)"),
     ],
 )
 def test_does_not_match(pattern, name):
@@ -217,3 +236,107 @@ def test_demangle(raw, demangled):
 )
 def test_clone_suffix(raw, suffix):
     assert clone_suffix(raw) == suffix
+
+
+# --- operator names, from the grammar ------------------------------------------------------------------
+# Built the way libiberty's demangler prints them (Itanium C++ ABI 5.1.5 <operator-name>): the expected
+# name, parameters and qualifiers are known by construction, whatever brackets the operator holds.
+
+SYMBOL_OPERATORS = re.findall(
+    r"\S+", "+ - * / % ^ & | ~ ! = < > , += -= *= /= %= ^= &= |= << >> <<= >>= == != <= >= <=> && || ++ -- ->* -> () []"
+)
+WORD_OPERATORS = ["new", "new[]", "delete", "delete[]", "co_await"]
+CONVERSIONS = [
+    "int",
+    "bool",
+    "unsigned long",
+    "long long",
+    "char const*",
+    "void*",
+    "std::basic_string_view<char, std::char_traits<char> >",
+    "void (*)()",
+    "void (demo::Shape::*)()",
+]
+SCOPES = ["", "demo", "demo::Shape", "ns::Box<std::pair<a::b, c> >", "(anonymous namespace)::S", "f(int)::Local"]
+PARAMS = [
+    "",
+    "int",
+    "demo::Shape const&",
+    "char const*, unsigned long",
+    "std::map<int, int>",
+    "void (*)(int)",
+    "std::basic_istream<char, std::char_traits<char> >& (*)(std::basic_istream<char, std::char_traits<char> >&)",
+]
+QUALIFIERS = ["", " const", " const &&", " volatile &"]
+
+
+@st.composite
+def operator_functions(draw: st.DrawFn) -> tuple[str, str, str, str, str, str]:
+    """(demangled, return type, scope, operator, parameters, qualifiers)."""
+    kind = draw(st.sampled_from(["symbol", "word", "conversion", "literal"]))
+    if kind == "symbol":
+        op = "operator" + draw(st.sampled_from(SYMBOL_OPERATORS))
+    elif kind == "word":
+        op = "operator " + draw(st.sampled_from(WORD_OPERATORS))
+    elif kind == "literal":
+        op = 'operator"" _' + draw(st.sampled_from(["km", "sq", "s"]))
+    else:
+        op = "operator " + draw(st.sampled_from(CONVERSIONS))
+    ret = ""
+    if kind == "symbol" and draw(st.booleans()):  # a function template: arguments, and a return type first
+        op += (" " if op.endswith("<") else "") + draw(st.sampled_from(["<int>", "<std::char_traits<char> >"]))
+        ret = draw(st.sampled_from(["bool ", "std::basic_ostream<char, std::char_traits<char> >& "]))
+    scope = draw(st.sampled_from(SCOPES))
+    name = f"{scope}::{op}" if scope else op
+    params = draw(st.sampled_from(PARAMS))
+    quals = draw(st.sampled_from(QUALIFIERS)) if scope else ""
+    return f"{ret}{name}({params}){quals}", ret, scope, op, params, quals
+
+
+@given(operator_functions())
+def test_operator_names_from_the_grammar(case: tuple[str, str, str, str, str, str]) -> None:
+    demangled, ret, scope, op, params, quals = case
+    name = f"{scope}::{op}" if scope else op
+    assert base_name(demangled) == ret + name
+    assert display_name(demangled) == demangled[len(ret) :]
+    assert base_name(display_name(demangled)) == name
+    assert param_list(demangled) == (params, quals.strip())
+    assert probe_name(demangled) == name
+    assert function_scope(demangled) == (name, scope, op)
+    assert matches(name, demangled)
+
+
+@pytest.mark.parametrize(
+    ("demangled", "base"),
+    [  # from nm -C of libstdc++.so.6 (GCC 14), checked with `c++filt -p`
+        (
+            "std::__exception_ptr::exception_ptr::operator void (std::__exception_ptr::exception_ptr::*)()() const",
+            "std::__exception_ptr::exception_ptr::operator void (std::__exception_ptr::exception_ptr::*)()",
+        ),
+        (
+            "std::basic_istream<char, std::char_traits<char> >::operator>>(void*&)",
+            "std::basic_istream<char, std::char_traits<char> >::operator>>",
+        ),
+        (
+            "std::basic_istream<char, std::char_traits<char> >& std::operator>><char, std::char_traits<char> >"
+            "(std::basic_istream<char, std::char_traits<char> >&, char&)",
+            "std::basic_istream<char, std::char_traits<char> >& std::operator>><char, std::char_traits<char> >",
+        ),
+        ("std::ios_base::Init::operator=(std::ios_base::Init const&)", "std::ios_base::Init::operator="),
+        ("operator delete[](void*, std::align_val_t)", "operator delete[]"),
+        (
+            "std::basic_ios<char, std::char_traits<char> >::operator bool() const",
+            "std::basic_ios<char, std::char_traits<char> >::operator bool",
+        ),
+        # and from node: a scope inside `(anonymous namespace)`, a function-local class
+        (
+            "v8_inspector::(anonymous namespace)::reportError(v8::Local<v8::Context>, v8::TryCatch const&)",
+            "v8_inspector::(anonymous namespace)::reportError",
+        ),
+        ("A::f() const::B::g()", "A::f() const::B::g"),
+        ("demo::run()::{lambda(int)#1}::operator()(int) const", "demo::run()::{lambda(int)#1}::operator()"),
+        ('operator"" _x(char const*, unsigned long)', 'operator"" _x'),
+    ],
+)
+def test_base_name_real_operator_names(demangled: str, base: str) -> None:
+    assert base_name(demangled) == base

@@ -281,6 +281,29 @@ def test_parse_user_probe_less_operator():
     )
 
 
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("demo::Shape::operator<<(int n)", ("demo::Shape::operator<<", ["int n"])),
+        ("demo::Shape::operator<=>(demo::Shape const& o)", ("demo::Shape::operator<=>", ["demo::Shape const& o"])),
+        ("demo::Shape::operator>(demo::Shape const& o)", ("demo::Shape::operator>", ["demo::Shape const& o"])),
+        ("demo::Shape::operator->()", ("demo::Shape::operator->", [])),
+        ("demo::Shape::operator[](int i)", ("demo::Shape::operator[]", ["int i"])),
+        ("demo::Shape::operator unsigned long()", ("demo::Shape::operator unsigned long", [])),
+        ("operator new[](unsigned long n)", ("operator new[]", ["unsigned long n"])),
+        (
+            "demo::operator< <int>(demo::Box<int> const& a, demo::Box<int> const& b)",
+            ("demo::operator< <int>", ["demo::Box<int> const& a", "demo::Box<int> const& b"]),
+        ),
+        ("demo::Shape::operator()", ("demo::Shape::operator()", None)),  # the name alone: every overload
+        ("demo::Shape::operator<", ("demo::Shape::operator<", None)),
+        ("demo::Shape::operator()(int) const", ("demo::Shape::operator()(int) const", None)),
+    ],
+)
+def test_parse_user_probe_operators(expr, expected):
+    assert parse_user_probe(expr) == expected
+
+
 # --- args_for -------------------------------------------------------------------------------------
 
 

@@ -26,8 +26,10 @@ def probe_name(demangled: str) -> str:
     paren = demangled.find("(")
     if paren > 0:
         head = demangled[:paren]
-        if " " not in head and "<" not in head and not head.endswith("operator"):
-            return head  # most names: no return type, no template arguments before the parameters
+        if " " not in head and "<" not in head and not head.endswith("operator") and ")::" not in demangled:
+            # most names: no return type, no template arguments, no `(anonymous namespace)::` or local
+            # scope (`f(int)::Local::g`) before the parameters
+            return head
     return base_name(display_name(demangled))
 
 

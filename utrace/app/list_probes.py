@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from utrace.elf.demangle import display_name
+from utrace.elf.demangle import display_name, name_parts
 from utrace.elf.index import symbols_for
 from utrace.elf.symbols import SymbolTable
 from utrace.elf.usdt_notes import usdt_probes_for
@@ -45,16 +45,17 @@ class Listing:
 def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
     """A predicate for a glob over names; None when everything matches.
 
-    Without "(" in the pattern, a demangled C++ name also matches with its parameter list ignored, so
-    `node::TCPWrap::Listen` finds `node::TCPWrap::Listen(v8::FunctionCallbackInfo<v8::Value> const&)`
-    and `demo::Shape::area` finds every overload; a template's leading return type may be left out.
+    Without a parameter list in the pattern, a demangled C++ name also matches with its parameter list
+    ignored, so `node::TCPWrap::Listen` finds `node::TCPWrap::Listen(v8::FunctionCallbackInfo<v8::Value>
+    const&)` and `demo::Shape::area` finds every overload (`demo::Shape::operator()` every overload of
+    the call operator: its parentheses are its name); a template's leading return type may be left out.
     """
     if pattern is None or pattern in ("*", ""):
         return None
     body = fnmatch.translate(pattern)
     if body.endswith(r"\Z"):
         body = body[:-2]
-    if "(" not in pattern:
+    if "(" not in pattern or name_parts(pattern)[1] < 0:
         body += r"(?:\(.*)?"
     rx = re.compile(body + r"\Z")
 

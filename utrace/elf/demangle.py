@@ -183,6 +183,12 @@ def _group_end(s: str, i: int) -> int:
     return -1
 
 
+def operator_at(s: str, i: int) -> int:
+    """When an operator name (`operator<`, `operator new[]`, `operator unsigned long`) starts at s[i]:
+    the index just past it; -1 otherwise."""
+    return _operator_end(s, i) if _is_operator(s, i) else -1
+
+
 def _conversion_end(s: str, i: int) -> int:
     """Index just past the type of a conversion operator starting at s[i] (`unsigned long`,
     `char const*`, `std::basic_string<...>`, `void (*)()`): up to its parameter list's `(`."""

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from utrace.elf.cxxdwarf import cxx_members
-from utrace.elf.demangle import base_name, display_name
+from utrace.elf.demangle import base_name, display_name, operator_at
 from utrace.elf.symbols import class_names
 from utrace.errors import ElfError
 from utrace.model import Symbol
@@ -57,12 +57,16 @@ class Membership:
 
 
 def split_scope(name: str) -> tuple[str, str]:
-    """`ns::cls<int>::f<long>` -> ("ns::cls<int>", "f<long>"): split at the last `::` outside brackets."""
+    """`ns::cls<int>::f<long>` -> ("ns::cls<int>", "f<long>"): split at the last `::` outside brackets
+    and operator names (`ns::S::operator std::string` -> ("ns::S", "operator std::string"))."""
     depth = 0
     last = -1
     i = 0
     while i < len(name):
         ch = name[i]
+        if ch == "o" and (end := operator_at(name, i)) > 0:
+            i = end
+            continue
         if ch in "<([{":
             depth += 1
         elif ch in ">)]}":
@@ -81,17 +85,7 @@ def function_scope(demangled: str) -> tuple[str, str, str]:
     """(name without parameters, scope, last component) of a demangled function name:
     `geo::canvas::draw(int)` -> ("geo::canvas::draw", "geo::canvas", "draw"), operators included
     (`demo::Shape::operator<(demo::Shape const&)` -> scope "demo::Shape")."""
-    shown = display_name(demangled)
-    at = shown.find("::operator")
-    if at < 0 and shown.startswith("operator"):
-        return shown.split("(", 1)[0], "", shown
-    if at >= 0:
-        scope = shown[:at]
-        name = shown[at + 2 :]
-        cut = name.find("(", len("operator()") if name.startswith("operator()") else len("operator") + 1)
-        name = name[:cut] if cut > 0 else name
-        return f"{scope}::{name}", scope, name
-    base = base_name(shown)
+    base = base_name(display_name(demangled))
     scope, last = split_scope(base)
     return base, scope, last
 

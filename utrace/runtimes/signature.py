@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from utrace.elf.demangle import name_parts
 from utrace.model import ArgKind, ArgSpec, Reg, Stack
 
 SYSV_INT_ARGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
@@ -31,7 +32,6 @@ _INTS: dict[str, ArgKind] = {
 }  # fmt: skip
 _FLOATS = {"float", "double", "long double"}
 _CHAR_TYPES = {"char", "signed char", "unsigned char"}
-_OPERATOR_CHARS = frozenset("<>=!+-*/%^&|~,[]")
 
 
 def split_params(params: str) -> list[str]:
@@ -56,39 +56,12 @@ def split_params(params: str) -> list[str]:
 
 
 def param_list(demangled: str) -> tuple[str, str] | None:
-    """(parameters, trailing qualifiers) of a demangled function name, or None if it has none."""
-    depth = 0
-    start = -1
-    i = 0
-    while i < len(demangled):
-        ch = demangled[i]
-        if ch == "o" and demangled.startswith("operator", i) and (i == 0 or not demangled[i - 1].isalnum()):
-            # the operator's own symbol (`operator<`, `operator<<=`, `operator()`) is not a bracket
-            i += len("operator")
-            if demangled.startswith("()", i):
-                i += 2
-            while i < len(demangled) and demangled[i] in _OPERATOR_CHARS:
-                i += 1
-            continue
-        if ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth -= 1
-        elif ch == "(" and depth == 0 and start < 0 and i > 0:
-            start = i
-            break
-        i += 1
-    if start < 0:
+    """(parameters, trailing qualifiers) of a demangled function name, or None if it has none (operator
+    names are names: `operator()(int)` has the parameters `int`)."""
+    _start, paren, close = name_parts(demangled)
+    if paren < 0 or close < 0:
         return None
-    depth = 0
-    for j in range(start, len(demangled)):
-        if demangled[j] == "(":
-            depth += 1
-        elif demangled[j] == ")":
-            depth -= 1
-            if depth == 0:
-                return demangled[start + 1 : j], demangled[j + 1 :].strip()
-    return None
+    return demangled[paren + 1 : close], demangled[close + 1 :].strip()
 
 
 def _normalise(t: str) -> str:
@@ -175,15 +148,12 @@ def default_args(count: int = 6) -> list[ArgSpec]:
 def parse_user_probe(expr: str) -> tuple[str, list[str] | None]:
     """`name(type a, type b)` -> ("name", ["type a", "type b"]); a bare name -> (name, None).
 
-    The split is at the last top-level parenthesised group, so C++ names with operators still work
-    when no signature is given.
+    The split is at the parameter list, operator names read as names (`ns::S::operator()(int x)`,
+    `ns::S::operator<(ns::S const& o)`); a name that does not end with its parameter list
+    (`ns::S::f(int) const`) is a name.
     """
     expr = expr.strip()
-    if not expr.endswith(")") or "(" not in expr:
+    _start, paren, close = name_parts(expr)
+    if paren < 0 or close != len(expr) - 1:
         return expr, None
-    pl = param_list(expr)
-    if pl is None:
-        return expr, None
-    params, _quals = pl
-    name = expr[: expr.index("(" + params + ")")] if ("(" + params + ")") in expr else expr
-    return name.strip(), split_params(params)
+    return expr[:paren].strip(), split_params(expr[paren + 1 : close])
