@@ -13,6 +13,7 @@
 #   cpp/geo, cpp/geo-nodwarf  g++ -O2 -g / g++ -O2      (is geo::canvas::draw a member? DWARF or nothing)
 #   cpp/ostream           g++ -O2                       (calls libstdc++'s std::ostream::put, _M_insert<long>)
 #   cpp/clones            g++ -O2 -g of c/clones.c      (C++ GCC clones)
+#   cpp/operators         g++ -std=c++20 -O2 -g         (operator names: <, <<, (), [], conversions, new)
 #   go/greet, go/httpget                      system Go (1.19 on bookworm)
 #   go/greet-stripped, go/httpget-stripped    system Go, -ldflags='-s -w'
 #   go/greet-pie, go/httpget-pie              system Go, -buildmode=pie
@@ -189,17 +190,19 @@ build_cpp() {
     $CXX -O2 -Wall -o "$OUTDIR/cpp/geo-nodwarf.tmp" "$SRC/cpp/geo.cpp"
     $CXX -O2 -Wall -o "$OUTDIR/cpp/ostream.tmp" "$SRC/cpp/ostream.cpp"
     $CXX -x c++ -O2 -g -Wall -o "$OUTDIR/cpp/clones.tmp" "$SRC/c/clones.c"
-    for f in geo geo-nodwarf ostream clones; do mv -f "$OUTDIR/cpp/$f.tmp" "$OUTDIR/cpp/$f"; done
+    $CXX -std=c++20 -O2 -g -Wall -o "$OUTDIR/cpp/operators.tmp" "$SRC/cpp/operators.cpp"
+    for f in geo geo-nodwarf ostream clones operators; do mv -f "$OUTDIR/cpp/$f.tmp" "$OUTDIR/cpp/$f"; done
     manifest cpp cpp/geo "$CXX_ID" "-O2 -g -Wall"
     manifest cpp cpp/geo-nodwarf "$CXX_ID" "-O2 -Wall"
     manifest cpp cpp/ostream "$CXX_ID" "-O2 -Wall"
     manifest cpp cpp/clones "$CXX_ID" "-x c++ -O2 -g -Wall"
+    manifest cpp cpp/operators "$CXX_ID" "-std=c++20 -O2 -g -Wall"
 }
 if command -v "$CXX" >/dev/null 2>&1; then
     CXX_ID="$(readlink -f "$(command -v "$CXX")") $($CXX -dumpfullversion 2>/dev/null || $CXX -dumpversion)"
     run_component cpp "$(hash_of "$CXX_ID|$CXX_FLAGS|$CXX_STACK_FLAGS" "$SRC/cpp/overloads.cpp" "$SRC/cpp/stack.cpp" \
-        "$SRC/cpp/geo.cpp" "$SRC/cpp/ostream.cpp" "$SRC/c/clones.c")" \
-        build_cpp cpp/overloads cpp/stack cpp/geo cpp/geo-nodwarf cpp/ostream cpp/clones
+        "$SRC/cpp/geo.cpp" "$SRC/cpp/ostream.cpp" "$SRC/c/clones.c" "$SRC/cpp/operators.cpp")" \
+        build_cpp cpp/overloads cpp/stack cpp/geo cpp/geo-nodwarf cpp/ostream cpp/clones cpp/operators
 else
     skip cpp "no $CXX"
 fi
