@@ -163,23 +163,29 @@ def _is_operator(s: str, i: int) -> bool:
     return s.startswith(_KEYWORD, i) and not _ident(s, i - 1) and not _ident(s, i + len(_KEYWORD))
 
 
+# What the scanners below stop at: brackets, and the keyword `operator` as a whole word (the rest is
+# skipped by the regex engine: most of a long name is identifiers)
+_BRACKET_OR_OPERATOR = re.compile(r"[<(\[{>)\]}]|(?<![\w$])operator(?![\w$])")
+_NAME_TOKEN = re.compile(r"[<(\[{ ]|(?<![\w$])operator(?![\w$])")
+
+
 def _group_end(s: str, i: int) -> int:
     """Index just past the bracket group opening at s[i] (any of `<([{`, nested, operator names skipped);
     -1 when it is not closed."""
     depth = 0
-    n = len(s)
-    while i < n:
-        if s[i] == "o" and _is_operator(s, i):
-            i = _operator_end(s, i)
+    search = _BRACKET_OR_OPERATOR.search
+    while (m := search(s, i)) is not None:
+        tok = m.group()
+        if tok == _KEYWORD:
+            i = _operator_end(s, m.start())
             continue
-        ch = s[i]
-        if ch in _OPEN:
+        i = m.end()
+        if tok in _OPEN:
             depth += 1
-        elif ch in _CLOSE:
+        else:
             depth -= 1
             if depth == 0:
-                return i + 1
-        i += 1
+                return i
     return -1
 
 
@@ -261,30 +267,28 @@ def name_parts(demangled: str) -> tuple[int, int, int]:
     """
     start = 0
     i = 0
-    n = len(demangled)
-    while i < n:
-        ch = demangled[i]
-        if ch == "o" and _is_operator(demangled, i):
+    search = _NAME_TOKEN.search
+    while (m := search(demangled, i)) is not None:
+        tok = m.group()
+        i = m.start()
+        if tok == _KEYWORD:
             i = _operator_end(demangled, i)
             continue
-        if ch == "(":
-            end = _group_end(demangled, i)
-            if end < 0:
-                return start, (i if i > 0 else -1), -1
-            scope = _QUALIFIER.match(demangled, end)
-            if scope is None and i > 0 and not demangled[:i].rstrip().endswith("decltype"):
-                return start, i, end - 1
-            i = scope.end() if scope else end
+        if tok == " ":
+            start = i = i + 1
             continue
-        if ch in _OPEN:
-            end = _group_end(demangled, i)
+        end = _group_end(demangled, i)
+        if tok != "(":
             if end < 0:
                 return start, -1, -1
             i = end
             continue
-        if ch == " ":
-            start = i + 1
-        i += 1
+        if end < 0:
+            return start, (i if i > 0 else -1), -1
+        scope = _QUALIFIER.match(demangled, end)
+        if scope is None and i > 0 and not demangled[:i].rstrip().endswith("decltype"):
+            return start, i, end - 1
+        i = scope.end() if scope else end
     return start, -1, -1
 
 
