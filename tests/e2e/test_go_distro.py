@@ -176,6 +176,17 @@ def test_completion_offers_go_names_of_a_debian_program() -> None:
     assert "plain,main.hookHandler" in lines and all(line.startswith("plain,main.hookHandler") for line in lines)
 
 
+def test_native_traces_a_debian_go_program_by_its_pclntab(root_bpf: None) -> None:
+    """`utrace native` names a file as `list` does: webhook's ELF tables hold no Go function (its .dynsym
+    names only cgo helpers), its pclntab does. main.main runs once; the version line is webhook's own."""
+    path = program("webhook")
+    p = run_utrace("native", "main.main", "--", path, "-version", timeout=180)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"^webhook version \d", p.stdout, re.M), p.stdout
+    calls = [line for line in p.stdout.splitlines() if re.search(r"-> main\.main\b", line)]
+    assert len(calls) == 1, p.stdout + p.stderr
+
+
 # ----------------------------------------------------------------------------- real servers, --pid
 
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from utrace.app.candidates import probe_name
-from utrace.app.list_probes import match_probes, name_matcher
 from utrace.elf.demangle import base_name, clone_suffix, demangle, display_name
+from utrace.elf.match import match_probes, name_matcher
 from utrace.model import UsdtProbe
 from utrace.runtimes.cxxthis import function_scope
 from utrace.runtimes.signature import param_list

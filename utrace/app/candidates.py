@@ -38,7 +38,7 @@ def target_names(target: Target, prefix: str = "", *, functions: bool = True, us
     as `probe_name`, and raw when they differ) and USDT probes as `provider:name`. Modules that cannot be
     read are skipped.
     """
-    from utrace.elf.index import symbols_for
+    from utrace.elf.index import function_table
     from utrace.elf.usdt_notes import usdt_probes_for
     from utrace.errors import ElfError
 
@@ -46,9 +46,7 @@ def target_names(target: Target, prefix: str = "", *, functions: bool = True, us
     for module in target.modules:
         try:
             if functions:
-                from utrace.elf.go.gosyms import program_table
-
-                table = program_table(module.path, symbols_for(module.path))
+                table = function_table(module.path)
                 entries = set(table.entries())
                 raws = table.raws
                 names.update(raws[i] for i in entries if raws[i].startswith(prefix))

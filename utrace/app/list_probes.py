@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from utrace.elf.demangle import display_name, name_parts
-from utrace.elf.index import symbols_for
+from utrace.elf.index import function_table
+from utrace.elf.match import match_functions, match_probes, name_matcher
 from utrace.elf.symbols import SymbolTable
 from utrace.elf.usdt_notes import usdt_probes_for
 from utrace.model import Target, UsdtProbe
@@ -40,54 +38,6 @@ class Listing:
     @property
     def function_count(self) -> int:
         return sum(len(m.indices) for m in self.functions)
-
-
-def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
-    """A predicate for a glob over names; None when everything matches.
-
-    Without a parameter list in the pattern, a demangled C++ name also matches with its parameter list
-    ignored, so `node::TCPWrap::Listen` finds `node::TCPWrap::Listen(v8::FunctionCallbackInfo<v8::Value>
-    const&)` and `demo::Shape::area` finds every overload (`demo::Shape::operator()` every overload of
-    the call operator: its parentheses are its name); a template's leading return type may be left out.
-    """
-    if pattern is None or pattern in ("*", ""):
-        return None
-    body = fnmatch.translate(pattern)
-    if body.endswith(r"\Z"):
-        body = body[:-2]
-    if "(" not in pattern or name_parts(pattern)[1] < 0:
-        body += r"(?:\(.*)?"
-    rx = re.compile(body + r"\Z")
-
-    def matches(s: str) -> bool:
-        if rx.match(s):
-            return True
-        # Demangled function templates carry their return type first ("int demo::twice<int>(int)"):
-        # a pattern may leave it out. Only names with a space before their parameters can have one.
-        # display_name(s) is a suffix of s, so it can match only where a search of s finds a match:
-        # that search (in C) first spares the Python scan of the name (node 26: 20 s for uv_tcp_listen)
-        paren = s.find("(")
-        return paren > 0 and " " in s[:paren] and rx.search(s) is not None and rx.match(display_name(s)) is not None
-
-    return matches
-
-
-def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> list[int]:
-    """Indices (from `start` on) of function entries (never `.cold` parts) whose demangled or raw name
-    matches."""
-    m = name_matcher(pattern)
-    if m is None:
-        return list(table.entries(start))
-    entries = table.entries(start)
-    names, raws = table.names, table.raws
-    return [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
-
-
-def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe]:
-    m = name_matcher(pattern)
-    if m is None:
-        return probes
-    return [p for p in probes if m(p.full_name) or m(p.name)]
 
 
 Renderer = Callable[[SymbolTable, Sequence[int]], bytes]
@@ -170,16 +120,9 @@ def _module_functions(
             matching = match_functions(part, pattern)
             early.append((len(part), matching, render[1](part, matching)))
 
-    from utrace.elf.go.gosyms import is_go_program, program_table
-
-    # A Go program is named by its pclntab (stripped or not, C symbols or not): no early part then.
-    go = is_go_program(path)
-    table = symbols_for(
-        path, on_cold=on_cold, defer_write=writes, first_part=render_first if render and not go else None
-    )
-    if go or len(table) == 0:
-        table = program_table(path, table)
-        early.clear()
+    # A Go program is named by its pclntab (stripped or not, C symbols or not): no early part then (a
+    # Go table replaces an ELF one only when that was empty, so an early part is always a prefix).
+    table = function_table(path, on_cold=on_cold, defer_write=writes, first_part=render_first if render else None)
     # the part is a prefix of the table's entries: its matches are the table's first ones
     part_size, part_matches, first_lines = early[0] if early else (0, [], b"")
     rest = match_functions(table, pattern, start=part_size)

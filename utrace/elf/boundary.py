@@ -101,11 +101,10 @@ def _stat_key(path: str) -> tuple[int, int, int]:
 @functools.lru_cache(maxsize=8)
 def _function_starts(path: str, _ino: int, _size: int, _mtime: int) -> frozenset[int]:
     """Entry addresses of every function of the file's one symbol source (empty when unreadable)."""
-    from utrace.elf.go.gosyms import program_table
-    from utrace.elf.index import symbols_for
+    from utrace.elf.index import function_table
 
     try:
-        table = program_table(path, symbols_for(path))
+        table = function_table(path)
     except (ElfError, OSError):
         return frozenset()
     return frozenset(table.addresses[i] for i in table.entries())

@@ -168,3 +168,45 @@ def _load(file: os.PathLike[str], path: str, ident: Identity, image: ElfImage) -
         clones=clones,
         segments=segment_list,
     )
+
+
+def function_table(
+    path: str,
+    *,
+    use_cache: bool = True,
+    on_cold: Callable[[str], None] | None = None,
+    defer_write: list[CacheJob] | None = None,
+    first_part: Callable[[SymbolTable], None] | None = None,
+    identity: tuple[int, int] | None = None,
+) -> SymbolTable:
+    """The functions of the file at `path`, from its one symbol source: what listing, tracing, stack
+    symbolisation and completion all use, so they agree.
+
+    A Go program (a Go build ID or build info, or no ELF function symbols at all and a pclntab) is
+    named by its pclntab plus the ELF functions outside the Go text (`gosyms.go_function_table`); any
+    other file by its ELF function symbols (`.symtab`, else `.dynsym`, as `symbols_for` reads them).
+    The arguments are those of `symbols_for`; `first_part` is called only for a file named by its ELF
+    symbols. With `identity`, the Go table is read only while `path` still names that file.
+
+    Raises:
+        ElfError: as `symbols_for`; also a Go program whose pclntab is corrupt or whose text base
+            cannot be proven.
+    """
+    from utrace.elf.go.gosyms import go_function_table, is_go_program
+
+    go = is_go_program(path)
+    elf = symbols_for(
+        path,
+        use_cache=use_cache,
+        on_cold=on_cold,
+        defer_write=defer_write,
+        first_part=None if go else first_part,
+        identity=identity,
+    )
+    if not go and len(elf):
+        return elf
+    if identity is not None:
+        st = procfs.identity(path)
+        if st is None or (st.st_dev, st.st_ino) != identity:
+            return elf  # replaced since: its pclntab is not the mapped file's
+    return go_function_table(path, elf) or elf

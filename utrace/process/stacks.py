@@ -217,20 +217,12 @@ class Symbolizer:
         return self._fixed if isinstance(self._fixed, _Table) else None
 
 
-def _same_file(path: str, key: tuple[int, int]) -> bool:
-    st = procfs.identity(path)
-    return st is not None and (st.st_dev, st.st_ino) == key
-
-
 def _read_table(path: str, key: tuple[int, int] | None = None) -> _Table | None:
     """The function table of the file at `path`; with `key`, only if that is its (device, inode)."""
     try:
-        from utrace.elf.go.gosyms import program_table
-        from utrace.elf.index import symbols_for
+        from utrace.elf.index import function_table
 
-        t = symbols_for(path, identity=key)
-        if key is None or _same_file(path, key):
-            t = program_table(path, t)
+        t = function_table(path, identity=key)
     except (ElfError, OSError):
         return None
     return _Table(t.names, t.addresses, t.sizes, t.segments) if len(t) else None

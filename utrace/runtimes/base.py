@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from utrace.app.list_probes import match_functions
 from utrace.elf.demangle import base_name, display_name
-from utrace.elf.index import symbols_for
+from utrace.elf.index import function_table
+from utrace.elf.match import function_not_found, match_functions
 from utrace.elf.symbols import SymbolTable
 from utrace.errors import ElfError, NotFoundError
 from utrace.model import Event, ProbeSpec, Symbol, Target
@@ -81,7 +80,7 @@ def load_modules(target: Target) -> list[ModuleSymbols]:
     out: list[ModuleSymbols] = []
     for n, m in enumerate(target.modules):
         try:
-            out.append(ModuleSymbols(m.path, m.display, symbols_for(m.path)))
+            out.append(ModuleSymbols(m.path, m.display, function_table(m.path)))
         except ElfError:
             if n == 0:
                 raise
@@ -103,27 +102,8 @@ def find_functions(modules: Sequence[ModuleSymbols], pattern: str) -> list[Symbo
     return found
 
 
-def suggestions(modules: Sequence[ModuleSymbols], name: str, limit: int = 5) -> list[str]:
-    """Existing names closest to a name that matched nothing (difflib over raw and base names)."""
-    pool: set[str] = set()
-    for ms in modules:
-        t = ms.table
-        for i in t.entries():
-            pool.add(t.raws[i])
-            if t.names[i] is not t.raws[i]:
-                pool.add(base_name(t.names[i]))
-    key = name.split("(", 1)[0]
-    close = difflib.get_close_matches(key, pool, n=limit, cutoff=0.75)
-    if len(close) < limit and "::" not in key:
-        # also offer names that contain the whole word the user typed (uv_tcp_listen -> uv__tcp_listen)
-        parts = [p for p in key.replace("::", "_").split("_") if len(p) > 2]
-        extra = sorted(n for n in pool if parts and all(p in n for p in parts) and n not in close)
-        close += extra[: limit - len(close)]
-    return close
-
-
 def not_found(modules: Sequence[ModuleSymbols], name: str, where: str) -> NotFoundError:
-    return NotFoundError(f"no function matches {name!r} in {where}", suggestions(modules, name))
+    return function_not_found((ms.table for ms in modules), name, where)
 
 
 __all__ = [
@@ -136,5 +116,4 @@ __all__ = [
     "find_functions",
     "load_modules",
     "not_found",
-    "suggestions",
 ]

@@ -12,7 +12,6 @@ pointer and a byte count and never NUL-terminates it, so strings are captured as
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 import shlex
@@ -21,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from utrace.app.list_probes import match_probes
+from utrace.elf.match import close_names, match_probes
 from utrace.elf.usdt_notes import usdt_probes_for
 from utrace.elf.variables import variables_for
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
@@ -552,7 +551,7 @@ class JvmRuntime:
             name, prefix = split_class_filter(expr)
             found = resolve(probes, name)
             if not found:
-                close = difflib.get_close_matches(expr.removeprefix(f"{PROVIDER}:"), _all_names(), n=5, cutoff=0.6)
+                close = close_names(expr.removeprefix(f"{PROVIDER}:"), _all_names(), cutoff=0.6)
                 raise NotFoundError(f"no JVM probe matches {expr!r} (known: {', '.join(CATEGORIES)})", close)
             if prefix is not None and not all("class" in dict(LAYOUTS.get(p.name, ())) for p in found):
                 raise UsageError(f"{expr!r}: {name} probes carry no class name to filter on")

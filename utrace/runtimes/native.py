@@ -7,10 +7,10 @@ import shutil
 from dataclasses import replace
 from typing import ClassVar
 
-from utrace.app.list_probes import name_matcher
 from utrace.elf.demangle import demangle_many
 from utrace.elf.dynamic import needed_libraries
-from utrace.elf.index import symbols_for
+from utrace.elf.index import function_table
+from utrace.elf.match import name_matcher
 from utrace.elf.symbols import imported_functions
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
 from utrace.model import ArgKind, ArgSpec, Filter, ProbeKind, ProbeSpec, Reg, Symbol, Target, UsdtProbe
@@ -258,7 +258,7 @@ class NativeRuntime:
         found: list[Symbol] = []
         for lib in needed_closure(exe.path):
             try:
-                table = symbols_for(lib)
+                table = function_table(lib)
             except ElfError:
                 continue
             ms = ModuleSymbols(lib, lib, table)

@@ -12,6 +12,7 @@ import re
 from typing import ClassVar
 
 from utrace.elf.dynamic import needed_libraries
+from utrace.elf.match import close_names
 from utrace.errors import ElfError, TargetError
 from utrace.model import ArgKind, ArgSpec, Deref, Filter, Module, Reg, Symbol, Target
 from utrace.process.target import process_target, resolve_path
@@ -232,17 +233,15 @@ class NodeRuntime(NativeRuntime):
 
 
 def _close_alias(expr: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(expr, list(ALIASES), n=1, cutoff=0.8)
+    close = close_names(expr, list(ALIASES), 1, cutoff=0.8)
     return close[0] if close else ""
 
 
 def _has_libuv(path: str) -> bool:
-    from utrace.elf.index import symbols_for
+    from utrace.elf.index import function_table
 
     try:
-        t = symbols_for(path)
+        t = function_table(path)
     except ElfError:
         return False
     return "uv_run" in t.raws or "uv_listen" in t.raws

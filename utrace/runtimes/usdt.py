@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from utrace.app.list_probes import match_probes
+from utrace.elf.match import match_probes
 from utrace.elf.usdt_notes import usdt_probes_for
 from utrace.errors import ElfError
 from utrace.model import (

@@ -1,11 +1,12 @@
 """The one symbol source of a Go program: its pclntab, plus the C functions an external link adds.
 
-Listing, completion, stack symbolisation and `utrace go` all take Go names from here, so they agree: a
-Go program is named by its pclntab whenever the file is Go, stripped or not, and even when its ELF
-tables hold some C symbols (a cgo program linked externally, as every Go program Debian builds: its
-`.dynsym` names a few cgo helpers and no Go function). ELF function symbols outside the Go functions'
-address range (the C part: cgo's runtime, libgcc, crt) are kept, with their ELF names; ELF symbols
-inside it are the Go functions again and are dropped. Any other file is named by its ELF symbols.
+`index.function_table` (what listing, tracing, completion and stack symbolisation use) and `utrace go`
+take Go names from here, so they agree: a Go program is named by its pclntab whenever the file is Go,
+stripped or not, and even when its ELF tables hold some C symbols (a cgo program linked externally, as
+every Go program Debian builds: its `.dynsym` names a few cgo helpers and no Go function). ELF function
+symbols outside the Go functions' address range (the C part: cgo's runtime, libgcc, crt) are kept, with
+their ELF names; ELF symbols inside it are the Go functions again and are dropped. Any other file is
+named by its ELF symbols.
 """
 
 from __future__ import annotations
@@ -79,15 +80,3 @@ def go_function_table(path: str, elf: SymbolTable | None = None) -> SymbolTable 
             t.clones.append(elf.clones[i])
     t.segments = [(s.vaddr, s.offset, s.filesz) for s in binary.img.segments]
     return t
-
-
-def program_table(path: str, elf: SymbolTable) -> SymbolTable:
-    """The functions of `path` from its one symbol source: the Go table for a Go program (see the module
-    docstring), else `elf` (its ELF function symbols, as `index.symbols_for` gives them).
-
-    Raises:
-        ElfError: a Go program whose pclntab is corrupt or whose text base cannot be proven.
-    """
-    if len(elf) == 0 or is_go_program(path):
-        return go_function_table(path, elf) or elf
-    return elf

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -33,8 +32,9 @@ from utrace.elf.go.gobin import (
     open_binary,
 )
 from utrace.elf.go.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
+from utrace.elf.match import go_not_found
 from utrace.elf.symbols import read_symbols
-from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
+from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import (
     ArgKind,
     ArgSpec,
@@ -181,28 +181,6 @@ class GoRuntime:
             count[f.name] = count.get(f.name, 0) + 1
         return [replace(f, name=f"{f.name}@{f.entry:#x}") if count[f.name] > 1 else f for f in out]
 
-    def _missing(self, funcs: list[GoFunc], name: str, where: str) -> str:
-        """Why a name matched nothing: unknown package, or a package linked in without that function."""
-        base = generic_base(name)  # "main.Map[go.shape.int]" is in package main
-        pkg = base.rsplit(".", 1)[0] if "." in base.rsplit("/", 1)[-1] else ""
-        pkg = re.sub(r"\.\(\*?[^)]*\)$", "", pkg)
-        if pkg and any(f.name.startswith(pkg + ".") for f in funcs):
-            return (
-                f"no Go function {name!r} in {where}: package {pkg} is linked in, but this function is not "
-                "(the linker drops functions nothing calls) and no inlined copy of it was found"
-            )
-        if pkg:
-            return f"no Go function {name!r} in {where}: package {pkg} is not part of this program"
-        return f"no Go function {name!r} in {where} (not in the pclntab, and not inlined anywhere)"
-
-    def _suggest(self, funcs: list[GoFunc], name: str) -> list[str]:
-        pool = {f.name for f in funcs}
-        close = difflib.get_close_matches(name, pool, n=5, cutoff=0.7)
-        short = name.rsplit(".", 1)[-1]
-        if len(close) < 5 and len(short) > 2:
-            close += sorted(n for n in pool if n.endswith("." + short) and n not in close)[: 5 - len(close)]
-        return close
-
     # ------------------------------------------------------------------ arguments
 
     def _types_for(
@@ -292,7 +270,7 @@ class GoRuntime:
             elif not found and not inlined_dw and not inlined_pc and generics:
                 pass  # only inlined instances, probed as their own items next
             elif not found and not inlined_dw and not inlined_pc:
-                raise NotFoundError(self._missing(funcs, name, exe.display), self._suggest(funcs, name))
+                raise go_not_found({f.name for f in funcs}, name, generic_base(name), exe.display)
             if len(found) > MAX_FUNCTIONS:
                 raise UsageError(f"{len(found)} functions match {name!r}; narrow the pattern (at most {MAX_FUNCTIONS})")
             for fn in found:

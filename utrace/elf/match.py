@@ -1,0 +1,128 @@
+"""Names: the one glob matcher over function and probe names, and the one "did you mean".
+
+`name_matcher` is what `utrace list`, every runtime's resolution and completion's filters use, so a
+pattern that lists a function also traces it. When a name matches nothing, the suggestions come from
+`close_names` (difflib's ratio over the names the file really has), tuned per kind of name:
+
+- functions (`function_suggestions`): raw and demangled base names; a name that shares every word of
+  the one typed is offered too (`uv_tcp_listen` -> `uv__tcp_listen`, libuv's 1.44 rename);
+- Go (`go_not_found`): pclntab names, the same method on other receivers, and why nothing matched
+  (a package that is linked in without that function, or not part of the program at all);
+- fixed vocabularies (node's aliases, the JVM's probe names): `close_names` itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable, Collection, Iterable
+
+from utrace.elf.demangle import base_name, display_name, name_parts
+from utrace.elf.symbols import SymbolTable
+from utrace.errors import NotFoundError
+from utrace.model import UsdtProbe
+
+LIMIT = 5  # suggestions offered at most
+
+
+def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
+    """A predicate for a glob over names; None when everything matches.
+
+    Without a parameter list in the pattern, a demangled C++ name also matches with its parameter list
+    ignored, so `node::TCPWrap::Listen` finds `node::TCPWrap::Listen(v8::FunctionCallbackInfo<v8::Value>
+    const&)` and `demo::Shape::area` finds every overload (`demo::Shape::operator()` every overload of
+    the call operator: its parentheses are its name); a template's leading return type may be left out.
+    """
+    if pattern is None or pattern in ("*", ""):
+        return None
+    body = fnmatch.translate(pattern)
+    if body.endswith(r"\Z"):
+        body = body[:-2]
+    if "(" not in pattern or name_parts(pattern)[1] < 0:
+        body += r"(?:\(.*)?"
+    rx = re.compile(body + r"\Z")
+
+    def matches(s: str) -> bool:
+        if rx.match(s):
+            return True
+        # Demangled function templates carry their return type first ("int demo::twice<int>(int)"):
+        # a pattern may leave it out. Only names with a space before their parameters can have one.
+        # display_name(s) is a suffix of s, so it can match only where a search of s finds a match:
+        # that search (in C) first spares the Python scan of the name (node 26: 20 s for uv_tcp_listen)
+        paren = s.find("(")
+        return paren > 0 and " " in s[:paren] and rx.search(s) is not None and rx.match(display_name(s)) is not None
+
+    return matches
+
+
+def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> list[int]:
+    """Indices (from `start` on) of function entries (never `.cold` parts) whose demangled or raw name
+    matches."""
+    m = name_matcher(pattern)
+    if m is None:
+        return list(table.entries(start))
+    entries = table.entries(start)
+    names, raws = table.names, table.raws
+    return [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
+
+
+def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe]:
+    m = name_matcher(pattern)
+    if m is None:
+        return probes
+    return [p for p in probes if m(p.full_name) or m(p.name)]
+
+
+def close_names(name: str, pool: Collection[str], limit: int = LIMIT, cutoff: float = 0.75) -> list[str]:
+    """The names of `pool` closest to `name`, best first (difflib's similarity ratio >= `cutoff`)."""
+    return difflib.get_close_matches(name, pool, n=limit, cutoff=cutoff)
+
+
+def function_suggestions(tables: Iterable[SymbolTable], name: str, limit: int = LIMIT) -> list[str]:
+    """Existing function names closest to a name that matched nothing: raw and demangled base names,
+    then names that contain every word of the one typed (uv_tcp_listen -> uv__tcp_listen)."""
+    pool: set[str] = set()
+    for t in tables:
+        for i in t.entries():
+            pool.add(t.raws[i])
+            if t.names[i] is not t.raws[i]:
+                pool.add(base_name(t.names[i]))
+    key = name.split("(", 1)[0]
+    close = close_names(key, pool, limit)
+    if len(close) < limit and "::" not in key:
+        parts = [p for p in key.replace("::", "_").split("_") if len(p) > 2]
+        extra = sorted(n for n in pool if parts and all(p in n for p in parts) and n not in close)
+        close += extra[: limit - len(close)]
+    return close
+
+
+def function_not_found(tables: Iterable[SymbolTable], name: str, where: str) -> NotFoundError:
+    return NotFoundError(f"no function matches {name!r} in {where}", function_suggestions(tables, name))
+
+
+def go_suggestions(names: Collection[str], name: str, limit: int = LIMIT) -> list[str]:
+    """Go names closest to `name`, then those that end with its last element (the same function or
+    method elsewhere: `main.(*T).Serve` for `main.Serve`)."""
+    close = close_names(name, names, limit, cutoff=0.7)
+    short = name.rsplit(".", 1)[-1]
+    if len(close) < limit and len(short) > 2:
+        close += sorted(n for n in names if n.endswith("." + short) and n not in close)[: limit - len(close)]
+    return close
+
+
+def go_not_found(names: Collection[str], name: str, base: str, where: str) -> NotFoundError:
+    """A Go name (`base`: without type arguments) that is neither a function nor inlined anywhere: why
+    (unknown package, or a package linked in without that function) and the closest names."""
+    pkg = base.rsplit(".", 1)[0] if "." in base.rsplit("/", 1)[-1] else ""
+    pkg = re.sub(r"\.\(\*?[^)]*\)$", "", pkg)
+    if pkg and any(n.startswith(pkg + ".") for n in names):
+        why = (
+            f"no Go function {name!r} in {where}: package {pkg} is linked in, but this function is not "
+            "(the linker drops functions nothing calls) and no inlined copy of it was found"
+        )
+    elif pkg:
+        why = f"no Go function {name!r} in {where}: package {pkg} is not part of this program"
+    else:
+        why = f"no Go function {name!r} in {where} (not in the pclntab, and not inlined anywhere)"
+    return NotFoundError(why, go_suggestions(names, name))
