@@ -220,7 +220,7 @@ def test_any_type_is_placed_or_said_missing(params, results, regabi):
 
 
 def test_generic_base_drops_every_type_argument_list() -> None:
-    from utrace.runtimes.go.goabi import generic_base
+    from utrace.elf.match import generic_base
 
     assert generic_base("main.Scale[go.shape.int]") == "main.Scale"
     assert generic_base("main.Lookup[go.shape.string,go.shape.int]") == "main.Lookup"

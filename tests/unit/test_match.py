@@ -82,3 +82,42 @@ def test_go_not_found_says_why_and_offers_close_names() -> None:
 def test_fixed_vocabularies() -> None:
     assert close_names("class-lod", _all_names(), cutoff=0.6)[0] == "class-load"
     assert close_names("nothing-like-it", _all_names(), cutoff=0.6) == []
+
+
+GENERIC = ROOT / "fixtures" / "build" / "go" / "generic-go1.22"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "wanted"),
+    [
+        ("main.Scale", lambda n: n.startswith("main.Scale[")),  # a generic name: every instantiation
+        ("main.Scale[go.shape.int]", lambda n: n == "main.Scale[go.shape.int]"),  # `[` is literal
+        ("main.(*Stack).Push", lambda n: n.startswith("main.(*Stack[") and n.endswith("]).Push")),
+        ("main.Look*", lambda n: n.startswith("main.Lookup[")),
+    ],
+)
+def test_listing_a_go_program_matches_as_utrace_go_does(pattern: str, wanted) -> None:  # type: ignore[no-untyped-def]
+    """`utrace list` on a Go program finds what `utrace go` traces for the same name (both through
+    go_name_matcher); the oracle is `go tool nm`'s names of the fixture."""
+    from utrace.app.list_probes import list_target
+    from utrace.model import Module, Target
+
+    oracle = {n for n in _go_nm_names(GENERIC) if wanted(n)}
+    assert oracle
+    target = Target(exe=str(GENERIC), modules=(Module(path=str(GENERIC), display=str(GENERIC)),))
+    listing = list_target(target, pattern, usdt=False)
+    (mf,) = listing.functions
+    assert mf.table is not None
+    assert {mf.table.names[i] for i in mf.indices} == oracle
+
+
+def test_go_name_matcher() -> None:
+    from utrace.elf.match import go_name_matcher
+
+    assert go_name_matcher(None) is None and go_name_matcher("*") is None
+    m = go_name_matcher("net/http.(*Client).Do")
+    assert m is not None and m("net/http.(*Client).Do") and not m("net/http.(*Client).Dox")
+    m = go_name_matcher("main.(*T).*")
+    assert m is not None and m("main.(*T).M") and not m("main.T.M")
+    m = go_name_matcher("main.Map")
+    assert m is not None and m("main.Map[go.shape.map[string]int]") and not m("main.Mapper")

@@ -58,8 +58,8 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
 
 def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> list[int]:
     """Indices (from `start` on) of function entries (never `.cold` parts) whose demangled or raw name
-    matches."""
-    m = name_matcher(pattern)
+    matches (Go's globs for a table named by a Go pclntab)."""
+    m = go_name_matcher(pattern) if table.go else name_matcher(pattern)
     if m is None:
         return list(table.entries(start))
     entries = table.entries(start)
@@ -126,3 +126,54 @@ def go_not_found(names: Collection[str], name: str, base: str, where: str) -> No
     else:
         why = f"no Go function {name!r} in {where} (not in the pclntab, and not inlined anywhere)"
     return NotFoundError(why, go_suggestions(names, name))
+
+
+# ----------------------------------------------------------------------------- Go names
+
+
+def bracket_groups(name: str) -> list[tuple[int, int]]:
+    """[start, end) of each top-level `[...]` group of a Go symbol name (type arguments)."""
+    out: list[tuple[int, int]] = []
+    depth = start = 0
+    for i, ch in enumerate(name):
+        if ch == "[":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+            if depth == 0:
+                out.append((start, i + 1))
+    return out
+
+
+def generic_base(name: str) -> str:
+    """The generic name of an instantiation: its type-argument groups removed.
+
+    "main.Scale[go.shape.int]" -> "main.Scale", "main.(*Stack[go.shape.string]).Push" ->
+    "main.(*Stack).Push"; a name without type arguments is returned as it is.
+    """
+    groups = bracket_groups(name)
+    if not groups:
+        return name
+    out, pos = [], 0
+    for a, b in groups:
+        out.append(name[pos:a])
+        pos = b
+    out.append(name[pos:])
+    return "".join(out)
+
+
+def go_name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
+    """A predicate for a name or glob over Go names; None when everything matches.
+
+    Only `*` and `?` are wildcards: `[` (type arguments) and `(*` (a pointer receiver) are literal. A
+    generic function's name stands for all its instantiations ("main.Scale" for
+    "main.Scale[go.shape.int]"), and so does a glob over it.
+    """
+    if pattern is None or pattern in ("*", ""):
+        return None
+    if any(c in pattern for c in "*?["):
+        rx = re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".").replace(r"\(.*", r"\(\*"))
+        return lambda s: rx.fullmatch(s) is not None or ("[" in s and rx.fullmatch(generic_base(s)) is not None)
+    return lambda s: s == pattern or ("[" in s and generic_base(s) == pattern)

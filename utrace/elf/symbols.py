@@ -50,6 +50,7 @@ class SymbolTable:
         "bindings",
         "build_id",
         "clones",
+        "go",
         "module",
         "segments",
         "sizes",
@@ -82,6 +83,7 @@ class SymbolTable:
         self.clones = [] if clones is None else clones
         self.segments = [] if segments is None else segments
         self._by_address: tuple[list[int], list[int]] | None = None
+        self.go = False  # named by a Go pclntab (`gosyms.go_function_table`): Go's globs apply
 
     def __repr__(self) -> str:
         return f"SymbolTable({self.module!r}, {len(self)} functions)"

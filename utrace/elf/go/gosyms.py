@@ -58,6 +58,7 @@ def go_function_table(path: str, elf: SymbolTable | None = None) -> SymbolTable 
     except (struct.error, IndexError, ValueError, OverflowError) as e:
         raise ElfError(f"{path}: corrupt Go pclntab ({e})") from None
     t = SymbolTable(path, info.build_id)
+    t.go = True
     for fn in tab.functions:
         t.names.append(fn.name)
         t.raws.append(fn.symbol)

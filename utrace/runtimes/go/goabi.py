@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from utrace.elf.match import bracket_groups
 from utrace.model import GoKind, GoType
 
 AMD64_INT_REGS = ("rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11")
@@ -265,39 +266,6 @@ _DICT_TYPE = GoType("*uint8", GoKind.POINTER, 8, elem=GoType("uint8", GoKind.UIN
 _CLOSURE = re.compile(r"(func|gowrap|deferwrap)\d+(\.\d+)*$")
 
 
-def _bracket_groups(name: str) -> list[tuple[int, int]]:
-    """[start, end) of each top-level `[...]` group of a Go symbol name (type arguments)."""
-    out: list[tuple[int, int]] = []
-    depth = start = 0
-    for i, ch in enumerate(name):
-        if ch == "[":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "]" and depth:
-            depth -= 1
-            if depth == 0:
-                out.append((start, i + 1))
-    return out
-
-
-def generic_base(name: str) -> str:
-    """The generic name of an instantiation: its type-argument groups removed.
-
-    "main.Scale[go.shape.int]" -> "main.Scale", "main.(*Stack[go.shape.string]).Push" ->
-    "main.(*Stack).Push"; a name without type arguments is returned as it is.
-    """
-    groups = _bracket_groups(name)
-    if not groups:
-        return name
-    out, pos = [], 0
-    for a, b in groups:
-        out.append(name[pos:a])
-        pos = b
-    out.append(name[pos:])
-    return "".join(out)
-
-
 def dictionary_index(name: str) -> int | None:
     """Where the hidden dictionary pointer goes among a function's ABI parameters, None: it takes none.
 
@@ -308,7 +276,7 @@ def dictionary_index(name: str) -> int | None:
     ("main.Scale[go.shape.int].func1") reach the dictionary through their closure instead. Go 1.18-1.19
     pclntabs write every type-argument list as "[...]": callers pass the ELF symbol's name when there is one.
     """
-    groups = _bracket_groups(name)
+    groups = bracket_groups(name)
     if not groups:
         return None
     a, b = groups[-1]

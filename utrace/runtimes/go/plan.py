@@ -32,7 +32,7 @@ from utrace.elf.go.gobin import (
     open_binary,
 )
 from utrace.elf.go.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
-from utrace.elf.match import go_not_found
+from utrace.elf.match import generic_base, go_name_matcher, go_not_found
 from utrace.elf.symbols import read_symbols
 from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import (
@@ -59,7 +59,6 @@ from utrace.runtimes.go.goabi import (
     abi_for,
     assign,
     dictionary_index,
-    generic_base,
     memory_parts,
     parts,
     with_dictionary,
@@ -139,24 +138,8 @@ class GoRuntime:
     # ------------------------------------------------------------------ resolution
 
     def _match(self, funcs: list[GoFunc], name: str) -> list[GoFunc]:
-        if any(c in name for c in "*?["):
-            # `(*T)` in Go names: a literal "(*" is not a glob
-            pat = re.escape(name).replace(r"\*", ".*").replace(r"\?", ".")
-            pat = pat.replace(r"\(.*", r"\(\*")
-            rx = re.compile(pat)
-            return [
-                f
-                for f in funcs
-                if rx.fullmatch(f.name)
-                or rx.fullmatch(f.symbol)
-                or ("[" in f.name and rx.fullmatch(generic_base(f.name)))
-            ]
-        exact = [f for f in funcs if f.name == name or f.symbol == name]
-        if exact or "[" in name:
-            return exact
-        # a generic function's name stands for all its instantiations ("main.Scale" for
-        # "main.Scale[go.shape.int]" and "main.Scale[go.shape.float64]")
-        return [f for f in funcs if "[" in f.name and generic_base(f.name) == name]
+        m = go_name_matcher(name)
+        return list(funcs) if m is None else [f for f in funcs if m(f.name) or m(f.symbol)]
 
     def _instance_names(self, binary: GoBinary, found: list[GoFunc]) -> list[GoFunc]:
         """Go 1.18-1.19 pclntabs name every instantiation "F[...]": the ELF symbol at the same entry has the
