@@ -213,6 +213,8 @@ def test_unexpected_note_layout_falls_back():
 def test_resolve_friendly_raw_and_glob_names():
     probes = [usdt(n, offset=0x100 + i) for i, n in enumerate(JDK17_NOTES)]
     assert [p.name for p in resolve(probes, "gc")] == ["gc__begin", "gc__end", "mem__pool__gc__begin"]
+    assert [p.name for p in resolve(probes, "monitor")] == ["monitor__wait"]  # a category's glob
+    assert [p.name for p in resolve(probes, "vmops")] == ["vmops__begin"]
     assert [p.name for p in resolve(probes, "hotspot:class__loaded")] == ["class__loaded"]
     assert [p.name for p in resolve(probes, "class__loaded")] == ["class__loaded"]
     assert [p.name for p in resolve(probes, "hotspot:method__*")] == ["method__entry", "method__return"]

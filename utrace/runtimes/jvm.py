@@ -12,7 +12,6 @@ pointer and a byte count and never NUL-terminates it, so strings are captured as
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import shlex
 import shutil
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from utrace.elf.match import close_names, match_probes
+from utrace.elf.match import close_names, match_probes, name_matcher
 from utrace.elf.usdt_notes import usdt_probes_for
 from utrace.elf.variables import variables_for
 from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
@@ -474,8 +473,8 @@ def _all_names() -> list[str]:
 def resolve(probes: Sequence[UsdtProbe], expr: str) -> list[UsdtProbe]:
     """Sites for one expression: a friendly name, `hotspot:name`, a bare probe name, or a glob."""
     if expr in CATEGORIES:
-        return [p for p in probes if p.provider == PROVIDER and any(fnmatch.fnmatchcase(p.name, g)
-                                                                     for g in CATEGORIES[expr])]  # fmt: skip
+        matchers = [name_matcher(g) for g in CATEGORIES[expr]]
+        return [p for p in probes if p.provider == PROVIDER and any(m is None or m(p.name) for m in matchers)]
     return [p for p in match_probes(list(probes), expr) if p.offset >= 0]
 
 
