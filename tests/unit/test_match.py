@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.elfgen import Sym, build_elf
+from utrace.elf.go.gobin import open_binary
 from utrace.elf.index import function_table
 from utrace.elf.match import close_names, function_not_found, function_suggestions, go_not_found
 from utrace.errors import NotFoundError
@@ -121,3 +122,18 @@ def test_go_name_matcher() -> None:
     assert m is not None and m("main.(*T).M") and not m("main.T.M")
     m = go_name_matcher("main.Map")
     assert m is not None and m("main.Map[go.shape.map[string]int]") and not m("main.Mapper")
+
+
+def test_go119_instantiations_are_listed_by_their_elf_names() -> None:
+    """Go 1.18-1.19 pclntabs name every instantiation "F[...]": the one function table names them as the
+    ELF symbols (and `go tool nm`) do, so `utrace list`, stacks and `utrace go` agree; a stripped file
+    keeps the pclntab's "F[...]"."""
+    generic = ROOT / "fixtures" / "build" / "go" / "generic"
+    oracle = {n for n in _go_nm_names(generic) if n.startswith("main.")}
+    assert any("[go.shape." in n for n in oracle)  # a Go 1.18-1.19 build whose ELF symbols spell them out
+    table = function_table(str(generic), use_cache=False)
+    assert table.go and any("[...]" in f.name for f in open_binary(str(generic)).pclntab().functions)
+    assert {table.names[i] for i in table.entries() if table.names[i].startswith("main.")} == oracle
+    stripped = function_table(str(generic) + "-stripped", use_cache=False)
+    scale = sorted(stripped.names[i] for i in stripped.entries() if stripped.names[i].startswith("main.Scale"))
+    assert scale == ["main.Scale[...]", "main.Scale[...]"]

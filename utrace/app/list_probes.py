@@ -41,7 +41,8 @@ class Listing:
 
 
 Renderer = Callable[[SymbolTable, Sequence[int]], bytes]
-_RENDER_FORMAT = 3  # 2: Go programs named by their pclntab; 3: keyed by the file's identity
+_RENDER_FORMAT = 4  # 2: Go programs named by their pclntab; 3: keyed by the file's identity; 4: Go 1.18-1.19
+# instantiations by their ELF names
 
 
 def list_target(

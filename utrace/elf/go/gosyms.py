@@ -59,9 +59,11 @@ def go_function_table(path: str, elf: SymbolTable | None = None) -> SymbolTable 
         raise ElfError(f"{path}: corrupt Go pclntab ({e})") from None
     t = SymbolTable(path, info.build_id)
     t.go = True
+    full = _instance_names(elf) if elf is not None and any("[...]" in fn.name for fn in tab.functions) else {}
     for fn in tab.functions:
-        t.names.append(fn.name)
-        t.raws.append(fn.symbol)
+        name = full.get(fn.entry, fn.name) if "[...]" in fn.name else fn.name
+        t.names.append(name)
+        t.raws.append(fn.symbol if name is fn.name else name)
         t.addresses.append(fn.entry)
         t.sizes.append(fn.end - fn.entry)
         t.bindings.append(_GLOBAL)
@@ -81,3 +83,19 @@ def go_function_table(path: str, elf: SymbolTable | None = None) -> SymbolTable 
             t.clones.append(elf.clones[i])
     t.segments = [(s.vaddr, s.offset, s.filesz) for s in binary.img.segments]
     return t
+
+
+def _instance_names(elf: SymbolTable) -> dict[int, str]:
+    """Entry -> ELF name of each generic instantiation the ELF symbols spell out.
+
+    Go 1.18-1.19 pclntabs name every instantiation "F[...]"; the ELF symbol at the same entry has the
+    full name ("main.Scale[go.shape.int_0]", as `go tool nm` and DWARF have it). A stripped file keeps
+    the pclntab's "F[...]".
+    """
+    full: dict[int, str] = {}
+    names, addresses = elf.names, elf.addresses
+    for i in elf.entries():
+        name = names[i]
+        if "[" in name and "[...]" not in name:
+            full.setdefault(addresses[i], name)
+    return full

@@ -32,8 +32,8 @@ from utrace.elf.go.gobin import (
     open_binary,
 )
 from utrace.elf.go.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
+from utrace.elf.index import function_table
 from utrace.elf.match import generic_base, go_name_matcher, go_not_found
-from utrace.elf.symbols import read_symbols
 from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import (
     ArgKind,
@@ -150,13 +150,13 @@ class GoRuntime:
         full: dict[int, str] = {}
         if binary.has_symtab:
             try:
-                table = read_symbols(binary.img, None)
+                table = function_table(binary.path)  # names them as `utrace list` does
             except ElfError:
                 table = None
             if table is not None:
                 want = {f.entry for f in found if "[...]" in f.name}
                 for name, addr in zip(table.names, table.addresses, strict=True):
-                    if addr in want and "[" in name and "[...]" not in name:
+                    if addr in want and "[...]" not in name:
                         full.setdefault(addr, name)
         out = [replace(f, name=full[f.entry]) if f.entry in full else f for f in found]
         count: dict[str, int] = {}
