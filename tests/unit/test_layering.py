@@ -80,11 +80,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             # `from utrace.x import y` may name a submodule y: then it is y's layer that counts
             subs = [f"{target}.{alias.name}" for alias in node.names]
             known = [s for s in subs if s in KNOWN]
-            found += (
-                [(node.lineno, s) for s in known]
-                if len(known) == len(subs)
-                else [(node.lineno, target)]
-            )
+            found += [(node.lineno, s) for s in known] if len(known) == len(subs) else [(node.lineno, target)]
     return found
 
 
@@ -98,9 +94,7 @@ def test_the_tree_is_found() -> None:
     } <= names
 
 
-@pytest.mark.parametrize(
-    "path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent))
-)
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
 def test_imports_go_one_way(path: Path) -> None:
     module = _module_name(path)
     own = layer_of(module)
@@ -111,17 +105,11 @@ def test_imports_go_one_way(path: Path) -> None:
         top = target.split(".")[0]
         if top in ONLY_IN and not any(_within(module, home) for home in ONLY_IN[top]):
             wrong.append(f"line {line}: {target} belongs in {ONLY_IN[top]}")
-    assert not wrong, (
-        f"{module} (layer {own}) imports upward or out of place: " + "; ".join(wrong)
-    )
+    assert not wrong, f"{module} (layer {own}) imports upward or out of place: " + "; ".join(wrong)
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     """The rule itself: an elf module importing the CLI is caught, one importing the model is not."""
     assert layer_of("utrace.cli.main") > layer_of("utrace.elf.symbols")
-    assert (
-        layer_of("utrace.process.procfs")
-        < layer_of("utrace.elf.reader")
-        < layer_of("utrace.process.stacks")
-    )
+    assert layer_of("utrace.process.procfs") < layer_of("utrace.elf.reader") < layer_of("utrace.process.stacks")
     assert layer_of("utrace.elf.go.gobin") == layer_of("utrace.elf")
