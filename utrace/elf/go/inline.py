@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 
 from utrace.elf.go.gobin import GoBinary, corrupt_is_elf_error
-from utrace.elf.go.pclntab import MAGIC_12, MAGIC_120, GoFunc, Pclntab
+from utrace.elf.go.pclntab import MAGIC_120, GoFunc, Pclntab
 from utrace.errors import ElfError
 
 
@@ -71,21 +71,12 @@ def inlined_calls(tab: Pclntab, name: str) -> list[InlinedCall]:
 
 
 def _inlined_calls(tab: Pclntab, binary: GoBinary, name: str) -> list[InlinedCall]:
-    assert tab.header is not None
-    pc_idx, fd_idx = tab._inline_indexes()
+    pc_idx, fd_idx = tab.inline_indexes()
     new_layout = tab.magic == MAGIC_120
     node_size = 16 if new_layout else 20
     name_field = 4 if new_layout else 12
-    hdr = tab.header
-    data = tab._data
     # Name offsets in the table the inline tree refers to: funcnametab (1.16+) or the whole table (1.2).
-    if tab.magic == MAGIC_12:
-        targets = _name_offsets(data, 0, len(data), name)
-    else:
-        end = min(
-            x for x in (hdr.cu_off, hdr.filetab_off, hdr.pctab_off, hdr.pcln_off, len(data)) if x > hdr.funcname_off
-        )
-        targets = _name_offsets(data, hdr.funcname_off, end, name)
+    targets = _name_offsets(tab.data, *tab.name_table(), name)
     if not targets:
         return []
 
@@ -93,7 +84,7 @@ def _inlined_calls(tab: Pclntab, binary: GoBinary, name: str) -> list[InlinedCal
     # found with one byte search per target, then attributed to the tree that starts just before them.
     trees: dict[int, list[GoFunc]] = {}
     for fn in tab.functions:
-        va = tab._funcdata_va(fn, fd_idx)
+        va = tab.funcdata_va(fn, fd_idx)
         if va is not None:
             trees.setdefault(va, []).append(fn)
     if not trees:
@@ -122,88 +113,99 @@ def _inlined_calls(tab: Pclntab, binary: GoBinary, name: str) -> list[InlinedCal
     results: list[InlinedCall] = []
     for base in sorted(candidates):
         for fn in trees[base]:
-            results.extend(_inlined_in(tab, fn, base, pc_idx, name, targets, new_layout, node_size))
+            results.extend(_inlined_in(tab, fn, base, pc_idx, name, targets))
     results.sort(key=lambda c: (c.caller_entry, c.low_pc))
     return results
 
 
-def _inlined_in(
-    tab: Pclntab,
-    fn: GoFunc,
-    tree_va: int,
-    pc_idx: int,
-    name: str,
-    targets: set[int],
-    new_layout: bool,
-    node_size: int,
-) -> list[InlinedCall]:
-    binary = tab.binary
-    assert binary is not None
-    spans = tab.pcdata_table(fn, pc_idx)
-    if not spans:
-        return []
-    nodes: dict[int, tuple[int, int, int]] = {}  # index -> (name offset, parentPc, parent index or -2)
+class _InlineTree:
+    """The inline tree of one function: its nodes, read on demand, and the pc spans' inline indexes."""
 
-    def node(i: int) -> tuple[int, int, int]:
-        if i not in nodes:
+    def __init__(self, tab: Pclntab, fn: GoFunc, tree_va: int, spans: list[tuple[int, int, int]]) -> None:
+        assert tab.binary is not None
+        self.binary = tab.binary
+        self.path = tab.path
+        self.fn = fn
+        self.tree_va = tree_va
+        self.spans = spans
+        self.new_layout = tab.magic == MAGIC_120
+        self.node_size = 16 if self.new_layout else 20
+        self.nodes: dict[int, tuple[int, int, int]] = {}  # index -> (name offset, parentPc, parent index or -2)
+
+    def node(self, i: int) -> tuple[int, int, int]:
+        """(name offset, parentPc, parent index or -2 in the 1.20+ layout) of node `i`."""
+        if i not in self.nodes:
             if not 0 <= i < 1 << 20:
-                raise ElfError(f"{tab.path}: corrupt Go inline tree of {fn.name!r} (node {i})")
-            raw = binary.read_va(tree_va + i * node_size, node_size)
-            if new_layout:
+                raise ElfError(f"{self.path}: corrupt Go inline tree of {self.fn.name!r} (node {i})")
+            raw = self.binary.read_va(self.tree_va + i * self.node_size, self.node_size)
+            if self.new_layout:
                 # Go 1.20+: funcID u8, _ [3]byte, nameOff i32, parentPc i32, startLine i32 (no parent index).
                 _fid, name_off, parent_pc, _line = struct.unpack("<B3xiii", raw)
-                nodes[i] = (name_off, parent_pc, -2)
+                self.nodes[i] = (name_off, parent_pc, -2)
             else:
                 # Go 1.12-1.19: parent i16, funcID u8, _ byte, file i32, line i32, func_ i32, parentPc i32.
                 parent, _fid, _file, _line, name_off, parent_pc = struct.unpack("<hBxiiii", raw)
-                nodes[i] = (name_off, parent_pc, parent)
-        return nodes[i]
+                self.nodes[i] = (name_off, parent_pc, parent)
+        return self.nodes[i]
 
-    def index_at(pc: int) -> int:
-        for start, end, val in spans:
+    def chain(self, i: int) -> list[int]:
+        """Node `i` and its parents, innermost first (at most 256)."""
+        out: list[int] = []
+        while i >= 0 and len(out) < 256:
+            out.append(i)
+            i = self._parent_of(i)
+        return out
+
+    def _parent_of(self, i: int) -> int:
+        _name_off, parent_pc, parent = self.node(i)
+        if parent != -2:
+            return parent
+        # 1.20+: the parent is whatever the inline index says at the call site (runtime inlineUnwinder).
+        return self._index_at(self.fn.entry + parent_pc)
+
+    def _index_at(self, pc: int) -> int:
+        for start, end, val in self.spans:
             if start <= pc < end:
                 return val
         return -1
 
-    def parent_of(i: int) -> int:
-        _name_off, parent_pc, parent = node(i)
-        if parent != -2:
-            return parent
-        # 1.20+: the parent is whatever the inline index says at the call site (runtime inlineUnwinder).
-        return index_at(fn.entry + parent_pc)
 
+def _inlined_in(tab: Pclntab, fn: GoFunc, tree_va: int, pc_idx: int, name: str, targets: set[int]) -> list[InlinedCall]:
+    spans = tab.pcdata_table(fn, pc_idx)
+    if not spans:
+        return []
+    tree = _InlineTree(tab, fn, tree_va, spans)
     # For every pc span: the outermost target node on its inline stack, and its depth.
     per_node: dict[int, list[tuple[int, int]]] = {}
     depth_of: dict[int, int] = {}
     for start, end, val in spans:
         if val < 0:
             continue
-        chain: list[int] = []
-        i = val
-        while i >= 0 and len(chain) < 256:
-            chain.append(i)
-            i = parent_of(i)
-        hit = next((j for j in reversed(chain) if node(j)[0] in targets), None)
+        chain = tree.chain(val)
+        hit = next((j for j in reversed(chain) if tree.node(j)[0] in targets), None)
         if hit is None:
             continue
         per_node.setdefault(hit, []).append((start, end))
         depth_of[hit] = len(chain) - 1 - chain.index(hit)
-    out: list[InlinedCall] = []
-    for i, ranges in per_node.items():
-        merged: list[tuple[int, int]] = []
-        for start, end in sorted(ranges):
-            if merged and merged[-1][1] == start:
-                merged[-1] = (merged[-1][0], end)
-            else:
-                merged.append((start, end))
-        out.append(
-            InlinedCall(
-                function=name,
-                caller=fn.name,
-                caller_entry=fn.entry,
-                ranges=tuple(merged),
-                call_pc=fn.entry + node(i)[1],
-                depth=depth_of[i],
-            )
+    return [
+        InlinedCall(
+            function=name,
+            caller=fn.name,
+            caller_entry=fn.entry,
+            ranges=_merged(ranges),
+            call_pc=fn.entry + tree.node(i)[1],
+            depth=depth_of[i],
         )
-    return out
+        for i, ranges in per_node.items()
+    ]
+
+
+def _merged(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The ranges sorted, adjacent ones joined."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return tuple(merged)

@@ -397,6 +397,20 @@ class Pclntab:
 
     # -------------------------------------------------------------- pcdata / funcdata
 
+    @property
+    def data(self) -> bytes:
+        """The table's bytes (relocated words patched in)."""
+        return self._data
+
+    def name_table(self) -> tuple[int, int]:
+        """[start, end) of the function name strings in `data`: funcnametab (1.16+), the whole table (1.2)."""
+        hdr = self.header
+        if self.magic == MAGIC_12 or hdr is None:
+            return 0, len(self._data)
+        start = hdr.funcname_off
+        ends = (hdr.cu_off, hdr.filetab_off, hdr.pctab_off, hdr.pcln_off, len(self._data))
+        return start, min(x for x in ends if x > start)
+
     def _cstring(self, off: int) -> str:
         data = self._data
         if not 0 <= off < len(data):
@@ -452,7 +466,7 @@ class Pclntab:
                 raise ElfError(f"{self.path}: corrupt Go pc-value table of {fn.name!r}")
         return out
 
-    def _inline_indexes(self) -> tuple[int, int]:
+    def inline_indexes(self) -> tuple[int, int]:
         """(PCDATA_InlTreeIndex, FUNCDATA_InlTree) for this table's Go version."""
         if self.magic != MAGIC_12:
             return 2, 3
@@ -465,7 +479,7 @@ class Pclntab:
         # Go 1.13-1.15 runtime/funcdata.h: PCDATA_RegMapIndex 0, StackMap 1, InlTreeIndex 2; FUNCDATA_InlTree 4.
         return 2, 4
 
-    def _funcdata_va(self, fn: GoFunc, index: int) -> int | None:
+    def funcdata_va(self, fn: GoFunc, index: int) -> int | None:
         """VA of funcdata `index` of `fn`, None when absent."""
         binary = self.binary
         assert binary is not None
@@ -505,12 +519,8 @@ def instance_names(tab: Pclntab, generic: str) -> list[str]:
     hdr = tab.header
     if hdr is None or "[" in generic or not generic:
         return []
-    data = tab._data
-    if tab.magic == MAGIC_12:
-        start, end = 0, len(data)
-    else:
-        start = hdr.funcname_off
-        end = min(x for x in (hdr.cu_off, hdr.filetab_off, hdr.pctab_off, hdr.pcln_off, len(data)) if x > start)
+    data = tab.data
+    start, end = tab.name_table()
     # a type-argument list follows an identifier: the name up to there, then "["
     cuts = [i for i in range(1, len(generic) + 1) if i == len(generic) or generic[i] in ".)"]
     found: set[str] = set()
