@@ -2,7 +2,10 @@
 
 Nothing here knows about a language: `utrace.elf.go.godwarf` uses it for Go's DWARF, `utrace.elf.cxxdwarf`
 for C++. Decoders bounds-check the bytes they are given and raise `Malformed` (an `ElfError`) on bytes
-that end early or do not decode.
+that end early or do not decode; `decode_location` never raises (what it cannot model is `Unavailable`).
+DIE helpers take pyelftools DIEs; `die_starts` and `FrameTable` read the section bytes with `struct`
+instead (a pyelftools walk of a unit is ~5x slower; pyelftools decodes every FDE up front, 0.5 s on a
+net/http binary, where `FrameTable` runs only the FDE covering the asked pc).
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ types. A function or type DIE is first found by searching the unit's bytes for i
 DW_AT_name first) and checking the hit against the unit's DIE boundaries (an attribute skipper, ~12x
 faster than pyelftools); only when that fails is a unit walked and indexed, once per `GoDwarf`.
 
-Locations are decoded into a closed model (`Piece`, `RegLoc`, `FrameLoc`, `Unavailable`): the tracer
-turns them into register reads or stack reads at a probe pc, and anything this module cannot express
-becomes `Unavailable` with the reason instead of an exception. `.debug_frame` is scanned with `struct`
-(pyelftools decodes all FDEs up front: 0.5 s on net/http) and only the FDE covering the asked pc is run.
+Locations are decoded by `utrace.elf.dwarf` into a closed model (`Piece`, `RegLoc`, `FrameLoc`,
+`Unavailable`): the tracer turns them into register reads or stack reads at a probe pc, and anything it
+cannot express becomes `Unavailable` with the reason instead of an exception. CFA rules come from
+`dwarf.FrameTable` (only the FDE covering the asked pc is run); types from `dwarftypes`.
 """
 
 from __future__ import annotations
