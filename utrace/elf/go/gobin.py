@@ -222,6 +222,7 @@ class GoBinary:
         return buildinfo.build_id(self)
 
     def _buildinfo_blob(self) -> bytes | None:
+        """The `.go.buildinfo` bytes from the magic on, or None (`gosyms.is_go_program` asks for them)."""
         return buildinfo.buildinfo_blob(self)
 
     def info(self) -> GoInfo | None:
