@@ -142,6 +142,7 @@ def _write(workdir: Path, data: bytes) -> str:
 def _go_tables(path: str) -> None:
     from utrace.elf.go import gobin
     from utrace.elf.go.goasm import after_stack_check, return_sites
+    from utrace.elf.go.inline import inlined_calls
 
     gobin.go_info(path)
     with gobin.GoBinary(path) as b:
@@ -157,7 +158,7 @@ def _go_tables(path: str) -> None:
                 code = b.img.read(f.offset, min(f.size, 4096))
                 return_sites(code, f.entry)
                 after_stack_check(code, f.entry)
-        gobin.inlined_calls(tab, "strconv.Itoa")
+        inlined_calls(tab, "strconv.Itoa")
         b.moduledata()
         b.gofunc()
         for section in (".rodata", ".typelink", ".noptrdata"):

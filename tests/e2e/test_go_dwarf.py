@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import BUILD, ROOT, need
-from utrace.elf.go.godwarf import FrameLoc, GoDwarf, Location, RegLoc, Unavailable
+from utrace.elf.dwarf import FrameLoc, Location, RegLoc, Unavailable
+from utrace.elf.go.godwarf import GoDwarf
 from utrace.errors import ElfError
 from utrace.model import GoKind
 
@@ -563,8 +564,8 @@ def test_byte_search_agrees_with_the_unit_walk(suffix: str) -> None:
 @pytest.mark.parametrize("suffix", ["", "-go1.15", "-go1.24"])
 def test_die_boundaries_equal_pyelftools(suffix: str) -> None:
     """The attribute skipper that validates byte-search hits finds exactly pyelftools' DIEs."""
-    from utrace.elf.go.godwarf import _die_starts
+    from utrace.elf.dwarf import die_starts
 
     g = GoDwarf(str(fixture("greet", suffix)))
     for _off, _name, cu in g._units():
-        assert _die_starts(g._info_bytes(), cu) == {d.offset for d in cu.iter_DIEs()}
+        assert die_starts(g._info_bytes(), cu) == {d.offset for d in cu.iter_DIEs()}

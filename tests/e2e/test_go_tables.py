@@ -29,6 +29,7 @@ import pytest
 
 from tests.e2e.conftest import ROOT, need
 from utrace.elf.go import gobin
+from utrace.elf.go.inline import inlined_calls
 
 pytestmark = pytest.mark.e2e
 
@@ -276,7 +277,7 @@ def test_inlined_net_http_get_matches_dwarf(fixtures_built: Path, case: tuple[st
     path = binary(fixtures_built, prog, suffix, variant)
     tab = gobin.pclntab(path)
     assert tab.lookup("net/http.Get") is None  # inlined everywhere: no out-of-line copy to probe
-    calls = gobin.inlined_calls(tab, "net/http.Get")
+    calls = inlined_calls(tab, "net/http.Get")
     assert [c.caller for c in calls] == ["main.main"]
     main = tab.lookup("main.main")
     assert main is not None and calls[0].caller_entry == main.entry and calls[0].depth == 0
@@ -341,7 +342,7 @@ def itab_in(path: str, twin: str, itab: int) -> int | None:
         key = t.read_va(itab + 16, 16)
         data = bytes(b.img.data)
         hits = [m.start() for m in re.finditer(re.escape(key), data)]
-        vas = [va for va in (b._offset_to_va(h - 16) for h in hits) if va is not None and va % 8 == 0]
+        vas = [va for va in (b.offset_to_va(h - 16) for h in hits) if va is not None and va % 8 == 0]
         return vas[0] if len(vas) == 1 else None
 
 
@@ -471,7 +472,7 @@ def test_fallbacks_without_section_names(fixtures_built: Path, tmp_path: Path, c
         assert tab.text_start_source == expected_source and tab.text_start == ref.text_start
         assert tab.module_va == ref.module_va is not None
         assert [(f.name, f.entry, f.end) for f in tab] == [(f.name, f.entry, f.end) for f in ref]
-        assert gobin.inlined_calls(tab, "net/http.Get") == gobin.inlined_calls(ref, "net/http.Get")
+        assert inlined_calls(tab, "net/http.Get") == inlined_calls(ref, "net/http.Get")
         # moduledata found by scanning for the pclntab address: type names
         syms = dict((n, a) for n, _k, a in nm_symbols(ver, path))
         if ver == "1.27":  # its linker lists no itabs: the type itself, where DWARF says it is

@@ -20,6 +20,7 @@ from tests.unit.elfgen import Probe, build_elf
 from tests.unit.test_gobin import FUNCS, TEXT_VA, build_go_elf
 from utrace.elf.go import gobin
 from utrace.elf.go.godwarf import GoDwarf
+from utrace.elf.go.inline import inlined_calls
 from utrace.elf.reader import ElfImage
 from utrace.elf.usdt_notes import read_usdt_probes
 from utrace.errors import ElfError, TargetError
@@ -275,7 +276,7 @@ def test_go_pclntab_and_module_data_arbitrary(tmp_path: Path, blob: bytes, addrs
                     b.type_name(a)
                     b.itab_type(a)
                 tab.lookup("main.main")
-                gobin.inlined_calls(tab, "main.main")
+                inlined_calls(tab, "main.main")
                 b.moduledata()
         except ElfError as e:
             assert "\n" not in str(e)

@@ -11,7 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from utrace.elf.go import gobin
+from utrace.elf.dwarf import uleb128
+from utrace.elf.go import buildinfo, gobin
+from utrace.elf.go.inline import inlined_calls
+from utrace.elf.go.pclntab import MAGIC_12, MAGIC_116, MAGIC_120, parse_pclntab_header
 from utrace.errors import ElfError
 
 FUZZ = settings(
@@ -49,7 +52,7 @@ MODINFO_TEXT = (
 
 
 def inline_buildinfo(version: str, mod: bytes) -> bytes:
-    head = gobin.BUILDINFO_MAGIC + bytes([8, 2])
+    head = buildinfo.BUILDINFO_MAGIC + bytes([8, 2])
     head += bytes(32 - len(head))
     return head + uvarint(len(version)) + version.encode() + uvarint(len(mod)) + mod
 
@@ -60,14 +63,14 @@ def inline_buildinfo(version: str, mod: bytes) -> bytes:
 def test_uvarint_roundtrip() -> None:
     for n in (0, 1, 127, 128, 300, 1 << 20, (1 << 63) + 5):
         data = b"\xaa" + uvarint(n) + b"\xbb"
-        assert gobin.read_uvarint(data, 1) == (n, 1 + len(uvarint(n)))
+        assert uleb128(data, 1) == (n, 1 + len(uvarint(n)))
 
 
 def test_uvarint_truncated() -> None:
     with pytest.raises(ElfError):
-        gobin.read_uvarint(b"\x80\x80", 0)
+        uleb128(b"\x80\x80", 0)
     with pytest.raises(ElfError):
-        gobin.read_uvarint(b"\xff" * 11, 0)
+        uleb128(b"\xff" * 11, 0)
 
 
 @pytest.mark.parametrize(
@@ -87,19 +90,19 @@ def test_uvarint_truncated() -> None:
     ],
 )
 def test_parse_version(text: str | None, expected: tuple[int, int, int] | None) -> None:
-    assert gobin.parse_version(text) == expected
+    assert buildinfo.parse_version(text) == expected
 
 
 def test_version_compare_is_numeric() -> None:
     # Lexicographic comparison gets this wrong ("go1.9" > "go1.20" as strings).
     assert "go1.9" > "go1.20"
-    assert gobin.parse_version("go1.9") < gobin.parse_version("go1.20")  # type: ignore[operator]
-    assert not gobin.version_at_least("go1.9", (1, 20))
-    assert gobin.version_at_least("go1.20", (1, 20))
-    assert gobin.version_at_least("go1.17", (1, 17))
-    assert not gobin.version_at_least("go1.16.15", (1, 17))
-    assert gobin.version_at_least((1, 21, 0), (1, 18))
-    assert not gobin.version_at_least(None, (1, 2))
+    assert buildinfo.parse_version("go1.9") < buildinfo.parse_version("go1.20")  # type: ignore[operator]
+    assert not buildinfo.version_at_least("go1.9", (1, 20))
+    assert buildinfo.version_at_least("go1.20", (1, 20))
+    assert buildinfo.version_at_least("go1.17", (1, 17))
+    assert not buildinfo.version_at_least("go1.16.15", (1, 17))
+    assert buildinfo.version_at_least((1, 21, 0), (1, 18))
+    assert not buildinfo.version_at_least(None, (1, 2))
 
 
 # ----------------------------------------------------------------------------- build info
@@ -107,10 +110,10 @@ def test_version_compare_is_numeric() -> None:
 
 def test_buildinfo_inline_format() -> None:
     mod = SENTINEL_A + MODINFO_TEXT.encode() + SENTINEL_B
-    version, raw = gobin.parse_buildinfo(inline_buildinfo("go1.22.3", mod))
+    version, raw = buildinfo.parse_buildinfo(inline_buildinfo("go1.22.3", mod))
     assert version == "go1.22.3"
-    assert gobin.strip_modinfo(raw) == MODINFO_TEXT.encode()
-    info = gobin.parse_modinfo(raw)
+    assert buildinfo.strip_modinfo(raw) == MODINFO_TEXT.encode()
+    info = buildinfo.parse_modinfo(raw)
     assert info.main_path == "example.com/cmd/tool"
     assert info.module_path == "example.com"
     assert info.module_version == "(devel)"
@@ -140,29 +143,29 @@ def test_buildinfo_pointer_format() -> None:
                 return blob[va - base : va - base + n]
         raise ElfError(f"address {va:#x} not mapped")
 
-    blob = gobin.BUILDINFO_MAGIC + bytes([8, 0]) + struct.pack("<QQ", 0x500000, 0x500010)
-    version, raw = gobin.parse_buildinfo(blob, read_va)
+    blob = buildinfo.BUILDINFO_MAGIC + bytes([8, 0]) + struct.pack("<QQ", 0x500000, 0x500010)
+    version, raw = buildinfo.parse_buildinfo(blob, read_va)
     assert version == "go1.15.15"
-    assert gobin.parse_modinfo(raw).main_path == "command-line-arguments"
+    assert buildinfo.parse_modinfo(raw).main_path == "command-line-arguments"
     with pytest.raises(ElfError):
-        gobin.parse_buildinfo(blob)  # pointer format needs an address reader
-    broken = gobin.BUILDINFO_MAGIC + bytes([8, 0]) + struct.pack("<QQ", 0x900000, 0x500010)
+        buildinfo.parse_buildinfo(blob)  # pointer format needs an address reader
+    broken = buildinfo.BUILDINFO_MAGIC + bytes([8, 0]) + struct.pack("<QQ", 0x900000, 0x500010)
     with pytest.raises(ElfError):
-        gobin.parse_buildinfo(broken, read_va)
+        buildinfo.parse_buildinfo(broken, read_va)
 
 
 def test_buildinfo_empty_modinfo_and_short_mod() -> None:
-    version, raw = gobin.parse_buildinfo(inline_buildinfo("go1.21.13", b""))
+    version, raw = buildinfo.parse_buildinfo(inline_buildinfo("go1.21.13", b""))
     assert (version, raw) == ("go1.21.13", b"")
-    assert gobin.parse_modinfo(b"").settings == {}
+    assert buildinfo.parse_modinfo(b"").settings == {}
     # Too short to carry sentinels: left alone.
-    assert gobin.strip_modinfo(b"path\tx\n") == b"path\tx\n"
+    assert buildinfo.strip_modinfo(b"path\tx\n") == b"path\tx\n"
 
 
 def test_find_buildinfo_alignment() -> None:
-    blob = bytes(5) + gobin.BUILDINFO_MAGIC + bytes(13) + gobin.BUILDINFO_MAGIC + bytes(32)
-    assert gobin.find_buildinfo(blob) == 32
-    assert gobin.find_buildinfo(bytes(64)) == -1
+    blob = bytes(5) + buildinfo.BUILDINFO_MAGIC + bytes(13) + buildinfo.BUILDINFO_MAGIC + bytes(32)
+    assert buildinfo.find_buildinfo(blob) == 32
+    assert buildinfo.find_buildinfo(bytes(64)) == -1
 
 
 # ----------------------------------------------------------------------------- a synthetic Go ELF file
@@ -203,7 +206,7 @@ def pclntab_120(funcs: list[Fn], text_start: int) -> bytes:
         funcs_blob += struct.pack("<IiiIIIIIIiBBBB", entry, name_offs[i], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         entry += f.size
     functab += struct.pack("<I", entry) + bytes(4)  # end sentinel; _func records start 8-aligned
-    header = struct.pack("<IBBBB", gobin.MAGIC_120, 0, 0, 1, 8)
+    header = struct.pack("<IBBBB", MAGIC_120, 0, 0, 1, 8)
     header += struct.pack("<8Q", n, 0, text_start, funcname_off, cu_off, filetab_off, pctab_off, pcln_off)
     body = header + names + pctab
     body += bytes(pcln_off - len(body))
@@ -348,7 +351,7 @@ def test_synthetic_pclntab(go_elf: Path) -> None:
     assert tab.function_at(TEXT_VA + 0x25) is tab.functions[1]
     assert tab.function_at(TEXT_VA + 0x70) is None
     assert all(f.abi0 is None for f in tab)  # no .symtab: unknown
-    assert gobin.inlined_calls(tab, "main.main") == []
+    assert inlined_calls(tab, "main.main") == []
 
 
 # ----------------------------------------------------------------------------- text base (issue #15)
@@ -433,8 +436,8 @@ def test_not_go(tmp_path: Path) -> None:
 
 def test_pclntab_header_parsing() -> None:
     blob = pclntab_120(FUNCS, 0x1000)
-    hdr = gobin.parse_pclntab_header(blob)
-    assert (hdr.magic, hdr.quantum, hdr.ptr_size, hdr.nfunc, hdr.text_start) == (gobin.MAGIC_120, 1, 8, 3, 0x1000)
+    hdr = parse_pclntab_header(blob)
+    assert (hdr.magic, hdr.quantum, hdr.ptr_size, hdr.nfunc, hdr.text_start) == (MAGIC_120, 1, 8, 3, 0x1000)
     for bad in (
         b"\xf2\xff\xff\xff" + blob[4:],  # unknown magic
         blob[:6] + b"\x03" + blob[7:],  # quantum 3
@@ -443,17 +446,17 @@ def test_pclntab_header_parsing() -> None:
         blob[:8] + struct.pack("<Q", 1 << 30) + blob[16:],  # absurd count
     ):
         with pytest.raises(ElfError):
-            gobin.parse_pclntab_header(bad)
+            parse_pclntab_header(bad)
 
 
 def test_old_header_formats() -> None:
     # Go 1.2 layout: magic, pad, quantum, ptrsize, nfunctab, then the functab inline.
-    old = struct.pack("<IBBBBQ", gobin.MAGIC_12, 0, 0, 1, 8, 1) + struct.pack("<QQQ", 0x401000, 0x30, 0x401010)
+    old = struct.pack("<IBBBBQ", MAGIC_12, 0, 0, 1, 8, 1) + struct.pack("<QQQ", 0x401000, 0x30, 0x401010)
     old += bytes(0x40)
-    hdr = gobin.parse_pclntab_header(old)
+    hdr = parse_pclntab_header(old)
     assert hdr.functab_off == 16 and hdr.nfunc == 1 and hdr.version_range == "go1.2-1.15"
-    v116 = struct.pack("<IBBBB7Q", gobin.MAGIC_116, 0, 0, 4, 8, 1, 0, 64, 64, 64, 64, 72) + bytes(64)
-    hdr = gobin.parse_pclntab_header(v116)
+    v116 = struct.pack("<IBBBB7Q", MAGIC_116, 0, 0, 4, 8, 1, 0, 64, 64, 64, 64, 72) + bytes(64)
+    hdr = parse_pclntab_header(v116)
     assert (hdr.quantum, hdr.pcln_off, hdr.version_range) == (4, 72, "go1.16-1.17")
 
 
@@ -464,16 +467,16 @@ def test_old_header_formats() -> None:
 @given(st.binary(max_size=300))
 def test_fuzz_decoders(data: bytes) -> None:
     for fn in (
-        lambda: gobin.parse_buildinfo(gobin.BUILDINFO_MAGIC + data, lambda va, n: data[:n]),
-        lambda: gobin.parse_pclntab_header(data),
-        lambda: gobin.read_uvarint(data, 0),
+        lambda: buildinfo.parse_buildinfo(buildinfo.BUILDINFO_MAGIC + data, lambda va, n: data[:n]),
+        lambda: parse_pclntab_header(data),
+        lambda: uleb128(data, 0),
     ):
         try:
             fn()
         except ElfError:
             pass
-    gobin.parse_modinfo(data)
-    gobin.parse_version(data.decode("latin-1"))
+    buildinfo.parse_modinfo(data)
+    buildinfo.parse_version(data.decode("latin-1"))
 
 
 _BASE_FILE = build_go_elf(FUNCS)
@@ -497,7 +500,7 @@ def test_fuzz_corrupt_file(tmp_path: Path, edits: list[tuple[int, int]]) -> None
             tab = b.pclntab()
             for f in tab:
                 assert f.entry <= f.end
-            gobin.inlined_calls(tab, "main.main")
+            inlined_calls(tab, "main.main")
             b.type_name(TEXT_VA)
             b.itab_type(TEXT_VA)
     except ElfError as e:
@@ -522,7 +525,7 @@ def test_fuzz_truncated_file(tmp_path: Path, cut: int) -> None:
 
 def test_version_with_thousands_of_digits_names_no_release(tmp_path: Path) -> None:
     huge = "go1." + "9" * 5000  # int() refuses past 4300 digits: a ValueError escaped info() before
-    assert gobin.parse_version(huge) is None
+    assert buildinfo.parse_version(huge) is None
     p = tmp_path / "prog"
     p.write_bytes(build_go_elf(FUNCS, version=huge))
     with gobin.GoBinary(str(p)) as b:
@@ -535,7 +538,7 @@ def test_listing_a_go_binary_with_a_broken_pclntab_is_an_error_not_an_empty_list
     from utrace.elf.go.gosyms import go_function_table
 
     data = bytearray(_BASE_FILE)
-    at = data.find(struct.pack("<I", gobin.MAGIC_120) + b"\0\0")
+    at = data.find(struct.pack("<I", MAGIC_120) + b"\0\0")
     data[at : at + 4] = b"\0\0\0\0"
     p = tmp_path / "prog"
     p.write_bytes(bytes(data))

@@ -1,4 +1,4 @@
-"""utrace.elf.go.godwarf without binaries: the DWARF expression decoder, register names, the CFA
+"""utrace.elf.dwarf and utrace.elf.go.godwarf without binaries: the DWARF expression decoder, register names, the CFA
 interpreter and type classification, from hand-assembled bytes and synthetic DIE trees."""
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utrace.elf.go.godwarf import (
+from utrace.elf.dwarf import (
     FrameLoc,
-    GoDwarf,
+    FrameTable,
     Piece,
     RegLoc,
     Unavailable,
-    _FrameTable,
     decode_location,
     dwarf_reg_name,
-    package_of,
 )
+from utrace.elf.go.godwarf import GoDwarf, package_of
 from utrace.errors import ElfError
 from utrace.model import GoKind
 
@@ -283,7 +282,7 @@ def go_like_frame() -> bytes:
 
 
 def test_cfa_rows_like_readelf_frames_interp() -> None:
-    t = _FrameTable(go_like_frame(), "x")
+    t = FrameTable(go_like_frame(), "x")
     assert t.cfa(0x0FFF) is None
     assert t.cfa(0x1000) == (7, 8)
     assert t.cfa(0x1009) == (7, 8)
@@ -300,21 +299,21 @@ def test_cfa_rows_like_readelf_frames_interp() -> None:
 def test_cfa_unknown_instruction_is_no_answer_not_a_guess() -> None:
     c = cie(insns=bytes([DW_CFA_def_cfa]) + uleb(7) + uleb(8))
     data = c + fde(0, 0x1000, 0x10, bytes([0x3F]))  # 0x3f: not a DW_CFA opcode
-    t = _FrameTable(data, "x")
+    t = FrameTable(data, "x")
     assert t.cfa(0x1000) is None
 
 
 def test_truncated_frame_section_is_an_elf_error() -> None:
     data = go_like_frame()
     with pytest.raises(ElfError, match=r"corrupt \.debug_frame"):
-        _FrameTable(data[:-5], "bin")
+        FrameTable(data[:-5], "bin")
 
 
 @settings(max_examples=200)
 @given(st.binary(max_size=200), st.integers(0, 0x3000))
 def test_frame_table_on_garbage_raises_only_elf_error(data: bytes, pc: int) -> None:
     try:
-        t = _FrameTable(go_like_frame()[:32] + data, "x")
+        t = FrameTable(go_like_frame()[:32] + data, "x")
     except ElfError:
         return
     rule = t.cfa(pc)

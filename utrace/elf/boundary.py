@@ -18,8 +18,8 @@ import bisect
 import functools
 import os
 
-from utrace.elf.go.gobin import PF_X, GoBinary, open_binary
-from utrace.elf.reader import EM_AARCH64, EM_X86_64
+from utrace.elf.go.gobin import open_binary
+from utrace.elf.reader import EM_AARCH64, EM_X86_64, PF_X
 from utrace.errors import ElfError
 
 _MAX_FUNCTION = 1 << 24  # bytes decoded at most: no real function is 16 MiB
@@ -43,8 +43,8 @@ def check_boundary(
     except (ElfError, OSError) as e:
         return f"cannot read {path}: {e}"
     if offsets:
-        start_va = _offset_to_va(binary, function_start)
-        probe_va = _offset_to_va(binary, address)
+        start_va = binary.offset_to_va(function_start)
+        probe_va = binary.offset_to_va(address)
         if start_va is None or probe_va is None:
             return f"file offset {address:#x} or {function_start:#x} is not in a loaded segment of {path}"
         address, function_start = probe_va, start_va
@@ -81,13 +81,6 @@ def check_boundary(
         return f"{where}: the bytes at {stop:#x} in the function at {function_start:#x} do not decode as x86-64"
     inside = starts[i - 1]
     return f"{where} is inside the instruction at {inside:#x} (function at {function_start:#x})"
-
-
-def _offset_to_va(binary: GoBinary, off: int) -> int | None:
-    for s in binary.img.segments:
-        if s.offset <= off < s.offset + s.filesz:
-            return off - s.offset + s.vaddr
-    return None
 
 
 def _stat_key(path: str) -> tuple[int, int, int]:

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from utrace.elf.buildid import check_elf_magic, file_error
+from utrace.elf.dwarf import guard
 from utrace.elf.reader import ElfImage
-from utrace.errors import ElfError
 
 _CLASS_TAGS = {"DW_TAG_class_type", "DW_TAG_structure_type", "DW_TAG_union_type"}
 _MAX_DIES = 400_000  # DIEs read per question at most, when there are no aranges to narrow the search
@@ -103,18 +103,15 @@ def cxx_members(path: str, functions: Iterable[tuple[int, str]]) -> dict[int, bo
         with ElfImage(path) as image:  # utrace's own header reader: no DWARF, no pyelftools
             if image.section(".debug_info") is None and image.section(".zdebug_info") is None:
                 return None
-        try:
+
+        def scan() -> dict[int, bool]:
             elf = ELFFile(f)
             # pyelftools parses a whole .gnu.hash table each time it walks the sections by name (0.09 s
             # for node, several times per question); DWARF never needs it, so it stays a plain section
             elf.__dict__["_make_gnu_hash_section"] = lambda header, name: Section(header, name, elf)
-            dwarf = elf.get_dwarf_info()
-            return _scan(dwarf, wanted)
-        except ElfError:
-            raise
-        except Exception as e:  # pyelftools raises construct, zlib, struct, DWARF errors ...
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ElfError(f"{path}: corrupt DWARF debug info ({msg[:200]})") from None
+            return _scan(elf.get_dwarf_info(), wanted)
+
+        return guard(path, scan)  # whatever pyelftools raises on a corrupt file: one ElfError
     finally:
         f.close()
 

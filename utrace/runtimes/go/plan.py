@@ -20,18 +20,13 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from utrace.elf.boundary import check_boundary
+from utrace.elf.dwarf import FrameLoc, RegLoc, Unavailable
+from utrace.elf.go.buildinfo import GoInfo
 from utrace.elf.go.goasm import after_stack_check, return_sites
-from utrace.elf.go.gobin import (
-    GoBinary,
-    GoFunc,
-    GoInfo,
-    InlinedCall,
-    Pclntab,
-    inlined_calls,
-    instance_names,
-    open_binary,
-)
-from utrace.elf.go.godwarf import DwarfParam, FrameLoc, GoDwarf, InlinedInstance, RegLoc, Unavailable, package_of
+from utrace.elf.go.gobin import GoBinary, open_binary
+from utrace.elf.go.godwarf import DwarfParam, GoDwarf, InlinedInstance, package_of
+from utrace.elf.go.inline import InlinedCall, inlined_calls
+from utrace.elf.go.pclntab import GoFunc, Pclntab, instance_names
 from utrace.elf.index import function_table
 from utrace.elf.match import generic_base, go_name_matcher, go_not_found
 from utrace.errors import ElfError, TargetError, UsageError
