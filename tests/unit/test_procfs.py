@@ -230,3 +230,31 @@ def test_file_identity_has_the_superblock_device_findmnt_shows(path):
 def test_file_identity_of_what_is_not_a_regular_file_is_none(tmp_path):
     assert procfs.file_identity(str(tmp_path / "missing")) is None
     assert procfs.file_identity(str(tmp_path)) is None
+
+
+@needs_root
+def test_cxx_dwarf_reads_through_the_process_root(jail: tuple[int, dict[str, str]]) -> None:
+    """C++ member evidence opens the traced file like every other reader: a FIFO fails at once (it used
+    to block in open()), and an absolute link resolves inside the process's root, not ours."""
+    import threading
+
+    from utrace.elf.buildid import ElfError
+    from utrace.elf.cxxdwarf import cxx_members
+
+    pid, _ = jail
+    outcome: list[BaseException | None] = []
+
+    def call(path: str) -> None:
+        try:
+            cxx_members(path, [])
+            outcome.append(None)
+        except BaseException as e:  # handed to the test thread
+            outcome.append(e)
+
+    worker = threading.Thread(target=call, args=(f"/proc/{pid}/root/tmp/fifo",), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "cxx_members blocked on a FIFO"
+    assert isinstance(outcome[0], ElfError) and "FIFO" in str(outcome[0])
+    with pytest.raises(ElfError, match="not an ELF"):
+        cxx_members(f"/proc/{pid}/root/tmp/abs", [])  # the jail's /lib/real ("inside"), not the host's /lib

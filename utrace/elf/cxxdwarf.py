@@ -19,6 +19,7 @@ from typing import Any
 from utrace.elf.buildid import check_elf_magic, file_error
 from utrace.elf.dwarf import guard
 from utrace.elf.reader import ElfImage
+from utrace.process import procfs
 
 _CLASS_TAGS = {"DW_TAG_class_type", "DW_TAG_structure_type", "DW_TAG_union_type"}
 _MAX_DIES = 400_000  # DIEs read per question at most, when there are no aranges to narrow the search
@@ -94,7 +95,7 @@ def cxx_members(path: str, functions: Iterable[tuple[int, str]]) -> dict[int, bo
 
     wanted = dict(functions)
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
+        f = procfs.open_file(path)  # in the process's root, no FIFO, size-capped; closed below
     except OSError as e:
         raise file_error(path, e) from None
     try:
