@@ -221,7 +221,7 @@ class GoBinary:
         """The Go build ID from `.note.go.buildid` (section, else any PT_NOTE segment)."""
         return buildinfo.build_id(self)
 
-    def _buildinfo_blob(self) -> bytes | None:
+    def buildinfo_blob(self) -> bytes | None:
         """The `.go.buildinfo` bytes from the magic on, or None (`gosyms.is_go_program` asks for them)."""
         return buildinfo.buildinfo_blob(self)
 

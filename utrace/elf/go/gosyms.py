@@ -28,7 +28,7 @@ def is_go_program(path: str) -> bool:
     """
     try:
         binary = open_binary(path)
-        return binary.build_id() is not None or binary._buildinfo_blob() is not None
+        return binary.build_id() is not None or binary.buildinfo_blob() is not None
     except (ElfError, OSError, struct.error, IndexError, ValueError, OverflowError):
         return False
 
