@@ -51,7 +51,6 @@ class SessionOptions:
     duration: float | None = None
     max_events: int | None = None
     ring_pages: int = 4096
-    dump_bpf: bool = False
     aggregate: Aggregate = Aggregate.NONE
     stack_depth: int = 0  # user stack frames per event (0: none)
     refresh_s: float | None = None  # with aggregation: hand the reporter the counts this often (--top)
