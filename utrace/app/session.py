@@ -495,7 +495,7 @@ class _Recorder:
         self._displays = {m.path: m.display for m in target.modules}
         self._uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
 
-    def to(self, summary: Summary, output: _Output) -> Callable[[bytes], None]:
+    def callback(self, summary: Summary, output: _Output) -> Callable[[bytes], None]:
         """The callback that records into `summary` and `output`."""
         limit = self._limit
 
@@ -593,7 +593,7 @@ def _trace(
         recorder = _Recorder(program, plan, target, options, launched.pid if launched else None)
         aggregating = options.aggregate is not Aggregate.NONE
         if not aggregating:
-            tracer.open_ring(recorder.to(summary, output))
+            tracer.open_ring(recorder.callback(summary, output))
         # readable once the target exits: no waiting out a timeout (followed, the trace goes on after)
         res.exit_fd = _pidfd(watch_pid) if not follow else None
         if res.exit_fd is not None:
