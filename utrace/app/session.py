@@ -548,7 +548,7 @@ class _Lifetime:
             select.select([self.exit_fd], [], [], seconds)
 
     def ended(self, tracer: Tracer) -> str | None:
-        """ "target exited", "target exec'd", or None while it runs."""
+        """Why the target's trace ends ("target exited", "target exec'd"), or None while it runs."""
         held, pid = self.launched, self.pid
         if (
             (held is not None and held.poll() is not None) or (pid is not None and held is None and not is_alive(pid))
