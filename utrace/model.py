@@ -37,11 +37,6 @@ class Symbol:
     module: str
     clone: str = ""
 
-    @property
-    def is_entry(self) -> bool:
-        """False for the `.cold` parts GCC splits out: they are not function entries."""
-        return ".cold" not in self.clone
-
 
 class OperandKind(StrEnum):
     REGISTER = "register"
@@ -172,18 +167,6 @@ class ArgKind(StrEnum):
     UNAVAILABLE = "unavailable"  # known to exist but not readable from BPF (e.g. float registers)
 
 
-INTEGER_KINDS = frozenset(
-    {
-        ArgKind.U64,
-        ArgKind.S64,
-        ArgKind.U32,
-        ArgKind.S32,
-        ArgKind.U16,
-        ArgKind.S16,
-        ArgKind.U8,
-        ArgKind.S8,
-    }
-)
 STRING_KINDS = frozenset({ArgKind.CSTR, ArgKind.PTRLEN_STR})
 
 

@@ -21,6 +21,8 @@ import select
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +36,7 @@ from utrace.runtimes.registry import get_runtime
 
 if TYPE_CHECKING:
     from utrace.bpf.backend import Tracer
+    from utrace.process.stacks import Symbolizer
 
 INIT_PID_NS_INODE = 0xEFFFFFFC
 BATCH = 1024  # records read per turn of the loop, at most
@@ -48,7 +51,6 @@ class SessionOptions:
     duration: float | None = None
     max_events: int | None = None
     ring_pages: int = 4096
-    dump_bpf: bool = False
     aggregate: Aggregate = Aggregate.NONE
     stack_depth: int = 0  # user stack frames per event (0: none)
     refresh_s: float | None = None  # with aggregation: hand the reporter the counts this often (--top)
@@ -392,232 +394,391 @@ def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> S
     Raises:
         OutputError: the trace could not be written (not for a broken pipe: that ends tracing).
     """
-    from utrace.bpf.backend import Tracer
-    from utrace.probes.decode import Decoder
-
     if options.follow and request.pid is None and not request.command:
         raise UsageError("--follow needs --pid PID or -- COMMAND (without either, every process is traced)")
     target, plan = plan_request(request)
     summary = Summary(followed=options.follow)
-    stop: list[str] = []
+    stop: list[str] = []  # why tracing stops, first reason first (signals append, an output failure goes first)
+    output = _Output(reporter, stop)
+    res = _Resources()
+    with _stop_on_signals(stop):
+        failure: BaseException | None = None
+        try:
+            _trace(request, options, target, plan, summary, output, res)
+        except BaseException as e:
+            failure = e
+            raise
+        finally:
+            _give_back(res, stop, options, summary, failure)
+    return _finish(summary, res.launched, output)
+
+
+@contextmanager
+def _stop_on_signals(stop: list[str]) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP append their name to `stop` while in the block."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.append(_SIGNALS.get(signum, "SIGTERM"))
 
     old_handlers = {signum: signal.signal(signum, on_signal) for signum in _SIGNALS}
-    out_error: OutputError | None = None
-    dropped = 0  # records read but not handed to the reporter (the output had failed): lost
-    held: _Held | None = None
-    family: Tracer | None = None
-    failure: BaseException | None = None
-    exit_fd: int | None = None
-    started = time.monotonic()
-    ended: float | None = None
     try:
-        if request.command:
-            # Held before exec: its pid goes into the program's filter, the probes are armed on the
-            # files by path, and only then does it run its first instruction.
-            held = _Held(request.command)
-        watch_pid = held.pid if held else request.pid
-        # A launched command may exec through wrappers (sh -c, env) by design; a --pid target runs
-        # the file its probes were planned for, so exec'ing another one ends the trace (unless its
-        # descendants are followed: they may run the file still).
-        follow = options.follow
-        exe_id = exe_identity(watch_pid) if watch_pid is not None and held is None and not follow else None
-        ns_ids = NamespaceIds()
-        program = program_for(plan, watch_pid, options)
-        with Tracer(program, launched=held is not None) as tracer:
-            # a launched tree is ended after the probes are gone, through the fork program's map
-            tracer.keep_family = held is not None
-            family = tracer
-            tracer.load()
-            # followed processes are filtered in BPF only: the kernel's own pid filter is one process
-            tracer.attach(None if follow else watch_pid)
-            # the target itself (and, launched, before its exec), then what --follow finds in /proc
-            seeds = 1 + (_seed_descendants(tracer, request.pid) if follow and request.pid is not None else 0)
-            if program.options.exec_file is not None and plan.only_exe is not None:
-                # after the exec program is attached: a process that execs the file from now on is not missed
-                if _seed_runners(tracer, plan.only_exe) >= TARGET_ENTRIES:
-                    plan.notes.append(
-                        f"{TARGET_ENTRIES} processes running {plan.only_exe} were found at the start, the most "
-                        "traced: any more that ran it already are not (those that exec it from now on are)"
-                    )
-                summary.followed = True  # what they fork is traced: the note on untraced forks does not apply
-            summary.attached = tracer.attached
-            decoder = Decoder(program)
-            limit = options.max_events
-            refine = plan.refine
-            symbolizer = None
-            if options.stack_depth:
-                from utrace.process.stacks import Symbolizer
-
-                symbolizer = Symbolizer((target.exe, target.modules[0].display), held.pid if held else None)
-            displays = {m.path: m.display for m in target.modules}
-            uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
-
-            def on_record(data: bytes) -> None:
-                nonlocal dropped
-                if limit is not None and summary.events >= limit:
-                    return
-                if out_error is not None:  # read after the output failed: nowhere to go
-                    dropped += 1
-                    return
-                ev = decoder.decode(data)
-                if refine is not None:
-                    ev = refine(ev)
-                if symbolizer is not None and ev.stack:
-                    spec = program.specs[decoder.probe_index(data)]
-                    if spec.kind is not ProbeKind.RETURN:  # the innermost frame is the probed instruction
-                        module = spec.module
-                        symbolizer.learn(ev.pid, module, displays.get(module, module), spec.offset, ev.stack[0].address)
-                    after_return = ev.kind == "return" and ev.probe in uretprobes
-                    ev = replace(ev, stack=symbolizer.stack(ev.pid, ev.stack, after_return=after_return))
-                ev = ns_ids.annotate(ev)
-                summary.events += 1
-                summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
-                try:
-                    reporter.event(ev)
-                except (OutputError, OSError) as e:
-                    failed(e)
-
-            def flush() -> None:
-                if out_error is None:
-                    try:
-                        reporter.flush()
-                    except (OutputError, OSError) as e:
-                        failed(e)
-
-            def failed(e: OutputError | OSError) -> None:
-                """The output failed: tracing stops (for a broken pipe, as at the end of --duration)."""
-                nonlocal out_error
-                out_error = e if isinstance(e, OutputError) else _output_error(e)
-                stop.insert(0, "output closed" if out_error.closed else "output error")
-
-            aggregating = options.aggregate is not Aggregate.NONE
-            labels = [probe_label(s) for s in program.specs]
-
-            def counts_now() -> dict[tuple[str, int], int]:
-                out: Counter[tuple[str, int]] = Counter()
-                for (probe, pid, _slot), n in tracer.aggregates("counts").items():
-                    if probe < len(labels):
-                        out[(labels[probe], pid)] += n
-                return dict(out)
-
-            if not aggregating:
-                tracer.open_ring(on_record)
-            # readable once the target exits: no waiting out a timeout (followed, the trace goes on after)
-            exit_fd = _pidfd(watch_pid) if not follow else None
-            if exit_fd is not None:
-                tracer.watch(exit_fd)
-
-            def nap(seconds: float) -> None:
-                if exit_fd is None:
-                    time.sleep(seconds)
-                else:
-                    select.select([exit_fd], [], [], seconds)
-
-            reporter.started(target, plan, tracer.attached, held.pid if held else None)
-            if held:
-                held.release()
-            started = time.monotonic()
-            last_lost = 0
-            next_lost_note = started
-            deadline = started + options.duration if options.duration else None
-            refresh = options.refresh_s if aggregating and options.refresh_s else 0.0
-            next_refresh = started + refresh
-            backlog = False  # the last turn read something: more may be waiting, do not sleep
-            while not stop:
-                if refresh:
-                    nap(min(0.1, max(0.0, next_refresh - time.monotonic())))
-                    now = time.monotonic()
-                    if now >= next_refresh:
-                        next_refresh += refresh
-                        if next_refresh <= now:  # late (a busy machine): keep the pace, do not bunch up
-                            next_refresh = now + refresh
-                        try:
-                            reporter.snapshot(counts_now(), now - started)
-                        except (OutputError, OSError) as e:
-                            failed(e)
-                elif aggregating:
-                    nap(0.1)
-                else:
-                    backlog = tracer.poll(0 if backlog else 100, BATCH, time.monotonic() + TURN_S) > 0
-                flush()
-                if symbolizer is not None and watch_pid is not None:
-                    symbolizer.watch(watch_pid)
-                lost = tracer.lost()
-                if lost != last_lost and time.monotonic() >= next_lost_note:
-                    last_lost = lost
-                    next_lost_note = time.monotonic() + LOST_NOTE_S
-                    reporter.lost(lost)
-                if limit is not None and summary.events >= limit:
-                    stop.append("max-events")
-                elif deadline is not None and time.monotonic() >= deadline:
-                    stop.append("duration")
-                elif (
-                    (held is not None and held.poll() is not None)
-                    or (watch_pid is not None and held is None and not is_alive(watch_pid))
-                ) and not (follow and _followed_left(tracer, seeds) > 0):
-                    stop.append("target exited")
-                elif exe_id is not None and watch_pid is not None and exe_identity(watch_pid) not in (exe_id, None):
-                    stop.append("target exec'd")
-            tracer.unlink()  # first: a flood of events ends here
-            unread = 0
-            if aggregating:
-                summary.counts = counts_now()
-                summary.events = sum(summary.counts.values())
-                for (label, _pid), n in summary.counts.items():
-                    summary.per_probe[label] += n
-                for (probe, pid, slot), n in tracer.aggregates("hist").items():
-                    if probe < len(labels):  # keyed by the return probe, shown by the function's name
-                        buckets = summary.hist.setdefault((program.specs[probe].name, pid), {})
-                        buckets[slot] = buckets.get(slot, 0) + n
-            else:
-                if out_error is None and stop[0] != "max-events":
-                    # Asked to stop: read for DRAIN_S. The target ended: read all it left (the ring
-                    # holds a bounded amount, and nothing adds to it now) unless a signal comes.
-                    asked = stop[0] not in ("target exited", "target exec'd")
-                    end = time.monotonic() + DRAIN_S if asked else float("inf")
-                    seen = len(stop)
-                    while out_error is None and len(stop) == seen and time.monotonic() < end:
-                        if not tracer.drain(BATCH, min(end, time.monotonic() + TURN_S)):
-                            break
-                        flush()
-                    flush()
-                # what is left was never read: lost, unless --max-events had all it asked for
-                skipped = tracer.skip()
-                unread = skipped + dropped if stop[0] != "max-events" else 0
-            summary.lost = tracer.lost() + unread
-            summary.forked = tracer.family()[0]
-            ended = time.monotonic()  # not counting a wait for the launched program to end on its own
-    except BaseException as e:
-        failure = e
-        raise
+        yield
     finally:
-        if exit_fd is not None:
-            os.close(exit_fd)
+        for signum, handler in old_handlers.items():
+            signal.signal(signum, handler)
+
+
+@dataclass(slots=True)
+class _Resources:
+    """What a trace holds that is given back on every way out (`_give_back`), each field set by `_trace`
+    as soon as it is acquired: the launched command, the tracer (its fork and exit programs outlive the
+    probes, to end a launched tree), and the pidfd that becomes readable when the target exits."""
+
+    launched: _Held | None = None
+    tracer: Tracer | None = None
+    exit_fd: int | None = None
+
+
+class _Output:
+    """The reporter as the session writes to it. Its first failure puts a stop reason first in `stop`
+    and is kept in `error`; records read after it have nowhere to go and are counted in `dropped`."""
+
+    __slots__ = ("dropped", "error", "reporter", "stop")
+
+    def __init__(self, reporter: Reporter, stop: list[str]) -> None:
+        self.reporter = reporter
+        self.stop = stop
+        self.error: OutputError | None = None
+        self.dropped = 0  # records read but not handed to the reporter (the output had failed): lost
+
+    def failed(self, e: OutputError | OSError) -> None:
+        """The output failed: tracing stops (for a broken pipe, as at the end of --duration)."""
+        self.error = e if isinstance(e, OutputError) else _output_error(e)
+        self.stop.insert(0, "output closed" if self.error.closed else "output error")
+
+    def event(self, ev: Event) -> None:
         try:
-            if held is not None and held.poll() is None and stop and stop[0] == "output closed":
-                _wait_released(held, stop)  # not killed: it runs to its end, as it would without utrace
-            if held is not None:
-                _end_launched(held, family, stop, options, summary, failure)
-        finally:
-            if family is not None:
-                family.release()
-            for signum, handler in old_handlers.items():
-                signal.signal(signum, handler)
-    summary.duration_s = (ended if ended is not None else time.monotonic()) - started
-    summary.stopped_by = stop[0] if stop else "error"
-    if held is not None:
-        summary.exit_code = held.status
-    if out_error is not None and not out_error.closed:
-        raise out_error
+            self.reporter.event(ev)
+        except (OutputError, OSError) as e:
+            self.failed(e)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.reporter.flush()
+            except (OutputError, OSError) as e:
+                self.failed(e)
+
+
+class _Recorder:
+    """The ring's callback: a record becomes an event (decoded, refined by the runtime, its stack
+    symbolised, namespace ids added), counted in the summary and handed to the output. Records past
+    --max-events are ignored."""
+
+    __slots__ = ("_decoder", "_displays", "_limit", "_ns_ids", "_refine", "_specs", "_uretprobes", "symbolizer")
+
+    def __init__(
+        self, program: BpfProgram, plan: Plan, target: Target, options: SessionOptions, launched: int | None
+    ) -> None:
+        from utrace.probes.decode import Decoder
+
+        self._specs = program.specs
+        self._decoder = Decoder(program)
+        self._refine = plan.refine
+        self._limit = options.max_events
+        self._ns_ids = NamespaceIds()
+        self.symbolizer: Symbolizer | None = None
+        if options.stack_depth:
+            from utrace.process.stacks import Symbolizer
+
+            self.symbolizer = Symbolizer((target.exe, target.modules[0].display), launched)
+        self._displays = {m.path: m.display for m in target.modules}
+        self._uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
+
+    def callback(self, summary: Summary, output: _Output) -> Callable[[bytes], None]:
+        """The callback that records into `summary` and `output`."""
+        limit = self._limit
+
+        def on_record(data: bytes) -> None:
+            if limit is not None and summary.events >= limit:
+                return
+            if output.error is not None:  # read after the output failed: nowhere to go
+                output.dropped += 1
+                return
+            ev = self.event(data)
+            summary.events += 1
+            summary.per_probe[ev.probe if ev.kind != "return" else f"{ev.probe} (return)"] += 1
+            output.event(ev)
+
+        return on_record
+
+    def event(self, data: bytes) -> Event:
+        ev = self._decoder.decode(data)
+        if self._refine is not None:
+            ev = self._refine(ev)
+        symbolizer = self.symbolizer
+        if symbolizer is not None and ev.stack:
+            spec = self._specs[self._decoder.probe_index(data)]
+            if spec.kind is not ProbeKind.RETURN:  # the innermost frame is the probed instruction
+                module = spec.module
+                symbolizer.learn(ev.pid, module, self._displays.get(module, module), spec.offset, ev.stack[0].address)
+            after_return = ev.kind == "return" and ev.probe in self._uretprobes
+            ev = replace(ev, stack=symbolizer.stack(ev.pid, ev.stack, after_return=after_return))
+        return self._ns_ids.annotate(ev)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lifetime:
+    """How the traced process's end is seen: `pid` (the launched command's, or --pid's) exits, or, with
+    `exe_id` (a --pid target not followed), execs another file; followed, the trace ends only once the
+    `seeds` processes found at the start and what they forked have all exited. `exit_fd`, a pidfd of
+    `pid`, wakes a nap when it exits."""
+
+    launched: _Held | None
+    pid: int | None
+    exe_id: tuple[int, int] | None
+    follow: bool
+    seeds: int
+    exit_fd: int | None
+
+    def nap(self, seconds: float) -> None:
+        if self.exit_fd is None:
+            time.sleep(seconds)
+        else:
+            select.select([self.exit_fd], [], [], seconds)
+
+    def ended(self, tracer: Tracer) -> str | None:
+        """Why the target's trace ends ("target exited", "target exec'd"), or None while it runs."""
+        held, pid = self.launched, self.pid
+        if (
+            (held is not None and held.poll() is not None) or (pid is not None and held is None and not is_alive(pid))
+        ) and not (self.follow and _followed_left(tracer, self.seeds) > 0):
+            return "target exited"
+        if self.exe_id is not None and pid is not None and exe_identity(pid) not in (self.exe_id, None):
+            return "target exec'd"
+        return None
+
+
+def _trace(
+    request: TraceRequest,
+    options: SessionOptions,
+    target: Target,
+    plan: Plan,
+    summary: Summary,
+    output: _Output,
+    res: _Resources,
+) -> None:
+    """Launch (held before exec), attach, read until a stop reason is in `output.stop`, remove the probes
+    and collect: fills `summary` but for what `_give_back` and `_finish` add. What it acquires goes
+    into `res` at once."""
+    from utrace.bpf.backend import Tracer
+
+    if request.command:
+        # Held before exec: its pid goes into the program's filter, the probes are armed on the
+        # files by path, and only then does it run its first instruction.
+        res.launched = _Held(request.command)
+    launched = res.launched
+    watch_pid = launched.pid if launched else request.pid
+    # A launched command may exec through wrappers (sh -c, env) by design; a --pid target runs
+    # the file its probes were planned for, so exec'ing another one ends the trace (unless its
+    # descendants are followed: they may run the file still).
+    follow = options.follow
+    exe_id = exe_identity(watch_pid) if watch_pid is not None and launched is None and not follow else None
+    program = program_for(plan, watch_pid, options)
+    with Tracer(program, launched=launched is not None) as tracer:
+        # a launched tree is ended after the probes are gone, through the fork program's map
+        tracer.keep_family = launched is not None
+        res.tracer = tracer
+        seeds = _arm(tracer, program, plan, request.pid, watch_pid, follow, summary)
+        recorder = _Recorder(program, plan, target, options, launched.pid if launched else None)
+        aggregating = options.aggregate is not Aggregate.NONE
+        if not aggregating:
+            tracer.open_ring(recorder.callback(summary, output))
+        # readable once the target exits: no waiting out a timeout (followed, the trace goes on after)
+        res.exit_fd = _pidfd(watch_pid) if not follow else None
+        if res.exit_fd is not None:
+            tracer.watch(res.exit_fd)
+        life = _Lifetime(launched, watch_pid, exe_id, follow, seeds, res.exit_fd)
+        output.reporter.started(target, plan, tracer.attached, launched.pid if launched else None)
+        if launched:
+            launched.release()
+        started = time.monotonic()
+        labels = [probe_label(s) for s in program.specs]
+        _read_until_stopped(tracer, options, summary, output, life, recorder, labels, started)
+        tracer.unlink()  # first: a flood of events ends here
+        unread = 0
+        if aggregating:
+            _collect_aggregates(tracer, program, labels, summary)
+        else:
+            unread = _drain(tracer, output)
+        summary.lost = tracer.lost() + unread
+        summary.forked = tracer.family()[0]
+        # not counting a wait for the launched program to end on its own
+        summary.duration_s = time.monotonic() - started
+
+
+def _arm(
+    tracer: Tracer,
+    program: BpfProgram,
+    plan: Plan,
+    pid: int | None,
+    watch_pid: int | None,
+    follow: bool,
+    summary: Summary,
+) -> int:
+    """Load and attach the program, and seed its filter with what --follow (of --pid `pid`) or an
+    executable filter finds running. Returns the processes traced so far that `_Lifetime.ended` waits
+    for: the target itself and its descendants found."""
+    tracer.load()
+    # followed processes are filtered in BPF only: the kernel's own pid filter is one process
+    tracer.attach(None if follow else watch_pid)
+    # the target itself (and, launched, before its exec), then what --follow finds in /proc
+    seeds = 1 + (_seed_descendants(tracer, pid) if follow and pid is not None else 0)
+    if program.options.exec_file is not None and plan.only_exe is not None:
+        # after the exec program is attached: a process that execs the file from now on is not missed
+        if _seed_runners(tracer, plan.only_exe) >= TARGET_ENTRIES:
+            plan.notes.append(
+                f"{TARGET_ENTRIES} processes running {plan.only_exe} were found at the start, the most "
+                "traced: any more that ran it already are not (those that exec it from now on are)"
+            )
+        summary.followed = True  # what they fork is traced: the note on untraced forks does not apply
+    summary.attached = tracer.attached
+    return seeds
+
+
+def _read_until_stopped(
+    tracer: Tracer,
+    options: SessionOptions,
+    summary: Summary,
+    output: _Output,
+    life: _Lifetime,
+    recorder: _Recorder,
+    labels: list[str],
+    started: float,
+) -> None:
+    """Each turn: read at most BATCH records for TURN_S (aggregating: wait, and hand the reporter the
+    counts every --top interval), flush, note losses, then check the stop conditions; returns once
+    `output.stop` has a reason."""
+    stop = output.stop
+    aggregating = options.aggregate is not Aggregate.NONE
+    limit = options.max_events
+    last_lost = 0
+    next_lost_note = started
+    deadline = started + options.duration if options.duration else None
+    refresh = options.refresh_s if aggregating and options.refresh_s else 0.0
+    next_refresh = started + refresh
+    backlog = False  # the last turn read something: more may be waiting, do not sleep
+    while not stop:
+        if refresh:
+            life.nap(min(0.1, max(0.0, next_refresh - time.monotonic())))
+            now = time.monotonic()
+            if now >= next_refresh:
+                next_refresh += refresh
+                if next_refresh <= now:  # late (a busy machine): keep the pace, do not bunch up
+                    next_refresh = now + refresh
+                try:
+                    output.reporter.snapshot(_counts(tracer, labels), now - started)
+                except (OutputError, OSError) as e:
+                    output.failed(e)
+        elif aggregating:
+            life.nap(0.1)
+        else:
+            backlog = tracer.poll(0 if backlog else 100, BATCH, time.monotonic() + TURN_S) > 0
+        output.flush()
+        if recorder.symbolizer is not None and life.pid is not None:
+            recorder.symbolizer.watch(life.pid)
+        lost = tracer.lost()
+        if lost != last_lost and time.monotonic() >= next_lost_note:
+            last_lost = lost
+            next_lost_note = time.monotonic() + LOST_NOTE_S
+            output.reporter.lost(lost)
+        if limit is not None and summary.events >= limit:
+            stop.append("max-events")
+        elif deadline is not None and time.monotonic() >= deadline:
+            stop.append("duration")
+        else:
+            ended = life.ended(tracer)
+            if ended is not None:
+                stop.append(ended)
+
+
+def _counts(tracer: Tracer, labels: list[str]) -> dict[tuple[str, int], int]:
+    """The in-kernel counts so far, per (probe label, pid)."""
+    out: Counter[tuple[str, int]] = Counter()
+    for (probe, pid, _slot), n in tracer.aggregates("counts").items():
+        if probe < len(labels):
+            out[(labels[probe], pid)] += n
+    return dict(out)
+
+
+def _collect_aggregates(tracer: Tracer, program: BpfProgram, labels: list[str], summary: Summary) -> None:
+    """The final counts (and latency buckets) into `summary`."""
+    summary.counts = _counts(tracer, labels)
+    summary.events = sum(summary.counts.values())
+    for (label, _pid), n in summary.counts.items():
+        summary.per_probe[label] += n
+    for (probe, pid, slot), n in tracer.aggregates("hist").items():
+        if probe < len(labels):  # keyed by the return probe, shown by the function's name
+            buckets = summary.hist.setdefault((program.specs[probe].name, pid), {})
+            buckets[slot] = buckets.get(slot, 0) + n
+
+
+def _drain(tracer: Tracer, output: _Output) -> int:
+    """Once the probes are removed: read what the ring still holds (see the module's docstring) and
+    return how many records were never handed to the output (lost), 0 after --max-events."""
+    stop = output.stop
+    if output.error is None and stop[0] != "max-events":
+        # Asked to stop: read for DRAIN_S. The target ended: read all it left (the ring
+        # holds a bounded amount, and nothing adds to it now) unless a signal comes.
+        asked = stop[0] not in ("target exited", "target exec'd")
+        end = time.monotonic() + DRAIN_S if asked else float("inf")
+        seen = len(stop)
+        while output.error is None and len(stop) == seen and time.monotonic() < end:
+            if not tracer.drain(BATCH, min(end, time.monotonic() + TURN_S)):
+                break
+            output.flush()
+        output.flush()
+    # what is left was never read: lost, unless --max-events had all it asked for
+    skipped = tracer.skip()
+    return skipped + output.dropped if stop[0] != "max-events" else 0
+
+
+def _give_back(
+    res: _Resources, stop: list[str], options: SessionOptions, summary: Summary, failure: BaseException | None
+) -> None:
+    """On every way out of `_trace`: close the pidfd, end (or leave running) the launched command,
+    release the tracer's last programs."""
+    if res.exit_fd is not None:
+        os.close(res.exit_fd)
     try:
-        reporter.finished(summary)
+        launched = res.launched
+        if launched is not None and launched.poll() is None and stop and stop[0] == "output closed":
+            _wait_released(launched, stop)  # not killed: it runs to its end, as it would without utrace
+        if launched is not None:
+            _end_launched(launched, res.tracer, stop, options, summary, failure)
+    finally:
+        if res.tracer is not None:
+            res.tracer.release()
+
+
+def _finish(summary: Summary, launched: _Held | None, output: _Output) -> Summary:
+    """Why tracing stopped and the launched command's exit into `summary`, then the reporter's last word.
+
+    Raises:
+        OutputError: the output failed (not by closing) while tracing or in the summary.
+    """
+    stop = output.stop
+    summary.stopped_by = stop[0] if stop else "error"
+    if launched is not None:
+        summary.exit_code = launched.status
+    if output.error is not None and not output.error.closed:
+        raise output.error
+    try:
+        output.reporter.finished(summary)
     except (OutputError, OSError) as e:
         error = e if isinstance(e, OutputError) else _output_error(e)
         if not error.closed:
             raise error from None
         summary.stopped_by = "output closed"
-        reporter.finished(summary)  # a reporter that saw its pipe break writes the summary on stderr
+        output.reporter.finished(summary)  # a reporter that saw its pipe break writes the summary on stderr
     return summary

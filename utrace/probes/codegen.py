@@ -488,6 +488,32 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         CodegenError: a spec uses a location or kind the generator cannot express.
     """
     opts = options or Options()
+    _check(opts)
+    timing = _Timing.of(specs, opts.aggregate)
+    lines = [_prelude(opts, _maps(specs, opts, timing))]
+    pair_ids = _pair_ids(specs)
+    all_fields: list[list[Field]] = []
+    functions: list[str] = []
+    for i, spec in enumerate(specs):
+        fields = fields_of(spec)
+        all_fields.append(fields)
+        lines += _struct(i, fields, opts.stack_depth)
+        body = _probe_body(i, spec, fields, opts, timing, pair_ids.get(spec.pair, 0))
+        fn = f"probe_{i}"
+        functions.append(fn)
+        lines += [f"int {fn}(struct pt_regs *ctx) {{", *body, "}", ""]
+    tracepoints: list[tuple[str, str]] = []
+    if _filtered(opts):
+        family = _family(opts)
+        lines += _family_programs(family, opts.exec_file)
+        tracepoints.append(("utrace_exec", "sched_process_exec"))
+        if family is not None:
+            tracepoints += [("utrace_fork", "sched_process_fork"), ("utrace_exit", "sched_process_exit")]
+    return BpfProgram("\n".join(lines), list(specs), all_fields, functions, opts, tracepoints)
+
+
+def _check(opts: Options) -> None:
+    """Raises CodegenError for options the generator cannot express (see `Options`)."""
     pages = opts.ring_pages
     if pages <= 0 or pages & (pages - 1):
         raise CodegenError(f"ring buffer pages must be a power of two, not {pages}")
@@ -496,34 +522,71 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         raise CodegenError(f"stack depth must be 0 to {MAX_STACK_DEPTH}, not {depth!r}")
     if depth and opts.aggregate is not Aggregate.NONE:
         raise CodegenError("stacks are captured with streamed events only")
-    if opts.pid_ns is None:
-        pid_read = _PID_HOST
-    else:
-        pid_read = _PID_NS.replace("NS_DEV", _int(opts.pid_ns[0])).replace("NS_INO", _int(opts.pid_ns[1]))
-    agg = opts.aggregate
-    entry_pairs = {s.pair for s in specs if s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency and s.pair}
-
-    def starting(spec: ProbeSpec) -> bool:  # an entry whose time a return probe needs
-        return spec.kind is ProbeKind.ENTRY and spec.pair in entry_pairs and agg is not Aggregate.COUNT
-
-    def returning(spec: ProbeSpec) -> bool:  # counting needs no timing: entries and returns are only counted
-        return spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and bool(spec.latency) and agg is not Aggregate.COUNT
-
-    maps = ""
+    _pid_read(opts)
     if opts.follow and (opts.pid is None or opts.family is None):
         raise CodegenError("following forked processes needs a pid filter and the kernel's task_struct offsets")
     if opts.exec_file is not None and (opts.pid is not None or opts.family is None or opts.exe_identity is None):
         raise CodegenError(
             "tracing the processes of one file needs no pid, the file's identity and the kernel's offsets"
         )
-    filtered = opts.pid is not None or opts.exec_file is not None
-    family = opts.family if filtered else None
     if opts.pid is not None:
         _int(opts.pid)  # validated here although only the backend uses it (it goes into a map)
     if opts.exe_identity is not None:
         for v in opts.exe_identity:
             _int(v)  # into the `exe_file` map by the backend
-    if filtered:
+
+
+def _filtered(opts: Options) -> bool:
+    """Whether the program keeps to the processes in its `target` (and `tracked`) maps."""
+    return opts.pid is not None or opts.exec_file is not None
+
+
+def _family(opts: Options) -> FamilyOffsets | None:
+    """The offsets for the fork and exit programs, which only a filtered program has."""
+    return opts.family if _filtered(opts) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """Which probes time a call: an entry whose time a return probe needs (`starts`), and a return
+    with latency (`returns`). Counting needs no timing: entries and returns are only counted."""
+
+    latency_pairs: frozenset[str]
+    counting: bool
+
+    @staticmethod
+    def of(specs: list[ProbeSpec], agg: Aggregate) -> _Timing:
+        pairs = {s.pair for s in specs if s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency and s.pair}
+        return _Timing(frozenset(pairs), agg is Aggregate.COUNT)
+
+    def starts(self, spec: ProbeSpec) -> bool:
+        return spec.kind is ProbeKind.ENTRY and spec.pair in self.latency_pairs and not self.counting
+
+    def returns(self, spec: ProbeSpec) -> bool:
+        return spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and bool(spec.latency) and not self.counting
+
+
+def _pair_ids(specs: list[ProbeSpec]) -> dict[str, int]:
+    """A number per `pair` key, in order of first appearance (what `start_key.pair` holds)."""
+    ids: dict[str, int] = {}
+    for spec in specs:
+        if spec.pair:
+            ids.setdefault(spec.pair, len(ids))
+    return ids
+
+
+def _pid_read(opts: Options) -> str:
+    """The body of the prelude's `utrace_ids`: host ids, or those of utrace's PID namespace."""
+    if opts.pid_ns is None:
+        return _PID_HOST
+    return _PID_NS.replace("NS_DEV", _int(opts.pid_ns[0])).replace("NS_INO", _int(opts.pid_ns[1]))
+
+
+def _maps(specs: list[ProbeSpec], opts: Options, timing: _Timing) -> str:
+    """The map declarations besides the prelude's own (ring buffer, loss and wakeup counters)."""
+    maps = ""
+    family = _family(opts)
+    if _filtered(opts):
         # the pid is a map key, not a constant: the program's text (and so its compiled form,
         # which the backend caches) is the same whichever process is traced
         maps += f"BPF_HASH(target, u32, u32, {TARGET_ENTRIES});\n"
@@ -532,102 +595,93 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
         maps += f"BPF_ARRAY(family, u64, {4 if opts.exec_file is not None else 3});\n"
     if opts.exec_file is not None:
         maps += "BPF_ARRAY(exe_file, u64, 2);\n"
-    if any(starting(s) or returning(s) for s in specs):
+    if any(timing.starts(s) or timing.returns(s) for s in specs):
         maps += 'BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);\n'
-    if agg is not Aggregate.NONE:
-        pages = 1  # no events: the ring buffer only has to exist
+    if opts.aggregate is not Aggregate.NONE:
         # allocated as keys appear: a preallocated 65536-key per-CPU hash took 70 ms to create
         maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, counts, 65536, BPF_F_NO_PREALLOC);\n'
-        if agg is Aggregate.HIST:
+        if opts.aggregate is Aggregate.HIST:
             maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, hist, 65536, BPF_F_NO_PREALLOC);\n'
-    helpers = ""
-    if family is not None:
-        helpers = _FAMILY_HELPERS
-    src = (
+    return maps
+
+
+def _prelude(opts: Options, maps: str) -> str:
+    """The program's declarations and helpers, before the probes' structs and functions."""
+    # aggregating, there are no events: the ring buffer only has to exist
+    pages = opts.ring_pages if opts.aggregate is Aggregate.NONE else 1
+    return (
         _PRELUDE.replace("RING_PAGES", str(int(pages)))
         .replace("WAKE_BYTES", str(_wake_bytes(pages)))
-        .replace("PID_READ", pid_read)
+        .replace("PID_READ", _pid_read(opts))
         .replace("AGG_MAPS", maps)
-        .replace("FAMILY_HELPERS", helpers)
+        .replace("FAMILY_HELPERS", _FAMILY_HELPERS if _family(opts) is not None else "")
     )
-    lines = [src]
-    pairs: dict[str, int] = {}
-    all_fields: list[list[Field]] = []
-    functions: list[str] = []
-    for i, spec in enumerate(specs):
-        fields = fields_of(spec)
-        all_fields.append(fields)
-        lines += _struct(i, fields, depth)
-        em = _Emitter(opts.fsbase_offset)
-        em.emit("u32 pid = 0, tid = 0;")
-        em.emit("if (utrace_ids(&pid, &tid)) return 0;")
-        if filtered:
-            em.emit("u32 *want = target.lookup(&pid);")
-            if opts.follow or opts.exec_file is not None:
-                em.emit(f"if ((!want || *want != {TARGET_TRACED}) && !utrace_followed()) return 0;")
-            else:
-                em.emit(f"if (!want || *want != {TARGET_TRACED}) return 0;")
-        for f in spec.filters:
-            _filter(em, f)
-        is_return, is_start = returning(spec), starting(spec)
-        if agg is Aggregate.NONE or is_return or is_start:
-            em.emit("u64 now = bpf_ktime_get_ns();")
-        latency = "0"
-        pair_id = pairs.setdefault(spec.pair, len(pairs)) if spec.pair else 0
-        if is_start:
-            _frame_key(em, spec, pair_id, sp_adjust=0)
-            em.emit("starts.update(&sk, &now);")
-        if is_return:
-            # A uretprobe runs after `ret` popped the return address (sp + 8 of the entry's sp);
-            # an exit probe sits on the `ret` itself, where sp equals the entry's sp again.
-            _frame_key(em, spec, pair_id, sp_adjust=8 if spec.kind is ProbeKind.RETURN else 0)
-            em.emit("u64 *start = starts.lookup(&sk);")
-            em.emit("u64 latency = 0;")
-            em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")
-            latency = "latency"
-        if agg is not Aggregate.NONE:
-            _count(em, "counts", i, "0")
-            if agg is Aggregate.HIST and latency == "latency":
-                em.emit("if (start) {")
-                _count(em, "hist", i, "bpf_log2l(latency)", indent="    ")
-                em.emit("}")
-            em.emit("return 0;")
+
+
+def _probe_body(
+    index: int, spec: ProbeSpec, fields: list[Field], opts: Options, timing: _Timing, pair_id: int
+) -> list[str]:
+    """The statements of `probe_INDEX`: filter, time, then count or submit an event."""
+    em = _Emitter(opts.fsbase_offset)
+    em.emit("u32 pid = 0, tid = 0;")
+    em.emit("if (utrace_ids(&pid, &tid)) return 0;")
+    if _filtered(opts):
+        em.emit("u32 *want = target.lookup(&pid);")
+        if opts.follow or opts.exec_file is not None:
+            em.emit(f"if ((!want || *want != {TARGET_TRACED}) && !utrace_followed()) return 0;")
         else:
-            em.emit(f"struct event_{i} *e = events.ringbuf_reserve(sizeof(struct event_{i}));")
-            em.emit("if (!e) {")
-            em.emit("    utrace_lost();")
-            em.emit("    return 0;")
+            em.emit(f"if (!want || *want != {TARGET_TRACED}) return 0;")
+    for f in spec.filters:
+        _filter(em, f)
+    agg = opts.aggregate
+    is_return, is_start = timing.returns(spec), timing.starts(spec)
+    if agg is Aggregate.NONE or is_return or is_start:
+        em.emit("u64 now = bpf_ktime_get_ns();")
+    if is_start:
+        _frame_key(em, spec, pair_id, sp_adjust=0)
+        em.emit("starts.update(&sk, &now);")
+    if is_return:
+        # A uretprobe runs after `ret` popped the return address (sp + 8 of the entry's sp);
+        # an exit probe sits on the `ret` itself, where sp equals the entry's sp again.
+        _frame_key(em, spec, pair_id, sp_adjust=8 if spec.kind is ProbeKind.RETURN else 0)
+        em.emit("u64 *start = starts.lookup(&sk);")
+        em.emit("u64 latency = 0;")
+        em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")
+    if agg is not Aggregate.NONE:
+        _count(em, "counts", index, "0")
+        if agg is Aggregate.HIST and is_return:
+            em.emit("if (start) {")
+            _count(em, "hist", index, "bpf_log2l(latency)", indent="    ")
             em.emit("}")
-        if agg is Aggregate.NONE:
-            em.emit(f"e->h.probe = {i};")
-            em.emit("e->h.pid = pid;")
-            em.emit("e->h.tid = tid;")
-            em.emit("e->h.cpu = bpf_get_smp_processor_id();")
-            em.emit("e->h.ts = now;")
-            em.emit(f"e->h.latency = {latency};")
-            em.emit("bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));")
-            for fl in fields:
-                _capture(em, fl)
-            if depth:
-                _stack(em, spec, depth)
-            if depth:  # stacks are resolved through /proc/PID: read them while the process still lives
-                em.emit("events.ringbuf_submit(e, 0);")
-            else:
-                em.emit(f"events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_{i})));")
-            em.emit("return 0;")
-        fn = f"probe_{i}"
-        functions.append(fn)
-        lines.append(f"int {fn}(struct pt_regs *ctx) {{")
-        lines += em.lines
-        lines.append("}")
-        lines.append("")
-    tracepoints: list[tuple[str, str]] = []
-    if filtered:
-        lines += _family_programs(family, opts.exec_file)
-        tracepoints.append(("utrace_exec", "sched_process_exec"))
-        if family is not None:
-            tracepoints += [("utrace_fork", "sched_process_fork"), ("utrace_exit", "sched_process_exit")]
-    return BpfProgram("\n".join(lines), list(specs), all_fields, functions, opts, tracepoints)
+        em.emit("return 0;")
+    else:
+        _submit(em, index, spec, fields, opts.stack_depth, "latency" if is_return else "0")
+    return em.lines
+
+
+def _submit(em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], depth: int, latency: str) -> None:
+    """Reserve `struct event_INDEX` in the ring (or count a loss), fill it and submit it."""
+    em.emit(f"struct event_{index} *e = events.ringbuf_reserve(sizeof(struct event_{index}));")
+    em.emit("if (!e) {")
+    em.emit("    utrace_lost();")
+    em.emit("    return 0;")
+    em.emit("}")
+    em.emit(f"e->h.probe = {index};")
+    em.emit("e->h.pid = pid;")
+    em.emit("e->h.tid = tid;")
+    em.emit("e->h.cpu = bpf_get_smp_processor_id();")
+    em.emit("e->h.ts = now;")
+    em.emit(f"e->h.latency = {latency};")
+    em.emit("bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));")
+    for fl in fields:
+        _capture(em, fl)
+    if depth:
+        _stack(em, spec, depth)
+        # stacks are resolved through /proc/PID: read them while the process still lives
+        em.emit("events.ringbuf_submit(e, 0);")
+    else:
+        em.emit(f"events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_{index})));")
+    em.emit("return 0;")
 
 
 def _family_programs(family: FamilyOffsets | None, exec_file: ExecOffsets | None = None) -> list[str]:
