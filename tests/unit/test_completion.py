@@ -7,8 +7,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utrace.app.candidates import LIMIT, java_names, narrow, probe_name
-from utrace.runtimes.jvm import CATEGORIES, LAYOUTS
+from utrace.app.candidates import LIMIT, catalogue_names, narrow, probe_name
+from utrace.runtimes.jvm import CATEGORIES, LAYOUTS, JvmRuntime
 
 
 def test_probe_name_is_what_matches_every_overload():
@@ -60,6 +60,12 @@ def test_candidates_are_few_and_lead_to_real_names(names, incomplete):
 
 
 def test_java_catalogue_first_then_hotspot_names():
+    catalogue = JvmRuntime.command.catalogue
+    assert catalogue is not None
+
+    def java_names(incomplete: str) -> list[str]:
+        return catalogue_names(catalogue, incomplete)
+
     assert java_names("") == sorted(CATEGORIES)
     assert java_names("class-") == ["class-init", "class-load", "class-unload"]
     assert java_names("hotspot:gc") == ["hotspot:gc__begin", "hotspot:gc__end"]

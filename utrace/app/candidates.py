@@ -1,4 +1,4 @@
-"""Candidates for shell completion: the probe names a target offers, and the JVM catalogue.
+"""Candidates for shell completion: the probe names a target offers, and a runtime's catalogue.
 
 No shell or click here (utrace/cli/completion.py speaks the shells' protocol); this module answers
 "which names start with what the user typed". Names come from the same symbol index as `utrace list`
@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from utrace.elf.demangle import base_name, display_name
 from utrace.model import Target
+
+if TYPE_CHECKING:
+    from utrace.runtimes.base import Catalogue
 
 LIMIT = 100  # candidates per TAB: bash asks "Display all N possibilities?" past 100
 
@@ -93,11 +97,8 @@ def narrow(names: Iterable[str], incomplete: str, limit: int = LIMIT) -> list[st
     return matching[:limit]
 
 
-def java_names(incomplete: str) -> list[str]:
-    """`utrace java` probe names: the catalogue (class-load, gc ...), then hotspot names once typed."""
-    from utrace.runtimes.jvm import CATEGORIES, LAYOUTS, PROVIDER
-
+def catalogue_names(catalogue: Catalogue, incomplete: str) -> list[str]:
+    """A runtime's catalogue (`utrace java`: class-load, gc ...), then its other names once typed."""
     if not incomplete:
-        return sorted(CATEGORIES)
-    everything = [*CATEGORIES, *LAYOUTS, *(f"{PROVIDER}:{n}" for n in LAYOUTS)]
-    return narrow(everything, incomplete)
+        return sorted(catalogue.names)
+    return narrow([*catalogue.names, *catalogue.more], incomplete)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import (
@@ -25,6 +26,9 @@ from click.shell_completion import (
     add_completion_class,
     split_arg_string,
 )
+
+if TYPE_CHECKING:
+    from utrace.runtimes.base import CommandSpec, Completion
 
 COMPLETE_VAR = "_UTRACE_COMPLETE"
 _AFTER_DASHES = {"value": False}  # the word being completed is after `--` (the command to launch)
@@ -131,7 +135,7 @@ def _files(incomplete: str) -> list[CompletionItem]:
     return [CompletionItem(incomplete, type="file")]
 
 
-def _names(runtime: str, ctx: click.Context, incomplete: str, binary: str | None) -> list[CompletionItem]:
+def _names(runtime: str, ctx: click.Context, incomplete: str, binary: str | None, usdt: bool) -> list[CompletionItem]:
     from utrace.app.candidates import narrow, target_names
     from utrace.errors import UtraceError
     from utrace.runtimes.base import TraceRequest
@@ -140,40 +144,46 @@ def _names(runtime: str, ctx: click.Context, incomplete: str, binary: str | None
     request = TraceRequest(runtime=runtime, binary=binary, pid=ctx.params.get("pid"))
     try:
         target = get_runtime(runtime).target(request)
-        names = target_names(target, incomplete, usdt=runtime != "go")
+        names = target_names(target, incomplete, usdt=usdt)
     except (UtraceError, OSError):
         return []
     return [CompletionItem(n) for n in narrow(names, incomplete)]
 
 
-def complete_binary_then_probes(runtime: str) -> Any:
-    """`native`/`go` ARGS: BINARY first (a file), then the probe names of that binary (or of --pid)."""
+Callback = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
+
+
+def probe_completer(runtime: str, spec: CommandSpec) -> Callback:
+    """Completion of a runtime command's operands, as its CommandSpec says: names from its catalogue,
+    or from the target on the line (BINARY first, else `--binary`, or --pid); after `--`, files."""
+    from utrace.runtimes.base import Completion, Operands
+
+    usdt = spec.probes is Completion.NAMES
+    catalogue = spec.catalogue if spec.probes is Completion.CATALOGUE else None
+    binary_first = spec.operands is Operands.BINARY_THEN_PROBES
 
     def complete(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-        if _AFTER_DASHES["value"]:
+        if _AFTER_DASHES["value"] or spec.probes is Completion.FILE:
             return _files(incomplete)
-        args: tuple[str, ...] = ctx.params.get("args") or ()
+        if catalogue is not None:
+            from utrace.app.candidates import catalogue_names
+
+            return [CompletionItem(n) for n in catalogue_names(catalogue, incomplete)]
+        if not binary_first:
+            return _names(runtime, ctx, incomplete, ctx.params.get("binary"), usdt)
+        args: tuple[str, ...] = ctx.params.get(spec.operands.value) or ()
         pid = ctx.params.get("pid")
         if pid is None and not args:
             return _files(incomplete)
         binary = args[0] if args and (pid is None or (os.sep in args[0] and os.path.exists(args[0]))) else None
-        return _names(runtime, ctx, incomplete, binary)
+        return _names(runtime, ctx, incomplete, binary, usdt)
 
     return complete
 
 
-def complete_node_probes(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    if _AFTER_DASHES["value"]:
-        return _files(incomplete)
-    return _names("node", ctx, incomplete, ctx.params.get("binary"))
-
-
-def complete_java_probes(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    if _AFTER_DASHES["value"]:
-        return _files(incomplete)
-    from utrace.app.candidates import java_names
-
-    return [CompletionItem(n) for n in java_names(incomplete)]
+def option_completer(kind: Completion | None) -> Callback | None:
+    """Completion of a runtime option's value (files, or nothing)."""
+    return complete_file if kind is not None and kind.value == "file" else None
 
 
 def complete_file(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -12,10 +12,45 @@ from utrace import __version__
 from utrace.cli import completion as comp
 from utrace.errors import UtraceError
 
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from utrace.app.session import Reporter, SessionOptions
+    from utrace.output.top import TopReporter
+    from utrace.runtimes.base import CommandSpec, OptionSpec, TraceRequest
+
 INTERNAL_ERROR = 70
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """utrace's own commands, then one per registered runtime (built-in or plugin), built from its
+    CommandSpec when first named: `utrace node ...` loads the node runtime only."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from utrace.runtimes.registry import commands
+
+        return sorted({*super().list_commands(ctx), *commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            return cmd
+        from utrace.runtimes import registry
+
+        cls = registry.runtime_class(cmd_name)
+        found = (cmd_name, cls.command) if cls is not None else registry.commands().get(cmd_name)
+        if found is None:
+            return None
+        runtime, spec = found
+        if runtime not in _BUILT:  # one command object for a runtime and its aliases
+            _BUILT[runtime] = runtime_command(runtime, spec)
+        return _BUILT[runtime]
+
+
+_BUILT: dict[str, click.Command] = {}
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="utrace")
 def cli() -> None:
     """utrace: trace functions and USDT probes inside running Node.js, Go, Java and native programs."""
@@ -102,43 +137,41 @@ _LAUNCH: list[str] = []
 STACK_DEPTH = 64  # frames captured per event with --stack
 
 
-def _trace_options(f: Any) -> Any:
-    options = [
-        click.option("--pid", "-p", type=int, help="Trace only this running process.",
+def _trace_params() -> list[click.Parameter]:
+    """The options of every trace command, after its runtime's own."""
+    return [
+        click.Option(["--pid", "-p"], type=int, help="Trace only this running process.",
                      shell_complete=comp.complete_pid),
-        click.option("--follow", "-f", is_flag=True,
+        click.Option(["--follow", "-f"], is_flag=True,
                      help="Also trace every process the target forks or execs, at any depth (servers' "
                           "workers, `npm start` -> sh -> node)."),
-        click.option("--keep-running", is_flag=True,
+        click.Option(["--keep-running"], is_flag=True,
                      help="Leave a launched command and what it started running when tracing stops "
                           "(by default they get SIGTERM, then SIGKILL)."),
-        click.option("--ret", is_flag=True, help="Also trace returns (value and latency)."),
-        click.option("--json", "as_json", is_flag=True, help="JSON lines (schema in the README): --format json."),
-        click.option("--format", "fmt", type=click.Choice(["text", "json", "perfetto"]), default=None,
+        click.Option(["--ret"], is_flag=True, help="Also trace returns (value and latency)."),
+        click.Option(["--json", "as_json"], is_flag=True, help="JSON lines (schema in the README): --format json."),
+        click.Option(["--format", "fmt"], type=click.Choice(["text", "json", "perfetto"]), default=None,
                      help="text (default), json lines, or perfetto (Trace Event Format JSON for ui.perfetto.dev)."),
-        click.option("--otlp", metavar="URL",
+        click.Option(["--otlp"], metavar="URL",
                      help="Also send calls with returns as OpenTelemetry spans to an OTLP/HTTP receiver "
                           "(e.g. http://127.0.0.1:4318)."),
-        click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write events to FILE."),
-        click.option("--duration", "-d", type=float, help="Stop after SECONDS."),
-        click.option("--max-events", "-n", type=int, help="Stop after N events."),
-        click.option("--count", "count", is_flag=True,
+        click.Option(["-o", "--output"], type=click.Path(dir_okay=False, writable=True), help="Write events to FILE."),
+        click.Option(["--duration", "-d"], type=float, help="Stop after SECONDS."),
+        click.Option(["--max-events", "-n"], type=int, help="Stop after N events."),
+        click.Option(["--count", "count"], is_flag=True,
                      help="Count calls per probe and process in the kernel; print the counts at the end."),
-        click.option("--hist", is_flag=True,
+        click.Option(["--hist"], is_flag=True,
                      help="Latency histogram per function (log2 buckets, computed in the kernel)."),
-        click.option("--stack", is_flag=True,
+        click.Option(["--stack"], is_flag=True,
                      help="Show each event's user stack (frame pointers; C++, Go, and JIT code via perf maps)."),
-        click.option("--top", is_flag=True,
+        click.Option(["--top"], is_flag=True,
                      help="Live table of the busiest probes (counted in the kernel), redrawn every interval."),
-        click.option("--interval", type=float, metavar="SECONDS", help="--top's refresh interval (default 1)."),
-        click.option("--dump-bpf", is_flag=True, help="Print the generated BPF program and exit."),
-        click.option("--buffer-mb", type=float, default=16.0, show_default=True, help="Ring buffer size."),
-        click.option("--max-len", type=click.IntRange(8, 4096), default=128, show_default=True,
+        click.Option(["--interval"], type=float, metavar="SECONDS", help="--top's refresh interval (default 1)."),
+        click.Option(["--dump-bpf"], is_flag=True, help="Print the generated BPF program and exit."),
+        click.Option(["--buffer-mb"], type=float, default=16.0, show_default=True, help="Ring buffer size."),
+        click.Option(["--max-len"], type=click.IntRange(8, 4096), default=128, show_default=True,
                      help="String capture limit in bytes."),
     ]  # fmt: skip
-    for opt in reversed(options):
-        f = opt(f)
-    return f
 
 
 def _ring_pages(mb: float) -> int:
@@ -171,12 +204,62 @@ def _check_options(probes: tuple[str, ...], opts: dict[str, Any]) -> None:
     _ring_pages(opts["buffer_mb"])
 
 
-def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: dict[str, Any]) -> None:
-    from utrace.app.session import SessionOptions, build, run
-    from utrace.errors import UsageError
+def _run_trace(
+    runtime: str,
+    binary: str | None,
+    probes: tuple[str, ...],
+    opts: dict[str, Any],
+    extra: tuple[tuple[str, Any], ...] = (),
+) -> None:
+    """One trace command: check the options, then dump the program or trace until stopped."""
+    from utrace.app.session import build
     from utrace.runtimes.base import TraceRequest
 
     command = tuple(_LAUNCH)
+    _check_trace(probes, opts, command)
+    request = TraceRequest(
+        runtime=runtime,
+        binary=binary,
+        pid=opts["pid"],
+        command=command,
+        probes=probes,
+        ret=opts["ret"] or opts["hist"],
+        max_len=opts["max_len"],
+        extra=extra,
+    )
+    session, fmt = _session_options(opts)
+    otlp = None
+    if opts["otlp"]:
+        from utrace.output.otlp import OtlpReporter
+
+        otlp = OtlpReporter(opts["otlp"])  # checks the URL before anything is traced
+    if opts["dump_bpf"]:
+        _target, plan, program = build(request, session)
+        from utrace.output.escape import safe
+
+        for note in plan.notes:
+            sys.stderr.write(f"utrace: {safe(note)}\n")
+        sys.stdout.write(program.source)
+        return
+    from utrace.bpf.backend import privileges_problem
+
+    problem = privileges_problem()  # before the target is resolved or a command launched
+    if problem is not None:
+        from utrace.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(problem)
+    _trace(request, session, fmt, opts["output"], otlp)
+
+
+def _check_trace(probes: tuple[str, ...], opts: dict[str, Any], command: tuple[str, ...]) -> None:
+    """What is wrong with the words and options alone, before anything is resolved, launched or attached.
+
+    Raises:
+        UsageError: no probe, a bad limit or pattern, or options that contradict each other.
+        OutputError: standard output is closed and events would go there.
+    """
+    from utrace.errors import UsageError
+
     if not probes:
         raise UsageError("name at least one function or probe to trace")
     _check_options(probes, opts)
@@ -190,15 +273,16 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         raise UsageError("--follow needs --pid PID or -- COMMAND (without either, every process is traced)")
     if opts["keep_running"] and not command:
         raise UsageError("--keep-running applies to a launched command (-- COMMAND)")
-    request = TraceRequest(
-        runtime=runtime,
-        binary=binary,
-        pid=opts["pid"],
-        command=command,
-        probes=probes,
-        ret=opts["ret"] or opts["hist"],
-        max_len=opts["max_len"],
-    )
+
+
+def _session_options(opts: dict[str, Any]) -> tuple[SessionOptions, str]:
+    """The session's options and the output format (text, json, perfetto).
+
+    Raises:
+        UsageError: aggregation options that contradict each other or the streaming ones.
+    """
+    from utrace.app.session import SessionOptions
+    from utrace.errors import UsageError
     from utrace.probes.codegen import Aggregate
 
     if opts["count"] and opts["hist"]:
@@ -224,48 +308,27 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
         follow=opts["follow"],
         keep_running=opts["keep_running"],
     )
-    otlp = None
-    if opts["otlp"]:
-        from utrace.output.otlp import OtlpReporter
+    return session, fmt
 
-        otlp = OtlpReporter(opts["otlp"])  # checks the URL before anything is traced
-    if opts["dump_bpf"]:
-        _target, plan, program = build(request, session)
-        from utrace.output.escape import safe
 
-        for note in plan.notes:
-            sys.stderr.write(f"utrace: {safe(note)}\n")
-        sys.stdout.write(program.source)
-        return
-    from utrace.bpf.backend import privileges_problem
+def _trace(request: TraceRequest, session: SessionOptions, fmt: str, output: str | None, otlp: Reporter | None) -> None:
+    """Trace until stopped, events to `output` (else standard output), then the notes on what was missed."""
+    from utrace.app.session import run
+    from utrace.errors import UsageError
 
-    problem = privileges_problem()  # before the target is resolved or a command launched
-    if problem is not None:
-        from utrace.errors import EnvironmentProblem
-
-        raise EnvironmentProblem(problem)
     try:
-        out = open(opts["output"], "w", encoding="utf-8") if opts["output"] else sys.stdout  # noqa: SIM115
+        out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     except OSError as e:
-        raise UsageError(f"cannot write {opts['output']}: {e.strerror}") from None
-    top_view = None
+        raise UsageError(f"cannot write {output}: {e.strerror}") from None
+    top_view: TopReporter | None = None
     try:
-        from utrace.app.session import Reporter
-        from utrace.output.stream import JsonReporter, TextReporter
-
         reporter: Reporter
-        if interval is not None:
+        if session.refresh_s is not None:
             from utrace.output.top import TopReporter
 
-            reporter = top_view = TopReporter(out, interval_s=interval)
-        elif fmt == "perfetto":
-            from utrace.output.perfetto import PerfettoReporter
-
-            if out is sys.stdout and command:
-                sys.stderr.write("utrace: note: the traced program shares stdout with the trace; use -o FILE\n")
-            reporter = PerfettoReporter(out)
+            reporter = top_view = TopReporter(out, interval_s=session.refresh_s)
         else:
-            reporter = JsonReporter(out) if fmt == "json" else TextReporter(out)
+            reporter = _stream_reporter(out, fmt, bool(request.command))
         if otlp is not None:
             from utrace.output.tee import TeeReporter
 
@@ -290,6 +353,19 @@ def _run_trace(runtime: str, binary: str | None, probes: tuple[str, ...], opts: 
                 out.close()
             except OSError:  # only when it already failed (the error being raised says how)
                 pass
+
+
+def _stream_reporter(out: TextIO, fmt: str, launched: bool) -> Reporter:
+    """Where streamed events go: perfetto, json lines or text."""
+    from utrace.output.stream import JsonReporter, TextReporter
+
+    if fmt == "perfetto":
+        from utrace.output.perfetto import PerfettoReporter
+
+        if out is sys.stdout and launched:
+            sys.stderr.write("utrace: note: the traced program shares stdout with the trace; use -o FILE\n")
+        return PerfettoReporter(out)
+    return JsonReporter(out) if fmt == "json" else TextReporter(out)
 
 
 def _top_interval(opts: dict[str, Any]) -> float | None:
@@ -344,83 +420,57 @@ def _binary_and_probes(args: tuple[str, ...], opts: dict[str, Any]) -> tuple[str
     return None, args
 
 
-@cli.command("native")
-@click.argument("args", nargs=-1, required=True, shell_complete=comp.complete_binary_then_probes("native"))
-@_trace_options
-def native_cmd(args: tuple[str, ...], **opts: Any) -> None:
-    """Trace functions of any C, C++ or Rust program.
-
-    \b
-      utrace native ./prog demo_add 'demo::Shape::area*'
-      utrace native --pid 1234 'parse_*'
-      utrace native demo_greet -- ./prog world
-      utrace native ./prog 'my_func(const char *name, int n)'   # your own signature
-    """
-    _run_trace("native", *_binary_and_probes(args, opts), opts)
+# ----------------------------------------------------------------------------- runtime commands
 
 
-@cli.command("node")
-@click.argument("probes", nargs=-1, required=True, shell_complete=comp.complete_node_probes)
-@click.option(
-    "--binary",
-    help="The node executable (default: from --pid, the command, or PATH).",
-    shell_complete=comp.complete_file,
-)
-@_trace_options
-def node_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
-    """Trace libuv and node C++ functions in Node.js.
-
-    \b
-      utrace node --pid 1234 uv_tcp_listen
-      utrace node 'uv_fs_*' -- node app.js
-      utrace node 'node::fs::*' --pid 1234 --json
-    """
-    _run_trace("node", binary, probes, opts)
+def _help(spec: CommandSpec) -> str:
+    """A runtime's `--help` text from its CommandSpec: summary, notes and examples kept as written."""
+    parts = [spec.summary]
+    if spec.notes:
+        parts.append("\b\n" + "\n".join(spec.notes))
+    if spec.examples:
+        parts.append("\b\n" + "\n".join("  " + e for e in spec.examples))
+    return "\n\n".join(parts)
 
 
-@cli.command("go")
-@click.argument("args", nargs=-1, required=True, shell_complete=comp.complete_binary_then_probes("go"))
-@_trace_options
-def go_cmd(args: tuple[str, ...], **opts: Any) -> None:
-    """Trace Go functions: arguments by name and type, returns without uretprobes.
-
-    \b
-      utrace go ./bin net/http.Get
-      utrace go ./bin 'main.(*T).*' --ret
-      utrace go --pid 1234 'main.Greet'
-      utrace go ./stripped 'main.Greet(name string, n int) (string, error)' --ret
-      utrace go main.Greet -- ./bin world
-    """
-    _run_trace("go", *_binary_and_probes(args, opts), opts)
+def _runtime_option(option: OptionSpec) -> click.Option:
+    return click.Option(
+        [*option.flags, option.dest],
+        is_flag=option.flag,
+        help=option.help,
+        shell_complete=comp.option_completer(option.complete),
+    )
 
 
-@cli.command("java")
-@click.argument("probes", nargs=-1, required=True, shell_complete=comp.complete_java_probes)
-@click.option("--binary", help="libjvm.so, a java launcher or a JAVA_HOME (default: from --pid, the command, "
-              "JAVA_HOME or PATH).", shell_complete=comp.complete_file)  # fmt: skip
-@_trace_options
-def java_cmd(probes: tuple[str, ...], binary: str | None, **opts: Any) -> None:
-    """Trace HotSpot's USDT probes in a JVM (`utrace jvm` is the same command).
+def runtime_command(runtime: str, spec: CommandSpec) -> click.Command:
+    """`utrace RUNTIME`: its operands and options as the runtime declares them, then the trace options."""
+    params: list[click.Parameter] = [
+        click.Argument(
+            [spec.operands.value],
+            nargs=-1,
+            required=True,
+            shell_complete=comp.probe_completer(runtime, spec),
+        ),
+        *(_runtime_option(o) for o in spec.options),
+        *_trace_params(),
+    ]
 
-    \b
-    PROBES: class-load class-unload class-init gc thread method alloc monitor jit compile vmops sleep
-    park vm, or hotspot names (hotspot:class__loaded, 'hotspot:thread__*', hotspot_jni:...).
-    method, alloc and monitor need the JVM started with -XX:+DTraceMethodProbes,
-    -XX:+DTraceAllocProbes, -XX:+DTraceMonitorProbes.
+    def callback(**values: Any) -> None:
+        from utrace.errors import UsageError
+        from utrace.runtimes.base import Operands
 
-    \b
-      utrace java class-load -- java -cp app Main     # every class, from java.lang.Object on
-      utrace java --pid 1234 gc thread
-      utrace jvm method -- java -XX:+DTraceMethodProbes -cp app Main
-    """
-    from utrace.errors import UsageError
+        words: tuple[str, ...] = values.pop(spec.operands.value)
+        own = {o.dest: values.pop(o.dest) for o in spec.options}
+        for dest, message in spec.refused:
+            if values[dest]:
+                raise UsageError(message)
+        binary: str | None = own.pop("binary", None)
+        probes = words
+        if spec.operands is Operands.BINARY_THEN_PROBES:
+            binary, probes = _binary_and_probes(words, values)
+        _run_trace(runtime, binary, probes, values, tuple(own.items()))
 
-    if opts["ret"]:
-        raise UsageError("--ret does not apply to java: begin/end probes are paired automatically")
-    _run_trace("java", binary, probes, opts)
-
-
-cli.add_command(java_cmd, "jvm")
+    return click.Command(runtime, callback=callback, params=params, help=_help(spec))
 
 
 @cli.command("completion")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import ClassVar, Protocol
 
 from utrace.elf.demangle import base_name, display_name
@@ -26,6 +27,7 @@ class TraceRequest:
         probes: the user's probe expressions (names, globs, `name(signature)`).
         ret: also trace returns.
         max_len: string capture limit in bytes.
+        extra: values of the runtime's own options (CommandSpec.options) that no field above holds.
     """
 
     runtime: str
@@ -35,6 +37,7 @@ class TraceRequest:
     probes: tuple[str, ...] = ()
     ret: bool = False
     max_len: int = 128
+    extra: tuple[tuple[str, str | bool | None], ...] = ()
 
 
 @dataclass(slots=True)
@@ -60,8 +63,86 @@ class Plan:
     only_exe: str | None = None
 
 
+class Operands(Enum):
+    """How a runtime's command reads the words after its name."""
+
+    BINARY_THEN_PROBES = "args"  # ARGS...: BINARY first (left out with --pid or -- COMMAND), then probes
+    PROBES = "probes"  # PROBES...: probe expressions only (the binary, if any, from an option)
+
+
+class Completion(Enum):
+    """What shell completion offers for a word."""
+
+    FILE = "file"
+    NAMES = "names"  # functions and USDT probes of the target on the line
+    FUNCTIONS = "functions"  # functions of the target on the line
+    CATALOGUE = "catalogue"  # the runtime's own catalogue (no binary read)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One extra option of a runtime's command (besides the options every trace command has).
+
+    Attributes:
+        flags: spellings, long first ("--binary",).
+        dest: the TraceRequest field it fills ("binary"); any other name goes to TraceRequest.extra.
+        help: one line for `--help`.
+        flag: an on/off switch rather than an option with a value (a string).
+        complete: what completion offers for its value.
+    """
+
+    flags: tuple[str, ...]
+    dest: str
+    help: str
+    flag: bool = False
+    complete: Completion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """Probe names a runtime knows without reading a binary: `names` offered for an empty word,
+    `more` as well once something is typed."""
+
+    names: tuple[str, ...]
+    more: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """A runtime's command, as data: the CLI builds `utrace NAME` (and its aliases) from it.
+
+    Attributes:
+        summary: the first paragraph of `--help` (its first sentence is the line in `utrace --help`).
+        examples: command lines shown under the summary, one a line.
+        notes: a paragraph shown as written, between the summary and the examples.
+        aliases: other names of the same command (`jvm` for `java`).
+        operands: how the words after the command name are read.
+        options: options of this runtime only.
+        probes: what completion offers for a probe word.
+        catalogue: the runtime's own probe names (for `probes=Completion.CATALOGUE`).
+        refused: (option, message): common trace options that do not apply to this runtime.
+    """
+
+    summary: str
+    examples: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    operands: Operands = Operands.BINARY_THEN_PROBES
+    options: tuple[OptionSpec, ...] = ()
+    probes: Completion = Completion.NAMES
+    catalogue: Catalogue | None = None
+    refused: tuple[tuple[str, str], ...] = ()
+
+
 class Runtime(Protocol):
+    """A runtime plugin: its command as data, then what to trace for a request.
+
+    An instance is made per use and keeps nothing from one call to the next: whatever `plan`
+    needs from `target` is in the Target or found again from the request.
+    """
+
     name: ClassVar[str]
+    command: ClassVar[CommandSpec]
 
     def target(self, request: TraceRequest) -> Target: ...
 
@@ -107,7 +188,12 @@ def not_found(modules: Sequence[ModuleSymbols], name: str, where: str) -> NotFou
 
 
 __all__ = [
+    "Catalogue",
+    "CommandSpec",
+    "Completion",
     "ModuleSymbols",
+    "Operands",
+    "OptionSpec",
     "Plan",
     "Runtime",
     "TraceRequest",

@@ -36,7 +36,7 @@ from utrace.model import (
 )
 from utrace.probes.decode import StringValue
 from utrace.process.target import process_target
-from utrace.runtimes.base import Plan, TraceRequest
+from utrace.runtimes.base import Catalogue, CommandSpec, Completion, Operands, OptionSpec, Plan, TraceRequest
 from utrace.runtimes.native import command_path
 from utrace.runtimes.usdt import integer_kind, location_of, probe_spec, usdt_args
 
@@ -499,6 +499,36 @@ def split_class_filter(expr: str) -> tuple[str, bytes | None]:
 
 class JvmRuntime:
     name: ClassVar[str] = "java"
+    command: ClassVar[CommandSpec] = CommandSpec(
+        summary="Trace HotSpot's USDT probes in a JVM (`utrace jvm` is the same command).",
+        notes=(
+            "PROBES: class-load class-unload class-init gc thread method alloc monitor jit compile vmops sleep",
+            "park vm, or hotspot names (hotspot:class__loaded, 'hotspot:thread__*', hotspot_jni:...).",
+            "method, alloc and monitor need the JVM started with -XX:+DTraceMethodProbes,",
+            "-XX:+DTraceAllocProbes, -XX:+DTraceMonitorProbes.",
+        ),
+        examples=(
+            "utrace java class-load -- java -cp app Main     # every class, from java.lang.Object on",
+            "utrace java --pid 1234 gc thread",
+            "utrace jvm method -- java -XX:+DTraceMethodProbes -cp app Main",
+        ),
+        aliases=("jvm",),
+        operands=Operands.PROBES,
+        options=(
+            OptionSpec(
+                ("--binary",),
+                "binary",
+                "libjvm.so, a java launcher or a JAVA_HOME (default: from --pid, the command, JAVA_HOME or PATH).",
+                complete=Completion.FILE,
+            ),
+        ),
+        probes=Completion.CATALOGUE,
+        catalogue=Catalogue(
+            names=tuple(sorted(CATEGORIES)),
+            more=(*LAYOUTS, *(f"{PROVIDER}:{n}" for n in LAYOUTS)),
+        ),
+        refused=(("ret", "--ret does not apply to java: begin/end probes are paired automatically"),),
+    )
 
     def __init__(self) -> None:
         self.source = ""

@@ -16,6 +16,7 @@ from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
 from utrace.model import ArgKind, ArgSpec, Filter, ProbeKind, ProbeSpec, Reg, Symbol, Target, UsdtProbe
 from utrace.process.target import file_target, process_target, resolve_path
 from utrace.runtimes.base import (
+    CommandSpec,
     ModuleSymbols,
     Plan,
     TraceRequest,
@@ -174,6 +175,15 @@ def specs_for(
 
 class NativeRuntime:
     name: ClassVar[str] = "native"
+    command: ClassVar[CommandSpec] = CommandSpec(
+        summary="Trace functions of any C, C++ or Rust program.",
+        examples=(
+            "utrace native ./prog demo_add 'demo::Shape::area*'",
+            "utrace native --pid 1234 'parse_*'",
+            "utrace native demo_greet -- ./prog world",
+            "utrace native ./prog 'my_func(const char *name, int n)'   # your own signature",
+        ),
+    )
     oracle: MembershipOracle | None = None
 
     def target(self, request: TraceRequest) -> Target:

@@ -17,7 +17,11 @@ from utrace.errors import ElfError, TargetError
 from utrace.model import ArgKind, ArgSpec, Deref, Filter, Module, Reg, Symbol, Target
 from utrace.process.target import process_target, resolve_path
 from utrace.runtimes.base import (
+    CommandSpec,
+    Completion,
     ModuleSymbols,
+    Operands,
+    OptionSpec,
     Plan,
     TraceRequest,
     find_functions,
@@ -166,6 +170,23 @@ def node_modules_from_file(exe: str) -> list[Module]:
 
 class NodeRuntime(NativeRuntime):
     name: ClassVar[str] = "node"
+    command: ClassVar[CommandSpec] = CommandSpec(
+        summary="Trace libuv and node C++ functions in Node.js.",
+        examples=(
+            "utrace node --pid 1234 uv_tcp_listen",
+            "utrace node 'uv_fs_*' -- node app.js",
+            "utrace node 'node::fs::*' --pid 1234 --json",
+        ),
+        operands=Operands.PROBES,
+        options=(
+            OptionSpec(
+                ("--binary",),
+                "binary",
+                "The node executable (default: from --pid, the command, or PATH).",
+                complete=Completion.FILE,
+            ),
+        ),
+    )
 
     def target(self, request: TraceRequest) -> Target:
         pid_target = process_target(request.pid) if request.pid is not None else None

@@ -44,7 +44,7 @@ from utrace.model import (
     Target,
     Tls,
 )
-from utrace.runtimes.base import Plan, TraceRequest
+from utrace.runtimes.base import CommandSpec, Completion, Plan, TraceRequest
 from utrace.runtimes.go.goabi import (
     DICT_PARAM,
     Abi,
@@ -123,6 +123,17 @@ class _Presenter:
 
 class GoRuntime:
     name: ClassVar[str] = "go"
+    command: ClassVar[CommandSpec] = CommandSpec(
+        summary="Trace Go functions: arguments by name and type, returns without uretprobes.",
+        examples=(
+            "utrace go ./bin net/http.Get",
+            "utrace go ./bin 'main.(*T).*' --ret",
+            "utrace go --pid 1234 'main.Greet'",
+            "utrace go ./stripped 'main.Greet(name string, n int) (string, error)' --ret",
+            "utrace go main.Greet -- ./bin world",
+        ),
+        probes=Completion.FUNCTIONS,
+    )
 
     def __init__(self) -> None:
         self._pie = False
