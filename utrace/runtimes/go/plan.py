@@ -121,6 +121,24 @@ class _Presenter:
         return replace(ev, args=present(ev.args, caps, self.type_name, ev.pid))
 
 
+@dataclass(slots=True)
+class _Planning:
+    """What one `plan` call reads once and each probe expression uses; nothing of it outlives the call."""
+
+    request: TraceRequest
+    where: str  # the executable, as shown
+    binary: GoBinary
+    info: GoInfo
+    tab: Pclntab
+    dwarf: GoDwarf | None
+    abi_main: Abi
+    abi_stack: Abi
+    goid: int | None
+    presenter: _Presenter
+    plan: Plan = field(default_factory=Plan)
+    specs: list[ProbeSpec] = field(default_factory=list)
+
+
 class GoRuntime:
     name: ClassVar[str] = "go"
     command: ClassVar[CommandSpec] = CommandSpec(
@@ -134,9 +152,6 @@ class GoRuntime:
         ),
         probes=Completion.FUNCTIONS,
     )
-
-    def __init__(self) -> None:
-        self._pie = False
 
     def target(self, request: TraceRequest) -> Target:
         return NativeRuntime().target(request)
@@ -204,6 +219,25 @@ class GoRuntime:
     # ------------------------------------------------------------------ planning
 
     def plan(self, request: TraceRequest, target: Target) -> Plan:
+        job = self._planning(request, target)
+        # (expression, instance of a generic name: only its inlined copies, which the generic name's own
+        # matching cannot see, are probed)
+        work: list[tuple[str, bool]] = [(p, False) for p in request.probes]
+        while work:
+            expr, instance = work.pop(0)
+            work[:0] = self._plan_expression(job, expr, instance)
+        plan, presenter, specs = job.plan, job.presenter, job.specs
+        for spec in specs:
+            presenter.sites.setdefault((spec.name, "call" if spec.kind is ProbeKind.ENTRY else "return"), []).append(
+                spec.address
+            )
+        plan.specs = specs
+        plan.needs_tls = any(_uses_tls(s) for s in specs)
+        plan.refine = presenter
+        return plan
+
+    def _planning(self, request: TraceRequest, target: Target) -> _Planning:
+        """The executable read once for one `plan` call: build info, ABIs, pclntab, DWARF, goid offset."""
         exe = target.modules[0]
         binary = open_binary(exe.path)
         info = binary.info()
@@ -221,80 +255,80 @@ class GoRuntime:
         dwarf: GoDwarf | None = GoDwarf(exe.path) if info.has_dwarf else None
         if dwarf is not None and not dwarf.has_dwarf:
             dwarf = None
-        plan = Plan()
         presenter = _Presenter(exe.path, info.pie, binary)
-        self._pie = info.pie
         goid = self._goid(info, dwarf)
-        funcs = tab.functions
-        specs: list[ProbeSpec] = []
-        # (expression, instance of a generic name: only its inlined copies, which the generic name's own
-        # matching cannot see, are probed)
-        work: list[tuple[str, bool]] = [(p, False) for p in request.probes]
-        while work:
-            expr, instance = work.pop(0)
-            sig = parse_signature(expr)
-            name = sig.function if sig is not None else expr
-            found = [] if instance else self._instance_names(binary, self._match(funcs, name))
-            inlined_dw: list[InlinedInstance] = []
-            inlined_pc: list[InlinedCall] = []
-            generics: list[str] = []
-            if instance or not any(c in name for c in "*?["):
-                calls = self._pcln_inlined(tab, name)
-                if dwarf is None:
-                    inlined_pc = calls or []
-                elif calls is None or calls:
-                    # the inline tree says which packages' compile units hold the copies; when it cannot be
-                    # read, every unit is searched (1-2 s on a program with net/http)
-                    cus = sorted({package_of(c.caller) for c in calls}) if calls else None
-                    inlined_dw = dwarf.inlined_instances(name, cus)
-                    if instance and not inlined_dw and calls and "[...]" in name:
-                        inlined_pc = calls  # Go 1.18-1.19 "F[...]": DWARF spells the instance out
-                if not instance and info.version_tuple is not None and info.version_tuple >= (1, 18, 0):
-                    generics = instance_names(tab, name)
-                    work[:0] = [(g, True) for g in generics]
-            if instance:
-                if not inlined_dw and not inlined_pc:
-                    continue
-                found = []
-            elif not found and not inlined_dw and not inlined_pc and generics:
-                pass  # only inlined instances, probed as their own items next
-            elif not found and not inlined_dw and not inlined_pc:
-                raise go_not_found({f.name for f in funcs}, name, generic_base(name), exe.display)
-            if len(found) > MAX_FUNCTIONS:
-                raise UsageError(f"{len(found)} functions match {name!r}; narrow the pattern (at most {MAX_FUNCTIONS})")
-            for fn in found:
-                specs += self._function_specs(fn, sig, dwarf, info, abi_main, abi_stack, goid, request, plan,
-                                              presenter, binary)  # fmt: skip
-            for inst in inlined_dw:
-                assert dwarf is not None  # instances come from it
-                spec = self._inlined_spec(name, inst, dwarf, abi_main, goid, request, presenter, plan.notes)
-                if spec is not None:
-                    specs.append(spec)
-                    plan.notes.append(
-                        f"{name} is inlined into {inst.caller} at {inst.entry_pc:#x}: probed there too, "
-                        "arguments from DWARF location lists"
-                    )
-            for call in inlined_pc:
-                off = binary.img.vaddr_to_offset(call.call_pc)
-                if off is None or _refused(binary, call.call_pc, name, plan.notes) is not None:
-                    continue
-                specs.append(self._bare_inlined_spec(name, call, binary.path, off, abi_main, goid))
+        return _Planning(request, exe.display, binary, info, tab, dwarf, abi_main, abi_stack, goid, presenter)
+
+    def _plan_expression(self, job: _Planning, expr: str, instance: bool) -> list[tuple[str, bool]]:
+        """Probes for one expression (into job.specs); returns the generic instances to probe next."""
+        request, binary, dwarf, plan, presenter = job.request, job.binary, job.dwarf, job.plan, job.presenter
+        sig = parse_signature(expr)
+        name = sig.function if sig is not None else expr
+        funcs = job.tab.functions
+        found = [] if instance else self._instance_names(binary, self._match(funcs, name))
+        inlined_dw, inlined_pc, generics = self._inlined(job, name, instance)
+        if instance:
+            if not inlined_dw and not inlined_pc:
+                return []
+            found = []
+        elif not found and not inlined_dw and not inlined_pc and generics:
+            pass  # only inlined instances, probed as their own items next
+        elif not found and not inlined_dw and not inlined_pc:
+            raise go_not_found({f.name for f in funcs}, name, generic_base(name), job.where)
+        if len(found) > MAX_FUNCTIONS:
+            raise UsageError(f"{len(found)} functions match {name!r}; narrow the pattern (at most {MAX_FUNCTIONS})")
+        specs = job.specs
+        for fn in found:
+            specs += self._function_specs(fn, sig, dwarf, job.info, job.abi_main, job.abi_stack, job.goid, request,
+                                          plan, presenter, binary)  # fmt: skip
+        for inst in inlined_dw:
+            assert dwarf is not None  # instances come from it
+            spec = self._inlined_spec(name, inst, dwarf, job.abi_main, job.goid, request, presenter, plan.notes)
+            if spec is not None:
+                specs.append(spec)
                 plan.notes.append(
-                    f"{name} is inlined into {call.caller} at {call.call_pc:#x} (pclntab inline tree); "
-                    "without DWARF its arguments there cannot be located"
+                    f"{name} is inlined into {inst.caller} at {inst.entry_pc:#x}: probed there too, "
+                    "arguments from DWARF location lists"
                 )
-            if (inlined_dw or inlined_pc) and request.ret:
-                plan.notes.append(f"returns of inlined calls of {name} are not traced (there is no return instruction)")
-            if not found and (inlined_dw or inlined_pc) and not instance:
-                plan.notes.append(f"{name} has no out-of-line copy in {exe.display} (every call was inlined)")
-        for spec in specs:
-            presenter.sites.setdefault((spec.name, "call" if spec.kind is ProbeKind.ENTRY else "return"), []).append(
-                spec.address
+        for call in inlined_pc:
+            off = binary.img.vaddr_to_offset(call.call_pc)
+            if off is None or _refused(binary, call.call_pc, name, plan.notes) is not None:
+                continue
+            specs.append(self._bare_inlined_spec(name, call, binary.path, off, job.abi_main, job.goid, job.info.pie))
+            plan.notes.append(
+                f"{name} is inlined into {call.caller} at {call.call_pc:#x} (pclntab inline tree); "
+                "without DWARF its arguments there cannot be located"
             )
-        plan.specs = specs
-        plan.needs_tls = any(_uses_tls(s) for s in specs)
-        plan.refine = presenter
-        return plan
+        if (inlined_dw or inlined_pc) and request.ret:
+            plan.notes.append(f"returns of inlined calls of {name} are not traced (there is no return instruction)")
+        if not found and (inlined_dw or inlined_pc) and not instance:
+            plan.notes.append(f"{name} has no out-of-line copy in {job.where} (every call was inlined)")
+        return [(g, True) for g in generics]
+
+    def _inlined(
+        self, job: _Planning, name: str, instance: bool
+    ) -> tuple[list[InlinedInstance], list[InlinedCall], list[str]]:
+        """Inlined copies of `name` (from DWARF, else the pclntab's inline tree), and the names of its
+        generic instances (Go >= 1.18) when `name` is not one itself. Globs have none."""
+        inlined_dw: list[InlinedInstance] = []
+        inlined_pc: list[InlinedCall] = []
+        generics: list[str] = []
+        if not instance and any(c in name for c in "*?["):
+            return inlined_dw, inlined_pc, generics
+        calls = self._pcln_inlined(job.tab, name)
+        if job.dwarf is None:
+            inlined_pc = calls or []
+        elif calls is None or calls:
+            # the inline tree says which packages' compile units hold the copies; when it cannot be
+            # read, every unit is searched (1-2 s on a program with net/http)
+            cus = sorted({package_of(c.caller) for c in calls}) if calls else None
+            inlined_dw = job.dwarf.inlined_instances(name, cus)
+            if instance and not inlined_dw and calls and "[...]" in name:
+                inlined_pc = calls  # Go 1.18-1.19 "F[...]": DWARF spells the instance out
+        version = job.info.version_tuple
+        if not instance and version is not None and version >= (1, 18, 0):
+            generics = instance_names(job.tab, name)
+        return inlined_dw, inlined_pc, generics
 
     def _pcln_inlined(self, tab: Pclntab, name: str) -> list[InlinedCall] | None:
         """Where the pclntab's inline trees say `name` was inlined; None when they cannot be read."""
@@ -307,11 +341,11 @@ class GoRuntime:
         g: Location = Reg(abi.goroutine_reg) if abi.goroutine_reg else Tls(G_TLS_OFFSET)
         return g, (g, Diff(Deref(g, G_STACK_HI), Reg("rsp")))
 
-    def _context(self, g: Location, goid: int | None) -> tuple[ArgSpec, ...]:
+    def _context(self, g: Location, goid: int | None, pie: bool) -> tuple[ArgSpec, ...]:
         out: list[ArgSpec] = []
         if goid is not None:
             out.append(ArgSpec("goid", ArgKind.S64, Deref(g, goid)))
-        if self._pie:
+        if pie:
             out.append(ArgSpec(PC_CONTEXT, ArgKind.PTR, Reg("rip")))
         return tuple(out)
 
@@ -361,7 +395,7 @@ class GoRuntime:
             plan.notes.append(f"{fn.name} not traced: refused the entry probe: {refused}")
             return []
         g, frame = self._frame(abi)
-        context = self._context(g, goid)
+        context = self._context(g, goid, info.pie)
         specs = [
             ProbeSpec(
                 name=fn.name, module=binary.path, offset=fn.offset + (at - fn.entry), kind=ProbeKind.ENTRY,
@@ -407,17 +441,17 @@ class GoRuntime:
         g, _frame = self._frame(abi)
         return ProbeSpec(
             name=name, module=binary.path, offset=off, kind=ProbeKind.ENTRY, args=tuple(caps.args),
-            address=inst.entry_pc, context=self._context(g, goid),
+            address=inst.entry_pc, context=self._context(g, goid, presenter.pie),
         )  # fmt: skip
 
     def _bare_inlined_spec(
-        self, name: str, call: InlinedCall, path: str, off: int, abi: Abi, goid: int | None
+        self, name: str, call: InlinedCall, path: str, off: int, abi: Abi, goid: int | None, pie: bool
     ) -> ProbeSpec:
         g, _frame = self._frame(abi)
         note = ArgSpec("args", ArgKind.UNAVAILABLE, note="inlined call: arguments need DWARF")
         return ProbeSpec(
             name=name, module=path, offset=off, kind=ProbeKind.ENTRY, args=(note,),
-            address=call.call_pc, context=self._context(g, goid),
+            address=call.call_pc, context=self._context(g, goid, pie),
         )  # fmt: skip
 
 
