@@ -162,3 +162,26 @@ def test_unknown_runtime_names_the_known_ones() -> None:
 
     with pytest.raises(UsageError, match=r"unknown runtime 'cobol' \(known: go, java, native, node"):
         registry.get_runtime("cobol")
+
+
+def test_jvm_runtime_finds_its_libjvm_again_instead_of_keeping_it() -> None:
+    """Where libjvm.so came from (a note when the command is no java launcher) is found again by plan()."""
+    import shutil
+
+    from utrace.errors import TargetError
+    from utrace.runtimes.base import TraceRequest
+
+    if shutil.which("java") is None:
+        pytest.skip("no java on PATH")
+    rt = registry.get_runtime("java")
+    request = TraceRequest("java", command=("sh", "-c", "true"), probes=("class-load",))
+    try:
+        target = rt.target(request)
+    except TargetError as e:
+        pytest.skip(f"no JDK found: {e}")
+    notes = rt.plan(request, target).notes
+    said = [n for n in notes if n.endswith("; sh is not a java launcher")]
+    assert len(said) == 1 and said[0].startswith(f"using {target.modules[0].display} from "), notes
+    assert vars(rt) == {}
+    launched = TraceRequest("java", command=("java", "-cp", "x", "Main"), probes=("class-load",))
+    assert not any("not a java launcher" in n for n in rt.plan(launched, rt.target(launched)).notes)

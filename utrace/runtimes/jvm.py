@@ -497,6 +497,20 @@ def split_class_filter(expr: str) -> tuple[str, bytes | None]:
     return name, raw
 
 
+def libjvm_for(request: TraceRequest) -> tuple[str, str]:
+    """The libjvm.so a request without --pid traces, and where it was found (--binary, the command...)."""
+    if request.binary:
+        return libjvm_from_spec(request.binary), "--binary"
+    if request.command:
+        exe = command_path(request.command[0])
+        home = home_of_launcher(exe)
+        if home is not None:
+            return libjvm_in_home(home) or "", f"the command ({exe})"
+        lib, where = default_libjvm()
+        return lib, f"{where}; {request.command[0]} is not a java launcher"
+    return default_libjvm()
+
+
 class JvmRuntime:
     name: ClassVar[str] = "java"
     command: ClassVar[CommandSpec] = CommandSpec(
@@ -530,9 +544,6 @@ class JvmRuntime:
         refused=(("ret", "--ret does not apply to java: begin/end probes are paired automatically"),),
     )
 
-    def __init__(self) -> None:
-        self.source = ""
-
     def target(self, request: TraceRequest) -> Target:
         if request.pid is not None:
             t = process_target(request.pid)
@@ -540,20 +551,7 @@ class JvmRuntime:
             if not jvm:
                 raise TargetError(f"pid {request.pid} ({t.modules[0].display}) is not a JVM: no {LIBJVM} mapped")
             return Target(exe=t.exe, pid=t.pid, nspid=t.nspid, root=t.root, modules=(jvm[0],))
-        if request.binary:
-            lib = libjvm_from_spec(request.binary)
-            self.source = "--binary"
-        elif request.command:
-            exe = command_path(request.command[0])
-            home = home_of_launcher(exe)
-            if home is not None:
-                lib = libjvm_in_home(home) or ""
-                self.source = f"the command ({exe})"
-            else:
-                lib, where = default_libjvm()
-                self.source = f"{where}; {request.command[0]} is not a java launcher"
-        else:
-            lib, self.source = default_libjvm()
+        lib, _source = libjvm_for(request)
         return Target(exe=lib, modules=(Module(path=lib, display=lib),))
 
     def flags(self, request: TraceRequest, target: Target) -> dict[str, bool | None]:
@@ -567,8 +565,10 @@ class JvmRuntime:
         module = target.modules[0]
         probes = usdt_probes_for(module.path)
         plan = Plan(refine=HotspotEvents())
-        if self.source and "not a java launcher" in self.source:
-            plan.notes.append(f"using {module.display} from {self.source}")
+        if request.pid is None and request.command and not request.binary:
+            _lib, source = libjvm_for(request)  # found again: the runtime object keeps nothing from target()
+            if "not a java launcher" in source:
+                plan.notes.append(f"using {module.display} from {source}")
         if not any(p.provider == PROVIDER for p in probes):
             raise TargetError(
                 f"{module.display} has no USDT probes (no .note.stapsdt): this JDK was built without DTrace "
