@@ -185,3 +185,18 @@ def test_jvm_runtime_finds_its_libjvm_again_instead_of_keeping_it() -> None:
     assert vars(rt) == {}
     launched = TraceRequest("java", command=("java", "-cp", "x", "Main"), probes=("class-load",))
     assert not any("not a java launcher" in n for n in rt.plan(launched, rt.target(launched)).notes)
+
+
+def test_native_and_node_runtimes_keep_no_oracle_between_calls() -> None:
+    """The C++ `this` oracle is made per plan and handed to `arguments`, not left on the object."""
+    from utrace.runtimes.base import TraceRequest
+
+    geo = REPO / "fixtures" / "build" / "cpp" / "geo"
+    if not geo.exists():
+        pytest.skip("C++ fixtures not built (scripts/build-fixtures.sh)")
+    for name in ("native", "node"):
+        rt = registry.get_runtime(name)
+        request = TraceRequest(name, binary=str(geo), probes=("geo::*",))
+        plan = rt.plan(request, registry.get_runtime("native").target(request))  # node's plan on a C++ file
+        assert "geo::helper(int)" in {s.name for s in plan.specs}
+        assert vars(rt) == {}

@@ -97,17 +97,6 @@ def uncertain_args(params: list[str], why: str, max_len: int) -> list[ArgSpec]:
     return [ArgSpec(f"arg{i}", ArgKind.PTR, Reg(SYSV_INT_ARGS[i]), uncertain=why) for i in range(count)]
 
 
-_SHARED: list[MembershipOracle] = []
-
-
-def _shared_oracle() -> MembershipOracle:
-    """The current plan's oracle for callers that do not pass one (node's `arguments` falls back to
-    `args_for`), so each file's class names and DWARF are read once, not once per function."""
-    if not _SHARED:
-        _SHARED.append(MembershipOracle([]))
-    return _SHARED[0]
-
-
 def args_for(
     sym: Symbol, user_params: list[str] | None, max_len: int, oracle: MembershipOracle | None = None
 ) -> list[ArgSpec]:
@@ -124,7 +113,7 @@ def args_for(
         pl = param_list(sym.name)
         if pl is not None:
             params = split_params(pl[0])
-            m = (oracle or _shared_oracle()).decide(sym)
+            m = (oracle or MembershipOracle([])).decide(sym)
             if m.member is None:
                 return uncertain_args(params, m.why, max_len)
             return sysv_args(params, this=m.member, max_len=max_len)
@@ -184,7 +173,6 @@ class NativeRuntime:
             "utrace native ./prog 'my_func(const char *name, int n)'   # your own signature",
         ),
     )
-    oracle: MembershipOracle | None = None
 
     def target(self, request: TraceRequest) -> Target:
         if request.pid is not None:
@@ -293,8 +281,11 @@ class NativeRuntime:
         plan.notes.append(note)
         return found, params
 
-    def arguments(self, sym: Symbol, params: list[str] | None, request: TraceRequest) -> list[ArgSpec]:
-        return args_for(sym, params, request.max_len, self.oracle)
+    def arguments(
+        self, sym: Symbol, params: list[str] | None, request: TraceRequest, oracle: MembershipOracle
+    ) -> list[ArgSpec]:
+        """A function's arguments; `oracle` (one per plan) reads each file's class names and DWARF once."""
+        return args_for(sym, params, request.max_len, oracle)
 
     def usdt_spec(self, probe: UsdtProbe, params: list[str] | None, request: TraceRequest, plan: Plan) -> ProbeSpec:
         """A USDT probe typed by the user's signature, else the catalogue, else the note's sizes."""
@@ -316,8 +307,7 @@ class NativeRuntime:
     def plan(self, request: TraceRequest, target: Target) -> Plan:
         modules = load_modules(target)
         plan = Plan()
-        self.oracle = MembershipOracle(modules)
-        _SHARED[:] = [self.oracle]  # what `arguments` overrides without an oracle (node) use too
+        oracle = MembershipOracle(modules)
         pending: list[tuple[Symbol, list[str] | None, tuple[Filter, ...]]] = []
         at: dict[tuple[str, int], int] = {}
         usdt_specs: list[ProbeSpec] = []
@@ -344,12 +334,12 @@ class NativeRuntime:
                     pending[at[key]] = (sym, params, filters)  # a later signature for the same function
         if len(pending) > MAX_PROBES:
             raise UsageError(f"{len(pending)} functions match; narrow the pattern (at most {MAX_PROBES})")
-        self.oracle.prepare_dwarf([s for s, _p, _f in pending])
+        oracle.prepare_dwarf([s for s, _p, _f in pending])
         symbols: list[Symbol] = []
         args_of: dict[int, list[ArgSpec]] = {}
         filters_of: dict[int, tuple[Filter, ...]] = {}
         for sym, params, filters in pending:
-            args = self.arguments(sym, params, request)
+            args = self.arguments(sym, params, request, oracle)
             args_of[len(symbols)] = args
             filters_of[len(symbols)] = filters
             symbols.append(sym)

@@ -27,6 +27,7 @@ from utrace.runtimes.base import (
     find_functions,
     not_found,
 )
+from utrace.runtimes.cxxthis import MembershipOracle
 from utrace.runtimes.native import NativeRuntime, args_for, command_path, maps_file
 from utrace.runtimes.signature import sysv_args
 
@@ -248,9 +249,11 @@ class NodeRuntime(NativeRuntime):
                 err.suggestions.insert(0, cand)
         raise type(err)(f"no function matches {expr!r} in node", err.suggestions[:5])
 
-    def arguments(self, sym: Symbol, params: list[str] | None, request: TraceRequest) -> list[ArgSpec]:
+    def arguments(
+        self, sym: Symbol, params: list[str] | None, request: TraceRequest, oracle: MembershipOracle
+    ) -> list[ArgSpec]:
         uv = libuv_args(sym.raw, request.max_len) if params is None else None
-        return uv if uv is not None else args_for(sym, params, request.max_len)
+        return uv if uv is not None else args_for(sym, params, request.max_len, oracle)
 
 
 def _close_alias(expr: str) -> str:
