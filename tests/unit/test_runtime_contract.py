@@ -135,6 +135,9 @@ def test_builtin_runtimes_declare_their_commands_and_are_typed() -> None:
         rt: Runtime = registry.get_runtime(name)
         assert type(rt) is cls
     assert registry.commands()["jvm"][0] == "java"
+    for name, found in registry.commands().items():  # one lookup and the full table agree
+        assert registry.command(name) == found
+    assert registry.command("cobol") is None
 
 
 def test_runtime_objects_keep_nothing_between_calls() -> None:

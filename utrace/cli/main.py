@@ -37,8 +37,7 @@ class _Commands(click.Group):
             return cmd
         from utrace.runtimes import registry
 
-        cls = registry.runtime_class(cmd_name)
-        found = (cmd_name, cls.command) if cls is not None else registry.commands().get(cmd_name)
+        found = registry.command(cmd_name)
         if found is None:
             return None
         runtime, spec = found

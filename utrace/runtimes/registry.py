@@ -93,6 +93,19 @@ def commands() -> dict[str, tuple[str, CommandSpec]]:
     return out
 
 
+def command(name: str) -> tuple[str, CommandSpec] | None:
+    """(runtime name, its command) for a command name: a runtime's own name, else the first alias that
+    `commands()` would give it, loading runtimes only until it is found (`utrace jvm` never loads Go)."""
+    cls = runtime_class(name)
+    if cls is not None:
+        return name, cls.command
+    for runtime in names():
+        other = runtime_class(runtime)
+        if other is not None and name in other.command.aliases:
+            return runtime, other.command
+    return None
+
+
 def get_runtime(name: str) -> Runtime:
     """A new instance of the runtime called `name` (its own name, not an alias).
 
