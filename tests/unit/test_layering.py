@@ -1,4 +1,5 @@
-"""The one-way layering, read from the source itself (Python's own parser, not a list kept by hand).
+"""The house rules, read from the source itself with Python's own parser: one-way layering, no function over
+80 lines, no two modules with the same file name.
 
 Each module may import only modules of its own layer or a lower one; the libraries that define a layer's
 job are imported only there (click: cli/, rich: output/, bcc: bpf/backend.py, pyelftools, cxxfilt and
@@ -113,3 +114,28 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert layer_of("utrace.cli.main") > layer_of("utrace.elf.symbols")
     assert layer_of("utrace.process.procfs") < layer_of("utrace.elf.reader") < layer_of("utrace.process.stacks")
     assert layer_of("utrace.elf.go.gobin") == layer_of("utrace.elf")
+
+
+def _long_functions(source: str, limit: int) -> list[str]:
+    tree = ast.parse(source)
+    return [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines, from line {node.lineno})"
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_function_is_over_80_lines() -> None:
+    long = {str(p.relative_to(PACKAGE.parent)): _long_functions(p.read_text(), 80) for p in MODULES}
+    assert not {k: v for k, v in long.items() if v}
+    assert _long_functions("def f():\n" + "    x = 1\n" * 80, 80) == ["f (81 lines, from line 1)"]
+
+
+def test_no_two_modules_share_a_file_name() -> None:
+    seen: dict[str, list[str]] = {}
+    for p in MODULES:
+        if p.name not in ("__init__.py", "__main__.py"):
+            seen.setdefault(p.name, []).append(str(p.relative_to(PACKAGE.parent)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}
