@@ -111,12 +111,6 @@ CASES = [
     ("java-not-a-launcher", ["java", "--binary", TRUE, "class-load"], TARGET, "not a java launcher"),
     ("java-no-usdt", ["java", "--binary", "{jdk_nousdt}", "class-load", "--dump-bpf"], TARGET, "no USDT probes"),
     ("jvm-unknown-probe", ["jvm", "--binary", "{jdk}", "class-lod", "--dump-bpf"], USAGE, "did you mean: class-load"),
-    (
-        "java-gated-off",
-        ["java", "--binary", "{jdk}", "method", "--dump-bpf", "--", "java", "-cp", "x", "Main"],
-        USAGE,
-        "need -XX:+DTraceMethodProbes (a startup-only flag: add it to the java command)",
-    ),
     ("java-ret", ["java", "--binary", "{jdk}", "gc", "--ret"], USAGE, "--ret does not apply"),
     ("count-ret", ["native", TRUE, "main", "--count", "--ret", "--dump-bpf"], USAGE, "--ret does not apply to --count"),
     ("top-ret", ["native", TRUE, "main", "--top", "--ret", "--dump-bpf"], USAGE, "--ret does not apply to --top"),

@@ -21,20 +21,24 @@ from utrace.probes.decode import StringValue
 from utrace.runtimes.base import TraceRequest
 from utrace.runtimes.jvm import (
     CATEGORIES,
+    GATE_FLAGS,
     GATES,
     LAYOUTS,
     HotspotEvents,
     JvmRuntime,
+    LaunchFlags,
     flags_from_options,
     flags_of_command,
     home_of_launcher,
     hotspot_args,
     java_class_name,
+    java_major,
     java_parameters,
     launcher_options,
     libjvm_from_spec,
     libjvm_in_home,
     resolve,
+    tool_options,
 )
 
 # Argument strings exactly as readelf -n prints them for Debian OpenJDK 17's libjvm.so.
@@ -257,16 +261,60 @@ def test_unknown_probe_suggests_close_names(tmp_path):
     assert e.value.suggestions[0] == "class-load"
 
 
-def test_gated_probes_off_give_the_exact_flag(tmp_path):
+def test_gated_probes_off_in_a_running_jvm_give_the_exact_flag(tmp_path, monkeypatch):
     lib = synthetic_libjvm(tmp_path)
+    monkeypatch.setattr(JvmRuntime, "flags", lambda self, request, target: dict.fromkeys(GATE_FLAGS, False))
+    rt = JvmRuntime()
+    target = rt.target(TraceRequest(runtime="java", binary=lib))
     with pytest.raises(UsageError) as e:
-        plan_for(lib, ("method",), command=("java", "-cp", "x", "Main"))
-    assert "-XX:+DTraceMethodProbes" in str(e.value) and "Extended" not in str(e.value)
-    plan = plan_for(lib, ("method", "gc"), command=("java", "-cp", "x", "Main"))
-    assert not any("method" in s.name for s in plan.specs)
+        rt.plan(TraceRequest(runtime="java", pid=1, probes=("method",)), target)
+    assert str(e.value) == ("method probes are off in this JVM: they need -XX:+DTraceMethodProbes (a startup-only "
+                            "flag: restart the JVM with it)")  # fmt: skip
+    plan = rt.plan(TraceRequest(runtime="java", pid=1, probes=("method", "gc")), target)
+    assert not any("method" in s.name for s in plan.specs) and not plan.launch_env
     assert any("-XX:+DTraceMethodProbes" in n for n in plan.notes)
+    # --set-flags with nothing to set: said, and no change planned
+    plan = rt.plan(TraceRequest(runtime="java", pid=1, probes=("gc",), extra=(("set_flags", True),)), target)
+    assert plan.change is None and plan.notes == [
+        "--set-flags: nothing to change (the flags these probes need are on, or none are needed)"
+    ]
+    with pytest.raises(UsageError, match="--set-flags applies to --pid"):
+        rt.plan(
+            TraceRequest(runtime="java", probes=("method",), command=("java", "Main"), extra=(("set_flags", True),)),
+            target,
+        )
+
+
+def test_launch_adds_the_flags_it_needs_to_java_tool_options(tmp_path, monkeypatch):
+    lib = synthetic_libjvm(tmp_path)
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-Xmx64m")  # the user's own: kept, first
+    plan = plan_for(lib, ("method:Demo", "gc", "method:Foo"), command=("java", "-cp", "x", "Main"))
+    assert [s.name for s in plan.specs] == ["hotspot:method__entry", "hotspot:method__return", "hotspot:gc__begin",
+                                            "hotspot:gc__end", "hotspot:mem__pool__gc__begin"]  # fmt: skip
+    assert plan.launch_env == {"JAVA_TOOL_OPTIONS": "-Xmx64m -XX:+DTraceMethodProbes"}
+    assert isinstance(plan.launch_check, LaunchFlags) and plan.launch_check.flags == {
+        "DTraceMethodProbes": ["method:Demo", "method:Foo"]
+    }
+    assert plan.notes == ["the command runs with -XX:+DTraceMethodProbes added to JAVA_TOOL_OPTIONS "
+                          "(needed by method:Demo, method:Foo)"]  # fmt: skip
+    # already on: nothing added, nothing to check
     plan = plan_for(lib, ("method",), command=("java", "-XX:+DTraceMethodProbes", "-cp", "x", "Main"))
-    assert [s.name for s in plan.specs] == ["hotspot:method__entry", "hotspot:method__return"]
+    assert plan.launch_env == {} and plan.launch_check is None
+    # no gated probe: nothing added
+    plan = plan_for(lib, ("gc",), command=("java", "-cp", "x", "Main"))
+    assert plan.launch_env == {} and plan.launch_check is None
+    # a wrapper script (flags unknown): added all the same, in the order HotSpot lists them
+    monkeypatch.delenv("JAVA_TOOL_OPTIONS")
+    plan = plan_for(lib, ("monitor", "method"), command=("./gradlew", "run"))
+    assert plan.launch_env == {"JAVA_TOOL_OPTIONS": "-XX:+DTraceMethodProbes -XX:+DTraceMonitorProbes"}
+
+
+@pytest.mark.parametrize(
+    ("current", "want"),
+    [(None, "-XX:+A"), ("", "-XX:+A"), ("  ", "-XX:+A"), ("-Dx=1 -Xss1m", "-Dx=1 -Xss1m -XX:+A")],
+)
+def test_tool_options_append(current, want):
+    assert tool_options(current, ["A"]) == want
 
 
 def test_jdk_without_usdt_says_so(tmp_path):
@@ -410,3 +458,61 @@ def test_no_libjvm_anywhere_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
     with pytest.raises(TargetError, match=r"no libjvm\.so found: set JAVA_HOME"):
         JvmRuntime().target(TraceRequest(runtime="java", probes=("gc",)))
+
+
+def test_launch_flags_final_word(tmp_path):
+    lib = synthetic_libjvm(tmp_path)
+    check = LaunchFlags(lib, {"DTraceMethodProbes": ["method:Demo"]})
+    assert check.check(os.getpid()) is None and not check.settled(os.getpid())  # no libjvm here: not a JVM
+    # nothing seen to be a JVM, no event: said, not left silent
+    line = check.final({})
+    assert line is not None and line.startswith(
+        "utrace could not confirm that the launched JVM had -XX:+DTraceMethodProbes:"
+    )
+    # the probes fired: the flag took
+    assert check.final({"hotspot:method__entry": 3}) is None
+    assert check.final({"hotspot:gc__begin": 3}) is not None  # not a probe the flag gates
+    # seen starting with the flag off, gone before its start-up completed
+    check.starting[123] = ["DTraceMethodProbes"]
+    assert check.final({}) == (
+        "the JVM (pid 123) ended before utrace could confirm its flags: -XX:+DTraceMethodProbes was off while it "
+        "started (JAVA_TOOL_OPTIONS did not reach it?), and method:Demo showed no events"
+    )
+    check.decided[124] = True  # one JVM had it
+    assert check.final({}) is None
+
+
+@pytest.mark.parametrize(
+    ("expr", "note"),
+    [
+        ("method:com.example", False),
+        ("method:com.example.*", False),
+        ("method:Demo", False),
+        ("method:java.util.TreeMap", False),
+        ("method:com.shop.Cart.total", True),
+        ("method:Demo.main", True),
+    ],
+)
+def test_class_method_lookalike_gets_a_note(tmp_path, expr, note):
+    plan = plan_for(synthetic_libjvm(tmp_path), (expr,), command=("java", "-XX:+DTraceMethodProbes", "Main"))
+    said = [n for n in plan.notes if "narrows to classes whose name starts with" in n]
+    assert bool(said) == note
+    if expr == "method:com.shop.Cart.total":
+        assert said == [
+            "'method:com.shop.Cart.total' narrows to classes whose name starts with com.shop.Cart.total, not to "
+            "the method total of com.shop.Cart (method names are not filtered): for com.shop.Cart's methods, give "
+            "method:com.shop.Cart"
+        ]
+
+
+@pytest.mark.parametrize(
+    ("text", "major"),
+    [('JAVA_VERSION="17.0.15"\n', 17), ('IMPLEMENTOR="x"\nJAVA_VERSION="25.0.3"\n', 25),
+     ('JAVA_VERSION="1.8.0_412"', 8), ('JAVA_VERSION="x"', None), ("OTHER=1", None)],
+)  # fmt: skip
+def test_java_major_from_the_release_file(tmp_path, text, major):
+    home = tmp_path / "jdk"
+    (home / "lib" / "server").mkdir(parents=True)
+    (home / "release").write_text(text)
+    assert java_major(str(home / "lib" / "server" / "libjvm.so"), "") == major
+    assert java_major(str(tmp_path / "nowhere" / "lib" / "server" / "libjvm.so"), "") is None

@@ -31,7 +31,7 @@ from utrace.errors import EnvironmentProblem, OutputError, UsageError
 from utrace.model import Event, ProbeKind, ProbeSpec, Target
 from utrace.probes.codegen import TARGET_ENTRIES, Aggregate, BpfProgram, ExecOffsets, FamilyOffsets, Options, render
 from utrace.process.target import NamespaceIds, exe_identity, is_alive
-from utrace.runtimes.base import Plan, TraceRequest
+from utrace.runtimes.base import LaunchCheck, Plan, TargetChange, TraceRequest
 from utrace.runtimes.registry import get_runtime
 
 if TYPE_CHECKING:
@@ -43,6 +43,11 @@ BATCH = 1024  # records read per turn of the loop, at most
 TURN_S = 0.05  # seconds spent reading per turn, at most
 DRAIN_S = 0.3  # after a stop: seconds spent reading what the ring still holds, at most
 LOST_NOTE_S = 1.0  # "events lost so far" at most this often
+# How often launched processes are checked against the plan's launch_check (see _LaunchWatch)
+CHECK_FAST_S = 0.01
+CHECK_FAST_FOR_S = 10.0
+CHECK_S = 0.1
+FOLLOW_CHECK_S = 0.5
 _SIGNALS: dict[int, str] = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 
 
@@ -56,6 +61,7 @@ class SessionOptions:
     refresh_s: float | None = None  # with aggregation: hand the reporter the counts this often (--top)
     follow: bool = False  # also every process the target forks, at any depth (--follow)
     keep_running: bool = False  # leave a launched program and its descendants running at the end
+    on_warning: Callable[[str], None] | None = None  # told a warning the moment it is found (also in Summary)
 
 
 @dataclass(slots=True)
@@ -76,6 +82,8 @@ class Summary:
     followed: bool = False
     # a launched program (and its descendants) that utrace ended when it stopped: how many it had to SIGKILL
     killed: int = 0
+    # what the launched processes lacked (Plan.launch_check), or a change not undone: repeated at the end
+    warnings: list[str] = field(default_factory=list)
 
 
 class Reporter(Protocol):
@@ -246,9 +254,10 @@ END_GRACE_S = 2.0
 
 
 class _Held:
-    """A launched command held before exec until the probes are armed."""
+    """A launched command held before exec until the probes are armed; `env` is added to its environment."""
 
-    def __init__(self, argv: tuple[str, ...]) -> None:
+    def __init__(self, argv: tuple[str, ...], env: dict[str, str] | None = None) -> None:
+        environ = {**os.environ, **env} if env else None
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -262,7 +271,9 @@ class _Held:
                 # launched from a shell has them as default (a write to a closed pipe ends it)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
                 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-                os.execvp(argv[0], list(argv))
+                if environ is None:
+                    os.execvp(argv[0], list(argv))
+                os.execvpe(argv[0], list(argv), environ)
             except OSError as e:
                 os.write(2, f"utrace: error: cannot run {argv[0]}: {e.strerror}\n".encode())
             os._exit(127)
@@ -291,6 +302,58 @@ class _Held:
                 os.waitpid(self.pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+
+
+class _LaunchWatch:
+    """Asks the plan's launch_check about the launched process (and, followed, what it started) now
+    and then; a warning is passed on the moment it is found, and kept for the summary.
+
+    The launched process is asked every CHECK_FAST_S at first (a JVM may start and end in a fraction of
+    a second); followed, what it started is found by a scan of /proc every FOLLOW_CHECK_S and each of
+    those is asked every CHECK_S until the check has settled it or it is gone."""
+
+    def __init__(self, check: LaunchCheck, pid: int, follow: bool, warn: Callable[[str], None] | None) -> None:
+        self.check = check
+        self.pid = pid
+        self.follow = follow
+        self.warn = warn
+        self.warnings: list[str] = []
+        self.pids = {pid}  # not settled yet
+        self.start = time.monotonic()
+        self.next = 0.0
+        self.next_scan = 0.0
+
+    def _fast(self, now: float) -> bool:
+        return not self.follow and now - self.start < CHECK_FAST_FOR_S and self.pid in self.pids
+
+    def wait_ms(self) -> int:
+        """How long the loop may wait for events before the next check."""
+        return round(CHECK_FAST_S * 1000) if self._fast(time.monotonic()) else 100
+
+    def turn(self) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + (CHECK_FAST_S if self._fast(now) else CHECK_S)
+        if self.follow and now >= self.next_scan:
+            from utrace.process import launch
+
+            self.next_scan = now + FOLLOW_CHECK_S
+            self.pids |= launch.descendants(self.pid)
+        for pid in sorted(self.pids):
+            line = self.check.check(pid)
+            if line is not None:
+                self.warnings.append(line)
+                if self.warn is not None:
+                    self.warn(line)
+            if self.check.settled(pid) or not os.path.exists(f"/proc/{pid}"):
+                self.pids.discard(pid)
+
+    def final(self, summary: Summary) -> None:
+        summary.warnings.extend(self.warnings)
+        line = self.check.final(summary.per_probe)
+        if line is not None:
+            summary.warnings.append(line)
 
 
 def _seed_descendants(tracer: Tracer, pid: int) -> int:
@@ -432,11 +495,13 @@ def _stop_on_signals(stop: list[str]) -> Iterator[None]:
 class _Resources:
     """What a trace holds that is given back on every way out (`_give_back`), each field set by `_trace`
     as soon as it is acquired: the launched command, the tracer (its fork and exit programs outlive the
-    probes, to end a launched tree), and the pidfd that becomes readable when the target exits."""
+    probes, to end a launched tree), the pidfd that becomes readable when the target exits, and a
+    change made to the target (Plan.change, undone)."""
 
     launched: _Held | None = None
     tracer: Tracer | None = None
     exit_fd: int | None = None
+    change: TargetChange | None = None
 
 
 class _Output:
@@ -576,8 +641,13 @@ def _trace(
     if request.command:
         # Held before exec: its pid goes into the program's filter, the probes are armed on the
         # files by path, and only then does it run its first instruction.
-        res.launched = _Held(request.command)
+        res.launched = _Held(request.command, plan.launch_env)
     launched = res.launched
+    watch = (
+        _LaunchWatch(plan.launch_check, launched.pid, options.follow, options.on_warning)
+        if launched is not None and plan.launch_check is not None
+        else None
+    )
     watch_pid = launched.pid if launched else request.pid
     # A launched command may exec through wrappers (sh -c, env) by design; a --pid target runs
     # the file its probes were planned for, so exec'ing another one ends the trace (unless its
@@ -599,12 +669,17 @@ def _trace(
         if res.exit_fd is not None:
             tracer.watch(res.exit_fd)
         life = _Lifetime(launched, watch_pid, exe_id, follow, seeds, res.exit_fd)
+        if plan.change is not None:  # once the probes are armed; said with the other notes
+            res.change = plan.change
+            plan.notes.append(plan.change.apply())
         output.reporter.started(target, plan, tracer.attached, launched.pid if launched else None)
         if launched:
             launched.release()
+            if watch is not None:
+                watch.start = time.monotonic()  # its fast phase counts from the launch
         started = time.monotonic()
         labels = [probe_label(s) for s in program.specs]
-        _read_until_stopped(tracer, options, summary, output, life, recorder, labels, started)
+        _read_until_stopped(tracer, options, summary, output, life, recorder, labels, started, watch)
         tracer.unlink()  # first: a flood of events ends here
         unread = 0
         if aggregating:
@@ -613,6 +688,8 @@ def _trace(
             unread = _drain(tracer, output)
         summary.lost = tracer.lost() + unread
         summary.forked = tracer.family()[0]
+        if watch is not None:
+            watch.final(summary)
         # not counting a wait for the launched program to end on its own
         summary.duration_s = time.monotonic() - started
 
@@ -655,10 +732,11 @@ def _read_until_stopped(
     recorder: _Recorder,
     labels: list[str],
     started: float,
+    watch: _LaunchWatch | None,
 ) -> None:
     """Each turn: read at most BATCH records for TURN_S (aggregating: wait, and hand the reporter the
-    counts every --top interval), flush, note losses, then check the stop conditions; returns once
-    `output.stop` has a reason."""
+    counts every --top interval), flush, check the launched processes (`watch`), note losses, then check
+    the stop conditions; returns once `output.stop` has a reason."""
     stop = output.stop
     aggregating = options.aggregate is not Aggregate.NONE
     limit = options.max_events
@@ -681,10 +759,13 @@ def _read_until_stopped(
                 except (OutputError, OSError) as e:
                     output.failed(e)
         elif aggregating:
-            life.nap(0.1)
+            life.nap(watch.wait_ms() / 1000 if watch is not None else 0.1)
         else:
-            backlog = tracer.poll(0 if backlog else 100, BATCH, time.monotonic() + TURN_S) > 0
+            wait_ms = 0 if backlog else (watch.wait_ms() if watch is not None else 100)
+            backlog = tracer.poll(wait_ms, BATCH, time.monotonic() + TURN_S) > 0
         output.flush()
+        if watch is not None:
+            watch.turn()
         if recorder.symbolizer is not None and life.pid is not None:
             recorder.symbolizer.watch(life.pid)
         lost = tracer.lost()
@@ -746,8 +827,12 @@ def _drain(tracer: Tracer, output: _Output) -> int:
 def _give_back(
     res: _Resources, stop: list[str], options: SessionOptions, summary: Summary, failure: BaseException | None
 ) -> None:
-    """On every way out of `_trace`: close the pidfd, end (or leave running) the launched command,
-    release the tracer's last programs."""
+    """On every way out of `_trace`: undo a change made to the target, close the pidfd, end (or leave
+    running) the launched command, release the tracer's last programs."""
+    if res.change is not None:
+        undone = res.change.undo()
+        if undone is not None:
+            summary.warnings.append(undone)
     if res.exit_fd is not None:
         os.close(res.exit_fd)
     try:

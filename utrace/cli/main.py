@@ -306,6 +306,7 @@ def _session_options(opts: dict[str, Any]) -> tuple[SessionOptions, str]:
         refresh_s=interval,
         follow=opts["follow"],
         keep_running=opts["keep_running"],
+        on_warning=_warn,
     )
     return session, fmt
 
@@ -333,6 +334,8 @@ def _trace(request: TraceRequest, session: SessionOptions, fmt: str, output: str
 
             reporter = TeeReporter(reporter, otlp)
         summary = run(request, session, reporter)
+        for line in summary.warnings:  # said when found, and again here after the summary
+            _warn(line)
         if summary.forked and not summary.followed and not summary.events:
             who = f"pid {request.pid}" if request.pid is not None else "the launched command"
             sys.stderr.write(
@@ -365,6 +368,13 @@ def _stream_reporter(out: TextIO, fmt: str, launched: bool) -> Reporter:
             sys.stderr.write("utrace: note: the traced program shares stdout with the trace; use -o FILE\n")
         return PerfettoReporter(out)
     return JsonReporter(out) if fmt == "json" else TextReporter(out)
+
+
+def _warn(line: str) -> None:
+    from utrace.output.escape import safe
+
+    sys.stderr.write(f"utrace: warning: {safe(line)}\n")
+    sys.stderr.flush()
 
 
 def _top_interval(opts: dict[str, Any]) -> float | None:

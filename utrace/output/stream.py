@@ -346,6 +346,7 @@ class JsonReporter(_Buffered):
                     "stopped_by": summary.stopped_by,
                     "exit_code": summary.exit_code,
                     "attached": summary.attached,
+                    **({"warnings": summary.warnings} if summary.warnings else {}),
                 }
             )
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar, Protocol
@@ -54,6 +54,10 @@ class Plan:
     `only_exe`: trace only the processes whose executable is this file (by inode, found when they exec
     it and, at the start, in /proc), and what they fork: set for a file traced by path whose probes sit
     in a library it imports, which every other process on the machine runs too.
+
+    `launch_env`: variables set in a launched command's environment (full values: a runtime that adds
+    to one the user set includes theirs), so that it runs with what the probes need; `launch_check`
+    then tells whether the processes it started did.
     """
 
     specs: list[ProbeSpec] = field(default_factory=list)
@@ -61,6 +65,37 @@ class Plan:
     refine: Callable[[Event], Event] | None = None
     needs_tls: bool = False
     only_exe: str | None = None
+    launch_env: dict[str, str] = field(default_factory=dict)
+    launch_check: LaunchCheck | None = None
+    change: TargetChange | None = None
+
+
+class LaunchCheck(Protocol):
+    """Whether launched processes came up with what `Plan.launch_env` set up (a JVM's flags)."""
+
+    def check(self, pid: int) -> str | None:
+        """A warning, once, when `pid` is seen without it; None otherwise (fine, or not decided yet)."""
+        ...
+
+    def settled(self, pid: int) -> bool:
+        """Whether `check(pid)` has decided (then asking again tells nothing new)."""
+        ...
+
+    def final(self, per_probe: Mapping[str, int]) -> str | None:
+        """At the end, from all that was checked and the events seen per probe: what to repeat or say."""
+        ...
+
+
+class TargetChange(Protocol):
+    """A change made to a running target for its probes (an option such as java's --set-flags), undone at the end."""
+
+    def apply(self) -> str:
+        """Make the change; the line that says what was done. Raises TargetError if it cannot be made."""
+        ...
+
+    def undo(self) -> str | None:
+        """Put back what apply changed; a warning line if it could not be."""
+        ...
 
 
 class Operands(Enum):
@@ -191,11 +226,13 @@ __all__ = [
     "Catalogue",
     "CommandSpec",
     "Completion",
+    "LaunchCheck",
     "ModuleSymbols",
     "Operands",
     "OptionSpec",
     "Plan",
     "Runtime",
+    "TargetChange",
     "TraceRequest",
     "base_name",
     "display_name",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -35,6 +35,7 @@ from utrace.model import (
     UsdtProbe,
 )
 from utrace.probes.decode import StringValue
+from utrace.process import procfs
 from utrace.process.target import process_target
 from utrace.runtimes.base import Catalogue, CommandSpec, Completion, Operands, OptionSpec, Plan, TraceRequest
 from utrace.runtimes.native import command_path
@@ -293,6 +294,234 @@ def flags_of_process(pid: int, module: Module) -> dict[str, bool | None]:
     return state
 
 
+# HotSpot's `static volatile bool _init_completed` (init.cpp), set at the end of JNI_CreateJavaVM, long
+# after the options were parsed: once it is set, the flag bytes are final.
+INIT_COMPLETED = "_ZL15_init_completed"
+TOOL_OPTIONS = "JAVA_TOOL_OPTIONS"  # read by every HotSpot JVM however it is started (JNI_CreateJavaVM)
+
+
+def tool_options(current: str | None, flags: Sequence[str]) -> str:
+    """JAVA_TOOL_OPTIONS with `-XX:+FLAG` for each flag appended to what the user set (kept first)."""
+    add = " ".join(f"-XX:+{f}" for f in flags)
+    return f"{current} {add}" if current and current.strip() else add
+
+
+def _libjvm_mapping(pid: int) -> procfs.MapEntry | None:
+    """The first mapping of a libjvm.so in the process, if it has one."""
+    try:
+        maps = procfs.parse_maps(procfs.read_text(f"/proc/{pid}/maps", procfs.MAX_MAPS_BYTES))
+    except OSError:
+        return None
+    return next((m for m in maps if os.path.basename(m.path) == LIBJVM), None)
+
+
+class LaunchFlags:
+    """Did the JVMs a launched command started come up with the gate flags utrace put in JAVA_TOOL_OPTIONS?
+
+    Read from each JVM's memory once HotSpot says its initialization is complete (INIT_COMPLETED):
+    the flag bytes then hold what every source of options (the command line, JAVA_TOOL_OPTIONS,
+    JDK_JAVA_OPTIONS, _JAVA_OPTIONS, flags files) made of them. A wrapper that clears the variable, or
+    options that turn a flag off again, are found this way; so is a JVM of another JDK than the one
+    whose libjvm.so carries the probes.
+    """
+
+    def __init__(self, libjvm: str, flags: Mapping[str, Sequence[str]]) -> None:
+        self.libjvm = libjvm
+        self.flags = dict(flags)  # gate flag -> the user's expressions that need it
+        self.decided: dict[int, bool] = {}  # pid -> came up with every flag
+        self.starting: dict[int, list[str]] = {}  # pid -> flags off the last time it was read, while starting
+        try:
+            st = os.stat(libjvm)
+            self.identity: tuple[int, int] | None = (st.st_dev, st.st_ino)
+            self.where = variables_for(libjvm, (*self.flags, EXTENDED, INIT_COMPLETED))
+        except (OSError, ElfError):
+            self.identity, self.where = None, {}
+
+    def settled(self, pid: int) -> bool:
+        return pid in self.decided
+
+    def check(self, pid: int) -> str | None:
+        if pid in self.decided:
+            return None
+        m = _libjvm_mapping(pid)
+        if m is None:
+            return None  # not a JVM (yet): a wrapper script, or the java launcher before it loads libjvm
+        try:
+            st = os.stat(f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
+            same = (st.st_dev, st.st_ino) == self.identity
+        except OSError:
+            same = m.inode == (self.identity[1] if self.identity else -1)
+        if not same:
+            self.decided[pid] = False
+            return (
+                f"pid {pid} runs {m.path}, not {self.libjvm} whose probes are traced: "
+                f"nothing is seen from it (give --binary {m.path})"
+            )
+        base = m.start - m.offset
+        if INIT_COMPLETED not in self.where or not all(f in self.where for f in self.flags):
+            return None  # cannot be read: the events (or their absence) tell, see final()
+        values = self._read(pid, base, (INIT_COMPLETED, EXTENDED, *self.flags))
+        off = [f for f in self.flags if not (values.get(f) or values.get(EXTENDED))]
+        if not values.get(INIT_COMPLETED):
+            self.starting[pid] = off  # still parsing options or starting up: ask again later
+            return None
+        self.starting.pop(pid, None)
+        self.decided[pid] = not off
+        if not off:
+            return None
+        need, probes = self._names(off)
+        return (
+            f"the JVM (pid {pid}) came up without {need} ({TOOL_OPTIONS} did not reach it, or its options "
+            f"turn it off): {probes} will show no events from it; add {need} to its java command"
+        )
+
+    def _names(self, flags: Sequence[str]) -> tuple[str, str]:
+        need = " ".join(f"-XX:+{f}" for f in flags)
+        return need, ", ".join(dict.fromkeys(e for f in flags for e in self.flags[f]))
+
+    def _read(self, pid: int, base: int, names: Sequence[str]) -> dict[str, bool]:
+        """One byte per variable (HotSpot's bools); a variable not found or not readable is absent."""
+        out: dict[str, bool] = {}
+        try:
+            with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+                for name in names:
+                    if name in self.where:
+                        mem.seek(base + self.where[name])
+                        b = mem.read(1)
+                        if b:
+                            out[name] = bool(b[0])
+        except OSError:
+            pass
+        return out
+
+    def final(self, per_probe: Mapping[str, int]) -> str | None:
+        if any(self.decided.values()):
+            return None  # a JVM had them: what it did not report did not happen
+        if any(n for p, n in per_probe.items() if GATES.get(p.removeprefix(f"{PROVIDER}:")) in self.flags):
+            return None  # the gated probes fired: the flags took
+        if self.decided:
+            return None  # each JVM found without them was named when found (and again above)
+        for pid, off in self.starting.items():
+            if off:  # it ended before its startup completed, as far as utrace saw
+                need, probes = self._names(off)
+                return (
+                    f"the JVM (pid {pid}) ended before utrace could confirm its flags: {need} was off while it "
+                    f"started ({TOOL_OPTIONS} did not reach it?), and {probes} showed no events"
+                )
+        need = " ".join(f"-XX:+{f}" for f in self.flags)
+        return (
+            f"utrace could not confirm that the launched JVM had {need}: no traced process was seen to be "
+            "a JVM once it had started, and none of its probes fired"
+        )
+
+
+# JDK 24 (JDK-8335946) generates the interpreter's and native wrappers' DTrace calls only when the flags are
+# on at start-up: from then on, a flag set later turns nothing on there.
+FLAGS_AT_RUN_TIME_BEFORE = 24
+RELEASE_MAX = 1 << 16
+
+
+def java_major(libjvm_inside: str, root: str) -> int | None:
+    """The feature version (17, 25...) of the JDK a libjvm.so belongs to, from the `release` file of its
+    JAVA_HOME (JAVA_VERSION="17.0.15", "1.8.0_412"), read inside the process's root; None if unknown."""
+    d = os.path.dirname(libjvm_inside)
+    for _ in range(4):
+        d = os.path.dirname(d)
+        try:
+            with procfs.open_file(root + os.path.join(d, "release"), max_size=RELEASE_MAX) as f:
+                text = f.read(RELEASE_MAX).decode("utf-8", "replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "JAVA_VERSION":
+                parts = value.strip().strip('"').split(".")
+                try:
+                    major = int(parts[0])
+                    return int(parts[1]) if major == 1 and len(parts) > 1 else major
+                except ValueError:
+                    return None
+        return None
+    return None
+
+
+class FlagWrite:
+    """`--set-flags`: the gate flags turned on in a running JVM by writing HotSpot's flag bytes through
+    /proc/PID/mem, and turned off again at the end (only those utrace turned on, and only if still on).
+
+    The template interpreter and the native wrappers test the bytes at each call, and the monitor
+    probes' runtime code too; code the JIT compiled before the change has no probes compiled in (or
+    out) and keeps running as it was until it is compiled again.
+    """
+
+    def __init__(self, pid: int, module: Module, flags: Sequence[str]) -> None:
+        self.pid = pid
+        self.base = module.base
+        self.flags = list(flags)
+        self.set: list[str] = []
+        major = java_major(module.display, f"/proc/{pid}/root")
+        if major is None or major >= FLAGS_AT_RUN_TIME_BEFORE:
+            which = f"JDK {major}" if major is not None else "a JDK whose version utrace cannot read (no release file)"
+            raise UsageError(
+                f"--set-flags: pid {pid} runs {which}: since JDK {FLAGS_AT_RUN_TIME_BEFORE} the JVM generates its "
+                "method and allocation DTrace calls only when the flags are on at start-up (JDK-8335946), and utrace "
+                "sets flags only in older JDKs: restart it with " + " ".join(f"-XX:+{f}" for f in self.flags)
+            )
+        try:
+            self.where = variables_for(module.path, self.flags)
+        except ElfError as e:
+            raise TargetError(f"--set-flags: cannot find the JVM's flags in {module.display}: {e}") from None
+        missing = [f for f in self.flags if f not in self.where]
+        if missing:
+            raise TargetError(f"--set-flags: {module.display} has no symbol for {', '.join(missing)}")
+
+    def _write(self, flag: str, old: int, new: int) -> bool:
+        """Set one flag byte to `new` if it holds `old`; whether it holds `new` afterwards."""
+        with open(f"/proc/{self.pid}/mem", "r+b", buffering=0) as mem:
+            at = self.base + self.where[flag]
+            mem.seek(at)
+            if mem.read(1) != bytes([old]):
+                return False
+            mem.seek(at)
+            mem.write(bytes([new]))
+            mem.seek(at)
+            return mem.read(1) == bytes([new])
+
+    def apply(self) -> str:
+        for f in self.flags:
+            try:
+                ok = self._write(f, 0, 1)
+            except OSError as e:
+                self.undo()
+                raise TargetError(f"--set-flags: cannot write pid {self.pid}'s memory: {e.strerror}") from None
+            if not ok:
+                self.undo()
+                raise TargetError(f"--set-flags: {f} in pid {self.pid} did not hold 0 then 1 as expected; left alone")
+            self.set.append(f)
+        need = " ".join(f"-XX:+{f}" for f in self.flags)
+        jit = [f for f in self.flags if f != "DTraceMonitorProbes"]
+        tail = (
+            f"; code the JIT compiled before now fires no {'/'.join(GATE_TOPIC[f] for f in jit)} probes until it is "
+            f"compiled again (`jcmd {self.pid} Compiler.codelist` lists it)"
+            if jit
+            else ""
+        )
+        return f"--set-flags: set {need} in the running JVM (pid {self.pid}) until utrace ends{tail}"
+
+    def undo(self) -> str | None:
+        left: list[str] = []
+        for f in list(self.set):
+            try:
+                self._write(f, 1, 0)
+            except OSError:
+                if os.path.exists(f"/proc/{self.pid}"):
+                    left.append(f)
+            self.set.remove(f)
+        if left:
+            return f"could not turn {', '.join(left)} off again in pid {self.pid}: restart it or set them back yourself"
+        return None
+
+
 def gate_advice(flag: str, launch: bool) -> str:
     how = "add it to the java command" if launch else "restart the JVM with it"
     return f"-XX:+{flag} (a startup-only flag: {how})"
@@ -511,6 +740,20 @@ def libjvm_for(request: TraceRequest) -> tuple[str, str]:
     return default_libjvm()
 
 
+def looks_like_class_method(expr: str) -> str | None:
+    """A note for `method:com.shop.Cart.total`, which reads like Class.method (by Java's naming custom:
+    a capitalised class, then a lower-case name) but narrows to a class-name prefix; None otherwise."""
+    cls = expr.partition(":")[2].removesuffix("*")
+    parts = cls.split(".")
+    if len(parts) < 2 or not parts[-2][:1].isupper() or not parts[-1][:1].islower():
+        return None
+    owner = ".".join(parts[:-1])
+    return (
+        f"{expr!r} narrows to classes whose name starts with {cls}, not to the method {parts[-1]} of "
+        f"{owner} (method names are not filtered): for {owner}'s methods, give method:{owner}"
+    )
+
+
 class JvmRuntime:
     name: ClassVar[str] = "java"
     command: ClassVar[CommandSpec] = CommandSpec(
@@ -519,12 +762,13 @@ class JvmRuntime:
             "PROBES: class-load class-unload class-init gc thread method alloc monitor jit compile vmops sleep",
             "park vm, or hotspot names (hotspot:class__loaded, 'hotspot:thread__*', hotspot_jni:...).",
             "method, alloc and monitor need the JVM started with -XX:+DTraceMethodProbes,",
-            "-XX:+DTraceAllocProbes, -XX:+DTraceMonitorProbes.",
+            "-XX:+DTraceAllocProbes, -XX:+DTraceMonitorProbes: a launched command gets them through",
+            "JAVA_TOOL_OPTIONS (also when a script runs java), and each JVM is checked to have them.",
         ),
         examples=(
             "utrace java class-load -- java -cp app Main     # every class, from java.lang.Object on",
             "utrace java --pid 1234 gc thread",
-            "utrace jvm method -- java -XX:+DTraceMethodProbes -cp app Main",
+            "utrace jvm method:com.example -- java -cp app Main",
         ),
         aliases=("jvm",),
         operands=Operands.PROBES,
@@ -534,6 +778,14 @@ class JvmRuntime:
                 "binary",
                 "libjvm.so, a java launcher or a JAVA_HOME (default: from --pid, the command, JAVA_HOME or PATH).",
                 complete=Completion.FILE,
+            ),
+            OptionSpec(
+                ("--set-flags",),
+                "set_flags",
+                "With --pid: turn on the -XX:+DTrace*Probes flags the probes need in the running JVM (written to its "
+                "memory, said, turned off again when utrace ends; code the JIT compiled before fires no method "
+                "probes until compiled again).",
+                flag=True,
             ),
         ),
         probes=Completion.CATALOGUE,
@@ -576,8 +828,12 @@ class JvmRuntime:
             )
         sites: list[UsdtProbe] = []
         prefixes: dict[int, set[bytes] | None] = {}  # site offset -> class prefixes (None: every class)
+        asked_by: dict[int, list[str]] = {}  # site offset -> the user's expressions that chose it
         for expr in request.probes:
             name, prefix = split_class_filter(expr)
+            looks = looks_like_class_method(expr) if name == "method" else None
+            if looks is not None:
+                plan.notes.append(looks)
             found = resolve(probes, name)
             if not found:
                 close = close_names(expr.removeprefix(f"{PROVIDER}:"), _all_names(), cutoff=0.6)
@@ -585,6 +841,7 @@ class JvmRuntime:
             if prefix is not None and not all("class" in dict(LAYOUTS.get(p.name, ())) for p in found):
                 raise UsageError(f"{expr!r}: {name} probes carry no class name to filter on")
             for p in found:
+                asked_by.setdefault(p.offset, []).append(expr)
                 if p.offset not in prefixes:
                     sites.append(p)
                     prefixes[p.offset] = None if prefix is None else {prefix}
@@ -592,6 +849,21 @@ class JvmRuntime:
                     have = prefixes[p.offset]
                     prefixes[p.offset] = None if have is None or prefix is None else have | {prefix}
         flags = self.flags(request, target)
+        if request.command:
+            flags = self.launch_flags(plan, module.path, sites, flags, asked_by)
+        if dict(request.extra).get("set_flags"):
+            if request.pid is None:
+                raise UsageError(
+                    "--set-flags applies to --pid (a launched JVM gets the flags through JAVA_TOOL_OPTIONS)"
+                )
+            gates = [g for g in GATE_FLAGS if flags.get(g) is False and any(GATES.get(p.name) == g for p in sites)]
+            if gates:
+                plan.change = FlagWrite(request.pid, module, gates)
+                flags = {**flags, **dict.fromkeys(gates, True)}
+            else:
+                plan.notes.append(
+                    "--set-flags: nothing to change (the flags these probes need are on, or none are needed)"
+                )
         off: dict[str, list[str]] = {}  # gate -> probes it turns off
         unknown: set[str] = set()
         kept: list[UsdtProbe] = []
@@ -619,6 +891,32 @@ class JvmRuntime:
             )
         plan.specs = [self.spec(p, request.max_len, prefixes[p.offset]) for p in kept]
         return plan
+
+    @staticmethod
+    def launch_flags(
+        plan: Plan,
+        libjvm: str,
+        sites: Sequence[UsdtProbe],
+        flags: dict[str, bool | None],
+        asked_by: Mapping[int, Sequence[str]],
+    ) -> dict[str, bool | None]:
+        """A launched command gets the gate flags its probes need and it does not set already, through
+        JAVA_TOOL_OPTIONS (which reaches a java that a wrapper script runs later); each JVM is then
+        checked to have come up with them. Returns the flags as the command will have them."""
+        needed: dict[str, dict[str, None]] = {}  # gate -> expressions that need it (ordered, once each)
+        for p in sites:
+            gate = GATES.get(p.name) if p.provider == PROVIDER else None
+            if gate and flags.get(gate) is not True:
+                needed.setdefault(gate, {}).update(dict.fromkeys(asked_by.get(p.offset, ())))
+        if not needed:
+            return flags
+        order = [g for g in GATE_FLAGS if g in needed]
+        plan.launch_env[TOOL_OPTIONS] = tool_options(os.environ.get(TOOL_OPTIONS), order)
+        plan.launch_check = LaunchFlags(libjvm, {g: list(needed[g]) for g in order})
+        need = " ".join(f"-XX:+{g}" for g in order)
+        exprs = ", ".join(dict.fromkeys(e for g in order for e in needed[g]))
+        plan.notes.append(f"the command runs with {need} added to {TOOL_OPTIONS} (needed by {exprs})")
+        return {**flags, **dict.fromkeys(order, True)}
 
     @staticmethod
     def spec(probe: UsdtProbe, max_len: int, prefixes: set[bytes] | None = None) -> ProbeSpec:
