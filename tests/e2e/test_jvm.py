@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BUILD, ROOT, Background, need, run_utrace, uprobe_events
+from tests.e2e.conftest import BUILD, ROOT, Background, need, run_utrace, uprobe_events, utrace_cmd
 
 pytestmark = pytest.mark.usefixtures("root_bpf")
 
@@ -156,13 +158,125 @@ def test_several_long_class_prefixes_load_and_filter(java: str, demo_classes: st
     assert sum(1 for a in entries if a["method"] == put and a["java_tid"] in workers) == sum(puts)
 
 
-def test_method_probes_without_the_flag_say_which_flag(java: str, demo_classes: str) -> None:
-    p = run_utrace("java", "method", "--", java, "-cp", demo_classes, "Demo")
-    assert p.returncode == 2
-    (line,) = p.stderr.splitlines()
-    assert line == ("utrace: error: method probes are off in this JVM: they need -XX:+DTraceMethodProbes "
-                    "(a startup-only flag: add it to the java command)")  # fmt: skip
-    assert "Extended" not in p.stderr
+LAUNCH_NOTE = "utrace: the command runs with -XX:+DTraceMethodProbes added to JAVA_TOOL_OPTIONS (needed by {})"
+PUT = "java.util.TreeMap.put(java.lang.Object, java.lang.Object)"
+
+
+def check_every_call(stdout: str) -> None:
+    """Every call the Demo program says it made, seen with method:Demo and method:java.util.TreeMap."""
+    evs, summary, program = events(stdout)
+    assert summary["lost"] == 0 and summary["exit_code"] == 0
+    entries = [args(e) for e in of(evs, "method__entry")]
+    assert all(str(a["method"]).startswith(("Demo", "java.util.TreeMap")) for a in entries)
+    assert [a["method"] for a in entries].count("Demo.main(java.lang.String[])") == 1
+    puts = [int(n) for n in re.findall(r"^thread worker-\d put (\d+)$", "\n".join(program), re.M)]
+    workers = {a["java_tid"] for a in entries if a["method"] == "Demo$Worker.run()"}
+    assert len(workers) == len(puts) == 2
+    assert sum(1 for a in entries if a["method"] == PUT and a["java_tid"] in workers) == sum(puts) == 10
+    assert len(of(evs, "method__return")) == len(entries)
+
+
+def test_launch_without_flags_adds_them_and_sees_every_call(java: str, demo_classes: str) -> None:
+    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", "--json", "--", java, "-cp", demo_classes,
+                   "Demo", "5")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    notes = [ln for ln in p.stderr.splitlines() if ln.startswith("utrace:") and "attached" not in ln]
+    assert notes == [LAUNCH_NOTE.format("method:Demo, method:java.util.TreeMap")]
+    check_every_call(p.stdout)
+
+
+def write_wrapper(tmp_path: Path, java: str, body: str = "") -> str:
+    """A launcher script as ant, mvn or gradle ship: some shell, then `exec java`."""
+    script = tmp_path / "launcher"
+    script.write_text(f'#!/bin/sh\n{body}exec "{java}" "$@"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_launch_through_a_wrapper_script_keeps_the_users_tool_options(
+    java: str, demo_classes: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "class.log"
+    env = dict(os.environ, JAVA_TOOL_OPTIONS=f"-Xlog:class+load:file={log}")  # the user's own, kept
+    cmd = utrace_cmd("java", "method:Demo", "method:java.util.TreeMap", "--binary", java, "--json", "--",
+                     write_wrapper(tmp_path, java), "-cp", demo_classes, "Demo", "5")  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert p.returncode == 0, p.stderr
+    assert LAUNCH_NOTE.format("method:Demo, method:java.util.TreeMap") in p.stderr.splitlines()
+    assert "warning" not in p.stderr
+    check_every_call(p.stdout)
+    assert {"Demo", "Demo$Worker"} <= set(XLOG_CLASS.findall(log.read_text()))  # its options still applied
+
+
+def test_launch_through_a_script_that_forks_java_with_follow(java: str, demo_classes: str, tmp_path: Path) -> None:
+    script = tmp_path / "forks"
+    script.write_text(f'#!/bin/sh\n"{java}" "$@"\necho "wrapper done"\n')  # java runs as the script's child
+    script.chmod(0o755)
+    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", "--binary", java, "--follow", "--json", "--",
+                   str(script), "-cp", demo_classes, "Demo", "5")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "warning" not in p.stderr
+    check_every_call(p.stdout)
+    assert "wrapper done" in p.stdout
+
+
+def test_launch_through_a_wrapper_that_clears_tool_options_says_so(
+    java: str, demo_classes: str, tmp_path: Path
+) -> None:
+    wrapper = write_wrapper(tmp_path, java, "unset JAVA_TOOL_OPTIONS\n")
+    # 100000 entries per worker: the JVM runs on for a while after its start-up (the check is not a race)
+    p = run_utrace("java", "method:Demo", "--binary", java, "--json", "--", wrapper, "-cp", demo_classes, "Demo",
+                   "100000")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    evs, summary, program = events(p.stdout)
+    assert summary["exit_code"] == 0 and "done" in program
+    assert not of(evs, "method__entry")  # it ran, and its method probes stayed off
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("utrace: warning:")]
+    launched = re.search(r"\(launched pid (\d+)\)", p.stderr)
+    assert launched is not None, p.stderr
+    pid = launched.group(1)  # the wrapper exec'd java: the same process
+    want = re.compile(
+        rf"utrace: warning: the JVM \(pid {pid}\) came up without -XX:\+DTraceMethodProbes \(JAVA_TOOL_OPTIONS did "
+        r"not reach it, or its options turn it off\): method:Demo will show no events from it; add "
+        r"-XX:\+DTraceMethodProbes to its java command"
+    )
+    assert len(warnings) == 2 and warnings[0] == warnings[1], p.stderr  # when found, and again at the end
+    assert want.fullmatch(warnings[0]), warnings[0]
+    assert summary["warnings"] == [warnings[0].removeprefix("utrace: warning: ")]  # and in the JSON summary
+
+
+def test_launch_of_another_jdk_than_the_traced_one_says_so(demo_classes: str, tmp_path: Path) -> None:
+    """The probes sit on JDK 17's libjvm.so (--binary), the wrapper runs Temurin 25: named, not silent."""
+    need(os.path.exists(f"{JDK17}/bin/java"), f"{JDK17} missing (apt-get install openjdk-17-jdk-headless)")
+    if not os.path.exists(f"{TEMURIN25}/bin/java"):
+        pytest.skip(f"{TEMURIN25} is not on this machine")
+    wrapper = write_wrapper(tmp_path, f"{TEMURIN25}/bin/java")
+    p = run_utrace("java", "method:Demo", "--binary", JDK17, "--json", "--", wrapper, "-cp", demo_classes, "Demo")
+    assert p.returncode == 0, p.stderr
+    evs, summary, program = events(p.stdout)
+    assert summary["exit_code"] == 0 and "done" in program and not evs
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("utrace: warning:")]
+    lib25 = os.path.realpath(f"{TEMURIN25}/lib/server/libjvm.so")
+    assert len(warnings) == 2 and warnings[0] == warnings[1], p.stderr
+    assert f"runs {lib25}, not {os.path.realpath(JDK17)}/lib/server/libjvm.so" in warnings[0]
+    assert warnings[0].endswith(f"(give --binary {lib25})")
+
+
+def test_launch_through_maven_sees_its_main(tmp_path: Path) -> None:
+    """A launcher built by others: Debian's /usr/bin/mvn, a shell script that ends in `exec java`."""
+    if shutil.which("mvn") is None:
+        pytest.skip("mvn is not on this machine (apt-get install maven)")
+    trace = tmp_path / "trace.json"  # mvn ends its output with an escape sequence and no newline
+    p = run_utrace("java", "method:org.apache.maven.cli.MavenCli", "--json", "-o", str(trace), "--", "mvn",
+                   "--version")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    evs, summary, _ = events(trace.read_text())
+    assert summary["lost"] == 0 and summary["exit_code"] == 0
+    assert re.search(r"^\S*Apache Maven \d", p.stdout, re.M), p.stdout  # it ran (and says so, in colour)
+    main = "org.apache.maven.cli.MavenCli.main(java.lang.String[], org.codehaus.plexus.classworlds.ClassWorld)"
+    assert [args(e)["method"] for e in of(evs, "method__entry")].count(main) == 1
+    assert [args(e)["method"] for e in of(evs, "method__return")].count(main) == 1
+    assert "warning" not in p.stderr
 
 
 def start_demo(java: str, demo_classes: str, *jvm_args: str) -> subprocess.Popen[str]:
@@ -225,3 +339,151 @@ def test_live_jvm_without_flag_reads_the_flag_from_the_jvm(java: str, demo_class
     finally:
         proc.kill()
         proc.wait()
+
+
+def jvm_flag(java: str, pid: int, flag: str) -> str:
+    """The flag's value as the JVM itself reports it (`jcmd PID VM.flags -all`)."""
+    jcmd = os.path.join(os.path.dirname(java), "jcmd")
+    out = subprocess.run([jcmd, str(pid), "VM.flags", "-all"], capture_output=True, text=True, timeout=60).stdout
+    (value,) = [ln.split()[3] for ln in out.splitlines() if ln.split()[1:2] == [flag]]
+    return value
+
+
+def release(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.endswith("done\n"), out
+    return out
+
+
+def test_set_flags_in_a_running_jvm(java: str, demo_classes: str, background: list[Background]) -> None:
+    """--set-flags: JDK 17 gets -XX:+DTraceMethodProbes while traced (as jcmd reports it) and every call the
+    program then makes is seen; JDK 25 (which generates the DTrace calls at start-up only) is refused."""
+    proc = start_demo(java, demo_classes)
+    try:
+        bg = Background("java", "--pid", str(proc.pid), "--set-flags", "method:Demo", "--json")
+        background.append(bg)
+        if "temurin" in java:
+            out, err, rc = bg.finish()
+            assert rc == 2 and err.splitlines() == [
+                f"utrace: error: --set-flags: pid {proc.pid} runs JDK 25: since JDK 24 the JVM generates its method "
+                "and allocation DTrace calls only when the flags are on at start-up (JDK-8335946), and utrace sets "
+                "flags only in older JDKs: restart it with -XX:+DTraceMethodProbes"
+            ]
+            assert jvm_flag(java, proc.pid, "DTraceMethodProbes") == "false"
+            release(proc)
+            return
+        bg.wait_attached()
+        assert bg.err_lines[0].startswith(
+            f"utrace: --set-flags: set -XX:+DTraceMethodProbes in the running JVM (pid {proc.pid}) until utrace ends; "
+            "code the JIT compiled before now fires no method probes until it is compiled again"
+        )
+        assert jvm_flag(java, proc.pid, "DTraceMethodProbes") == "true"
+        program = release(proc)
+        out, err, rc = bg.finish()
+        assert rc == 0, err
+        evs, summary, _ = events(out)
+        assert summary["stopped_by"] == "target exited" and summary["lost"] == 0
+        entries = [str(args(e)["method"]) for e in of(evs, "method__entry")]
+        runs = re.findall(r"^thread worker-\d put \d+$", program, re.M)
+        assert entries.count("Demo$Worker.run()") == len(runs) == 2
+        assert entries.count("Demo$Worker.<init>(java.lang.String, int, java.util.Map)") == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_set_flags_are_turned_off_again_when_utrace_stops(
+    java: str, demo_classes: str, background: list[Background]
+) -> None:
+    if "temurin" in java:
+        pytest.skip("--set-flags is refused on JDK 25 (test_set_flags_in_a_running_jvm)")
+    proc = start_demo(java, demo_classes)
+    try:
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            bg = Background("java", "--pid", str(proc.pid), "--set-flags", "method:Demo", "monitor")
+            background.append(bg)
+            bg.wait_attached()
+            assert jvm_flag(java, proc.pid, "DTraceMethodProbes") == "true"
+            assert jvm_flag(java, proc.pid, "DTraceMonitorProbes") == "true"
+            bg.proc.send_signal(stop)
+            _, err, rc = bg.finish()
+            assert rc == 0, err
+            assert jvm_flag(java, proc.pid, "DTraceMethodProbes") == "false"
+            assert jvm_flag(java, proc.pid, "DTraceMonitorProbes") == "false"
+        release(proc)  # and it runs on as before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+# Debian sid's OpenJDK 21 (scripts/fetch-debian-jdk21.sh), run through sid's own loader (it needs glibc 2.38)
+SID_ROOT = (
+    Path(os.environ.get("UTRACE_CACHE", Path.home() / ".cache" / "utrace")) / "realworld" / "debian-jdk21" / "root"
+)
+SID_LIB = SID_ROOT / "usr" / "lib" / "x86_64-linux-gnu"
+JDK21 = SID_ROOT / "usr" / "lib" / "jvm" / "java-21-openjdk-amd64"
+
+
+def jdk21_command(tool: str) -> list[str]:
+    need((JDK21 / "bin" / tool).exists(), f"{JDK21} missing (scripts/fetch-debian-jdk21.sh)")
+    loader = str(SID_LIB / "ld-linux-x86-64.so.2")
+    return [loader, "--library-path", f"{SID_LIB}:{JDK21}/lib:{JDK21}/lib/server", str(JDK21 / "bin" / tool)]
+
+
+def test_jdk21_launched_through_its_loader_script(demo_classes: str, tmp_path: Path) -> None:
+    """A wrapper that execs the dynamic loader, which runs java: JAVA_TOOL_OPTIONS still reaches the JVM."""
+    script = tmp_path / "java21"
+    script.write_text("#!/bin/sh\nexec " + " ".join(jdk21_command("java")) + ' "$@"\n')
+    script.chmod(0o755)
+    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", "--binary", str(JDK21), "--json", "--",
+                   str(script), "-cp", demo_classes, "Demo", "5")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert LAUNCH_NOTE.format("method:Demo, method:java.util.TreeMap") in p.stderr.splitlines()
+    assert "warning" not in p.stderr
+    check_every_call(p.stdout)
+
+
+def test_jdk21_set_flags_and_back(demo_classes: str, background: list[Background]) -> None:
+    """--set-flags on JDK 21 (before JDK-8335946): the calls made after it are seen; SIGINT puts it back."""
+    cmd = jdk21_command("java")
+    jcmd = jdk21_command("jcmd")
+
+    def flag(pid: int) -> str:
+        out = subprocess.run([*jcmd, str(pid), "VM.flags", "-all"], capture_output=True, text=True, timeout=60).stdout
+        (value,) = [ln.split()[3] for ln in out.splitlines() if ln.split()[1:2] == ["DTraceMethodProbes"]]
+        return value
+
+    for stop_early in (False, True):
+        proc = subprocess.Popen([*cmd, "-cp", demo_classes, "Demo", "--wait"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == f"ready {proc.pid}\n"
+            assert flag(proc.pid) == "false"
+            bg = Background("java", "--pid", str(proc.pid), "--set-flags", "method:Demo", "--json")
+            background.append(bg)
+            bg.wait_attached()
+            assert flag(proc.pid) == "true"
+            if stop_early:
+                bg.proc.send_signal(signal.SIGINT)
+                _, err, rc = bg.finish()
+                assert rc == 0, err
+                assert flag(proc.pid) == "false"
+                release(proc)
+                continue
+            program = release(proc)
+            out, err, rc = bg.finish()
+            assert rc == 0, err
+            evs, summary, _ = events(out)
+            assert summary["lost"] == 0
+            entries = [str(args(e)["method"]) for e in of(evs, "method__entry")]
+            runs = re.findall(r"^thread worker-\d put \d+$", program, re.M)
+            assert entries.count("Demo$Worker.run()") == len(runs) == 2
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
