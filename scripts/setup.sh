@@ -11,7 +11,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # 1. Debian packages ---------------------------------------------------------------------------
 pkgs=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 golang-go default-jdk-headless
       systemtap-sdt-dev bpftrace python3-venv gcc g++ make binutils gdb
-      libc-ares2 libbrotli1 libicu72 libnghttp2-14 libuv1)  # the last ones: Debian's node 18 fixture
+      libc-ares2 libbrotli1 libicu72 libnghttp2-14 libuv1  # Debian's node 18 fixture
+      maven)  # a launcher script built by others (tests/e2e/test_jvm.py)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)  # installs the perfetto-export test oracle (tests/e2e/oracles)
 missing=()

@@ -264,8 +264,7 @@ def test_launch_of_another_jdk_than_the_traced_one_says_so(demo_classes: str, tm
 
 def test_launch_through_maven_sees_its_main(tmp_path: Path) -> None:
     """A launcher built by others: Debian's /usr/bin/mvn, a shell script that ends in `exec java`."""
-    if shutil.which("mvn") is None:
-        pytest.skip("mvn is not on this machine (apt-get install maven)")
+    need(shutil.which("mvn") is not None, "mvn is not on this machine (make test installs Debian's maven)")
     trace = tmp_path / "trace.json"  # mvn ends its output with an escape sequence and no newline
     p = run_utrace("java", "method:org.apache.maven.cli.MavenCli", "--json", "-o", str(trace), "--", "mvn",
                    "--version")  # fmt: skip
