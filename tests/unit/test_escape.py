@@ -7,6 +7,7 @@ import io
 import json
 import unicodedata
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -17,7 +18,7 @@ from utrace.app.list_probes import list_target
 from utrace.app.session import Summary
 from utrace.model import Event, Frame, Module, Target
 from utrace.output.escape import json_safe, needs_escape, safe, safe_bytes, utf8_text
-from utrace.output.listing import PLAIN, write_json, write_plain, write_table
+from utrace.output.listing import JSON, PLAIN, write_json, write_plain, write_table
 from utrace.output.otlp import process_resource, span_message
 from utrace.output.perfetto import PerfettoReporter
 from utrace.output.spans import Span, Track
@@ -194,6 +195,27 @@ def test_listing_plain_lines_escape_names_cold_and_cached(hostile_elf, warm) -> 
     assert not raw_controls(text), text
     assert SHOWN in text and "[red]x[/red]" in text and " plain_fn\n" in text
     assert "prov\\x1b]0;pwned\\x07:name[/x] [8@%rdi\\x1b]0;pwned\\x07]" in text
+
+
+@pytest.mark.parametrize("pattern", [None, "evil*"])
+def test_listing_json_rendered_and_cached_is_the_same_as_written_from_the_table(hostile_elf, pattern) -> None:
+    """`--json` renders its function lines up front and caches a complete listing (`JSON`): cold and
+    read back, the output is byte for byte what write_json makes from the symbol table."""
+
+    def text(render: object) -> str:
+        listing = list_target(file_target(hostile_elf), pattern, render=render)  # type: ignore[arg-type]
+        out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", newline="")
+        write_json(listing, out)
+        out.flush()
+        return out.buffer.getvalue().decode("ascii")  # type: ignore[attr-defined]
+
+    plain = text(None)
+    names = [json.loads(line)["name"] for line in plain.splitlines() if '"function"' in line]
+    assert names == ([HOSTILE] if pattern else ["plain_fn", HOSTILE, "[red]x[/red]"])
+    cache = Path(hostile_elf).parent / "cache" / "utrace"
+    assert text(JSON) == plain  # cold: rendered up front
+    assert len([f for f in cache.iterdir() if f.name.startswith("json-")]) == (0 if pattern else 1)
+    assert text(JSON) == plain  # from the cache file (a complete listing)
 
 
 def test_listing_subset_escapes_only_the_picked_names(hostile_elf) -> None:

@@ -45,6 +45,7 @@ def list_cmd(
     from utrace.app.list_probes import list_target
     from utrace.errors import UsageError
     from utrace.output.listing import (
+        JSON,
         PLAIN,
         TABLE_LIMIT,
         ColdIndexProgress,
@@ -76,7 +77,7 @@ def list_cmd(
             functions=not only_usdt,
             usdt=not only_functions,
             on_cold=progress,
-            render=None if as_json or tty else PLAIN,  # a terminal may get a table instead
+            render=JSON if as_json else None if tty else PLAIN,  # a terminal may get a table instead
         )
     finally:
         progress.stop()

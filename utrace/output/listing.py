@@ -29,8 +29,12 @@ def write_json(listing: Listing, out: TextIO) -> None:
 
     esc = json.encoder.encode_basestring_ascii
     for mf in listing.functions:
-        t = _table(mf)
         module = esc(mf.display)
+        if mf.rendered is not None:  # json_lines' lines (maybe from the cache): the module goes at the end
+            out.flush()
+            out.buffer.write(mf.rendered.replace(b"\n", f', "module": {module}}}\n'.encode("ascii")))
+            continue
+        t = _table(mf)
         names, raws, addrs, sizes = t.names, t.raws, t.addresses, t.sizes
         out.write(
             "".join(
@@ -53,6 +57,25 @@ def write_json(listing: Listing, out: TextIO) -> None:
             "module": display,
         }
         out.write(json.dumps(obj) + "\n")  # ASCII: exact, and nothing a terminal acts on
+
+
+def json_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
+    """`write_json`'s function lines for `indices` of `table` up to the module, which `write_json` adds
+    (`, "module": ...}`) in place of each newline: ASCII, and no newline inside a line (JSON escapes)."""
+    import json
+
+    esc = json.encoder.encode_basestring_ascii
+    names, raws, addrs, sizes = table.names, table.raws, table.addresses, table.sizes
+    return "".join(
+        [
+            f'{{"kind": "function", "name": {esc(names[i])}, "symbol": {esc(raws[i])}, '
+            f'"address": {addrs[i]}, "size": {sizes[i]}\n'
+            for i in indices
+        ]
+    ).encode("ascii")
+
+
+JSON = ("json-lines", json_lines)  # the renderer `list_target` caches complete JSON listings with
 
 
 def plain_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:

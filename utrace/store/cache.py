@@ -239,9 +239,9 @@ def write_jobs(jobs: list[CacheJob]) -> None:
         prune(directory)
 
 
-# The files utrace writes at the top of its cache directory: symbol indexes, rendered listings,
+# The files utrace writes at the top of its cache directory: symbol indexes, rendered listings (plain, JSON),
 # compiled programs (the toolchains and real-world programs the tests fetch live in sub-directories).
-_CACHE_FILE_PREFIXES = ("symbols-", "plain-", "bpf-")
+_CACHE_FILE_PREFIXES = ("symbols-", "plain-", "json-", "bpf-")
 
 
 def max_cache_bytes() -> int:
