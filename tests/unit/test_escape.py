@@ -218,6 +218,17 @@ def test_listing_json_rendered_and_cached_is_the_same_as_written_from_the_table(
     assert text(JSON) == plain  # from the cache file (a complete listing)
 
 
+def test_listing_for_a_terminal_keeps_tables_for_small_listings(hostile_elf) -> None:
+    """A terminal gets the cached plain text only for listings too long for a table (`cached_above`)."""
+    list_target(file_target(hostile_elf), None, render=PLAIN)  # caches the complete listing's text
+    small = list_target(file_target(hostile_elf), None, render=PLAIN, cached_above=3)
+    assert small.functions[0].table is not None  # 3 functions: a table can be drawn
+    assert list_target(file_target(hostile_elf), None, render=PLAIN, cached_above=2).functions[0].table is None
+    out = io.StringIO()
+    write_table(small, out)
+    assert "plain_fn" in out.getvalue()
+
+
 def test_listing_subset_escapes_only_the_picked_names(hostile_elf) -> None:
     listing = list_target(file_target(hostile_elf), "evil*", functions=True, usdt=False, render=PLAIN)
     out = io.BytesIO()

@@ -53,6 +53,7 @@ def list_target(
     usdt: bool = True,
     on_cold: Callable[[str], None] | None = None,
     render: tuple[str, Renderer] | None = None,
+    cached_above: int = 0,
 ) -> Listing:
     """Collect the matching functions and USDT probes of every module of `target`.
 
@@ -61,6 +62,8 @@ def list_target(
             module's complete listing is cached by build-id under `name`, so the next complete listing
             reads one file and neither loads nor formats the symbol table. The process is assumed to
             exit soon after (big cache files are written from a detached child).
+        cached_above: a module's cached text serves only listings of more functions than this (a
+            terminal shows fewer as a table, which needs the symbol table).
 
     Raises:
         ElfError: the main executable is not a readable ELF file. Other modules of a process that cannot
@@ -74,7 +77,7 @@ def list_target(
     for n, module in enumerate(target.modules):
         try:
             if functions:
-                mf = _module_functions(module.path, module.display, pattern, on_cold, render, writes)
+                mf = _module_functions(module.path, module.display, pattern, on_cold, render, writes, cached_above)
                 listing.functions.append(mf)
             if usdt:
                 for p in match_probes(usdt_probes_for(module.path), pattern):
@@ -99,6 +102,7 @@ def _module_functions(
     on_cold: Callable[[str], None] | None,
     render: tuple[str, Renderer] | None,
     writes: list[CacheJob],
+    cached_above: int = 0,
 ) -> ModuleFunctions:
     rendered_file = None
     if render is not None and name_matcher(pattern) is None:
@@ -110,7 +114,7 @@ def _module_functions(
         body = read_sealed(rendered_file) if rendered_file is not None else None
         if body is not None:
             count, _, text = bytes(body).partition(b"\n")
-            if count.isdigit():
+            if count.isdigit() and int(count) > cached_above:
                 return ModuleFunctions(display, None, range(int(count)), text)
     # A cold read may hand over the first symbol table's functions before the rest is read: they are
     # rendered then, while another process still compares the second table with the first.

@@ -77,7 +77,8 @@ def list_cmd(
             functions=not only_usdt,
             usdt=not only_functions,
             on_cold=progress,
-            render=JSON if as_json else None if tty else PLAIN,  # a terminal may get a table instead
+            render=JSON if as_json else PLAIN,
+            cached_above=TABLE_LIMIT if tty and not as_json else 0,  # a terminal gets a table up to that
         )
     finally:
         progress.stop()

@@ -17,6 +17,8 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Collection, Iterable
+from itertools import compress, repeat
+from operator import contains, or_
 
 from utrace.elf.demangle import base_name, display_name, name_parts
 from utrace.elf.symbols import SymbolTable
@@ -73,7 +75,8 @@ def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> 
     # a test in C first: most names lack the pattern's longest literal (not for Go's names, which a
     # pattern also matches without their type arguments)
     if not table.go and (text := required_text(pattern)):
-        entries = [i for i in entries if text in names[i] or text in raws[i]]
+        has = map(or_, map(contains, names, repeat(text)), map(contains, raws, repeat(text)))
+        entries = filter(set(compress(range(len(names)), has)).__contains__, entries)
     return [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
 
 
