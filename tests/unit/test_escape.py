@@ -216,6 +216,13 @@ def test_listing_json_rendered_and_cached_is_the_same_as_written_from_the_table(
     assert text(JSON) == plain  # cold: rendered up front
     assert len([f for f in cache.iterdir() if f.name.startswith("json-")]) == (0 if pattern else 1)
     assert text(JSON) == plain  # from the cache file (a complete listing)
+    other = Target(exe=hostile_elf, modules=(Module(path=hostile_elf, display="other\nname"),))
+    listing = list_target(other, pattern, render=JSON)  # the same file shown by another name: its own text
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", newline="")
+    write_json(listing, out)
+    out.flush()
+    modules = {json.loads(line)["module"] for line in out.buffer.getvalue().decode().splitlines()}  # type: ignore[attr-defined]
+    assert modules == {"other\nname"}
 
 
 def test_listing_for_a_terminal_keeps_tables_for_small_listings(hostile_elf) -> None:

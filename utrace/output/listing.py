@@ -27,24 +27,12 @@ def write_json(listing: Listing, out: TextIO) -> None:
     """One JSON object per line: {"kind": "function", ...} and {"kind": "usdt", ...}."""
     import json
 
-    esc = json.encoder.encode_basestring_ascii
     for mf in listing.functions:
-        module = esc(mf.display)
-        if mf.rendered is not None:  # json_lines' lines (maybe from the cache): the module goes at the end
+        if mf.rendered is not None and mf.rendered_as == JSON[0]:  # (maybe from the cache)
             out.flush()
-            out.buffer.write(mf.rendered.replace(b"\n", f', "module": {module}}}\n'.encode("ascii")))
-            continue
-        t = _table(mf)
-        names, raws, addrs, sizes = t.names, t.raws, t.addresses, t.sizes
-        out.write(
-            "".join(
-                [
-                    f'{{"kind": "function", "name": {esc(names[i])}, "symbol": {esc(raws[i])}, '
-                    f'"address": {addrs[i]}, "size": {sizes[i]}, "module": {module}}}\n'
-                    for i in mf.indices
-                ]
-            )
-        )
+            out.buffer.write(mf.rendered)
+        else:
+            out.write(json_lines(_table(mf), mf.indices, mf.display).decode("ascii"))
     for display, p in listing.probes:
         obj = {
             "kind": "usdt",
@@ -59,17 +47,17 @@ def write_json(listing: Listing, out: TextIO) -> None:
         out.write(json.dumps(obj) + "\n")  # ASCII: exact, and nothing a terminal acts on
 
 
-def json_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
-    """`write_json`'s function lines for `indices` of `table` up to the module, which `write_json` adds
-    (`, "module": ...}`) in place of each newline: ASCII, and no newline inside a line (JSON escapes)."""
+def json_lines(table: SymbolTable, indices: Sequence[int], display: str) -> bytes:
+    """`write_json`'s function lines (ASCII) for `indices` of `table`, a module shown as `display`."""
     import json
 
     esc = json.encoder.encode_basestring_ascii
+    module = esc(display)
     names, raws, addrs, sizes = table.names, table.raws, table.addresses, table.sizes
     return "".join(
         [
             f'{{"kind": "function", "name": {esc(names[i])}, "symbol": {esc(raws[i])}, '
-            f'"address": {addrs[i]}, "size": {sizes[i]}\n'
+            f'"address": {addrs[i]}, "size": {sizes[i]}, "module": {module}}}\n'
             for i in indices
         ]
     ).encode("ascii")
@@ -103,7 +91,11 @@ def plain_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
     return (b"%#014x %7d %s\n" * len(indices)) % tuple(fields)
 
 
-PLAIN = ("plain-escaped", plain_lines)  # the renderer `list_target` caches complete listings with
+def _plain(table: SymbolTable, indices: Sequence[int], display: str) -> bytes:
+    return plain_lines(table, indices)
+
+
+PLAIN = ("plain-escaped", _plain)  # the renderer `list_target` caches complete listings with
 
 
 def write_plain(listing: Listing, out: BinaryIO) -> None:
@@ -112,7 +104,8 @@ def write_plain(listing: Listing, out: BinaryIO) -> None:
         if not mf.indices:
             continue
         out.write(_utf8(f"# {safe(mf.display)}: {len(mf.indices)} functions\n"))
-        out.write(mf.rendered if mf.rendered is not None else plain_lines(_table(mf), mf.indices))
+        rendered = mf.rendered if mf.rendered_as == PLAIN[0] else None
+        out.write(rendered if rendered is not None else plain_lines(_table(mf), mf.indices))
     if listing.probes:
         out.write(_utf8(f"# USDT probes: {len(listing.probes)}\n"))
         for display, p in listing.probes:
