@@ -276,3 +276,33 @@ def test_otlp_spans_of_names_that_are_not_utf8_serialize() -> None:
     assert attrs["utrace.arg.s\\xff"] == "x\\xfe" and attrs["thread.name"] == TITLE
     resource = process_resource(0, "\udc9b", "/x/\udc9b")  # a path from readlink with a stray byte
     assert "/x/\\x9b" in [kv.value.string_value for kv in resource if kv.SerializeToString()]
+
+
+@given(
+    st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.binary(min_size=1, max_size=12)), max_size=8),
+    st.text(max_size=8),
+    st.data(),
+)
+def test_json_lines_are_what_json_makes(rows: list[tuple[bytes, bytes]], display: str, data) -> None:
+    """json_lines formats names as bytes in one go; oracle: the standard library's json, per object,
+    over the names decoded as utrace decodes them (UTF-8 with surrogate escapes)."""
+    from utrace.elf.symbols import SymbolTable
+    from utrace.output.listing import json_lines
+
+    rows = [(n.replace(b"\0", b"x"), r.replace(b"\0", b"x")) for n, r in rows]  # ELF names hold no NUL
+    n = len(rows)
+    table = SymbolTable(
+        "m", None, addresses=list(range(0, 16 * n, 16)), sizes=[3] * n, bindings=[1] * n, clones=[""] * n,
+        name_bytes=[r[0] for r in rows], raw_bytes=[r[1] for r in rows],
+    )  # fmt: skip
+    indices = sorted(data.draw(st.sets(st.integers(0, n - 1))) if n else [])
+    if data.draw(st.booleans()):
+        indices = list(range(n))
+    want = "".join(
+        json.dumps(
+            {"kind": "function", "name": table.names[i], "symbol": table.raws[i], "address": 16 * i, "size": 3,
+             "module": display}
+        ) + "\n"
+        for i in indices
+    )  # fmt: skip
+    assert json_lines(table, indices, display).decode("ascii") == want

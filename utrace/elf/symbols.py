@@ -108,6 +108,12 @@ class SymbolTable:
             return self._name_bytes
         return [n.encode("utf-8", "surrogateescape") for n in self.names]
 
+    def raws_as_bytes(self) -> list[bytes]:
+        """`raws` encoded as the file held them, without decoding them if they were never decoded."""
+        if self._raw_bytes is not None:
+            return self._raw_bytes
+        return [n.encode("utf-8", "surrogateescape") for n in self.raws]
+
     def __len__(self) -> int:
         return len(self.addresses)
 

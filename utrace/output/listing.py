@@ -10,6 +10,7 @@ bytes and escape sequences as visible escapes, rich markup never interpreted); J
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from itertools import chain
 from operator import itemgetter
@@ -48,19 +49,33 @@ def write_json(listing: Listing, out: TextIO) -> None:
 
 
 def json_lines(table: SymbolTable, indices: Sequence[int], display: str) -> bytes:
-    """`write_json`'s function lines (ASCII) for `indices` of `table`, a module shown as `display`."""
+    """`write_json`'s function lines (ASCII) for `indices` (ascending, distinct) of `table`, a module
+    shown as `display`: one % format for all, from the names as bytes; a name with a byte JSON escapes
+    (a quote, a backslash, a control or non-ASCII byte: the rare case, found in C first) goes through
+    json's own escaping of the decoded name."""
     import json
 
     esc = json.encoder.encode_basestring_ascii
-    module = esc(display)
-    names, raws, addrs, sizes = table.names, table.raws, table.addresses, table.sizes
-    return "".join(
-        [
-            f'{{"kind": "function", "name": {esc(names[i])}, "symbol": {esc(raws[i])}, '
-            f'"address": {addrs[i]}, "size": {sizes[i]}, "module": {module}}}\n'
-            for i in indices
+    names, raws, addrs, sizes = table.names_as_bytes(), table.raws_as_bytes(), table.addresses, table.sizes
+    if len(indices) != len(names):  # else distinct indices of the table: all of it, in order
+        pick = itemgetter(*indices) if len(indices) > 1 else lambda col: [col[i] for i in indices]
+        names, raws, addrs, sizes = list(pick(names)), list(pick(raws)), list(pick(addrs)), list(pick(sizes))
+
+    def escaped(column: list[bytes]) -> list[bytes]:
+        if not _JSON_UNSAFE.search(b"\0".join(column)):
+            return column
+        return [
+            esc(n.decode("utf-8", "surrogateescape"))[1:-1].encode("ascii") if _JSON_UNSAFE.search(n) else n
+            for n in column
         ]
-    ).encode("ascii")
+
+    names, raws = escaped(names), escaped(raws)
+    module = esc(display).encode("ascii").replace(b"%", b"%%")
+    line = b'{"kind": "function", "name": "%s", "symbol": "%s", "address": %d, "size": %d, "module": ' + module
+    return ((line + b"}\n") * len(indices)) % tuple(chain.from_iterable(zip(names, raws, addrs, sizes, strict=True)))
+
+
+_JSON_UNSAFE = re.compile(rb'[\\"\x00-\x1f\x7f-\xff]')  # what json's ASCII encoder escapes
 
 
 JSON = ("json-lines", json_lines)  # the renderer `list_target` caches complete JSON listings with
