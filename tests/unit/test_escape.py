@@ -279,7 +279,7 @@ def test_otlp_spans_of_names_that_are_not_utf8_serialize() -> None:
 
 
 @given(
-    st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.binary(min_size=1, max_size=12)), max_size=8),
+    st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.binary(min_size=1, max_size=12)), max_size=30),
     st.text(max_size=8),
     st.data(),
 )

@@ -11,9 +11,10 @@ bytes and escape sequences as visible escapes, rich markup never interpreted); J
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Sequence
-from itertools import chain
-from operator import itemgetter
+from itertools import accumulate, chain, repeat
+from operator import add, itemgetter
 from typing import BinaryIO, TextIO
 
 from utrace.app.list_probes import Listing, ModuleFunctions
@@ -62,12 +63,17 @@ def json_lines(table: SymbolTable, indices: Sequence[int], display: str) -> byte
         names, raws, addrs, sizes = list(pick(names)), list(pick(raws)), list(pick(addrs)), list(pick(sizes))
 
     def escaped(column: list[bytes]) -> list[bytes]:
-        if not _JSON_UNSAFE.search(b"\0".join(column)):
+        blob = b"\0".join(column)
+        m = _JSON_UNSAFE.search(blob)
+        if m is None:
             return column
-        return [
-            esc(n.decode("utf-8", "surrogateescape"))[1:-1].encode("ascii") if _JSON_UNSAFE.search(n) else n
-            for n in column
-        ]
+        column = list(column)
+        ends = list(accumulate(map(add, map(len, column), repeat(1))))  # each name's end (+ its NUL) in blob
+        while m is not None:
+            k = bisect_right(ends, m.start())  # the name holding the byte
+            column[k] = esc(column[k].decode("utf-8", "surrogateescape"))[1:-1].encode("ascii")
+            m = _JSON_UNSAFE.search(blob, ends[k])
+        return column
 
     names, raws = escaped(names), escaped(raws)
     module = esc(display).encode("ascii").replace(b"%", b"%%")
