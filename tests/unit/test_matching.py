@@ -373,3 +373,24 @@ def test_operator_names_from_the_grammar(case: tuple[str, str, str, str, str, st
 )
 def test_base_name_real_operator_names(demangled: str, base: str) -> None:
     assert base_name(demangled) == base
+
+
+def test_the_same_pattern_over_the_same_table_is_matched_once(tmp_path, monkeypatch) -> None:
+    """An old libuv name is tried as itself, then as the first of its aliases: one scan of the table."""
+    import utrace.elf.match as lp
+    from tests.unit.elfgen import Sym, build_elf
+    from utrace.elf.index import symbols_for
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = build_elf(symtab=[Sym("uv_tcp_listen", 0x10), Sym("uv__tcp_listen", 0x20)]).write(tmp_path / "a.out")
+    table = symbols_for(path, use_cache=False)
+    first = lp.match_functions(table, "uv_tcp_listen")
+    scans: list[str | None] = []
+    real = lp.name_matcher
+    monkeypatch.setattr(lp, "name_matcher", lambda p: scans.append(p) or real(p))
+    again = lp.match_functions(table, "uv_tcp_listen")
+    assert again == first and [table.raws[i] for i in again] == ["uv_tcp_listen"] and again is not first
+    assert lp.match_functions(table, "uv__tcp_*") == [table.raws.index("uv__tcp_listen")]
+    other = symbols_for(path, use_cache=False)  # another table: matched on its own
+    assert lp.match_functions(other, "uv_tcp_listen") == first
+    assert scans == ["uv__tcp_*", "uv_tcp_listen"]  # a matcher is made for each scan

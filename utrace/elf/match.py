@@ -66,6 +66,9 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
 def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> list[int]:
     """Indices (from `start` on) of function entries (never `.cold` parts) whose demangled or raw name
     matches (Go's globs for a table named by a Go pclntab)."""
+    key = (id(table), pattern or "", start)
+    if (known := _matched.get(key)) is not None and known[0] is table:
+        return list(known[1])  # asked again (an old libuv name is tried as itself, then as its aliases)
     m = go_name_matcher(pattern) if table.go else name_matcher(pattern)
     if m is None:
         return list(table.entries(start))
@@ -77,7 +80,14 @@ def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> 
     if not table.go and (text := required_text(pattern)):
         has = map(or_, map(contains, names, repeat(text)), map(contains, raws, repeat(text)))
         entries = filter(set(compress(range(len(names)), has)).__contains__, entries)
-    return [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
+    found = [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
+    if len(_matched) >= 64:
+        _matched.clear()
+    _matched[key] = (table, found)
+    return list(found)
+
+
+_matched: dict[tuple[int, str, int], tuple[SymbolTable, list[int]]] = {}  # (table, its matches): tables never change
 
 
 _GLOB_SPECIAL = re.compile(r"\*|\?|\[!?\]?[^\]]*\]")  # fnmatch's wildcards and [classes] (an unclosed [ is literal)
