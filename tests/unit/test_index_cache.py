@@ -278,3 +278,21 @@ def test_the_cache_is_pruned_least_recently_used_first(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "symbols-e", "toolchains"]
     monkeypatch.setenv("UTRACE_CACHE_MAX_MB", "nan")
     assert cache.max_cache_bytes() == 1024 << 20
+
+
+def test_a_big_table_is_written_by_a_child(tmp_path, cache_home, monkeypatch):
+    """A big table's entry is packed and written by a forked child (the tracer goes on meanwhile)."""
+    monkeypatch.setattr(index, "_WRITE_BEHIND_COUNT", 2)
+    pid = os.getpid()
+    writers: list[int] = []
+    real = index.seal
+    monkeypatch.setattr(index, "seal", lambda body: writers.append(os.getpid()) or real(body))
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    table = index.symbols_for(path)
+    assert writers == []  # not packed here
+    deadline = time.monotonic() + 30
+    while not list(cache_home.glob("symbols-*.marshal")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    index._read.clear()
+    monkeypatch.setattr(index, "read_symbols", _fail)
+    assert _columns(index.symbols_for(path)) == _columns(table) and os.getpid() == pid

@@ -26,10 +26,11 @@ from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import SymbolTable, load_segments, read_symbols
 from utrace.errors import ElfError
 from utrace.process import procfs
-from utrace.store.cache import CacheJob, read_sealed, seal, trusted_cache_dir, write_jobs
+from utrace.store.cache import CacheJob, read_sealed, seal, trusted_cache_dir, write_behind, write_jobs
 
 _FORMAT = 4  # 4: keyed by identity, which the entry repeats; 3: a CRC-32 of the marshal data precedes it
 
+_WRITE_BEHIND_COUNT = 20000  # functions; below that, writing the cache file here costs a few ms
 Identity = tuple[str, int, int, int, int, int]  # build-id or "", size, device, inode, mtime_ns, ctime_ns
 
 
@@ -116,6 +117,8 @@ def symbols_for(
         job = (file, lambda: seal(marshal.dumps(_pack(table, ident))))
         if defer_write is not None:
             defer_write.append(job)
+        elif len(table) >= _WRITE_BEHIND_COUNT:  # packing node 26's takes 0.5-1.5 s: a child does it
+            write_behind([job])
         else:
             write_jobs([job])
     return table
