@@ -256,15 +256,25 @@ def _first_event(
             if key.data == "out" and first is None and re.search(rb"(^|\n)\s*[-\d.]+ .*\d", bufs["out"]):
                 first = now
 
-    if not stops:
-        p.send_signal(signal.SIGINT)  # bcc's trace removes its uprobe_events entries on SIGINT only
     # keep reading: a tracer blocked on a full pipe would never get to its exit
     deadline = time.monotonic() + 60
+    signalled = 0.0
     while sel.get_map() and time.monotonic() < deadline:
+        if not stops and p.poll() is None and time.monotonic() - signalled > 3:
+            # bcc's trace removes its uprobe_events entries on SIGINT only; one that lands in its event
+            # callback is swallowed there (Python ignores exceptions in ctypes callbacks): sent again
+            # after 3 s (not sooner: a second one would cut its clean-up short)
+            p.send_signal(signal.SIGINT)
+            signalled = time.monotonic()
         for key, _ in sel.select(timeout=1):
             if not os.read(key.fileobj.fileno(), 65536):  # type: ignore[union-attr]
                 sel.unregister(key.fileobj)
-    p.wait(timeout=30)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()  # never leave a tracer behind to trace the next runs
+        p.wait()
+        raise SystemExit(f"bench: {cmd[0]} did not stop") from None
     if first is None:
         raise SystemExit(f"bench: no event from {cmd[0]}: {bufs['err'][-300:]!r}")
     return armed, first
