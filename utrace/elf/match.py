@@ -17,8 +17,6 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Collection, Iterable
-from itertools import compress, repeat
-from operator import contains, or_
 
 from utrace.elf.demangle import base_name, display_name, name_parts
 from utrace.elf.symbols import SymbolTable
@@ -73,14 +71,19 @@ def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> 
     if m is None:
         return list(table.entries(start))
     entries: Iterable[int] = table.entries(start)
-    names, raws = table.names, table.raws
     assert pattern is not None
     # a test in C first: most names lack the pattern's longest literal (not for Go's names, which a
-    # pattern also matches without their type arguments)
+    # pattern also matches without their type arguments); the few others are decoded one by one
     if not table.go and (text := required_text(pattern)):
-        has = map(or_, map(contains, names, repeat(text)), map(contains, raws, repeat(text)))
-        entries = filter(set(compress(range(len(names)), has)).__contains__, entries)
-    found = [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
+        name, raw = table.name_at, table.raw_at
+        found = [
+            i
+            for i in filter(table.holding(text).__contains__, entries)
+            if m(n := name(i)) or ((r := raw(i)) != n and m(r))
+        ]
+    else:
+        names, raws = table.names, table.raws
+        found = [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
     if len(_matched) >= 64:
         _matched.clear()
     _matched[key] = (table, found)
