@@ -306,3 +306,23 @@ def test_json_lines_are_what_json_makes(rows: list[tuple[bytes, bytes]], display
         for i in indices
     )  # fmt: skip
     assert json_lines(table, indices, display).decode("ascii") == want
+
+
+def test_json_lines_escape_only_the_names_that_need_it(monkeypatch) -> None:
+    """Names JSON leaves alone are formatted as they are; json's encoder sees only the others (and the
+    module's name): node 26 has 137k names, a few with a byte JSON escapes."""
+    import json as json_mod
+
+    from utrace.elf.symbols import SymbolTable
+    from utrace.output.listing import json_lines
+
+    names = [b"plain_%d" % i for i in range(1000)] + [b'quote"d', b"ctl\x01", b"caf\xc3\xa9"]
+    n = len(names)
+    table = SymbolTable("m", None, addresses=[1] * n, sizes=[2] * n, bindings=[1] * n, clones=[""] * n,
+                        name_bytes=names, raw_bytes=list(names))  # fmt: skip
+    real = json_mod.encoder.encode_basestring_ascii
+    seen: list[str] = []
+    monkeypatch.setattr(json_mod.encoder, "encode_basestring_ascii", lambda s: seen.append(s) or real(s))
+    lines = json_lines(table, range(n), "mod").decode("ascii").splitlines()
+    assert [json.loads(line)["name"] for line in lines[-3:]] == ['quote"d', "ctl\x01", "café"]
+    assert sorted(seen) == sorted(["mod"] + ['quote"d', "ctl\x01", "café"] * 2)  # the module, names, raws

@@ -63,12 +63,12 @@ def json_lines(table: SymbolTable, indices: Sequence[int], display: str) -> byte
         names, raws, addrs, sizes = list(pick(names)), list(pick(raws)), list(pick(addrs)), list(pick(sizes))
 
     def escaped(column: list[bytes]) -> list[bytes]:
-        blob = b"\0".join(column)
+        blob = b" ".join(column)  # (a separator JSON leaves alone: the names are found by their lengths)
         m = _JSON_UNSAFE.search(blob)
         if m is None:
             return column
         column = list(column)
-        ends = list(accumulate(map(add, map(len, column), repeat(1))))  # each name's end (+ its NUL) in blob
+        ends = list(accumulate(map(add, map(len, column), repeat(1))))  # where each name ends (+ 1) in blob
         while m is not None:
             k = bisect_right(ends, m.start())  # the name holding the byte
             column[k] = esc(column[k].decode("utf-8", "surrogateescape"))[1:-1].encode("ascii")
