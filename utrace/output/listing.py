@@ -10,7 +10,6 @@ bytes and escape sequences as visible escapes, rich markup never interpreted); J
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate, chain, repeat
@@ -63,16 +62,17 @@ def json_lines(table: SymbolTable, indices: Sequence[int], display: str) -> byte
         names, raws, addrs, sizes = list(pick(names)), list(pick(raws)), list(pick(addrs)), list(pick(sizes))
 
     def escaped(column: list[bytes]) -> list[bytes]:
-        blob = b" ".join(column)  # (a separator JSON leaves alone: the names are found by their lengths)
-        m = _JSON_UNSAFE.search(blob)
-        if m is None:
+        # each byte JSON escapes becomes a 0, every other a 1 (one translate, then memchr for the 0s)
+        marked = b" ".join(column).translate(_JSON_SAFE)
+        at = marked.find(0)
+        if at < 0:
             return column
         column = list(column)
-        ends = list(accumulate(map(add, map(len, column), repeat(1))))  # where each name ends (+ 1) in blob
-        while m is not None:
-            k = bisect_right(ends, m.start())  # the name holding the byte
+        ends = list(accumulate(map(add, map(len, column), repeat(1))))  # where each name ends (+ 1)
+        while at >= 0:
+            k = bisect_right(ends, at)  # the name holding the byte
             column[k] = esc(column[k].decode("utf-8", "surrogateescape"))[1:-1].encode("ascii")
-            m = _JSON_UNSAFE.search(blob, ends[k])
+            at = marked.find(0, ends[k])
         return column
 
     names, raws = escaped(names), escaped(raws)
@@ -81,7 +81,8 @@ def json_lines(table: SymbolTable, indices: Sequence[int], display: str) -> byte
     return ((line + b"}\n") * len(indices)) % tuple(chain.from_iterable(zip(names, raws, addrs, sizes, strict=True)))
 
 
-_JSON_UNSAFE = re.compile(rb'[\\"\x00-\x1f\x7f-\xff]')  # what json's ASCII encoder escapes
+# 0 for the bytes json's ASCII encoder escapes (quote, backslash, controls, DEL and non-ASCII), else 1
+_JSON_SAFE = bytes(0 if b < 0x20 or b >= 0x7F or b in b'"\\' else 1 for b in range(256))
 
 
 JSON = ("json-lines", json_lines)  # the renderer `list_target` caches complete JSON listings with
