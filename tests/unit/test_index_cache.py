@@ -296,3 +296,25 @@ def test_a_big_table_is_written_by_a_child(tmp_path, cache_home, monkeypatch):
     index._read.clear()
     monkeypatch.setattr(index, "read_symbols", _fail)
     assert _columns(index.symbols_for(path)) == _columns(table) and os.getpid() == pid
+
+
+def test_a_cache_writer_child_holds_none_of_our_descriptors(tmp_path):
+    """The child writing cache files behind closes what it inherited: the other end of a pipe we
+    close sees its end at once, not when the (slow) writer is done."""
+    import select
+
+    from utrace.store.cache import write_behind
+
+    r, w = os.pipe()
+
+    def slow() -> bytes:
+        time.sleep(3)
+        return b"x"
+
+    write_behind([(tmp_path / "slow-file", slow)])
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], 2)
+        assert ready and os.read(r, 1) == b""  # EOF: no process holds the write end any more
+    finally:
+        os.close(r)
