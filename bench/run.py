@@ -10,10 +10,18 @@ Prints ratios (utrace / incumbent) with medians of repeated runs, because these 
       event written
   (e) probes on node's 52 uv_fs_* functions in a node run the tracer launches: command to exit
       (attaching, the run, and detaching, which the kernel makes wait per perf event or per link)
+  (f) command to first event for a native function, a Node 26 libuv function and a Go function, warm
+      (compiled program and symbol index cached) and with an empty utrace cache (a fresh XDG_CACHE_HOME)
+  (g) `utrace list NODE --json` cold and warm against `bpftrace -l` on node 20 and 26 (nodejs.org builds)
+  (h) the first line of `utrace list NODE` on a terminal (a pty), cold and warm
+  (i) name resolution in node 26: an alias (`uv_tcp_listen`) and globs against the plain name
   and, for (b), the tracer's own CPU time (user + system) in a run attached by path to a separately
   started program, so the traced program's CPU (which includes the BPF programs run in its context) is
   not counted
-Usage: python bench/run.py [--quick] [--calls N] [--reps N] [--out FILE]
+Usage: python bench/run.py [--calls N] [--reps N] [--only TABLE]... [--out FILE]
+  TABLE: listing stream count first many startup list-json tty names (one table: --only names)
+Node 20 and 26 come from scripts/fetch-node-official.sh 20 26; the utrace commands are timed as an
+installed utrace runs, with compiled bytecode (a PYTHONDONTWRITEBYTECODE in the environment is dropped).
 """
 
 from __future__ import annotations
@@ -217,12 +225,16 @@ def cpu_rows(calls: int, reps: int) -> dict[str, float]:
     return out
 
 
-def _first_event(cmd: list[str], armed_marker: str | None, stops: bool) -> tuple[float | None, float]:
+def _first_event(
+    cmd: list[str], armed_marker: str | None, stops: bool, env: dict[str, str] | None = None
+) -> tuple[float | None, float]:
     """Seconds from start to the armed marker on stderr (if any) and to the first event line on stdout."""
     import selectors
 
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, preexec_fn=_default_sigint)
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env, preexec_fn=_default_sigint
+    )
     assert p.stdout is not None and p.stderr is not None
     sel = selectors.DefaultSelector()
     sel.register(p.stdout, selectors.EVENT_READ, "out")
@@ -244,15 +256,25 @@ def _first_event(cmd: list[str], armed_marker: str | None, stops: bool) -> tuple
             if key.data == "out" and first is None and re.search(rb"(^|\n)\s*[-\d.]+ .*\d", bufs["out"]):
                 first = now
 
-    if not stops:
-        p.send_signal(signal.SIGINT)  # bcc's trace removes its uprobe_events entries on SIGINT only
     # keep reading: a tracer blocked on a full pipe would never get to its exit
     deadline = time.monotonic() + 60
+    signalled = 0.0
     while sel.get_map() and time.monotonic() < deadline:
+        if not stops and p.poll() is None and time.monotonic() - signalled > 3:
+            # bcc's trace removes its uprobe_events entries on SIGINT only; one that lands in its event
+            # callback is swallowed there (Python ignores exceptions in ctypes callbacks): sent again
+            # after 3 s (not sooner: a second one would cut its clean-up short)
+            p.send_signal(signal.SIGINT)
+            signalled = time.monotonic()
         for key, _ in sel.select(timeout=1):
             if not os.read(key.fileobj.fileno(), 65536):  # type: ignore[union-attr]
                 sel.unregister(key.fileobj)
-    p.wait(timeout=30)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()  # never leave a tracer behind to trace the next runs
+        p.wait()
+        raise SystemExit(f"bench: {cmd[0]} did not stop") from None
     if first is None:
         raise SystemExit(f"bench: no event from {cmd[0]}: {bufs['err'][-300:]!r}")
     return armed, first
@@ -367,57 +389,347 @@ def bench_stream(calls: int, reps: int) -> list[tuple[str, float, int, int]]:
     return rows
 
 
+# --- start-up (issue #20): first event, listings, a terminal's first line, name resolution ------------
+
+REALWORLD = Path(os.environ.get("UTRACE_CACHE", Path.home() / ".cache" / "utrace")) / "realworld"
+GO_BIN = ROOT / "fixtures" / "build" / "go" / "greet"
+NODE_LOOP = 'setInterval(() => require("fs").statSync("/"), 10)'  # uv_fs_stat 100 times a second
+
+
+def official_node(major: int) -> Path | None:
+    """nodejs.org's build of `major` (scripts/fetch-node-official.sh), None when it is not fetched."""
+    node = REALWORLD / f"node-{major}" / "bin" / "node"
+    return node if node.exists() else None
+
+
+def _bench_env(xdg: Path) -> dict[str, str]:
+    """utrace's environment with its own cache directory (the toolchains stay in ~/.cache/utrace)."""
+    return {**os.environ, "XDG_CACHE_HOME": str(xdg)}
+
+
+def _fresh_cache() -> Path:
+    return Path(tempfile.mkdtemp(prefix="utrace-bench-xdg-"))
+
+
+def _quiet_writers(xdg: Path, timeout: float = 60.0) -> None:
+    """Wait until no process runs with `xdg` as its cache directory: utrace writes big cache files from
+    a detached child that outlives the command, and the next run should not share the CPU with it."""
+    mark = f"XDG_CACHE_HOME={xdg}".encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    env = Path(f"/proc/{pid}/environ").read_bytes()
+                except OSError:
+                    continue
+                if mark + b"\0" in env or env.endswith(mark):
+                    busy = True
+                    break
+        if not busy:
+            return
+        time.sleep(0.05)
+
+
+def _ratio(runs: list[float], base: list[float]) -> float:
+    """The median of each round's ratio: the machine's speed drifts between rounds."""
+    return statistics.median(u / b for u, b in zip(runs, base, strict=True))
+
+
+def _startup_cases() -> list[tuple[str, list[str], list[str], list[str]]]:
+    """(name, workload command, bpftrace command, utrace command) of each first-event case there is."""
+    bt = '{ printf("%ld %ld\\n", arg0, arg1); exit(); }'
+    cases = [
+        (
+            "native C `hot`",
+            ["sh", "-c", f"while :; do {HOT} 1 >/dev/null; sleep 0.01; done"],
+            ["bpftrace", "-e", f"uprobe:{HOT}:hot {bt}"],
+            [*UTRACE, "native", str(HOT), "hot(long i, long j)", "-n", "1"],
+        )
+    ]
+    node26 = official_node(26)
+    if node26 is not None:
+        cases.append(
+            (
+                "Node 26 libuv `uv_fs_stat`",
+                [str(node26), "-e", NODE_LOOP],
+                ["bpftrace", "-e", f"uprobe:{node26}:uv_fs_stat {bt}"],
+                [*UTRACE, "node", "--binary", str(node26), "uv_fs_stat", "-n", "1"],
+            )
+        )
+    if GO_BIN.exists():
+        cases.append(
+            (
+                "Go `main.Greet`",
+                ["sh", "-c", f"while :; do {GO_BIN} 1 1 >/dev/null; sleep 0.01; done"],
+                ["bpftrace", "-e", f"uprobe:{GO_BIN}:main.Greet {bt}"],
+                [*UTRACE, "go", str(GO_BIN), "main.Greet", "-n", "1"],
+            )
+        )
+    return cases
+
+
+def bench_startup(reps: int) -> list[str]:
+    """(f): command to first event, each tracer started by path while a workload calls the function
+    about 100 times a second: bpftrace, utrace warm (its compiled program and symbol index cached) and
+    utrace with an empty cache (a fresh XDG_CACHE_HOME each run: clang compiles, the ELF is read)."""
+    lines = [
+        f"## (f) command to first event, warm and with an empty utrace cache (median of {reps})",
+        "",
+        "| function | bpftrace s | utrace warm s | warm ratio (goal <= 1.0) | utrace empty cache s "
+        "| empty ratio (goal <= 1.5) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, workload, bt_cmd, ut_cmd in _startup_cases():
+        warm_xdg = _fresh_cache()
+        prog = subprocess.Popen(workload, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        bt, warm, cold = [], [], []
+        try:
+            time.sleep(0.5)
+            _first_event(ut_cmd, None, True, _bench_env(warm_xdg))  # fills the warm cache
+            _quiet_writers(warm_xdg)
+            for _ in range(reps):
+                bt.append(_first_event(bt_cmd, None, True)[1])
+                warm.append(_first_event(ut_cmd, None, True, _bench_env(warm_xdg))[1])
+                xdg = _fresh_cache()
+                cold.append(_first_event(ut_cmd, None, True, _bench_env(xdg))[1])
+                _quiet_writers(xdg)
+                shutil.rmtree(xdg, ignore_errors=True)
+        finally:
+            os.killpg(prog.pid, signal.SIGKILL)
+            prog.wait()
+            shutil.rmtree(warm_xdg, ignore_errors=True)
+        lines.append(
+            f"| {name} | {statistics.median(bt):.2f} | {statistics.median(warm):.2f} | {_ratio(warm, bt):.2f} "
+            f"| {statistics.median(cold):.2f} | {_ratio(cold, bt):.2f} |"
+        )
+    return lines
+
+
+def _list_nodes() -> list[tuple[str, Path]]:
+    nodes = [(f"node {m} (nodejs.org)", n) for m in (20, 26) if (n := official_node(m)) is not None]
+    return nodes or [("node (PATH)", Path(NODE))]
+
+
+def bench_list_json(reps: int) -> list[str]:
+    """(g): `utrace list NODE --json` with an empty cache (cold) and again (warm) against `bpftrace -l`."""
+    lines = [
+        f"## (g) `utrace list NODE --json` against `bpftrace -l 'uprobe:NODE:*'` (median of {reps})",
+        "",
+        "| binary | functions | bpftrace -l s | utrace cold s | cold ratio (goal <= 1.0) | utrace warm s "
+        "| warm ratio (goal <= 0.5) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, node in _list_nodes():
+        xdg = _fresh_cache()
+        env = _bench_env(xdg)
+        cmd = [*UTRACE, "list", str(node), "--json"]
+        bt, cold, warm = [], [], []
+        for _ in range(reps):
+            shutil.rmtree(xdg / "utrace", ignore_errors=True)
+            bt.append(timed(["bpftrace", "-l", f"uprobe:{node}:*"]))
+            cold.append(timed(cmd, env))
+            _quiet_writers(xdg)
+            warm.append(timed(cmd, env))
+        out = subprocess.run(cmd, env=env, capture_output=True, check=True, cwd=ROOT).stdout
+        shutil.rmtree(xdg, ignore_errors=True)
+        count = out.count(b"\n")
+        lines.append(
+            f"| {name} | {count:,} | {statistics.median(bt):.2f} | {statistics.median(cold):.2f} "
+            f"| {_ratio(cold, bt):.2f} | {statistics.median(warm):.2f} | {_ratio(warm, bt):.2f} |"
+        )
+    return lines
+
+
+def _pty_first_line(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Seconds from start to the first byte and to the first complete line of the listing (a line that
+    is not an escape sequence or a progress line on stderr) when stdout and stderr are a terminal."""
+    import pty
+    import selectors
+
+    master, slave = pty.openpty()
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env, cwd=ROOT)
+    os.close(slave)
+    first_byte: float | None = None
+    first_line: float | None = None
+    buf = b""
+    sel = selectors.DefaultSelector()
+    sel.register(master, selectors.EVENT_READ)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=1):
+            continue
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # EIO: the other end is closed
+            break
+        if not chunk:
+            break
+        now = time.perf_counter() - t
+        if first_byte is None:
+            first_byte = now
+        if first_line is None:
+            buf += chunk
+            text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", buf)  # drop terminal control sequences
+            if any(line.strip() and b"indexing" not in line for line in text.split(b"\n")[:-1]):
+                first_line = now
+    sel.close()
+    os.close(master)
+    p.wait(timeout=30)
+    if first_byte is None or first_line is None:
+        raise SystemExit(f"bench: {cmd} printed no line on a terminal")
+    return first_byte, first_line
+
+
+def bench_tty(reps: int) -> list[str]:
+    """(h): the first line of `utrace list NODE` on a terminal (goal: within 0.2 s), warm and cold."""
+    lines = [
+        f"## (h) first line of a listing on a terminal (a pty; median of {reps})",
+        "",
+        "| binary | bpftrace -l first line s | utrace cold: first byte s | first line s "
+        "| utrace warm: first byte s | first line s (goal <= 0.2) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, node in _list_nodes():
+        xdg = _fresh_cache()
+        env = _bench_env(xdg)
+        cmd = [*UTRACE, "list", str(node)]
+        bt, cold, warm = [], [], []
+        for _ in range(reps):
+            shutil.rmtree(xdg / "utrace", ignore_errors=True)
+            bt.append(_pty_first_line(["bpftrace", "-l", f"uprobe:{node}:*"])[1])
+            cold.append(_pty_first_line(cmd, env))
+            _quiet_writers(xdg)
+            warm.append(_pty_first_line(cmd, env))
+        shutil.rmtree(xdg, ignore_errors=True)
+        med = statistics.median
+        lines.append(
+            f"| {name} | {med(bt):.2f} | {med(c[0] for c in cold):.2f} | {med(c[1] for c in cold):.2f} "
+            f"| {med(w[0] for w in warm):.2f} | {med(w[1] for w in warm):.2f} |"
+        )
+    return lines
+
+
+def bench_names(reps: int) -> list[str]:
+    """(i): resolving a probe name in Node 26 (warm cache, `--dump-bpf`: resolved and generated, not
+    attached): the old libuv name `uv_tcp_listen` (`uv__tcp_listen` there) and globs, each
+    against the plain name in the same round (goal: no slower)."""
+    node = official_node(26) or Path(NODE)
+    names = {
+        "plain `uv__tcp_listen`": "uv__tcp_listen",
+        "alias `uv_tcp_listen`": "uv_tcp_listen",
+        "glob `uv__tcp_lis*`": "uv__tcp_lis*",
+        "glob `*__tcp_listen`": "*__tcp_listen",
+    }
+    xdg = _fresh_cache()
+    env = _bench_env(xdg)
+
+    def cmd(name: str) -> list[str]:
+        return [*UTRACE, "node", "--binary", str(node), name, "--dump-bpf"]
+
+    for probe in names.values():  # warm: the index and anything else resolving leaves behind
+        timed(cmd(probe), env)
+        _quiet_writers(xdg)
+    runs: dict[str, list[float]] = {k: [] for k in names}
+    bt: dict[str, list[float]] = {"uv__tcp_listen": [], "uv__tcp_lis*": []}
+    for _ in range(reps):
+        for label, probe in names.items():
+            runs[label].append(timed(cmd(probe), env))
+        for probe in bt:
+            bt[probe].append(timed(["bpftrace", "-l", f"uprobe:{node}:{probe}"]))
+    shutil.rmtree(xdg, ignore_errors=True)
+    plain = runs["plain `uv__tcp_listen`"]
+    lines = [
+        f"## (i) name resolution in {node.parent.parent.name}: `utrace node NAME --dump-bpf`, warm (median of {reps})",
+        "",
+        "| name | utrace s | ratio to the plain name (goal <= 1.0) |",
+        "|---|---|---|",
+    ]
+    for label, rs in runs.items():
+        lines.append(f"| {label} | {statistics.median(rs):.2f} | {_ratio(rs, plain):.2f} |")
+    for probe, rs in bt.items():
+        lines.append(f"| (bpftrace -l `{probe}`) | {statistics.median(rs):.2f} | - |")
+    return lines
+
+
+TABLES = ("listing", "stream", "count", "first", "many", "startup", "list-json", "tty", "names")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=200_000)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", choices=TABLES, action="append", help="run only this table (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (tracing)")
+    # as installed: with the bytecode compiled once (not compiled again by every command measured)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "utrace")], check=True)
+    only = set(args.only or TABLES)
     lines = [f"# utrace benchmarks ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {args.reps})", ""]
     listing_reps = max(9, args.reps + 2)  # a listing takes ~0.3 s: more rounds, a steadier median
-    lines += [
-        f"## (a) listing node's functions (median of {listing_reps})",
-        "",
-        "| command | wall s | ratio to bpftrace (median of each round's) |",
-        "|---|---|---|",
-    ]
-    for name, t, ratio in bench_listing(listing_reps):
-        lines.append(f"| {name} | {t:.2f} | {ratio} |")
-    lines += ["", f"## (b) {args.calls:,} calls of hot(i, j) streamed with both arguments", ""]
-    lines += [
-        "| tracer | wall s | delivered | lost | wall ratio to bpftrace | tracer CPU s | CPU ratio |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    rows = bench_stream(args.calls, args.reps)
-    cpu = cpu_rows(args.calls, args.reps)
-    base = next(t for n, t, _d, _l in rows if n.startswith("bpftrace"))
-    cbase = cpu["bpftrace printf"]
-    for name, t, delivered, lost in rows:
-        c = cpu.get(name)
-        cs = f"{c:.2f} | {c / cbase:.2f}" if c is not None else "- | -"
-        lines.append(f"| {name} | {t:.2f} | {delivered:,} | {lost:,} | {t / base:.2f} | {cs} |")
-    lines += ["", f"## (c) {args.calls:,} calls of hot(i, j) counted in the kernel", ""]
-    lines += ["| tracer | wall s | counted | wall ratio to bpftrace |", "|---|---|---|---|"]
-    crows = bench_count(args.calls, args.reps)
-    cbase = crows[0][1]
-    for name, t, counted in crows:
-        lines.append(f"| {name} | {t:.2f} | {counted:,} | {t / cbase:.2f} |")
-    lines += ["", "## (d) command to first event (tracers started by path while `hot 1` runs 100 times a second)", ""]
-    lines += ["| tracer | to probes armed s | to first event s | ratio to bpftrace |", "|---|---|---|---|"]
-    frows = bench_first_event(args.reps + 2)
-    fbase = frows[0][2]
-    for name, armed, first in frows:
-        a = f"{armed:.2f}" if armed is not None else "-"
-        lines.append(f"| {name} | {a} | {first:.2f} | {first / fbase:.2f} |")
-    lines += ["", f"## (e) node's {MANY} functions (52), counted in a run of node the tracer launches", ""]
-    lines += ["| tracer | command to exit s | probes | calls counted | ratio to bpftrace |", "|---|---|---|---|---|"]
-    erows = bench_many_probes(args.reps)
-    ebase = erows[0][1]
-    for name, wall, probes, counted in erows:
-        lines.append(f"| {name} | {wall:.2f} | {probes} | {counted} | {wall / ebase:.2f} |")
-    text = "\n".join(lines) + "\n"
+    if "listing" in only:
+        lines += [
+            f"## (a) listing node's functions (median of {listing_reps})",
+            "",
+            "| command | wall s | ratio to bpftrace (median of each round's) |",
+            "|---|---|---|",
+        ]
+        for name, t, ratio in bench_listing(listing_reps):
+            lines.append(f"| {name} | {t:.2f} | {ratio} |")
+        lines.append("")
+    if "stream" in only:
+        lines += [f"## (b) {args.calls:,} calls of hot(i, j) streamed with both arguments", ""]
+        lines += [
+            "| tracer | wall s | delivered | lost | wall ratio to bpftrace | tracer CPU s | CPU ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        rows = bench_stream(args.calls, args.reps)
+        cpu = cpu_rows(args.calls, args.reps)
+        base = next(t for n, t, _d, _l in rows if n.startswith("bpftrace"))
+        cbase = cpu["bpftrace printf"]
+        for name, t, delivered, lost in rows:
+            c = cpu.get(name)
+            cs = f"{c:.2f} | {c / cbase:.2f}" if c is not None else "- | -"
+            lines.append(f"| {name} | {t:.2f} | {delivered:,} | {lost:,} | {t / base:.2f} | {cs} |")
+        lines.append("")
+    if "count" in only:
+        lines += [f"## (c) {args.calls:,} calls of hot(i, j) counted in the kernel", ""]
+        lines += ["| tracer | wall s | counted | wall ratio to bpftrace |", "|---|---|---|---|"]
+        crows = bench_count(args.calls, args.reps)
+        cbase = crows[0][1]
+        for name, t, counted in crows:
+            lines.append(f"| {name} | {t:.2f} | {counted:,} | {t / cbase:.2f} |")
+        lines.append("")
+    if "first" in only:
+        lines += ["## (d) command to first event (tracers started by path while `hot 1` runs 100 times a second)"]
+        lines += ["", "| tracer | to probes armed s | to first event s | ratio to bpftrace |", "|---|---|---|---|"]
+        frows = bench_first_event(args.reps + 2)
+        fbase = frows[0][2]
+        for name, armed, first in frows:
+            a = f"{armed:.2f}" if armed is not None else "-"
+            lines.append(f"| {name} | {a} | {first:.2f} | {first / fbase:.2f} |")
+        lines.append("")
+    if "many" in only:
+        lines += [f"## (e) node's {MANY} functions (52), counted in a run of node the tracer launches", ""]
+        lines += ["| tracer | command to exit s | probes | calls counted | ratio to bpftrace |"]
+        lines += ["|---|---|---|---|---|"]
+        erows = bench_many_probes(args.reps)
+        ebase = erows[0][1]
+        for name, wall, probes, counted in erows:
+            lines.append(f"| {name} | {wall:.2f} | {probes} | {counted} | {wall / ebase:.2f} |")
+        lines.append("")
+    startup_reps = max(5, args.reps + 2) if args.reps >= 3 else args.reps  # (fewer: a trial run)
+    for table, fn in (("startup", bench_startup), ("list-json", bench_list_json), ("tty", bench_tty)):
+        if table in only:
+            lines += [*fn(startup_reps), ""]
+    if "names" in only:
+        lines += [*bench_names(startup_reps), ""]
+    text = "\n".join(lines)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)

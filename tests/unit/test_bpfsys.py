@@ -170,3 +170,26 @@ def test_skip_counts_committed_records_not_discarded_ones_and_stops_at_a_busy_on
     struct.pack_into("<I", f.mem, busy_at, len(b"writing"))  # its writer commits it
     assert f.ring.skip() == (2, False)
     assert f.cons.value == f.prod.value
+
+
+def test_the_compiled_cache_is_keyed_by_the_kernels_build_and_bccs_release(tmp_path, monkeypatch) -> None:
+    """Oracles: `uname -v` (the kernel's build), bcc's own __version__ (imported here, not by the key)."""
+    import subprocess
+
+    from utrace.bpf import backend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr("utrace.store.cache._trusted_dirs", {})
+    stamp = backend.toolchain_stamp()
+    assert subprocess.run(["uname", "-v"], capture_output=True, text=True).stdout.strip() in stamp
+    try:
+        import bcc
+
+        assert f"'{bcc.__version__}'" in stamp or f'"{bcc.__version__}"' in stamp
+    except ImportError:
+        assert "no bcc" in stamp
+    first = backend._compiled_cache_file("int x;")
+    assert first is not None and first == backend._compiled_cache_file("int x;")
+    assert backend._compiled_cache_file("int y;") != first
+    monkeypatch.setattr(backend, "toolchain_stamp", lambda: stamp + "another build")
+    assert backend._compiled_cache_file("int x;") != first

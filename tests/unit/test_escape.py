@@ -7,6 +7,7 @@ import io
 import json
 import unicodedata
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -17,7 +18,7 @@ from utrace.app.list_probes import list_target
 from utrace.app.session import Summary
 from utrace.model import Event, Frame, Module, Target
 from utrace.output.escape import json_safe, needs_escape, safe, safe_bytes, utf8_text
-from utrace.output.listing import PLAIN, write_json, write_plain, write_table
+from utrace.output.listing import JSON, PLAIN, write_json, write_plain, write_table
 from utrace.output.otlp import process_resource, span_message
 from utrace.output.perfetto import PerfettoReporter
 from utrace.output.spans import Span, Track
@@ -196,6 +197,45 @@ def test_listing_plain_lines_escape_names_cold_and_cached(hostile_elf, warm) -> 
     assert "prov\\x1b]0;pwned\\x07:name[/x] [8@%rdi\\x1b]0;pwned\\x07]" in text
 
 
+@pytest.mark.parametrize("pattern", [None, "evil*"])
+def test_listing_json_rendered_and_cached_is_the_same_as_written_from_the_table(hostile_elf, pattern) -> None:
+    """`--json` renders its function lines up front and caches a complete listing (`JSON`): cold and
+    read back, the output is byte for byte what write_json makes from the symbol table."""
+
+    def text(render: object) -> str:
+        listing = list_target(file_target(hostile_elf), pattern, render=render)  # type: ignore[arg-type]
+        out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", newline="")
+        write_json(listing, out)
+        out.flush()
+        return out.buffer.getvalue().decode("ascii")  # type: ignore[attr-defined]
+
+    plain = text(None)
+    names = [json.loads(line)["name"] for line in plain.splitlines() if '"function"' in line]
+    assert names == ([HOSTILE] if pattern else ["plain_fn", HOSTILE, "[red]x[/red]"])
+    cache = Path(hostile_elf).parent / "cache" / "utrace"
+    assert text(JSON) == plain  # cold: rendered up front
+    assert len([f for f in cache.iterdir() if f.name.startswith("json-")]) == (0 if pattern else 1)
+    assert text(JSON) == plain  # from the cache file (a complete listing)
+    other = Target(exe=hostile_elf, modules=(Module(path=hostile_elf, display="other\nname"),))
+    listing = list_target(other, pattern, render=JSON)  # the same file shown by another name: its own text
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", newline="")
+    write_json(listing, out)
+    out.flush()
+    modules = {json.loads(line)["module"] for line in out.buffer.getvalue().decode().splitlines()}  # type: ignore[attr-defined]
+    assert modules == {"other\nname"}
+
+
+def test_listing_for_a_terminal_keeps_tables_for_small_listings(hostile_elf) -> None:
+    """A terminal gets the cached plain text only for listings too long for a table (`cached_above`)."""
+    list_target(file_target(hostile_elf), None, render=PLAIN)  # caches the complete listing's text
+    small = list_target(file_target(hostile_elf), None, render=PLAIN, cached_above=3)
+    assert small.functions[0].table is not None  # 3 functions: a table can be drawn
+    assert list_target(file_target(hostile_elf), None, render=PLAIN, cached_above=2).functions[0].table is None
+    out = io.StringIO()
+    write_table(small, out)
+    assert "plain_fn" in out.getvalue()
+
+
 def test_listing_subset_escapes_only_the_picked_names(hostile_elf) -> None:
     listing = list_target(file_target(hostile_elf), "evil*", functions=True, usdt=False, render=PLAIN)
     out = io.BytesIO()
@@ -236,3 +276,53 @@ def test_otlp_spans_of_names_that_are_not_utf8_serialize() -> None:
     assert attrs["utrace.arg.s\\xff"] == "x\\xfe" and attrs["thread.name"] == TITLE
     resource = process_resource(0, "\udc9b", "/x/\udc9b")  # a path from readlink with a stray byte
     assert "/x/\\x9b" in [kv.value.string_value for kv in resource if kv.SerializeToString()]
+
+
+@given(
+    st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.binary(min_size=1, max_size=12)), max_size=30),
+    st.text(max_size=8),
+    st.data(),
+)
+def test_json_lines_are_what_json_makes(rows: list[tuple[bytes, bytes]], display: str, data) -> None:
+    """json_lines formats names as bytes in one go; oracle: the standard library's json, per object,
+    over the names decoded as utrace decodes them (UTF-8 with surrogate escapes)."""
+    from utrace.elf.symbols import SymbolTable
+    from utrace.output.listing import json_lines
+
+    rows = [(n.replace(b"\0", b"x"), r.replace(b"\0", b"x")) for n, r in rows]  # ELF names hold no NUL
+    n = len(rows)
+    table = SymbolTable(
+        "m", None, addresses=list(range(0, 16 * n, 16)), sizes=[3] * n, bindings=[1] * n, clones=[""] * n,
+        name_bytes=[r[0] for r in rows], raw_bytes=[r[1] for r in rows],
+    )  # fmt: skip
+    indices = sorted(data.draw(st.sets(st.integers(0, n - 1))) if n else [])
+    if data.draw(st.booleans()):
+        indices = list(range(n))
+    want = "".join(
+        json.dumps(
+            {"kind": "function", "name": table.names[i], "symbol": table.raws[i], "address": 16 * i, "size": 3,
+             "module": display}
+        ) + "\n"
+        for i in indices
+    )  # fmt: skip
+    assert json_lines(table, indices, display).decode("ascii") == want
+
+
+def test_json_lines_escape_only_the_names_that_need_it(monkeypatch) -> None:
+    """Names JSON leaves alone are formatted as they are; json's encoder sees only the others (and the
+    module's name): node 26 has 137k names, a few with a byte JSON escapes."""
+    import json as json_mod
+
+    from utrace.elf.symbols import SymbolTable
+    from utrace.output.listing import json_lines
+
+    names = [b"plain_%d" % i for i in range(1000)] + [b'quote"d', b"ctl\x01", b"caf\xc3\xa9"]
+    n = len(names)
+    table = SymbolTable("m", None, addresses=[1] * n, sizes=[2] * n, bindings=[1] * n, clones=[""] * n,
+                        name_bytes=names, raw_bytes=list(names))  # fmt: skip
+    real = json_mod.encoder.encode_basestring_ascii
+    seen: list[str] = []
+    monkeypatch.setattr(json_mod.encoder, "encode_basestring_ascii", lambda s: seen.append(s) or real(s))
+    lines = json_lines(table, range(n), "mod").decode("ascii").splitlines()
+    assert [json.loads(line)["name"] for line in lines[-3:]] == ['quote"d', "ctl\x01", "café"]
+    assert sorted(seen) == sorted(["mod"] + ['quote"d', "ctl\x01", "café"] * 2)  # the module, names, raws

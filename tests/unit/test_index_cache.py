@@ -20,6 +20,13 @@ from utrace.store.cache import seal
 SYMS = [Sym("main", 0x10), Sym("_ZN3foo3barEv", 0x20), Sym("f.cold", 0x30)]
 
 
+@pytest.fixture(autouse=True)
+def no_memory(monkeypatch):
+    """Each call reads the cache file (tables this process has read are kept: see the test of that)."""
+    monkeypatch.setattr(index, "_remember", lambda *a: None)
+    monkeypatch.setattr(index, "_read", {})
+
+
 @pytest.fixture
 def cache_home(tmp_path, monkeypatch):
     home = tmp_path / "xdg"
@@ -53,6 +60,21 @@ def test_second_call_is_served_from_cache(tmp_path, cache_home, monkeypatch):
     assert second.names[1] == "foo::bar()"
     assert [second.raws[i] for i in second.entries()] == ["main", "_ZN3foo3barEv"]
     assert second.symbol(0) == first.symbol(0)
+
+
+def test_a_table_read_once_is_not_read_again_until_the_file_changes(tmp_path, cache_home, monkeypatch):
+    monkeypatch.undo()  # this process's memory of tables, and the cache directory again
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home.parent))
+    monkeypatch.setattr(index, "_read", {})
+    path = build_elf(symtab=SYMS, build_id=b"\xab" * 20).write(tmp_path / "a.out")
+    first = index.symbols_for(path)
+    reads: list[object] = []
+    monkeypatch.setattr(index, "read_sealed", lambda f: reads.append(f))
+    assert index.symbols_for(path) is first and reads == []
+    assert index.symbols_for(path, use_cache=False) is not first
+    os.utime(path, ns=(1, 1))  # the same bytes, another identity: read again (from the cache dir: refused)
+    again = index.symbols_for(path)
+    assert again is not first and len(reads) == 1 and _columns(again)[:-1] == _columns(first)[:-1]
 
 
 def test_the_same_file_by_another_path_shares_the_entry_and_module_is_the_callers_path(
@@ -256,3 +278,43 @@ def test_the_cache_is_pruned_least_recently_used_first(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "symbols-e", "toolchains"]
     monkeypatch.setenv("UTRACE_CACHE_MAX_MB", "nan")
     assert cache.max_cache_bytes() == 1024 << 20
+
+
+def test_a_big_table_is_written_by_a_child(tmp_path, cache_home, monkeypatch):
+    """A big table's entry is packed and written by a forked child (the tracer goes on meanwhile)."""
+    monkeypatch.setattr(index, "_WRITE_BEHIND_COUNT", 2)
+    pid = os.getpid()
+    writers: list[int] = []
+    real = index.seal
+    monkeypatch.setattr(index, "seal", lambda body: writers.append(os.getpid()) or real(body))
+    path = build_elf(symtab=SYMS).write(tmp_path / "a.out")
+    table = index.symbols_for(path)
+    assert writers == []  # not packed here
+    deadline = time.monotonic() + 30
+    while not list(cache_home.glob("symbols-*.marshal")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    index._read.clear()
+    monkeypatch.setattr(index, "read_symbols", _fail)
+    assert _columns(index.symbols_for(path)) == _columns(table) and os.getpid() == pid
+
+
+def test_a_cache_writer_child_holds_none_of_our_descriptors(tmp_path):
+    """The child writing cache files behind closes what it inherited: the other end of a pipe we
+    close sees its end at once, not when the (slow) writer is done."""
+    import select
+
+    from utrace.store.cache import write_behind
+
+    r, w = os.pipe()
+
+    def slow() -> bytes:
+        time.sleep(3)
+        return b"x"
+
+    write_behind([(tmp_path / "slow-file", slow)])
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], 2)
+        assert ready and os.read(r, 1) == b""  # EOF: no process holds the write end any more
+    finally:
+        os.close(r)

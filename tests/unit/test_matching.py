@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import time
 
 import pytest
 from hypothesis import given
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from utrace.app.candidates import probe_name
 from utrace.elf.demangle import base_name, clone_suffix, demangle, display_name
-from utrace.elf.match import match_probes, name_matcher
+from utrace.elf.match import match_probes, name_matcher, required_text
 from utrace.model import UsdtProbe
 from utrace.runtimes.cxxthis import function_scope
 from utrace.runtimes.signature import param_list
@@ -111,6 +113,37 @@ def test_regex_metacharacters_are_literal():
     assert matches("x$y", "x$y")
     assert matches("demo::f(int*)", "demo::f(int*)")
     assert matches("demo::f(int*)", "demo::f(int**)")  # `*` is still a glob inside the parameter list
+
+
+GLOB_CHARS = st.sampled_from(list("ab:_()<> *?[]!-"))
+
+
+@given(st.text(GLOB_CHARS, max_size=12), st.text(st.sampled_from(list("ab:_()<> *?[]!-")), max_size=16))
+def test_required_text_is_in_every_name_the_glob_matches(pattern: str, name: str) -> None:
+    """Oracle: the standard library's fnmatch. match_functions skips names without required_text."""
+    if fnmatch.fnmatchcase(name, pattern):
+        assert required_text(pattern) in name
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [("uv__tcp_listen", "uv__tcp_listen"), ("*__tcp_listen", "__tcp_listen"), ("node::*::Listen", "::Listen"),
+     ("a[bc]def", "def"), ("x[!]]yy*", "yy"), ("[abc", "[abc"), ("*", ""), ("?", "")],
+)  # fmt: skip
+def test_required_text(pattern: str, text: str) -> None:
+    assert required_text(pattern) == text
+
+
+def test_leading_star_is_linear_in_the_name() -> None:
+    """A pattern starting with `*` on long C++ names with a return type: main searched each name with a
+    regex that starts with `.*` (quadratic: 40 s for `*__tcp_listen` over node 26's names)."""
+    long_names = [f"void ns::{'x' * 8000}{i}(int)" for i in range(300)]
+    m = name_matcher("*Listen")
+    assert m is not None
+    t = time.perf_counter()
+    assert not any(m(n) for n in long_names)
+    assert time.perf_counter() - t < 5  # main: 10 s (300 x 32M regex steps)
+    assert m(f"void ns::{'x' * 4000}Listen(int)")
 
 
 def test_match_probes_by_full_or_short_name():
@@ -340,3 +373,24 @@ def test_operator_names_from_the_grammar(case: tuple[str, str, str, str, str, st
 )
 def test_base_name_real_operator_names(demangled: str, base: str) -> None:
     assert base_name(demangled) == base
+
+
+def test_the_same_pattern_over_the_same_table_is_matched_once(tmp_path, monkeypatch) -> None:
+    """An old libuv name is tried as itself, then as the first of its aliases: one scan of the table."""
+    import utrace.elf.match as lp
+    from tests.unit.elfgen import Sym, build_elf
+    from utrace.elf.index import symbols_for
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = build_elf(symtab=[Sym("uv_tcp_listen", 0x10), Sym("uv__tcp_listen", 0x20)]).write(tmp_path / "a.out")
+    table = symbols_for(path, use_cache=False)
+    first = lp.match_functions(table, "uv_tcp_listen")
+    scans: list[str | None] = []
+    real = lp.name_matcher
+    monkeypatch.setattr(lp, "name_matcher", lambda p: scans.append(p) or real(p))
+    again = lp.match_functions(table, "uv_tcp_listen")
+    assert again == first and [table.raws[i] for i in again] == ["uv_tcp_listen"] and again is not first
+    assert lp.match_functions(table, "uv__tcp_*") == [table.raws.index("uv__tcp_listen")]
+    other = symbols_for(path, use_cache=False)  # another table: matched on its own
+    assert lp.match_functions(other, "uv_tcp_listen") == first
+    assert scans == ["uv__tcp_*", "uv_tcp_listen"]  # a matcher is made for each scan

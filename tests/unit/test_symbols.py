@@ -471,3 +471,33 @@ def test_against_nm_cxx_demangled(tmp_path):
     cold = [i for i in range(len(table)) if table.clones[i] == ".cold"]
     assert not set(cold) & set(table.entries())
     assert os.path.basename(table.module) == "prog"
+
+
+@given(
+    st.lists(st.tuples(st.binary(min_size=1, max_size=10), st.binary(min_size=1, max_size=10)), max_size=20),
+    st.text(st.sampled_from(list("ab\x00\udcff\u00e9_")), min_size=1, max_size=3),
+)
+def test_names_tested_and_decoded_one_by_one_agree_with_the_decoded_columns(rows, text) -> None:
+    """A table still holding its names as bytes answers `holding` and `name_at` without decoding them
+    all; oracle: the decoded columns (and `in` over them)."""
+    from utrace.elf.symbols import SymbolTable
+
+    rows = [(n.replace(b"\0", b"x"), r.replace(b"\0", b"x")) for n, r in rows]
+
+    def table() -> SymbolTable:
+        n = len(rows)
+        return SymbolTable(
+            "m", None, addresses=[0] * n, sizes=[0] * n, bindings=[1] * n, clones=[""] * n,
+            name_bytes=[r[0] for r in rows], raw_bytes=[r[1] for r in rows],
+        )  # fmt: skip
+
+    lazy, decoded = table(), table()
+    names, raws = decoded.names, decoded.raws
+    assert [lazy.name_at(i) for i in range(len(rows))] == names
+    assert [lazy.raw_at(i) for i in range(len(rows))] == raws
+    holding = lazy.holding(text)
+    exact = {i for i in range(len(rows)) if text in names[i] or text in raws[i]}
+    assert exact <= holding and decoded.holding(text) == exact
+    for raw in {r.decode("utf-8", "surrogateescape") for _n, r in rows} | {text}:
+        assert lazy.has_raw(raw) == decoded.has_raw(raw) == (raw in raws)
+    assert lazy._names is None and lazy._raws is None  # nothing was decoded whole

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -20,14 +21,16 @@ if TYPE_CHECKING:
 class ModuleFunctions:
     """The matching functions of one module.
 
-    `rendered`, when a renderer was given to `list_target`, holds their plain-text lines; a listing of
-    every function may then come from the cache without the table (`table` None, `indices` a range).
+    `rendered`, when a renderer was given to `list_target`, holds their lines as it renders them; a
+    listing of every function may then come from the cache without the table (`table` None, `indices` a
+    range, `rendered` a view of the file read).
     """
 
     display: str
     table: SymbolTable | None
     indices: Sequence[int]
-    rendered: bytes | None = None
+    rendered: bytes | memoryview | None = None
+    rendered_as: str = ""  # the renderer's name
 
 
 @dataclass(slots=True)
@@ -40,9 +43,9 @@ class Listing:
         return sum(len(m.indices) for m in self.functions)
 
 
-Renderer = Callable[[SymbolTable, Sequence[int]], bytes]
-_RENDER_FORMAT = 4  # 2: Go programs named by their pclntab; 3: keyed by the file's identity; 4: Go 1.18-1.19
-# instantiations by their ELF names
+Renderer = Callable[[SymbolTable, Sequence[int], str], bytes]  # (table, indices, module display)
+_RENDER_FORMAT = 5  # 2: Go programs named by their pclntab; 3: keyed by the file's identity; 4: Go 1.18-1.19
+# instantiations by their ELF names; 5: keyed by the module's display too
 
 
 def list_target(
@@ -53,6 +56,7 @@ def list_target(
     usdt: bool = True,
     on_cold: Callable[[str], None] | None = None,
     render: tuple[str, Renderer] | None = None,
+    cached_above: int = 0,
 ) -> Listing:
     """Collect the matching functions and USDT probes of every module of `target`.
 
@@ -61,6 +65,8 @@ def list_target(
             module's complete listing is cached by build-id under `name`, so the next complete listing
             reads one file and neither loads nor formats the symbol table. The process is assumed to
             exit soon after (big cache files are written from a detached child).
+        cached_above: a module's cached text serves only listings of more functions than this (a
+            terminal shows fewer as a table, which needs the symbol table).
 
     Raises:
         ElfError: the main executable is not a readable ELF file. Other modules of a process that cannot
@@ -74,7 +80,7 @@ def list_target(
     for n, module in enumerate(target.modules):
         try:
             if functions:
-                mf = _module_functions(module.path, module.display, pattern, on_cold, render, writes)
+                mf = _module_functions(module.path, module.display, pattern, on_cold, render, writes, cached_above)
                 listing.functions.append(mf)
             if usdt:
                 for p in match_probes(usdt_probes_for(module.path), pattern):
@@ -99,6 +105,7 @@ def _module_functions(
     on_cold: Callable[[str], None] | None,
     render: tuple[str, Renderer] | None,
     writes: list[CacheJob],
+    cached_above: int = 0,
 ) -> ModuleFunctions:
     rendered_file = None
     if render is not None and name_matcher(pattern) is None:
@@ -106,12 +113,16 @@ def _module_functions(
         from utrace.store.cache import read_sealed, trusted_cache_dir
 
         cache = trusted_cache_dir()
-        rendered_file = cache / f"{render[0]}-v{_RENDER_FORMAT}-{cache_key(path)}.txt" if cache else None
+        # the text may hold the module's display name (JSON lines): the file names it, its header holds it
+        name = f"{render[0]}-v{_RENDER_FORMAT}-{cache_key(path)}-{zlib.crc32(_display_bytes(display)):08x}.txt"
+        rendered_file = cache / name if cache else None
         body = read_sealed(rendered_file) if rendered_file is not None else None
         if body is not None:
-            count, _, text = bytes(body).partition(b"\n")
-            if count.isdigit():
-                return ModuleFunctions(display, None, range(int(count)), text)
+            head = bytes(body[: 1 << 16])
+            count, _, shown = head[: max(head.find(b"\n"), 0)].partition(b" ")
+            if count.isdigit() and shown == _display_bytes(display) and int(count) > cached_above:
+                text = body[len(count) + len(shown) + 2 :]
+                return ModuleFunctions(display, None, range(int(count)), text, render[0])
     # A cold read may hand over the first symbol table's functions before the rest is read: they are
     # rendered then, while another process still compares the second table with the first.
     early: list[tuple[int, list[int], bytes]] = []  # (size of the first part, its matches, their lines)
@@ -119,7 +130,7 @@ def _module_functions(
     def render_first(part: SymbolTable) -> None:
         if render is not None:
             matching = match_functions(part, pattern)
-            early.append((len(part), matching, render[1](part, matching)))
+            early.append((len(part), matching, render[1](part, matching, display)))
 
     # A Go program is named by its pclntab (stripped or not, C symbols or not): no early part then (a
     # Go table replaces an ELF one only when that was empty, so an early part is always a prefix).
@@ -129,10 +140,16 @@ def _module_functions(
     rest = match_functions(table, pattern, start=part_size)
     mf = ModuleFunctions(display, table, part_matches + rest if part_matches else rest)
     if render is not None:
-        mf.rendered = first_lines + render[1](table, rest) if rest else first_lines
+        lines = first_lines + render[1](table, rest, display) if rest else first_lines
+        mf.rendered, mf.rendered_as = lines, render[0]
         if rendered_file is not None:
             from utrace.store.cache import seal
 
-            lines, n_lines = mf.rendered, len(mf.indices)
-            writes.append((rendered_file, lambda: seal(b"%d\n" % n_lines + lines)))
+            header = b"%d %s\n" % (len(mf.indices), _display_bytes(display))
+            writes.append((rendered_file, lambda: seal(header + lines)))
     return mf
+
+
+def _display_bytes(display: str) -> bytes:
+    """A module's display name on one line of ASCII, exactly (backslash escapes)."""
+    return display.encode("unicode_escape")

@@ -198,18 +198,50 @@ def _attach_prog(perf_fd: int, prog_fd: int) -> None:
         raise TracingError(f"cannot enable the uprobe: {os.strerror(err)}")
 
 
-_COMPILED_FORMAT = 1
+_COMPILED_FORMAT = 2  # 2: keyed by the kernel's build and bcc's release too
 
 
 def _compiled_cache_file(source: str) -> Path | None:
-    """Where the compiled form of `source` is kept (the text, the kernel it was built against, the
-    format), in the trusted cache directory; None when there is none."""
+    """Where the compiled form of `source` is kept, in the trusted cache directory (None when there is
+    none): named by everything that shapes it, the text, the kernel it was built against (release,
+    machine, build: `toolchain_stamp`), bcc's release (and so its clang) and the format."""
     cache = trusted_cache_dir()
     if cache is None:
         return None
     uname = os.uname()
-    digest = hashlib.sha256(f"{_COMPILED_FORMAT}\0{uname.release}\0{uname.machine}\0{source}".encode()).hexdigest()
+    key = f"{_COMPILED_FORMAT}\0{uname.release}\0{uname.machine}\0{toolchain_stamp()}\0{source}"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
     return cache / f"bpf-v{_COMPILED_FORMAT}-{digest[:40]}.marshal"
+
+
+def toolchain_stamp() -> str:
+    """The kernel's build and bcc's release, read without importing bcc (a warm start never does).
+
+    /proc/version names the release, the build number and time and the compiler: a kernel rebuilt
+    (another configuration, other structure layouts in its headers) has another. bcc's Python package
+    carries its release (`bcc/version.py`), shipped in step with libbcc and the clang inside it; the
+    size and time of its `libbcc.py` change with any reinstall too.
+    """
+    parts = []
+    try:
+        with open("/proc/version", "rb") as f:
+            parts.append(f.read(4096).decode("utf-8", "surrogateescape"))
+    except OSError:
+        parts.append("")
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("bcc")
+        origin = spec.origin if spec is not None else None
+        if origin:
+            home = os.path.dirname(origin)
+            with open(os.path.join(home, "version.py"), "rb") as f:
+                parts.append(f.read(4096).decode("utf-8", "surrogateescape"))
+            st = os.stat(os.path.join(home, "libbcc.py"))
+            parts.append(f"{st.st_size}-{st.st_mtime_ns}")
+    except (OSError, ImportError, ValueError):
+        parts.append("no bcc")
+    return "\0".join(parts)
 
 
 def _cached_compiled(source: str) -> bpfsys.Compiled | None:

@@ -79,6 +79,7 @@ def list_cmd(
     from utrace.app.list_probes import list_target
     from utrace.errors import UsageError
     from utrace.output.listing import (
+        JSON,
         PLAIN,
         TABLE_LIMIT,
         ColdIndexProgress,
@@ -110,7 +111,8 @@ def list_cmd(
             functions=not only_usdt,
             usdt=not only_functions,
             on_cold=progress,
-            render=None if as_json or tty else PLAIN,  # a terminal may get a table instead
+            render=JSON if as_json else PLAIN,
+            cached_above=TABLE_LIMIT if tty and not as_json else 0,  # a terminal gets a table up to that
         )
     finally:
         progress.stop()

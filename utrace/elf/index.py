@@ -26,10 +26,11 @@ from utrace.elf.reader import ElfImage
 from utrace.elf.symbols import SymbolTable, load_segments, read_symbols
 from utrace.errors import ElfError
 from utrace.process import procfs
-from utrace.store.cache import CacheJob, read_sealed, seal, trusted_cache_dir, write_jobs
+from utrace.store.cache import CacheJob, read_sealed, seal, trusted_cache_dir, write_behind, write_jobs
 
 _FORMAT = 4  # 4: keyed by identity, which the entry repeats; 3: a CRC-32 of the marshal data precedes it
 
+_WRITE_BEHIND_COUNT = 20000  # functions; below that, writing the cache file here costs a few ms
 Identity = tuple[str, int, int, int, int, int]  # build-id or "", size, device, inode, mtime_ns, ctime_ns
 
 
@@ -96,23 +97,40 @@ def symbols_for(
         f.close()
         raise
     ident = _identity(st, build_id)
+    if use_cache and (known := _read.get((path, ident))) is not None:
+        f.close()  # read already by this process (node's is asked for twice: 0.4 s each)
+        return known
     cache = trusted_cache_dir() if use_cache else None
     file = cache / f"symbols-v{_FORMAT}-{_key(ident)}.marshal" if cache is not None else None
     with ElfImage(path, f) as image:
         if file is not None:
             table = _load(file, path, ident, image)
             if table is not None:
+                _remember(path, ident, table)
                 return table
         if on_cold is not None:
             on_cold(path)
         table = read_symbols(image, build_id, first_part)
+    if use_cache:
+        _remember(path, ident, table)
     if file is not None:
         job = (file, lambda: seal(marshal.dumps(_pack(table, ident))))
         if defer_write is not None:
             defer_write.append(job)
+        elif len(table) >= _WRITE_BEHIND_COUNT:  # packing node 26's takes 0.5-1.5 s: a child does it
+            write_behind([job])
         else:
             write_jobs([job])
     return table
+
+
+_read: dict[tuple[str, Identity], SymbolTable] = {}  # this process's tables (never changed once read)
+
+
+def _remember(path: str, ident: Identity, table: SymbolTable) -> None:
+    if len(_read) >= 32:
+        _read.clear()
+    _read[(path, ident)] = table
 
 
 def _pack(t: SymbolTable, ident: Identity) -> tuple[Any, ...]:

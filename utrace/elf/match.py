@@ -42,10 +42,15 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
     if "(" not in pattern or name_parts(pattern)[1] < 0:
         body += r"(?:\(.*)?"
     rx = re.compile(body + r"\Z")
+    # A pattern that starts with `*` matches s wherever it matches a suffix of s: the search below
+    # could only find what the match did (and costs the square of the name's length: 40 s in node 26)
+    starred = pattern.startswith("*")
 
     def matches(s: str) -> bool:
         if rx.match(s):
             return True
+        if starred:
+            return False
         # Demangled function templates carry their return type first ("int demo::twice<int>(int)"):
         # a pattern may leave it out. Only names with a space before their parameters can have one.
         # display_name(s) is a suffix of s, so it can match only where a search of s finds a match:
@@ -59,12 +64,42 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool] | None:
 def match_functions(table: SymbolTable, pattern: str | None, start: int = 0) -> list[int]:
     """Indices (from `start` on) of function entries (never `.cold` parts) whose demangled or raw name
     matches (Go's globs for a table named by a Go pclntab)."""
+    key = (id(table), pattern or "", start)
+    if (known := _matched.get(key)) is not None and known[0] is table:
+        return list(known[1])  # asked again (an old libuv name is tried as itself, then as its aliases)
     m = go_name_matcher(pattern) if table.go else name_matcher(pattern)
     if m is None:
         return list(table.entries(start))
-    entries = table.entries(start)
-    names, raws = table.names, table.raws
-    return [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
+    entries: Iterable[int] = table.entries(start)
+    assert pattern is not None
+    # a test in C first: most names lack the pattern's longest literal (not for Go's names, which a
+    # pattern also matches without their type arguments); the few others are decoded one by one
+    if not table.go and (text := required_text(pattern)):
+        name, raw = table.name_at, table.raw_at
+        found = [
+            i
+            for i in filter(table.holding(text).__contains__, entries)
+            if m(n := name(i)) or ((r := raw(i)) != n and m(r))
+        ]
+    else:
+        names, raws = table.names, table.raws
+        found = [i for i in entries if m(names[i]) or (raws[i] != names[i] and m(raws[i]))]
+    if len(_matched) >= 64:
+        _matched.clear()
+    _matched[key] = (table, found)
+    return list(found)
+
+
+_matched: dict[tuple[int, str, int], tuple[SymbolTable, list[int]]] = {}  # (table, its matches): tables never change
+
+
+_GLOB_SPECIAL = re.compile(r"\*|\?|\[!?\]?[^\]]*\]")  # fnmatch's wildcards and [classes] (an unclosed [ is literal)
+
+
+def required_text(pattern: str) -> str:
+    """The longest run of literal characters in a glob: every name `name_matcher(pattern)` accepts
+    contains it (a match is a prefix of the name, or of its suffix without a return type)."""
+    return max(_GLOB_SPECIAL.split(pattern), key=len)
 
 
 def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe]:

@@ -13,7 +13,7 @@ import marshal
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, repeat
-from operator import and_, itemgetter, not_
+from operator import and_, contains, itemgetter, not_
 from typing import TypeVar
 
 from utrace.elf.demangle import clone_suffix, demangle_bytes, demangle_serial
@@ -108,6 +108,12 @@ class SymbolTable:
             return self._name_bytes
         return [n.encode("utf-8", "surrogateescape") for n in self.names]
 
+    def raws_as_bytes(self) -> list[bytes]:
+        """`raws` encoded as the file held them, without decoding them if they were never decoded."""
+        if self._raw_bytes is not None:
+            return self._raw_bytes
+        return [n.encode("utf-8", "surrogateescape") for n in self.raws]
+
     def __len__(self) -> int:
         return len(self.addresses)
 
@@ -117,12 +123,48 @@ class SymbolTable:
                 return address - vaddr + offset
         return None
 
+    def name_at(self, i: int) -> str:
+        """`names[i]`, decoding only that name while the table holds its names as bytes."""
+        if self._names is None and self._name_bytes is not None:
+            return self._name_bytes[i].decode("utf-8", "surrogateescape")
+        return self.names[i]
+
+    def raw_at(self, i: int) -> str:
+        """`raws[i]`, decoding only that name while the table holds its raw names as bytes."""
+        if self._raws is None and self._raw_bytes is not None:
+            return self._raw_bytes[i].decode("utf-8", "surrogateescape")
+        return self.raws[i]
+
+    def has_raw(self, raw: str) -> bool:
+        """Whether a symbol is spelled `raw` in the file (`raw in raws`, without decoding them all)."""
+        if self._raws is None and self._raw_bytes is not None:
+            return raw.encode("utf-8", "surrogateescape") in self._raw_bytes
+        return raw in self.raws
+
+    def holding(self, text: str) -> set[int]:
+        """Indices of the symbols whose name or raw name may contain `text`: every one that does, found
+        by a test in C per name on the names as the table holds them (bytes until something decodes
+        them: a first trace of node 26 need not decode its 137k names)."""
+        found: set[int] = set()
+        for column, raw in ((self._names, self._name_bytes), (self._raws, self._raw_bytes)):
+            if column is None and raw is not None:
+                try:  # (UTF-8 keeps substrings substrings; an escaped byte may match more: a superset)
+                    key = text.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError:
+                    column, raw = self.names if raw is self._name_bytes else self.raws, None
+                else:
+                    found.update(compress(range(len(raw)), map(contains, raw, repeat(key))))
+                    continue
+            assert column is not None
+            found.update(compress(range(len(column)), map(contains, column, repeat(text))))
+        return found
+
     def symbol(self, i: int) -> Symbol:
         address = self.addresses[i]
         offset = self.offset_of(address)
         return Symbol(
-            name=self.names[i],
-            raw=self.raws[i],
+            name=self.name_at(i),
+            raw=self.raw_at(i),
             address=address,
             size=self.sizes[i],
             binding=_BINDINGS.get(self.bindings[i], Binding.OTHER),

@@ -10,9 +10,10 @@ bytes and escape sequences as visible escapes, rich markup never interpreted); J
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
-from itertools import chain
-from operator import itemgetter
+from itertools import accumulate, chain, repeat
+from operator import add, itemgetter
 from typing import BinaryIO, TextIO
 
 from utrace.app.list_probes import Listing, ModuleFunctions
@@ -27,20 +28,12 @@ def write_json(listing: Listing, out: TextIO) -> None:
     """One JSON object per line: {"kind": "function", ...} and {"kind": "usdt", ...}."""
     import json
 
-    esc = json.encoder.encode_basestring_ascii
     for mf in listing.functions:
-        t = _table(mf)
-        module = esc(mf.display)
-        names, raws, addrs, sizes = t.names, t.raws, t.addresses, t.sizes
-        out.write(
-            "".join(
-                [
-                    f'{{"kind": "function", "name": {esc(names[i])}, "symbol": {esc(raws[i])}, '
-                    f'"address": {addrs[i]}, "size": {sizes[i]}, "module": {module}}}\n'
-                    for i in mf.indices
-                ]
-            )
-        )
+        if mf.rendered is not None and mf.rendered_as == JSON[0]:  # (maybe from the cache)
+            out.flush()
+            out.buffer.write(mf.rendered)
+        else:
+            out.write(json_lines(_table(mf), mf.indices, mf.display).decode("ascii"))
     for display, p in listing.probes:
         obj = {
             "kind": "usdt",
@@ -53,6 +46,46 @@ def write_json(listing: Listing, out: TextIO) -> None:
             "module": display,
         }
         out.write(json.dumps(obj) + "\n")  # ASCII: exact, and nothing a terminal acts on
+
+
+def json_lines(table: SymbolTable, indices: Sequence[int], display: str) -> bytes:
+    """`write_json`'s function lines (ASCII) for `indices` (ascending, distinct) of `table`, a module
+    shown as `display`: one % format for all, from the names as bytes; a name with a byte JSON escapes
+    (a quote, a backslash, a control or non-ASCII byte: the rare case, found in C first) goes through
+    json's own escaping of the decoded name."""
+    import json
+
+    esc = json.encoder.encode_basestring_ascii
+    names, raws, addrs, sizes = table.names_as_bytes(), table.raws_as_bytes(), table.addresses, table.sizes
+    if len(indices) != len(names):  # else distinct indices of the table: all of it, in order
+        pick = itemgetter(*indices) if len(indices) > 1 else lambda col: [col[i] for i in indices]
+        names, raws, addrs, sizes = list(pick(names)), list(pick(raws)), list(pick(addrs)), list(pick(sizes))
+
+    def escaped(column: list[bytes]) -> list[bytes]:
+        # each byte JSON escapes becomes a 0, every other a 1 (one translate, then memchr for the 0s)
+        marked = b" ".join(column).translate(_JSON_SAFE)
+        at = marked.find(0)
+        if at < 0:
+            return column
+        column = list(column)
+        ends = list(accumulate(map(add, map(len, column), repeat(1))))  # where each name ends (+ 1)
+        while at >= 0:
+            k = bisect_right(ends, at)  # the name holding the byte
+            column[k] = esc(column[k].decode("utf-8", "surrogateescape"))[1:-1].encode("ascii")
+            at = marked.find(0, ends[k])
+        return column
+
+    names, raws = escaped(names), escaped(raws)
+    module = esc(display).encode("ascii").replace(b"%", b"%%")
+    line = b'{"kind": "function", "name": "%s", "symbol": "%s", "address": %d, "size": %d, "module": ' + module
+    return ((line + b"}\n") * len(indices)) % tuple(chain.from_iterable(zip(names, raws, addrs, sizes, strict=True)))
+
+
+# 0 for the bytes json's ASCII encoder escapes (quote, backslash, controls, DEL and non-ASCII), else 1
+_JSON_SAFE = bytes(0 if b < 0x20 or b >= 0x7F or b in b'"\\' else 1 for b in range(256))
+
+
+JSON = ("json-lines", json_lines)  # the renderer `list_target` caches complete JSON listings with
 
 
 def plain_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
@@ -80,7 +113,11 @@ def plain_lines(table: SymbolTable, indices: Sequence[int]) -> bytes:
     return (b"%#014x %7d %s\n" * len(indices)) % tuple(fields)
 
 
-PLAIN = ("plain-escaped", plain_lines)  # the renderer `list_target` caches complete listings with
+def _plain(table: SymbolTable, indices: Sequence[int], display: str) -> bytes:
+    return plain_lines(table, indices)
+
+
+PLAIN = ("plain-escaped", _plain)  # the renderer `list_target` caches complete listings with
 
 
 def write_plain(listing: Listing, out: BinaryIO) -> None:
@@ -89,7 +126,8 @@ def write_plain(listing: Listing, out: BinaryIO) -> None:
         if not mf.indices:
             continue
         out.write(_utf8(f"# {safe(mf.display)}: {len(mf.indices)} functions\n"))
-        out.write(mf.rendered if mf.rendered is not None else plain_lines(_table(mf), mf.indices))
+        rendered = mf.rendered if mf.rendered_as == PLAIN[0] else None
+        out.write(rendered if rendered is not None else plain_lines(_table(mf), mf.indices))
     if listing.probes:
         out.write(_utf8(f"# USDT probes: {len(listing.probes)}\n"))
         for display, p in listing.probes:

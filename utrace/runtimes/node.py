@@ -268,4 +268,4 @@ def _has_libuv(path: str) -> bool:
         t = function_table(path)
     except ElfError:
         return False
-    return "uv_run" in t.raws or "uv_listen" in t.raws
+    return t.has_raw("uv_run") or t.has_raw("uv_listen")

@@ -204,8 +204,9 @@ def write_behind(jobs: list[CacheJob]) -> None:
 
     Each job is (file, producer of its bytes); the producers run in the child, on the other core,
     while this process goes on (and typically exits; the child is not waited for, see
-    `parallel.reap_later`). The child holds none of our standard streams open, so a reader of our
-    output sees its end when we exit. Where fork is impossible, the files are written here and now.
+    `parallel.reap_later`). The child holds none of our standard streams (nor any other descriptor)
+    open, so a reader of our output sees its end when we exit. Where fork is impossible, the files are
+    written here and now.
     """
     if not jobs:
         return
@@ -223,6 +224,9 @@ def write_behind(jobs: list[CacheJob]) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
+        # nor anything else of ours (a tracer's pidfds, pipes, perf events: their owners see them closed
+        # when the tracer closes them, not when this child is done)
+        os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), 3))
         write_jobs(jobs)
     finally:
         os._exit(0)
@@ -239,9 +243,9 @@ def write_jobs(jobs: list[CacheJob]) -> None:
         prune(directory)
 
 
-# The files utrace writes at the top of its cache directory: symbol indexes, rendered listings,
+# The files utrace writes at the top of its cache directory: symbol indexes, rendered listings (plain, JSON),
 # compiled programs (the toolchains and real-world programs the tests fetch live in sub-directories).
-_CACHE_FILE_PREFIXES = ("symbols-", "plain-", "bpf-")
+_CACHE_FILE_PREFIXES = ("symbols-", "plain-", "json-", "bpf-")
 
 
 def max_cache_bytes() -> int:
