@@ -159,6 +159,23 @@ def _probe_fds(pid: int) -> int:
     return sum(1 for link in links if "perf_event" in link or link == "anon_inode:bpf_link")
 
 
+def _forget_bcc_probes(pid: int) -> None:
+    """Remove the uprobe_events entries a bcc tool of this pid left (it removes them itself only on a
+    SIGINT it saw): a stray entry would show in every later check that nothing is left attached."""
+    events = Path("/sys/kernel/tracing/uprobe_events")
+    try:
+        firsts = [line.split()[0] for line in events.read_text().splitlines() if line.strip()]
+        names = [first[2:] for first in firsts if first.endswith(f"_bcc_{pid}")]  # "p:uprobes/NAME"
+        for name in names:  # os.open: Python's "a" mode seeks, which tracefs refuses
+            fd = os.open(events, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, f"-:{name}\n".encode())
+            finally:
+                os.close(fd)
+    except OSError:
+        pass
+
+
 def _stop(pid: int) -> resource.struct_rusage:
     """SIGINT (bcc's trace cleans up only then), repeated: a tracer busy draining may miss the first."""
     for sig in [signal.SIGINT] * 5 + [signal.SIGTERM, signal.SIGKILL]:
@@ -166,6 +183,7 @@ def _stop(pid: int) -> resource.struct_rusage:
         for _ in range(40):
             done, _status, ru = os.wait4(pid, os.WNOHANG)
             if done:
+                _forget_bcc_probes(pid)
                 return ru
             time.sleep(0.05)
     raise SystemExit(f"bench: pid {pid} does not stop")
@@ -204,6 +222,7 @@ def _cpu_of(cmd: list[str], calls: int) -> float:
                 except subprocess.TimeoutExpired:
                     tr.kill()
                     tr.wait()
+                _forget_bcc_probes(tr.pid)
     shutil.rmtree(tmp, ignore_errors=True)
     return ru.ru_utime + ru.ru_stime
 
@@ -274,6 +293,7 @@ def _first_event(
     except subprocess.TimeoutExpired:
         p.kill()  # never leave a tracer behind to trace the next runs
         p.wait()
+        _forget_bcc_probes(p.pid)
         raise SystemExit(f"bench: {cmd[0]} did not stop") from None
     if first is None:
         raise SystemExit(f"bench: no event from {cmd[0]}: {bufs['err'][-300:]!r}")
