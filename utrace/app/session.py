@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from utrace.errors import EnvironmentProblem, OutputError, UsageError
 from utrace.model import Event, ProbeKind, ProbeSpec, Target
+from utrace.probes.aggregate import ByRequest, KeyedTable
 from utrace.probes.codegen import TARGET_ENTRIES, Aggregate, BpfProgram, ExecOffsets, FamilyOffsets, Options, render
 from utrace.process.target import NamespaceIds, exe_identity, is_alive
 from utrace.runtimes.base import LaunchCheck, Plan, TargetChange, TraceRequest
@@ -62,6 +63,7 @@ class SessionOptions:
     follow: bool = False  # also every process the target forks, at any depth (--follow)
     keep_running: bool = False  # leave a launched program and its descendants running at the end
     on_warning: Callable[[str], None] | None = None  # told a warning the moment it is found (also in Summary)
+    by: ByRequest | None = None  # with COUNT: also per value of one argument (--count --by ARG, --hist=ARG)
 
 
 @dataclass(slots=True)
@@ -77,6 +79,8 @@ class Summary:
     # log2 latency buckets {slot: n} per (function, pid), slots as in codegen.slot_range
     counts: dict[tuple[str, int], int] = field(default_factory=dict)
     hist: dict[tuple[str, int], dict[int, int]] = field(default_factory=dict)
+    # with SessionOptions.by: calls per value (or log2 slot) of the argument, per probe
+    keyed: list[KeyedTable] = field(default_factory=list)
     # processes the traced ones forked while traced (at any depth), and whether they were traced too
     forked: int = 0
     followed: bool = False
@@ -151,8 +155,15 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
     exe_id: tuple[int, int] | None = None
     if plan.only_exe is not None and pid is None:
         exec_file, exe_id = _exec_file(plan.only_exe)
+    specs = specs_for(plan, options.aggregate)
+    keyed = None
+    if options.by is not None:
+        from utrace.probes.aggregate import select
+
+        specs, keyed, notes = select(plan.specs, options.by)
+        plan.notes.extend(n for n in notes if n not in plan.notes)
     return render(
-        specs_for(plan, options.aggregate),
+        specs,
         Options(
             pid=pid,
             pid_ns=pid_namespace(),
@@ -166,6 +177,7 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
             else None,
             exec_file=exec_file,
             exe_identity=exe_id,
+            keyed=keyed,
         ),
     )
 
@@ -684,9 +696,10 @@ def _trace(
         unread = 0
         if aggregating:
             _collect_aggregates(tracer, program, labels, summary)
+            _collect_keyed(tracer, program, plan, summary)
         else:
             unread = _drain(tracer, output)
-        summary.lost = tracer.lost() + unread
+        summary.lost = tracer.lost() + unread + sum(t.lost for t in summary.keyed)
         summary.forked = tracer.family()[0]
         if watch is not None:
             watch.final(summary)
@@ -802,6 +815,18 @@ def _collect_aggregates(tracer: Tracer, program: BpfProgram, labels: list[str], 
         if probe < len(labels):  # keyed by the return probe, shown by the function's name
             buckets = summary.hist.setdefault((program.specs[probe].name, pid), {})
             buckets[slot] = buckets.get(slot, 0) + n
+
+
+def _collect_keyed(tracer: Tracer, program: BpfProgram, plan: Plan, summary: Summary) -> None:
+    """Counts per argument value into `summary` (those the full map could not count are lost too)."""
+    keyed = program.options.keyed
+    if keyed is None:
+        return
+    from utrace.probes.aggregate import collect
+
+    summary.keyed = collect(
+        keyed, program.specs, tracer.sums("by_counts"), tracer.sums("by_lost"), probe_label, plan.refine
+    )
 
 
 def _drain(tracer: Tracer, output: _Output) -> int:

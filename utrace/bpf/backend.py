@@ -598,6 +598,13 @@ class Tracer:
             out[(probe, pid, slot)] = table.sum_u64(key)
         return out
 
+    def sums(self, name: str) -> dict[bytes, int]:
+        """Any map `name` of u64 values as {raw key: value summed over CPUs}; {} if absent."""
+        if self._loaded is None or name not in self._loaded.maps:
+            return {}
+        table = self._loaded.maps[name]
+        return {key: table.sum_u64(key) for key in list(table.keys())}
+
     def detach(self) -> None:
         """Remove the probes and close the ring; with `keep_family`, the fork and exit programs and
         the maps stay until `release`, else they go too."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from utrace.app.session import Reporter, SessionOptions
     from utrace.output.top import TopReporter
+    from utrace.probes.aggregate import ByRequest
     from utrace.runtimes.base import CommandSpec, OptionSpec, TraceRequest
 
 INTERNAL_ERROR = 70
@@ -136,6 +137,7 @@ _KEEP: list[object] = []
 
 _LAUNCH: list[str] = []
 STACK_DEPTH = 64  # frames captured per event with --stack
+HIST_OF = "--hist-of"  # what `--hist=ARG` becomes before click parses it (see _TraceCommand)
 
 
 def _trace_params() -> list[click.Parameter]:
@@ -162,7 +164,13 @@ def _trace_params() -> list[click.Parameter]:
         click.Option(["--count", "count"], is_flag=True,
                      help="Count calls per probe and process in the kernel; print the counts at the end."),
         click.Option(["--hist"], is_flag=True,
-                     help="Latency histogram per function (log2 buckets, computed in the kernel)."),
+                     help="Latency histogram per function (log2 buckets, computed in the kernel). "
+                          "--hist=ARG (with the '='): log2 histogram of integer argument ARG (ret: the "
+                          "return value) instead."),
+        click.Option([HIST_OF, "hist_arg"], metavar="ARG", hidden=True, help="--hist=ARG, as the parser gets it."),
+        click.Option(["--by"], metavar="ARG",
+                     help="With --count: count calls per value of argument ARG (a string, as cut at --max-len, "
+                          "or an integer; ret: the return value), in the kernel; the top 20 are shown."),
         click.Option(["--stack"], is_flag=True,
                      help="Show each event's user stack (frame pointers; C++, Go, and JIT code via perf maps)."),
         click.Option(["--top"], is_flag=True,
@@ -218,13 +226,14 @@ def _run_trace(
 
     command = tuple(_LAUNCH)
     _check_trace(probes, opts, command)
+    by = _by_request(opts)
     request = TraceRequest(
         runtime=runtime,
         binary=binary,
         pid=opts["pid"],
         command=command,
         probes=probes,
-        ret=opts["ret"] or opts["hist"],
+        ret=opts["ret"] or opts["hist"] or (by is not None and by.on_return),
         max_len=opts["max_len"],
         extra=extra,
     )
@@ -276,6 +285,37 @@ def _check_trace(probes: tuple[str, ...], opts: dict[str, Any], command: tuple[s
         raise UsageError("--keep-running applies to a launched command (-- COMMAND)")
 
 
+def _by_request(opts: dict[str, Any]) -> ByRequest | None:
+    """`--count --by ARG` or `--hist=ARG`, checked against the other aggregation options.
+
+    Raises:
+        UsageError: --by without --count, an empty ARG, or options that contradict each other.
+    """
+    from utrace.errors import UsageError
+    from utrace.probes.aggregate import ByRequest
+
+    by, hist_arg = opts["by"], opts["hist_arg"]
+    if by is None and hist_arg is None:
+        return None
+    if hist_arg is not None and not hist_arg.strip():
+        raise UsageError("--hist=ARG needs an argument name (--hist alone is the latency histogram)")
+    if by is not None and not by.strip():
+        raise UsageError("--by needs an argument name")
+    if by is not None and hist_arg is not None:
+        raise UsageError("--by and --hist=ARG exclude each other (--by counts per value, --hist=ARG per log2 range)")
+    if hist_arg is not None and opts["hist"]:
+        raise UsageError("--hist and --hist=ARG exclude each other: one histogram, of latency or of ARG")
+    if hist_arg is not None and opts["count"]:
+        raise UsageError("--count and --hist=ARG exclude each other (--hist=ARG counts calls too)")
+    if by is not None and not opts["count"]:
+        raise UsageError(f"--by counts calls per value of an argument: add --count (--count --by {by})")
+    if opts["top"]:
+        raise UsageError(f"--top and {'--by' if by is not None else '--hist=ARG'} exclude each other")
+    if opts["ret"]:
+        raise UsageError("--ret does not apply to --by or --hist=ARG: name the return value as ARG ret")
+    return ByRequest(by, hist=False) if by is not None else ByRequest(hist_arg, hist=True)
+
+
 def _session_options(opts: dict[str, Any]) -> tuple[SessionOptions, str]:
     """The session's options and the output format (text, json, perfetto).
 
@@ -288,9 +328,11 @@ def _session_options(opts: dict[str, Any]) -> tuple[SessionOptions, str]:
 
     if opts["count"] and opts["hist"]:
         raise UsageError("--count and --hist exclude each other (--hist counts calls too)")
+    by = _by_request(opts)
     interval = _top_interval(opts)
     top = interval is not None
-    aggregate = Aggregate.COUNT if opts["count"] or top else Aggregate.HIST if opts["hist"] else Aggregate.NONE
+    counting = opts["count"] or top or by is not None
+    aggregate = Aggregate.COUNT if counting else Aggregate.HIST if opts["hist"] else Aggregate.NONE
     if aggregate is not Aggregate.NONE and opts["max_events"] is not None:
         raise UsageError(f"--max-events applies to streamed events, not to {'--top' if top else '--count or --hist'}")
     if aggregate is not Aggregate.NONE and opts["stack"]:
@@ -309,6 +351,7 @@ def _session_options(opts: dict[str, Any]) -> tuple[SessionOptions, str]:
         follow=opts["follow"],
         keep_running=opts["keep_running"],
         on_warning=_warn,
+        by=by,
     )
     return session, fmt
 
@@ -481,7 +524,22 @@ def runtime_command(runtime: str, spec: CommandSpec) -> click.Command:
             binary, probes = _binary_and_probes(words, values)
         _run_trace(runtime, binary, probes, values, tuple(own.items()))
 
-    return click.Command(runtime, callback=callback, params=params, help=_help(spec))
+    return _TraceCommand(runtime, callback=callback, params=params, help=_help(spec))
+
+
+class _TraceCommand(click.Command):
+    """A trace command. `--hist` is a flag (the latency histogram) and `--hist=ARG` a histogram of ARG:
+    only the `=` form takes a value, so `--hist main.Fib` still means the flag and a probe (click's own
+    optional values would take the probe as the value). `--hist=ARG` is handed to click as `--hist-of ARG`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        words: list[str] = []
+        for a in args:
+            if a.startswith("--hist="):
+                words += [HIST_OF, a.removeprefix("--hist=")]
+            else:
+                words.append(a)
+        return super().parse_args(ctx, words)
 
 
 @cli.command("completion")

@@ -12,6 +12,7 @@ JSON schema (one object per line, stable):
   with --count / --hist instead of events: {"kind": "count", "probe": str, "pid": int, "count": int}
   and {"kind": "hist", "probe": str, "pid": int, "unit": "ns", "count": int,
        "buckets": [{"low": int, "high": int, "count": int}]} (inclusive ranges)
+  with --count --by ARG / --hist=ARG also "by", "by_rest" and value "hist" lines (utrace.output.argcounts)
   last line: {"kind": "summary", "events": int, "lost": int, "per_probe": {probe: count},
               "duration_s": float, "stopped_by": str, "exit_code": int|null, "attached": int}
 String values are JSON strings (cut at the capture limit; "truncated" lists which were cut),
@@ -111,6 +112,10 @@ def write_aggregates(out: TextIO, summary: Summary) -> None:
         total = sum(buckets.values())
         out.write(f"\n{safe(probe)}  pid {pid}: {total} calls, latency\n")
         out.write("\n".join(hist_lines(buckets)) + "\n")
+    if summary.keyed:
+        from utrace.output.argcounts import write_text
+
+        write_text(out, summary.keyed)
     out.flush()
 
 
@@ -335,6 +340,10 @@ class JsonReporter(_Buffered):
             rows = [{"low": slot_range(k)[0], "high": slot_range(k)[1], "count": buckets[k]} for k in sorted(buckets)]
             obj = {"kind": "hist", "probe": probe, "pid": pid, "unit": "ns", "count": sum(buckets.values())}
             lines.append(self._dumps({**obj, "buckets": rows}))
+        if summary.keyed:
+            from utrace.output.argcounts import json_lines
+
+            lines += json_lines(summary.keyed, self._dumps)
         lines.append(
             self._dumps(
                 {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from utrace.model import (
     PREFIX_MAX,
@@ -26,6 +27,9 @@ from utrace.model import (
     Tls,
 )
 from utrace.probes.layout import Field, fields_of
+
+if TYPE_CHECKING:
+    from utrace.probes.aggregate import Keyed
 
 # x86-64 pt_regs member for each 64-bit register name.
 PT_REGS = {
@@ -126,6 +130,8 @@ class Options:
             `agg_key` {probe, pid, slot}); a key that finds the map full counts as lost.
         stack_depth: capture up to this many user stack frames with every event (0: none), walked
             by frame pointers (see `_stack`).
+        keyed: with COUNT, also count per value of one argument (`--count --by`, `--hist=ARG`: see
+            `utrace.probes.aggregate`).
     """
 
     pid: int | None = None
@@ -138,6 +144,7 @@ class Options:
     family: FamilyOffsets | None = None
     exec_file: ExecOffsets | None = None
     exe_identity: tuple[int, int] | None = None
+    keyed: Keyed | None = None
 
 
 AGG_KEY = "<III"  # struct agg_key {u32 probe; u32 pid; u32 slot;} as the prelude declares it
@@ -522,6 +529,8 @@ def _check(opts: Options) -> None:
         raise CodegenError(f"stack depth must be 0 to {MAX_STACK_DEPTH}, not {depth!r}")
     if depth and opts.aggregate is not Aggregate.NONE:
         raise CodegenError("stacks are captured with streamed events only")
+    if opts.keyed is not None and opts.aggregate is not Aggregate.COUNT:
+        raise CodegenError("counts per value are kept with --count only")
     _pid_read(opts)
     if opts.follow and (opts.pid is None or opts.family is None):
         raise CodegenError("following forked processes needs a pid filter and the kernel's task_struct offsets")
@@ -602,6 +611,10 @@ def _maps(specs: list[ProbeSpec], opts: Options, timing: _Timing) -> str:
         maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, counts, 65536, BPF_F_NO_PREALLOC);\n'
         if opts.aggregate is Aggregate.HIST:
             maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, hist, 65536, BPF_F_NO_PREALLOC);\n'
+    if opts.keyed is not None:
+        from utrace.probes import aggregate
+
+        maps += aggregate.maps(opts.keyed)
     return maps
 
 
@@ -649,6 +662,10 @@ def _probe_body(
         em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")
     if agg is not Aggregate.NONE:
         _count(em, "counts", index, "0")
+        if opts.keyed is not None:
+            from utrace.probes import aggregate
+
+            aggregate.emit(em, index, opts.keyed)
         if agg is Aggregate.HIST and is_return:
             em.emit("if (start) {")
             _count(em, "hist", index, "bpf_log2l(latency)", indent="    ")

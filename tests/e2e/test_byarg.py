@@ -1,0 +1,194 @@
+"""`--count --by ARG` and `--hist=ARG`, counted in the kernel, checked against what the traced programs say
+they passed: a C program's own tally, sdt_demo's and greet's printouts, httpget's lines per URL, and
+PostgreSQL's statement log."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import need, run_utrace, uprobe_events
+from utrace.probes.aggregate import value_slot_range
+
+pytestmark = pytest.mark.usefixtures("root_bpf")
+
+# Calls visit(url, size) N times with a skewed choice of URLs (rand_r from a seed), and prints, from its
+# own counters, how many times it passed each URL (as hex: one has an escape byte) and every size.
+SOURCE = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+volatile long sink;
+__attribute__((noinline, noipa)) void visit(const char *url, long size) { sink += strlen(url) + size; }
+static const char *urls[] = {
+    "http://a.example/", "http://b.example/x?q=1", "http://c.example/\x1b]0;pwned\x07",
+    "https://long.example/0123456789012345678901234567890123456789012345678901234567890123456789/one",
+    "https://long.example/0123456789012345678901234567890123456789012345678901234567890123456789/two",
+    "u5", "u6", "u7", "u8", "u9", "u10", "u11", "u12", "u13", "u14", "u15", "u16", "u17", "u18", "u19",
+    "u20", "u21", "u22", "u23", "u24", "u25", "u26", "u27", "u28", "u29",
+};
+#define NURLS (sizeof urls / sizeof urls[0])
+int main(int argc, char **argv) {
+    unsigned seed = (unsigned)atoi(argv[1]);
+    long n = atol(argv[2]);
+    long counts[NURLS] = {0}, chars = 0;
+    /* read every URL once first: BPF cannot fault a page in, and a string on a page the process has not
+       touched yet reads as <unreadable> (the first call would be counted under that, not its URL) */
+    for (unsigned k = 0; k < NURLS; k++) chars += (long)strlen(urls[k]);
+    printf("chars %ld\n", chars);
+    for (long i = 0; i < n; i++) {
+        int r = rand_r(&seed), p = r % 100;
+        unsigned k = p < 40 ? 0 : p < 60 ? 1 : p < 70 ? 2 : p < 75 ? 3 : p < 78 ? 4
+                   : 5 + (unsigned)(r / 100) % (NURLS - 5);
+        long size = (long)(rand_r(&seed) % 200001) - 100000;
+        visit(urls[k], size);
+        counts[k]++;
+        printf("size %ld\n", size);
+    }
+    for (unsigned k = 0; k < NURLS; k++) {
+        printf("url ");
+        for (const char *c = urls[k]; *c; c++) printf("%02x", (unsigned char)*c);
+        printf(" %ld\n", counts[k]);
+    }
+    return 0;
+}
+"""
+MAX_LEN = 64  # a C string key keeps MAX_LEN - 1 bytes
+
+
+@pytest.fixture(scope="module")
+def visitor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    gcc = shutil.which("gcc")
+    need(gcc is not None, "gcc is needed to build the program")
+    assert gcc is not None
+    d = tmp_path_factory.mktemp("byarg")
+    (d / "visit.c").write_text(SOURCE)
+    subprocess.run([gcc, "-O2", "-g", "-o", str(d / "visit"), str(d / "visit.c")], check=True, timeout=120)
+    return d / "visit"
+
+
+def lines(stdout: str) -> tuple[list[dict[str, object]], list[str]]:
+    objs, program = [], []
+    for line in stdout.splitlines():
+        (objs if line.startswith("{") else program).append(json.loads(line) if line.startswith("{") else line)
+    assert objs and objs[-1]["kind"] == "summary", stdout[-2000:]
+    return objs, program
+
+
+def by_rows(objs: list[dict[str, object]], probe: str) -> tuple[dict[object, int], dict[str, object]]:
+    rows = {o["value"]: int(o["count"]) for o in objs if o["kind"] == "by" and o["probe"] == probe}  # type: ignore[call-overload]
+    (rest,) = [o for o in objs if o["kind"] == "by_rest" and o["probe"] == probe]
+    return rows, rest
+
+
+def buckets_of(values: list[int]) -> dict[tuple[int, int], int]:
+    """The values counted per range of `value_slot_range`, found by search (not by the slot formula)."""
+    ranges = [value_slot_range(s) for s in range(129)]
+    out: Counter[tuple[int, int]] = Counter()
+    for v in values:
+        (r,) = [r for r in ranges if r[0] <= v <= r[1]]
+        out[r] += 1
+    return dict(out)
+
+
+def hist_of(objs: list[dict[str, object]], probe: str) -> dict[tuple[int, int], int]:
+    (h,) = [o for o in objs if o["kind"] == "hist" and o["probe"] == probe]
+    assert h["unit"] == "value"
+    return {(b["low"], b["high"]): b["count"] for b in h["buckets"]}  # type: ignore[attr-defined, union-attr]
+
+
+def test_count_by_c_string_matches_the_programs_tally(visitor: Path) -> None:
+    n = 3000
+    sig = "visit(const char *url, long size)"
+    p = run_utrace("native", str(visitor), sig, "--count", "--by", "url", "--json", "--max-len", str(MAX_LEN),
+                   "--", str(visitor), "7", str(n), check=True)  # fmt: skip
+    objs, program = lines(p.stdout)
+    told: Counter[bytes] = Counter()
+    for line in program:
+        m = re.fullmatch(r"url ([0-9a-f]+) (\d+)", line)
+        if m:
+            told[bytes.fromhex(m.group(1))[: MAX_LEN - 1]] += int(m.group(2))  # the two long ones share a key
+    assert sum(told.values()) == n and len(told) == 29
+    rows, rest = by_rows(objs, "visit")
+    got = {str(v).encode("utf-8", "surrogateescape"): c for v, c in rows.items()}
+    assert len(got) == 20 and {k: told[k] for k in got} == got, (got, told)
+    assert min(got.values()) >= max(c for k, c in told.items() if k not in got)  # the 20 most frequent
+    assert sum(got.values()) + int(rest["count"]) == n and int(rest["values"]) == len(told) - 20  # type: ignore[call-overload]
+    assert rest["lost"] == 0 and objs[-1]["lost"] == 0
+    long = [o for o in objs if o["kind"] == "by" and str(o["value"]).startswith("https://long")]
+    assert len(long) == 1 and long[0]["truncated"] is True and len(str(long[0]["value"])) == MAX_LEN - 1
+    # text: the escape byte of the third URL reaches the terminal as an escape, never raw
+    text = run_utrace("native", str(visitor), sig, "--count", "--by", "url", "--", str(visitor), "7", "300",
+                      check=True).stdout  # fmt: skip
+    assert "\x1b" not in text and r'"http://c.example/\u001b]0;pwned\u0007"' in text, text
+    assert "visit by url: 300 calls, top 20 of 28 values" in text and "(8 other values)" in text
+    assert uprobe_events() == ""
+
+
+def test_hist_of_a_signed_argument_matches_the_printed_values(visitor: Path) -> None:
+    n = 2000
+    sig = "visit(const char *url, long size)"
+    p = run_utrace("native", str(visitor), sig, "--hist=size", "--json", "--", str(visitor), "11", str(n), check=True)
+    objs, program = lines(p.stdout)
+    sizes = [int(m.group(1)) for line in program if (m := re.fullmatch(r"size (-?\d+)", line))]
+    assert len(sizes) == n and min(sizes) < 0 < max(sizes)
+    assert hist_of(objs, "visit") == buckets_of(sizes)
+
+
+def test_usdt_hist_and_native_return_values_match_sdt_demos_printout(fixtures_built: Path) -> None:
+    demo = str(fixtures_built / "c" / "sdt_demo")
+    p = run_utrace("native", demo, "utrace_demo:tick", "--hist=arg2", "--json", "--", demo, "40", check=True)
+    objs, program = lines(p.stdout)
+    ticks = [int(m.group(1)) for line in program if (m := re.search(r" tick\(\d+,world-\d+,(-?\d+)\)", line))]
+    assert len(ticks) == 40
+    assert hist_of(objs, "utrace_demo:tick") == buckets_of(ticks)
+    p = run_utrace("native", demo, "demo_add(int a, int b)", "--hist=ret", "--json", "--", demo, "40", check=True)
+    objs, program = lines(p.stdout)
+    sums = [int(m.group(1)) for line in program if (m := re.search(r" add\(\d+,\d+\)=(\d+)", line))]
+    assert len(sums) == 40 and hist_of(objs, "demo_add (return)") == buckets_of(sums)
+
+
+@pytest.mark.parametrize("suffix", ["", "-go1.24"])
+def test_go_inlined_get_counted_per_url_as_httpget_prints_them(fixtures_built: Path, suffix: str) -> None:
+    """net/http.Get is inlined into main.main: its url comes from DWARF location lists. Port 1 refuses
+    at once; httpget prints one `GET <url> ...` line per call either way."""
+    exe = fixtures_built / "go" / f"httpget{suffix}"
+    need(exe.exists(), f"{exe} not built")
+    urls = ["http://127.0.0.1:1/a"] * 3 + ["http://127.0.0.1:1/bb"] * 2 + ["http://127.0.0.1:1/c?x=1"]
+    p = run_utrace("go", str(exe), "net/http.Get", "--count", "--by", "url", "--json", "--", str(exe), *urls,
+                   timeout=180)  # fmt: skip
+    objs, program = lines(p.stdout)
+    told = Counter(m.group(1) for line in program if (m := re.match(r"GET (\S+) ", line)))
+    assert sum(told.values()) == 6, program
+    rows, rest = by_rows(objs, "net/http.Get")
+    assert rows == dict(told) and rest["count"] == 0 and rest["values"] == 0
+
+
+def test_go_hist_and_string_results_match_greets_printout(fixtures_built: Path) -> None:
+    exe = str(fixtures_built / "go" / "greet")
+    p = run_utrace("go", exe, "main.Greet", "--hist=n", "--json", "--", exe, "9", "1", timeout=180, check=True)
+    objs, program = lines(p.stdout)
+    ns = [int(v) for line in program for v in re.findall(r'Greet\("world",(-?\d+)\)', line)]
+    assert len(ns) == 18 and hist_of(objs, "main.Greet") == buckets_of(ns)
+    p = run_utrace("go", exe, "main.Greet", "--count", "--by", "ret.r0", "--json", "--", exe, "5", "1",
+                   timeout=180, check=True)  # fmt: skip
+    objs, program = lines(p.stdout)
+    results = Counter(json.loads(v) for line in program for v in re.findall(r'\)=("[^"]*") err=', line))
+    assert sum(results.values()) == 10
+    rows, _rest = by_rows(objs, "main.Greet (return)")
+    assert rows == dict(results)
+
+
+def test_unknown_arg_lists_what_the_probe_has(fixtures_built: Path) -> None:
+    exe = str(fixtures_built / "go" / "greet")
+    p = run_utrace("go", exe, "main.Greet", "--count", "--by", "nam", "--", exe, "1", "1")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "no traced probe has an argument 'nam'; available: main.Greet: name, n" in p.stderr, p.stderr
+    p = run_utrace("go", exe, "main.Greet", "--hist=name", "--", exe, "1", "1")
+    assert p.returncode == 2 and "name of main.Greet is a string, and --hist=ARG needs an integer" in p.stderr
