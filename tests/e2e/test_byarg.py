@@ -5,17 +5,23 @@ PostgreSQL's statement log."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import need, run_utrace, uprobe_events
+from tests.e2e.conftest import Background, need, run_utrace, uprobe_events
+from tests.e2e.test_follow import postgres
+from tests.e2e.test_jvm import XLOG_CLASS, demo_classes, java
 from utrace.probes.aggregate import value_slot_range
 
+__all__ = ["demo_classes", "java", "postgres"]  # fixtures shared with test_follow and test_jvm
 pytestmark = pytest.mark.usefixtures("root_bpf")
 
 # Calls visit(url, size) N times with a skewed choice of URLs (rand_r from a seed), and prints, from its
@@ -192,3 +198,77 @@ def test_unknown_arg_lists_what_the_probe_has(fixtures_built: Path) -> None:
     assert "no traced probe has an argument 'nam'; available: main.Greet: name, n" in p.stderr, p.stderr
     p = run_utrace("go", exe, "main.Greet", "--hist=name", "--", exe, "1", "1")
     assert p.returncode == 2 and "name of main.Greet is a string, and --hist=ARG needs an integer" in p.stderr
+
+
+def test_a_full_map_counts_the_rest_as_lost(fixtures_built: Path) -> None:
+    """hot(i, i + 1) for i = 0..N-1: N distinct values of i, more than the map holds. What it cannot
+    count is lost, and says so; counted + lost is every call hot says it made."""
+    hot = str(fixtures_built / "c" / "hot")
+    n = 14000
+    p = run_utrace("native", hot, "hot(long i, long j)", "--count", "--by", "i", "--json", "--", hot, str(n),
+                   check=True)  # fmt: skip
+    objs, program = lines(p.stdout)
+    assert f"calls {n} sum" in program[0]
+    rows, rest = by_rows(objs, "hot")
+    assert len(rows) == 20 and set(rows.values()) == {1}
+    counted = len(rows) + int(rest["count"])  # type: ignore[call-overload]
+    assert counted == int(rest["values"]) + 20 == 10240  # type: ignore[call-overload]
+    assert rest["lost"] == n - counted and objs[-1]["lost"] == n - counted
+    text = run_utrace("native", hot, "hot(long i, long j)", "--count", "--by", "i", "--", hot, str(n)).stdout
+    assert f"{n - 10240}  not counted: more than 10240 distinct values (map full)" in text, text
+
+
+# --- PostgreSQL: query texts per backend, against the server's statement log ------------------------------
+
+
+def test_postgres_query_texts_counted_as_the_server_logs_them(
+    postgres: tuple[subprocess.Popen[bytes], Path, Path, Path],
+) -> None:
+    """`--count --by query` on postgresql:query__start (Debian's --enable-dtrace build), every backend
+    followed: each statement text as many times as the server's log_statement=all lines have it."""
+    proc, bindir, sock, log = postgres
+    args = ["native", str(bindir / "postgres"), "postgresql:query__start", "--pid", str(proc.pid), "--follow",
+            "--count", "--by", "query", "--json"]  # fmt: skip
+    bg = Background(*args)
+    try:
+        bg.wait_attached()
+        env = dict(os.environ, LD_LIBRARY_PATH=str(bindir.parents[3] / "lib/x86_64-linux-gnu"))
+        for sql in ["SELECT 1"] * 3 + ["SELECT 2 + 2"] * 2 + ["SELECT 'tab\there'"]:
+            subprocess.run(
+                [str(bindir / "psql"), "-X", "-h", str(sock), "-U", "postgres", "-d", "postgres", "-Atc", sql],
+                check=True, capture_output=True, env=env, timeout=60,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            logged = Counter(re.findall(r"^\d+ LOG:  statement: (.*)$", log.read_text(), re.M))
+            if sum(logged.values()) >= 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        bg.proc.send_signal(signal.SIGINT)
+        out, err, rc = bg.finish()
+    finally:
+        if bg.proc.poll() is None:
+            bg.proc.kill()
+            bg.proc.wait()
+    assert rc == 0, err
+    assert sum(logged.values()) == 6, log.read_text()
+    objs, _program = lines(out)
+    rows, rest = by_rows(objs, "postgresql:query__start")
+    assert rows == dict(logged) and rest["count"] == 0 and rest["lost"] == 0, (rows, logged)
+
+
+def test_java_classes_counted_as_the_jvm_logs_them(java: str, demo_classes: str, tmp_path: Path) -> None:
+    """`--count --by class` on class-load: the JVM's -Xlog:class+load has one line per class loaded; the
+    counts per name (in Java's form, as events show them) and the total agree with it."""
+    log = tmp_path / "class.log"
+    p = run_utrace("java", "class-load", "--count", "--by", "class", "--json", "--max-len", "512", "--", java,
+                   f"-Xlog:class+load:file={log}", "-cp", demo_classes, "Demo")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    objs, program = lines(p.stdout)
+    assert "loaded java.util.TreeMap" in program
+    logged = Counter(XLOG_CLASS.findall(log.read_text()))
+    rows, rest = by_rows(objs, "hotspot:class__loaded")
+    assert len(rows) == 20 and all(logged[str(name)] == n for name, n in rows.items()), rows
+    assert sum(rows.values()) + int(rest["count"]) == sum(logged.values())  # type: ignore[call-overload]
+    assert int(rest["values"]) + 20 == len(logged) and rest["lost"] == 0  # type: ignore[call-overload]
