@@ -80,9 +80,14 @@ def visitor(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def lines(stdout: str) -> tuple[list[dict[str, object]], list[str]]:
+    """utrace's JSON objects (they have a "kind"), and the traced program's own lines (same stdout)."""
     objs, program = [], []
     for line in stdout.splitlines():
-        (objs if line.startswith("{") else program).append(json.loads(line) if line.startswith("{") else line)
+        obj = json.loads(line) if line.startswith("{") else None
+        if isinstance(obj, dict) and "kind" in obj:
+            objs.append(obj)
+        else:
+            program.append(line)
     assert objs and objs[-1]["kind"] == "summary", stdout[-2000:]
     return objs, program
 
@@ -272,3 +277,31 @@ def test_java_classes_counted_as_the_jvm_logs_them(java: str, demo_classes: str,
     assert len(rows) == 20 and all(logged[str(name)] == n for name, n in rows.items()), rows
     assert sum(rows.values()) + int(rest["count"]) == sum(logged.values())  # type: ignore[call-overload]
     assert int(rest["values"]) + 20 == len(logged) and rest["lost"] == 0  # type: ignore[call-overload]
+
+
+OPENS_JS = """
+const fs = require('fs'); const path = require('path');
+const dir = fs.mkdtempSync(process.argv[2]);
+const tally = {};
+for (const n of ['a', 'a', 'a', 'bb', 'bb', 'c']) {
+  const p = path.join(dir, n);
+  fs.closeSync(fs.openSync(p, 'w'));
+  tally[p] = (tally[p] || 0) + 1;
+}
+console.log(JSON.stringify(tally));
+"""
+
+
+def test_node_libuv_paths_counted_as_the_script_tallies_them(node_bin: str, tmp_path: Path) -> None:
+    """uv_fs_open's path (typed by libuv's prototypes) per value: the script's own opens, as it counts
+    them; node's own opens while it starts (its script, package.json lookups) come on top."""
+    script = tmp_path / "opens.js"
+    script.write_text(OPENS_JS)
+    p = run_utrace("node", "uv_fs_open", "--count", "--by", "path", "--json", "--", node_bin, str(script),
+                   str(tmp_path / "d-"), check=True)  # fmt: skip
+    objs, program = lines(p.stdout)
+    tally = json.loads(program[-1])
+    assert sum(tally.values()) == 6
+    rows, rest = by_rows(objs, "uv_fs_open")
+    assert {k: v for k, v in rows.items() if str(k).startswith(str(tmp_path / "d-"))} == tally
+    assert rows.get(str(script)) == 1 and rest["lost"] == 0
