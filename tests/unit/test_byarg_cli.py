@@ -17,6 +17,11 @@ CASES = [
     ("hist-and-hist-arg", ["native", "{demo}", "demo_greet", "--hist", "--hist=b"], "exclude each other"),
     ("count-and-hist-arg", ["native", "{demo}", "demo_greet", "--count", "--hist=b"], "exclude each other"),
     ("top-and-by", ["native", "{demo}", "demo_greet", "--top", "--count", "--by", "a"], "exclude each other"),
+    (
+        "hist-space-arg",
+        ["native", "{demo}", "demo_greet", "--hist", "n", "--dump-bpf"],
+        "a histogram of argument ARG is --hist=ARG",
+    ),
     ("ret-and-by", ["native", "{demo}", "demo_greet", "--count", "--by", "a", "--ret"], "name the return value"),
     (
         "unknown-arg",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -244,7 +246,8 @@ def _run_trace(
 
         otlp = OtlpReporter(opts["otlp"])  # checks the URL before anything is traced
     if opts["dump_bpf"]:
-        _target, plan, program = build(request, session)
+        with _hist_hint(opts["hist"]):
+            _target, plan, program = build(request, session)
         from utrace.output.escape import safe
 
         for note in plan.notes:
@@ -258,7 +261,24 @@ def _run_trace(
         from utrace.errors import EnvironmentProblem
 
         raise EnvironmentProblem(problem)
-    _trace(request, session, fmt, opts["output"], otlp)
+    with _hist_hint(opts["hist"]):
+        _trace(request, session, fmt, opts["output"], otlp)
+
+
+@contextmanager
+def _hist_hint(hist: bool) -> Iterator[None]:
+    """`--hist n` is the latency flag and a probe named n: when a probe is not found, say how to ask for a
+    histogram of argument n."""
+    from utrace.errors import NotFoundError
+
+    try:
+        yield
+    except NotFoundError as e:
+        if not hist:
+            raise
+        raise NotFoundError(
+            f"{e.message} (--hist takes no value: a histogram of argument ARG is --hist=ARG)", e.suggestions
+        ) from None
 
 
 def _check_trace(probes: tuple[str, ...], opts: dict[str, Any], command: tuple[str, ...]) -> None:
