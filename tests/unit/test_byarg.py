@@ -253,3 +253,28 @@ def test_reporters_print_the_tables_with_the_counts() -> None:
     JsonReporter(out, err=io.StringIO()).finished(summary)
     kinds = [json.loads(x)["kind"] for x in out.getvalue().splitlines()]
     assert kinds == ["count", "hist", "summary"]
+
+
+def _go_like(ev: Event) -> Event:
+    """A runtime that shows `x` as a float from its bits and folds `e` (a type word) into a text."""
+    args = dict(ev.args)
+    if isinstance(args.get("x"), int):
+        args["x"] = struct.unpack("<d", int(args["x"]).to_bytes(8, "little"))[0]  # type: ignore[call-overload]
+    if isinstance(args.get("e"), int):
+        args["e"] = f"*T({args['e']:#x})"
+    return replace(ev, args=args)
+
+
+def test_values_the_runtime_rewrites() -> None:
+    spec = ProbeSpec(
+        "main.F", "/m", 0x10, ProbeKind.ENTRY,
+        args=(ArgSpec("x", ArgKind.U64, Reg("rax")), ArgSpec("e", ArgKind.U64, Reg("rbx"))),
+    )  # fmt: skip
+    with pytest.raises(UsageError, match=r"x of main\.F is a floating-point value; --hist=ARG takes integers"):
+        select([spec], ByRequest("x", hist=True), _go_like)
+    with pytest.raises(UsageError, match=r"e of main\.F is part of a value assembled from several captures"):
+        select([spec], ByRequest("e"), _go_like)
+    kept, keyed, _ = select([spec], ByRequest("x"), _go_like)
+    bits = struct.unpack("<Q", struct.pack("<d", 2.5))[0]
+    (table,) = collect(keyed, kept, {_key("<IIQ", 0, 0, bits): 4}, {}, label, _go_like)
+    assert table.values == {(2.5, False): 4}

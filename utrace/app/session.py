@@ -160,7 +160,7 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
     if options.by is not None:
         from utrace.probes.aggregate import select
 
-        specs, keyed, notes = select(plan.specs, options.by)
+        specs, keyed, notes = select(plan.specs, options.by, plan.refine)
         plan.notes.extend(n for n in notes if n not in plan.notes)
     return render(
         specs,

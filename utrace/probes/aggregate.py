@@ -108,9 +108,12 @@ def _arg(spec: ProbeSpec, name: str) -> ArgSpec | None:
     return next((a for a in spec.args if a.name == name), None)
 
 
-def select(specs: Sequence[ProbeSpec], request: ByRequest) -> tuple[list[ProbeSpec], Keyed, list[str]]:
+def select(
+    specs: Sequence[ProbeSpec], request: ByRequest, refine: Callable[[Event], Event] | None = None
+) -> tuple[list[ProbeSpec], Keyed, list[str]]:
     """The probes to arm (every entry and USDT probe is counted; return probes only where their value is
     the one keyed), the keyed aggregation, and notes (probes without the argument, uncertain values).
+    `refine` is the runtime's event rewriter: how it shows a value decides whether it can be keyed.
 
     Raises:
         UsageError: no probe has the argument (the names each offers are listed), or it cannot be
@@ -136,6 +139,16 @@ def select(specs: Sequence[ProbeSpec], request: ByRequest) -> tuple[list[ProbeSp
             raise UsageError(
                 f"{request.option}: {request.arg} of {spec.name} is a string, and --hist=ARG needs an integer "
                 f"(count calls per string with --count --by {request.arg})"
+            )
+        shown = _plain(spec, a, refine)
+        if shown == "other":
+            raise UsageError(
+                f"{request.option}: {request.arg} of {spec.name} is part of a value assembled from several "
+                "captures (an interface), not a value of its own: it cannot be keyed"
+            )
+        if request.hist and shown == "float":
+            raise UsageError(
+                f"{request.option}: {request.arg} of {spec.name} is a floating-point value; --hist=ARG takes integers"
             )
         if a.uncertain is not None:
             notes.append(f"{request.arg} of {spec.name} is uncertain: {a.uncertain}")
@@ -342,17 +355,38 @@ def _value(arg: ArgSpec, flags: int, num: int, s: bytes) -> tuple[object, bool]:
 
 
 def _refined(spec: ProbeSpec, arg: ArgSpec, value: object, refine: Callable[[Event], Event]) -> object:
-    """A string key as the runtime rewrites it in events (a JVM's internal class name in Java's form)."""
+    """A key's value as the runtime rewrites it in events (a JVM's internal class name in Java's form, a Go
+    float from its bits), through a one-value event of the probe's kind."""
     from utrace.probes.decode import StringValue
 
-    kind = {ProbeKind.ENTRY: "call", ProbeKind.USDT: "event"}.get(spec.kind, "return")
-    ev = Event(kind, spec.name, 0, 0, "", 0, 0, {arg.name: value})
-    shown = refine(ev).args.get(arg.name, value)
+    if spec.kind is ProbeKind.RETURN:
+        return value  # a native return value: no runtime rewrites it
+    if spec.kind is ProbeKind.EXIT:  # the values of an exit probe are the function's results
+        ev = Event("return", spec.name, 0, 0, "", 0, 0, {}, ret={arg.name: value})
+        out = refine(ev).ret
+        shown = out.get(arg.name, value) if isinstance(out, dict) else value
+    else:
+        kind = "call" if spec.kind is ProbeKind.ENTRY else "event"
+        shown = refine(Event(kind, spec.name, 0, 0, "", 0, 0, {arg.name: value})).args.get(arg.name, value)
     if isinstance(value, StringValue) and isinstance(shown, str) and not isinstance(shown, StringValue):
         kept = StringValue(shown)
         kept.truncated = value.truncated
         return kept
     return shown
+
+
+_ONE_F64 = 0x3FF0000000000000  # 1.0 as a float64's bits
+
+
+def _plain(spec: ProbeSpec, arg: ArgSpec, refine: Callable[[Event], Event] | None) -> str:
+    """How the runtime shows an integer capture: "int", "float" (bits it turns into a float), or "other"
+    (a part of a value it assembles from several captures, such as a Go interface's type word)."""
+    if refine is None or arg.kind in STRING_KINDS:
+        return "int"
+    shown = _refined(spec, arg, _ONE_F64, refine)
+    if isinstance(shown, float):
+        return "float"
+    return "int" if isinstance(shown, int) else "other"
 
 
 def collect(
@@ -386,7 +420,7 @@ def collect(
             table.buckets[num] = table.buckets.get(num, 0) + n
             continue
         value, cut = _value(arg, flags, num, rest[0] if rest else b"")
-        if refine is not None and arg.kind in STRING_KINDS and isinstance(value, str):
+        if refine is not None and value is not None:
             value = _refined(spec, arg, value, refine)
         key = (value, cut)
         table.values[key] = table.values.get(key, 0) + n
