@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,11 @@ import pytest
 from tests.e2e.conftest import Background, need, run_utrace, uprobe_events
 from tests.e2e.test_follow import postgres
 from tests.e2e.test_jvm import XLOG_CLASS, demo_classes, java
-from utrace.probes.aggregate import value_slot_range
+from tests.unit.test_byarg import GOLDEN_CASES
+from tests.unit.test_codegen import HOSTILE
+from utrace.bpf.backend import Tracer
+from utrace.probes.aggregate import select, value_slot_range
+from utrace.probes.codegen import Aggregate, Options, render
 
 __all__ = ["demo_classes", "java", "postgres"]  # fixtures shared with test_follow and test_jvm
 pytestmark = pytest.mark.usefixtures("root_bpf")
@@ -305,3 +310,21 @@ def test_node_libuv_paths_counted_as_the_script_tallies_them(node_bin: str, tmp_
     rows, rest = by_rows(objs, "uv_fs_open")
     assert {k: v for k, v in rows.items() if str(k).startswith(str(tmp_path / "d-"))} == tally
     assert rows.get(str(script)) == 1 and rest["lost"] == 0
+
+
+@pytest.mark.parametrize("max_len", [128, 4096])
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_keyed_programs_pass_the_verifier(name: str, max_len: int) -> None:
+    """Every keyed program of the unit tests, with hostile names and strings up to the largest
+    --max-len, compiles with bcc and loads into the kernel (nothing attached)."""
+    make, request = GOLDEN_CASES[name]
+    specs = [
+        replace(s, name=HOSTILE[3], module=HOSTILE[2], args=tuple(replace(a, max_len=max_len) for a in s.args))
+        for s in make()
+    ]
+    kept, keyed, _notes = select(specs, request)
+    program = render(kept, Options(aggregate=Aggregate.COUNT, keyed=keyed, fsbase_offset=0x1B48))
+    assert HOSTILE[3] not in program.source
+    with Tracer(program) as t:
+        t.load()
+        assert t._loaded is not None and len(t._loaded.programs) == len(program.functions)
