@@ -278,3 +278,8 @@ def test_values_the_runtime_rewrites() -> None:
     bits = struct.unpack("<Q", struct.pack("<d", 2.5))[0]
     (table,) = collect(keyed, kept, {_key("<IIQ", 0, 0, bits): 4}, {}, label, _go_like)
     assert table.values == {(2.5, False): 4}
+
+
+def test_ret_on_probes_without_returns() -> None:
+    with pytest.raises(UsageError, match="none of the traced probes has a return value"):
+        select(usdt_specs(), ByRequest("ret"))

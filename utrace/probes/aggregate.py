@@ -153,6 +153,8 @@ def select(
         if a.uncertain is not None:
             notes.append(f"{request.arg} of {spec.name} is uncertain: {a.uncertain}")
         keyed.append(KeyedProbe(i, a))
+    if not keyed and request.on_return and not candidates:
+        raise UsageError(f"{request.option}: none of the traced probes has a return value (USDT probes have none)")
     if not keyed:
         raise UsageError(f"{request.option}: no traced probe has an argument {request.arg!r}; {_offered(candidates)}")
     if without:
@@ -169,7 +171,7 @@ def _offered(specs: Sequence[ProbeSpec]) -> str:
             if n not in seen.setdefault(s.name, []):
                 seen[s.name].append(n)
     if not seen:
-        return "the traced probes capture no arguments (returns are ARG ret, with --ret's probes)"
+        return "the traced probes capture no arguments (a return value is ARG ret)"
     parts = [f"{name}: {', '.join(names) if names else '(none)'}" for name, names in list(seen.items())[:5]]
     more = f"; and {len(seen) - 5} more probes" if len(seen) > 5 else ""
     return "available: " + "; ".join(parts) + more + " (a return value is ARG ret)"
