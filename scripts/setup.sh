@@ -83,7 +83,7 @@ if [ "$want_fixtures" = 1 ]; then
   scripts/fetch-debian-node.sh >/dev/null
   scripts/fetch-debian-go-programs.sh >/dev/null
   scripts/fetch-postgres.sh >/dev/null
-  scripts/fetch-debian-jdk21.sh >/dev/null
+  scripts/fetch-debian-jdk.sh 21 26 >/dev/null
   scripts/fetch-node-official.sh 22 24 26 >/dev/null
   scripts/build-fixtures.sh fixtures/build
 fi

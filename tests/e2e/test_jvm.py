@@ -1,5 +1,5 @@
-"""Tracing real JVMs (Debian OpenJDK 17 and Temurin 25), checked against the JVM's own -Xlog records
-and the Demo program's printout."""
+"""Tracing real JVMs (Debian OpenJDK 17, Temurin 25, Debian sid's OpenJDK 21 and 26), checked against the
+JVM's own -Xlog records, jcmd and the Demo program's printout."""
 
 from __future__ import annotations
 
@@ -23,12 +23,63 @@ XLOG_CLASS = re.compile(r"\[class,load\s*\] (\S+) source: ")
 XLOG_PAUSE = re.compile(r"\[gc\s*\] GC\(\d+\) Pause Full \(System\.gc\(\)\) \S+ (\d+\.\d+)ms")
 XLOG_EXIT = re.compile(r"JavaThread exiting \((?:name: \"[^\"]*\", )?tid: (\d+)\)")
 
+# Debian sid's OpenJDKs (scripts/fetch-debian-jdk.sh MAJOR), run through sid's own loader (they need glibc 2.38)
+SID = Path(os.environ.get("UTRACE_CACHE", Path.home() / ".cache" / "utrace")) / "realworld"
+SID_LIB = "usr/lib/x86_64-linux-gnu"
 
-@pytest.fixture(params=["openjdk-17", "temurin-25"])
-def java(request: pytest.FixtureRequest) -> str:
+
+def sid_jdk(major: int) -> Path:
+    return SID / f"debian-jdk{major}" / "root" / "usr" / "lib" / "jvm" / f"java-{major}-openjdk-amd64"
+
+
+def sid_command(major: int, tool: str) -> list[str]:
+    """The loader of sid's libc6 running `tool` of sid's OpenJDK `major`."""
+    jdk = sid_jdk(major)
+    need((jdk / "bin" / tool).exists(), f"{jdk} missing (scripts/fetch-debian-jdk.sh {major})")
+    lib = SID / f"debian-jdk{major}" / "root" / SID_LIB
+    return [str(lib / "ld-linux-x86-64.so.2"), "--library-path", f"{lib}:{jdk}/lib:{jdk}/lib/server",
+            str(jdk / "bin" / tool)]  # fmt: skip
+
+
+SID_LAUNCHERS: dict[str, str] = {}  # a loader script standing for a sid JDK's bin/java -> that JDK's home
+
+
+def sid_launchers(major: int, where: Path) -> str:
+    """bin/java and bin/jcmd scripts that run sid's OpenJDK `major` through its loader (as one would install
+    a newer JDK on an older system); their folder is no JAVA_HOME, so utrace is told the JDK (--binary)."""
+    bin_dir = where / f"openjdk-{major}-sid" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for tool in ("java", "jcmd"):
+        script = bin_dir / tool
+        script.write_text("#!/bin/sh\nexec " + " ".join(sid_command(major, tool)) + ' "$@"\n')
+        script.chmod(0o755)
+    SID_LAUNCHERS[str(bin_dir / "java")] = str(sid_jdk(major))
+    return str(bin_dir / "java")
+
+
+def binary(java: str) -> str:
+    """What --binary names for this java: the launcher itself, or the sid JDK its loader script runs."""
+    return SID_LAUNCHERS.get(java, java)
+
+
+def on(java: str) -> list[str]:
+    """The options a launch needs to trace this java: none when the command is the JDK's own launcher."""
+    return ["--binary", SID_LAUNCHERS[java]] if java in SID_LAUNCHERS else []
+
+
+def feature_version(java: str) -> int:
+    home = SID_LAUNCHERS.get(java) or os.path.dirname(os.path.dirname(java))
+    (version,) = re.findall(r'^JAVA_VERSION="(\d+)', Path(home, "release").read_text(), re.M)
+    return int(version)
+
+
+@pytest.fixture(params=["openjdk-17", "temurin-25", "openjdk-26-sid"])
+def java(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "openjdk-17":
         need(os.path.exists(f"{JDK17}/bin/java"), f"{JDK17} missing (apt-get install openjdk-17-jdk-headless)")
         return f"{JDK17}/bin/java"
+    if request.param == "openjdk-26-sid":
+        return sid_launchers(26, tmp_path_factory.getbasetemp())
     if not os.path.exists(f"{TEMURIN25}/bin/java"):
         # skipped even in CI: it ships in the machine image, and no package registry here offers it
         pytest.skip(f"{TEMURIN25} is not on this machine")
@@ -67,8 +118,8 @@ def of(evs: list[dict[str, object]], probe: str) -> list[dict[str, object]]:
 
 def test_launch_sees_every_class_the_jvm_logs(java: str, demo_classes: str, tmp_path: Path) -> None:
     log = tmp_path / "class.log"
-    p = run_utrace("java", "class-load", "--json", "--", java, f"-Xlog:class+load:file={log}", "-cp", demo_classes,
-                   "Demo")  # fmt: skip
+    p = run_utrace("java", "class-load", *on(java), "--json", "--", java, f"-Xlog:class+load:file={log}", "-cp",
+                   demo_classes, "Demo")  # fmt: skip
     assert p.returncode == 0, p.stderr
     evs, summary, program = events(p.stdout)
     logged = XLOG_CLASS.findall(log.read_text())
@@ -88,7 +139,7 @@ def test_launch_sees_every_class_the_jvm_logs(java: str, demo_classes: str, tmp_
 
 def test_gc_durations_and_threads_match_the_jvm_log(java: str, demo_classes: str, tmp_path: Path) -> None:
     log = tmp_path / "gc.log"
-    p = run_utrace("java", "gc", "thread", "--json", "--", java, f"-Xlog:gc,os+thread:file={log}", "-cp",
+    p = run_utrace("java", "gc", "thread", *on(java), "--json", "--", java, f"-Xlog:gc,os+thread:file={log}", "-cp",
                    demo_classes, "Demo")  # fmt: skip
     assert p.returncode == 0, p.stderr
     evs, summary, program = events(p.stdout)
@@ -123,8 +174,8 @@ def test_gc_durations_and_threads_match_the_jvm_log(java: str, demo_classes: str
 
 
 def test_method_probes_with_the_flag(java: str, demo_classes: str) -> None:
-    p = run_utrace("java", "method:Demo", "--json", "--", java, "-XX:+DTraceMethodProbes", "-cp", demo_classes,
-                   "Demo")  # fmt: skip
+    p = run_utrace("java", "method:Demo", *on(java), "--json", "--", java, "-XX:+DTraceMethodProbes", "-cp",
+                   demo_classes, "Demo")  # fmt: skip
     assert p.returncode == 0, p.stderr
     evs, summary, program = events(p.stdout)
     assert summary["lost"] == 0
@@ -143,7 +194,7 @@ def test_method_probes_with_the_flag(java: str, demo_classes: str) -> None:
 
 def test_several_long_class_prefixes_load_and_filter(java: str, demo_classes: str) -> None:
     """Two prefixes, one of 17 bytes: the byte-per-branch filter made the verifier give up (E2BIG)."""
-    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", "--json", "--", java,
+    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", *on(java), "--json", "--", java,
                    "-XX:+DTraceMethodProbes", "-cp", demo_classes, "Demo")  # fmt: skip
     assert p.returncode == 0, p.stderr
     evs, summary, program = events(p.stdout)
@@ -177,8 +228,8 @@ def check_every_call(stdout: str) -> None:
 
 
 def test_launch_without_flags_adds_them_and_sees_every_call(java: str, demo_classes: str) -> None:
-    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", "--json", "--", java, "-cp", demo_classes,
-                   "Demo", "5")  # fmt: skip
+    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", *on(java), "--json", "--", java, "-cp",
+                   demo_classes, "Demo", "5")  # fmt: skip
     assert p.returncode == 0, p.stderr
     notes = [ln for ln in p.stderr.splitlines() if ln.startswith("utrace:") and "attached" not in ln]
     assert notes == [LAUNCH_NOTE.format("method:Demo, method:java.util.TreeMap")]
@@ -198,7 +249,7 @@ def test_launch_through_a_wrapper_script_keeps_the_users_tool_options(
 ) -> None:
     log = tmp_path / "class.log"
     env = dict(os.environ, JAVA_TOOL_OPTIONS=f"-Xlog:class+load:file={log}")  # the user's own, kept
-    cmd = utrace_cmd("java", "method:Demo", "method:java.util.TreeMap", "--binary", java, "--json", "--",
+    cmd = utrace_cmd("java", "method:Demo", "method:java.util.TreeMap", "--binary", binary(java), "--json", "--",
                      write_wrapper(tmp_path, java), "-cp", demo_classes, "Demo", "5")  # fmt: skip
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert p.returncode == 0, p.stderr
@@ -212,8 +263,8 @@ def test_launch_through_a_script_that_forks_java_with_follow(java: str, demo_cla
     script = tmp_path / "forks"
     script.write_text(f'#!/bin/sh\n"{java}" "$@"\necho "wrapper done"\n')  # java runs as the script's child
     script.chmod(0o755)
-    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", "--binary", java, "--follow", "--json", "--",
-                   str(script), "-cp", demo_classes, "Demo", "5")  # fmt: skip
+    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", "--binary", binary(java), "--follow", "--json",
+                   "--", str(script), "-cp", demo_classes, "Demo", "5")  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "warning" not in p.stderr
     check_every_call(p.stdout)
@@ -225,8 +276,8 @@ def test_launch_through_a_wrapper_that_clears_tool_options_says_so(
 ) -> None:
     wrapper = write_wrapper(tmp_path, java, "unset JAVA_TOOL_OPTIONS\n")
     # 100000 entries per worker: the JVM runs on for a while after its start-up (the check is not a race)
-    p = run_utrace("java", "method:Demo", "--binary", java, "--json", "--", wrapper, "-cp", demo_classes, "Demo",
-                   "100000")  # fmt: skip
+    p = run_utrace("java", "method:Demo", "--binary", binary(java), "--json", "--", wrapper, "-cp", demo_classes,
+                   "Demo", "100000")  # fmt: skip
     assert p.returncode == 0, p.stderr
     evs, summary, program = events(p.stdout)
     assert summary["exit_code"] == 0 and "done" in program
@@ -332,7 +383,8 @@ def test_live_jvm_without_flag_reads_the_flag_from_the_jvm(java: str, demo_class
                                             "not traced")  # fmt: skip
         from utrace.elf.usdt_notes import usdt_probes_for
 
-        lib = os.path.join(os.path.dirname(os.path.dirname(java)), "lib", "server", "libjvm.so")
+        lib = os.path.join(SID_LAUNCHERS.get(java) or os.path.dirname(os.path.dirname(java)), "lib", "server",
+                           "libjvm.so")  # fmt: skip
         allocs = [x for x in usdt_probes_for(lib) if x.name == "object__alloc"]
         assert p.stdout.count("int probe_") == len(allocs) > 0  # the alloc sites only, no method probes
     finally:
@@ -359,17 +411,18 @@ def release(proc: subprocess.Popen[str]) -> str:
 
 def test_set_flags_in_a_running_jvm(java: str, demo_classes: str, background: list[Background]) -> None:
     """--set-flags: JDK 17 gets -XX:+DTraceMethodProbes while traced (as jcmd reports it) and every call the
-    program then makes is seen; JDK 25 (which generates the DTrace calls at start-up only) is refused."""
+    program then makes is seen; JDK 25 and 26 (which generate the DTrace calls at start-up only) are refused."""
+    major = feature_version(java)
     proc = start_demo(java, demo_classes)
     try:
         bg = Background("java", "--pid", str(proc.pid), "--set-flags", "method:Demo", "--json")
         background.append(bg)
-        if "temurin" in java:
+        if major >= 24:
             out, err, rc = bg.finish()
             assert rc == 2 and err.splitlines() == [
-                f"utrace: error: --set-flags: pid {proc.pid} runs JDK 25: since JDK 24 the JVM generates its method "
-                "and allocation DTrace calls only when the flags are on at start-up (JDK-8335946), and utrace sets "
-                "flags only in older JDKs: restart it with -XX:+DTraceMethodProbes"
+                f"utrace: error: --set-flags: pid {proc.pid} runs JDK {major}: since JDK 24 the JVM generates its "
+                "method and allocation DTrace calls only when the flags are on at start-up (JDK-8335946), and utrace "
+                "sets flags only in older JDKs: restart it with -XX:+DTraceMethodProbes"
             ]
             assert jvm_flag(java, proc.pid, "DTraceMethodProbes") == "false"
             release(proc)
@@ -419,27 +472,11 @@ def test_set_flags_are_turned_off_again_when_utrace_stops(demo_classes: str, bac
         proc.wait()
 
 
-# Debian sid's OpenJDK 21 (scripts/fetch-debian-jdk21.sh), run through sid's own loader (it needs glibc 2.38)
-SID_ROOT = (
-    Path(os.environ.get("UTRACE_CACHE", Path.home() / ".cache" / "utrace")) / "realworld" / "debian-jdk21" / "root"
-)
-SID_LIB = SID_ROOT / "usr" / "lib" / "x86_64-linux-gnu"
-JDK21 = SID_ROOT / "usr" / "lib" / "jvm" / "java-21-openjdk-amd64"
-
-
-def jdk21_command(tool: str) -> list[str]:
-    need((JDK21 / "bin" / tool).exists(), f"{JDK21} missing (scripts/fetch-debian-jdk21.sh)")
-    loader = str(SID_LIB / "ld-linux-x86-64.so.2")
-    return [loader, "--library-path", f"{SID_LIB}:{JDK21}/lib:{JDK21}/lib/server", str(JDK21 / "bin" / tool)]
-
-
 def test_jdk21_launched_through_its_loader_script(demo_classes: str, tmp_path: Path) -> None:
     """A wrapper that execs the dynamic loader, which runs java: JAVA_TOOL_OPTIONS still reaches the JVM."""
-    script = tmp_path / "java21"
-    script.write_text("#!/bin/sh\nexec " + " ".join(jdk21_command("java")) + ' "$@"\n')
-    script.chmod(0o755)
-    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", "--binary", str(JDK21), "--json", "--",
-                   str(script), "-cp", demo_classes, "Demo", "5")  # fmt: skip
+    java = sid_launchers(21, tmp_path)
+    p = run_utrace("java", "method:Demo", "method:java.util.TreeMap", *on(java), "--json", "--", java, "-cp",
+                   demo_classes, "Demo", "5")  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert LAUNCH_NOTE.format("method:Demo, method:java.util.TreeMap") in p.stderr.splitlines()
     assert "warning" not in p.stderr
@@ -448,8 +485,8 @@ def test_jdk21_launched_through_its_loader_script(demo_classes: str, tmp_path: P
 
 def test_jdk21_set_flags_and_back(demo_classes: str, background: list[Background]) -> None:
     """--set-flags on JDK 21 (before JDK-8335946): the calls made after it are seen; SIGINT puts it back."""
-    cmd = jdk21_command("java")
-    jcmd = jdk21_command("jcmd")
+    cmd = sid_command(21, "java")
+    jcmd = sid_command(21, "jcmd")
 
     def flag(pid: int) -> str:
         out = subprocess.run([*jcmd, str(pid), "VM.flags", "-all"], capture_output=True, text=True, timeout=60).stdout
