@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -387,6 +388,30 @@ def test_live_jvm_without_flag_reads_the_flag_from_the_jvm(java: str, demo_class
                            "libjvm.so")  # fmt: skip
         allocs = [x for x in usdt_probes_for(lib) if x.name == "object__alloc"]
         assert p.stdout.count("int probe_") == len(allocs) > 0  # the alloc sites only, no method probes
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_launch_check_waits_while_the_loader_maps_libjvm(java: str) -> None:
+    """While ld.so maps libjvm.so, the library's whole span is first one read-only mapping of the file: the
+    addresses of _init_completed and the flags then hold file bytes ("started", "flag off" in these JDKs),
+    which must not be taken for a JVM that came up without the flag. A process mapping the file the same way
+    stands for that moment."""
+    from utrace.runtimes.jvm import INIT_COMPLETED, LaunchFlags
+
+    lib = os.path.realpath(os.path.join(SID_LAUNCHERS.get(java) or os.path.dirname(os.path.dirname(java)), "lib",
+                                        "server", "libjvm.so"))  # fmt: skip
+    check = LaunchFlags(lib, {"DTraceMethodProbes": ["method:Demo"]})
+    data = Path(lib).read_bytes()
+    assert data[check.where[INIT_COMPLETED]] != 0 and data[check.where["DTraceMethodProbes"]] == 0  # the premise
+    code = ("import mmap, sys; f = open(sys.argv[1], 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); "
+            "print('ready', flush=True); sys.stdin.read()")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, lib],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        assert check.check(proc.pid) is None and not check.settled(proc.pid)
     finally:
         proc.kill()
         proc.wait()

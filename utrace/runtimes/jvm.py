@@ -306,13 +306,22 @@ def tool_options(current: str | None, flags: Sequence[str]) -> str:
     return f"{current} {add}" if current and current.strip() else add
 
 
-def _libjvm_mapping(pid: int) -> procfs.MapEntry | None:
-    """The first mapping of a libjvm.so in the process, if it has one."""
+def _maps(pid: int) -> list[procfs.MapEntry]:
     try:
-        maps = procfs.parse_maps(procfs.read_text(f"/proc/{pid}/maps", procfs.MAX_MAPS_BYTES))
+        return procfs.parse_maps(procfs.read_text(f"/proc/{pid}/maps", procfs.MAX_MAPS_BYTES))
     except OSError:
-        return None
+        return []
+
+
+def _libjvm_mapping(maps: Sequence[procfs.MapEntry]) -> procfs.MapEntry | None:
+    """The first mapping of a libjvm.so in the process, if it has one."""
     return next((m for m in maps if os.path.basename(m.path) == LIBJVM), None)
+
+
+def _writable(maps: Sequence[procfs.MapEntry], addr: int) -> bool:
+    """Is `addr` in writable memory? While the loader maps libjvm.so, its whole span is first one read-only
+    mapping of the file: a variable's address then holds file bytes, not the variable."""
+    return any(m.start <= addr < m.end and "w" in m.perms for m in maps)
 
 
 class LaunchFlags:
@@ -343,7 +352,8 @@ class LaunchFlags:
     def check(self, pid: int) -> str | None:
         if pid in self.decided:
             return None
-        m = _libjvm_mapping(pid)
+        maps = _maps(pid)
+        m = _libjvm_mapping(maps)
         if m is None:
             return None  # not a JVM (yet): a wrapper script, or the java launcher before it loads libjvm
         try:
@@ -360,7 +370,8 @@ class LaunchFlags:
         base = m.start - m.offset
         if INIT_COMPLETED not in self.where or not all(f in self.where for f in self.flags):
             return None  # cannot be read: the events (or their absence) tell, see final()
-        values = self._read(pid, base, (INIT_COMPLETED, EXTENDED, *self.flags))
+        names = (INIT_COMPLETED, EXTENDED, *self.flags)
+        values = self._read(pid, base, [n for n in names if n in self.where and _writable(maps, base + self.where[n])])
         off = [f for f in self.flags if not (values.get(f) or values.get(EXTENDED))]
         if not values.get(INIT_COMPLETED):
             self.starting[pid] = off  # still parsing options or starting up: ask again later
