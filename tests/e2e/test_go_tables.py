@@ -340,7 +340,7 @@ def itab_in(path: str, twin: str, itab: int) -> int | None:
     """
     with gobin.GoBinary(twin) as t, gobin.GoBinary(path) as b:
         key = t.read_va(itab + 16, 16)
-        data = bytes(b.img.data)
+        data = b.img.read(0, b.img.size)
         hits = [m.start() for m in re.finditer(re.escape(key), data)]
         vas = [va for va in (b.offset_to_va(h - 16) for h in hits) if va is not None and va % 8 == 0]
         return vas[0] if len(vas) == 1 else None

@@ -65,7 +65,8 @@ def test_close_is_idempotent_and_context_manager_closes(tmp_path):
     img = ElfImage(build_elf().write(tmp_path / "a.out"))
     img.close()
     img.close()
-    assert img.data is None
+    with pytest.raises(ElfError, match="cannot read"):
+        img.read(0, 4)
 
 
 @pytest.mark.parametrize(
@@ -137,3 +138,55 @@ def test_no_section_headers(tmp_path):
     with ElfImage(str(path)) as img:
         assert img.sections == []
         assert len(img.segments) == 2
+
+
+TRUNCATE_WHILE_READING = """
+import os, shutil, sys
+from utrace.elf.reader import ElfImage
+from utrace.errors import ElfError
+src, copy, how = sys.argv[1:]
+shutil.copyfile(src, copy)
+with ElfImage(copy) as img:
+    sec = max((s for s in img.sections if s.type != 8), key=lambda s: s.offset + s.size)
+    os.truncate(copy, 4096)  # the traced process shrinks its file: what was mapped is gone
+    try:
+        if how == "read":
+            img.section_bytes(sec)
+        else:
+            img.find(b"no such bytes in this file", 0, img.size)
+    except ElfError as e:
+        print(e)
+"""
+
+
+@pytest.mark.parametrize("how", ["read", "find"])
+def test_a_file_truncated_while_it_is_read_is_one_error_not_a_crash(tmp_path, how):
+    """A real ELF file (this Python interpreter) shrinks after it was opened: with the file memory-mapped
+    that was a SIGBUS, which ended utrace (and its probes) without a word."""
+    import os
+    import subprocess
+    import sys
+
+    copy = tmp_path / "victim"
+    p = subprocess.run([sys.executable, "-c", TRUNCATE_WHILE_READING, os.path.realpath(sys.executable), str(copy), how],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    assert p.stdout == f"{copy}: the file shrank while utrace read it (truncated by another process?)\n"
+
+
+def test_find_across_chunk_boundaries(tmp_path, monkeypatch):
+    import random
+
+    import utrace.elf.reader as reader
+
+    built = build_elf()
+    rnd = random.Random(7)
+    data = built.data + bytes(rnd.choice(b"ab") for _ in range(1000))  # after the headers and sections
+    path = tmp_path / "a.out"
+    path.write_bytes(data)
+    monkeypatch.setattr(reader, "_CHUNK", 16)
+    with ElfImage(str(path)) as img:
+        for needle in (b"ab", b"abba", b"aaaaa", b"babab" * 3, b"\x7fELF", b"zz"):
+            for start, end in ((0, len(data)), (len(data) - 900, len(data) - 300), (len(data) - 9, len(data) - 8),
+                               (len(data) - 500, 10**9), (-5, 40)):  # fmt: skip
+                assert img.find(needle, start, end) == data.find(needle, max(start, 0), end), (needle, start)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from utrace.elf.buildid import PT_NOTE, iter_notes
+from utrace.elf.buildid import iter_notes
 from utrace.elf.dwarf import uleb128
 from utrace.elf.go.pclntab import MAGIC_116, MAGIC_118, MAGIC_120, MAX_NAME
 from utrace.elf.reader import EM_AARCH64, EM_X86_64, ET_DYN, PF_W, PF_X, SHT_NOBITS
@@ -242,12 +242,8 @@ def build_id(binary: GoBinary) -> str | None:
 
 
 def _note_segments(binary: GoBinary) -> Iterator[bytes]:
-    d, size = binary.img.data, binary.img.size
-    phoff = struct.unpack_from("<Q", d, 32)[0]
-    phentsize, phnum = struct.unpack_from("<HH", d, 54)
-    for i in range(phnum):
-        p_type, _fl, off, _va, _pa, filesz = struct.unpack_from("<IIQQQQ", d, phoff + i * phentsize)
-        if p_type == PT_NOTE and 0 < filesz <= 1 << 20 and off + filesz <= size:
+    for off, filesz in binary.img.note_segments:
+        if 0 < filesz <= 1 << 20 and off + filesz <= binary.img.size:
             yield binary.img.read(off, filesz)
 
 

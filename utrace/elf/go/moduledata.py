@@ -69,14 +69,13 @@ def _words_pointing_at(binary: GoBinary, target: int, room: int | None) -> list[
     """VAs of the 8-byte aligned words of writable segments that hold `target` (at most `room` of them)."""
     out: list[int] = []
     needle = struct.pack("<Q", target & 0xFFFFFFFFFFFFFFFF)
-    data = binary.img.data
     for seg in binary.img.segments:
         if not seg.flags & PF_W or seg.offset >= binary.img.size:
             continue
         # Program headers are not bounds-checked by ElfImage: clamp to the file.
         pos, end = seg.offset, min(seg.offset + seg.filesz, binary.img.size)
         while room is None or len(out) < room:
-            pos = data.find(needle, pos, end)
+            pos = binary.img.find(needle, pos, end)
             if pos < 0:
                 break
             if (pos - seg.offset) % 8 == 0:

@@ -171,19 +171,19 @@ def _locate_pclntab(binary: GoBinary) -> tuple[int, int, int | None, str]:
 
 
 def _scan_pclntab(binary: GoBinary, start: int, size: int) -> int | None:
-    data = binary.img.data
+    img = binary.img
     end = start + size
     for magic in (MAGIC_120, MAGIC_118, MAGIC_116, MAGIC_12):
         sig = struct.pack("<I", magic) + b"\0\0"
         pos = start
         while True:
-            pos = data.find(sig, pos, end)
+            pos = img.find(sig, pos, end)
             if pos < 0:
                 break
             # The table is pointer aligned in memory; a plausible header decodes without error.
             if pos % 4 == 0:
                 try:
-                    hdr = parse_pclntab_header(bytes(data[pos : pos + 128]), size=end - pos)
+                    hdr = parse_pclntab_header(img.read(pos, min(128, img.size - pos)), size=end - pos)
                     if hdr.nfunc > 0:
                         return int(pos)
                 except ElfError:
