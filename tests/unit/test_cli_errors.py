@@ -206,6 +206,38 @@ def test_not_found_suggests_demangled_base_names(files, tmp_path):
     assert "did you mean" in line and "demo::greet" in line
 
 
+def test_usdt_not_found_suggests_the_closest_probes(tmp_path):
+    """Debian's python3 (built by others): its probes as readelf -n lists them are the suggestions."""
+    python = os.path.realpath("/usr/bin/python3")
+    notes = subprocess.run(["readelf", "-n", python], capture_output=True, text=True, check=True).stdout
+    if "Provider: python" not in notes:
+        pytest.skip(f"{python} has no USDT probes")
+    assert "Name: function__entry" in notes and "Name: function__return" in notes
+    for typo in ("python:function__entyr", "pyhton:function__entry"):
+        line = assert_one_error(run("native", python, typo, "--dump-bpf", cache=tmp_path / "cache"), USAGE,
+                                f"no USDT probe matches {typo!r}")  # fmt: skip
+        assert line.endswith("(did you mean: python:function__entry, python:function__return)"), line
+
+
+def test_a_c_function_asked_of_utrace_go_points_to_utrace_native(tmp_path):
+    """x_cgo_init, cgo's C start-up function in an externally linked Go program: in its ELF symbols (nm), not
+    in Go's function table. `utrace go` says so and names `utrace native`, which does trace it."""
+    prog = REPO / "fixtures" / "build" / "go" / "greet-go1.26-extlink"
+    if not prog.exists():
+        pytest.skip(f"{prog} not built (scripts/build-fixtures.sh)")
+    nm = subprocess.run(["nm", str(prog)], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert any(ln.split()[1:] == ["T", "x_cgo_init"] for ln in nm if len(ln.split()) == 3)
+    line = assert_one_error(run("go", str(prog), "x_cgo_init", "--dump-bpf", cache=tmp_path / "cache"), USAGE,
+                            "no Go function 'x_cgo_init'")  # fmt: skip
+    assert line.endswith("it names a C function of this program, not Go code: trace C functions with `utrace native`")
+    r = run("native", str(prog), "x_cgo_init", "--dump-bpf", cache=tmp_path / "cache")
+    assert r.returncode == 0 and r.stdout.count("\nint probe_") == 1, r.stderr
+    # a Go name that is not there keeps its own reason and suggestions
+    line = assert_one_error(run("go", str(prog), "main.Gret", "--dump-bpf", cache=tmp_path / "cache"), USAGE,
+                            "package main is linked in")  # fmt: skip
+    assert "utrace native" not in line
+
+
 @pytest.mark.parametrize("warm", [False, True])
 def test_errors_do_not_depend_on_the_cache(files, tmp_path, warm):
     cache = tmp_path / "cache"

@@ -6,6 +6,7 @@ pattern that lists a function also traces it. When a name matches nothing, the s
 
 - functions (`function_suggestions`): raw and demangled base names; a name that shares every word of
   the one typed is offered too (`uv_tcp_listen` -> `uv__tcp_listen`, libuv's 1.44 rename);
+- USDT probes (`probe_not_found`): the `provider:name`s of the file;
 - Go (`go_not_found`): pclntab names, the same method on other receivers, and why nothing matched
   (a package that is linked in without that function, or not part of the program at all);
 - fixed vocabularies (node's aliases, the JVM's probe names): `close_names` itself.
@@ -136,6 +137,12 @@ def function_not_found(tables: Iterable[SymbolTable], name: str, where: str) -> 
     return NotFoundError(f"no function matches {name!r} in {where}", function_suggestions(tables, name))
 
 
+def probe_not_found(probes: Iterable[UsdtProbe], pattern: str, where: str) -> NotFoundError:
+    """A `provider:name` pattern no USDT probe matches, with the closest `provider:name`s there are."""
+    pool = {p.full_name for p in probes}
+    return NotFoundError(f"no USDT probe matches {pattern!r} in {where}", close_names(pattern, pool))
+
+
 def go_suggestions(names: Collection[str], name: str, limit: int = LIMIT) -> list[str]:
     """Go names closest to `name`, then those that end with its last element (the same function or
     method elsewhere: `main.(*T).Serve` for `main.Serve`)."""
@@ -146,9 +153,20 @@ def go_suggestions(names: Collection[str], name: str, limit: int = LIMIT) -> lis
     return close
 
 
-def go_not_found(names: Collection[str], name: str, base: str, where: str) -> NotFoundError:
+def go_not_found(
+    names: Collection[str], name: str, base: str, where: str, c_functions: Collection[str] = ()
+) -> NotFoundError:
     """A Go name (`base`: without type arguments) that is neither a function nor inlined anywhere: why
-    (unknown package, or a package linked in without that function) and the closest names."""
+    (a C function of the program, unknown package, or a package linked in without that function) and the
+    closest names. `c_functions`: the program's C functions (outside Go's function table) `name` matches."""
+    if c_functions:
+        shown = sorted(c_functions)
+        which = ", ".join(shown[:LIMIT]) + (f" and {len(shown) - LIMIT} more" if len(shown) > LIMIT else "")
+        what = "a C function" if len(shown) == 1 and shown[0] == name else f"C functions ({which})"
+        return NotFoundError(
+            f"no Go function {name!r} in {where}: it names {what} of this program, not Go code: "
+            "trace C functions with `utrace native`"
+        )
     pkg = base.rsplit(".", 1)[0] if "." in base.rsplit("/", 1)[-1] else ""
     pkg = re.sub(r"\.\(\*?[^)]*\)$", "", pkg)
     if pkg and any(n.startswith(pkg + ".") for n in names):

@@ -10,9 +10,9 @@ from typing import ClassVar
 from utrace.elf.demangle import demangle_many
 from utrace.elf.dynamic import needed_libraries
 from utrace.elf.index import function_table
-from utrace.elf.match import name_matcher
+from utrace.elf.match import name_matcher, probe_not_found
 from utrace.elf.symbols import imported_functions
-from utrace.errors import ElfError, NotFoundError, TargetError, UsageError
+from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import ArgKind, ArgSpec, Filter, ProbeKind, ProbeSpec, Reg, Symbol, Target, UsdtProbe
 from utrace.process.target import file_target, process_target, resolve_path
 from utrace.runtimes.base import (
@@ -318,7 +318,7 @@ class NativeRuntime:
                 pattern, params = usdt
                 sites = find_usdt(target.modules, pattern)
                 if not sites:
-                    raise NotFoundError(f"no USDT probe matches {pattern!r} in {target.modules[0].display}")
+                    raise probe_not_found(find_usdt(target.modules, "*"), pattern, target.modules[0].display)
                 for p in sites:
                     if (p.module, p.offset) not in usdt_seen:  # one probe per address
                         usdt_seen.add((p.module, p.offset))

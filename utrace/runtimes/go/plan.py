@@ -28,7 +28,7 @@ from utrace.elf.go.godwarf import DwarfParam, GoDwarf, InlinedInstance, package_
 from utrace.elf.go.inline import InlinedCall, inlined_calls
 from utrace.elf.go.pclntab import GoFunc, Pclntab, instance_names
 from utrace.elf.index import function_table
-from utrace.elf.match import generic_base, go_name_matcher, go_not_found
+from utrace.elf.match import generic_base, go_name_matcher, go_not_found, name_matcher
 from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import (
     ArgKind,
@@ -162,6 +162,16 @@ class GoRuntime:
         m = go_name_matcher(name)
         return list(funcs) if m is None else [f for f in funcs if m(f.name) or m(f.symbol)]
 
+    def _c_functions(self, binary: GoBinary, go_names: set[str], name: str) -> list[str]:
+        """The functions of the program outside Go's function table (cgo's C code, C libraries linked in)
+        that `name` matches, as `utrace native` names them."""
+        m = name_matcher(name)
+        try:
+            table = function_table(binary.path)
+        except ElfError:
+            return []
+        return [n for n in dict.fromkeys(table.names) if n not in go_names and (m is None or m(n))]
+
     def _instance_names(self, binary: GoBinary, found: list[GoFunc]) -> list[GoFunc]:
         """Go 1.18-1.19 pclntabs name every instantiation "F[...]": the ELF symbol at the same entry has the
         full name ("main.Scale[go.shape.int_0]", as DWARF has it too). Without one (stripped), instances
@@ -274,7 +284,8 @@ class GoRuntime:
         elif not found and not inlined_dw and not inlined_pc and generics:
             pass  # only inlined instances, probed as their own items next
         elif not found and not inlined_dw and not inlined_pc:
-            raise go_not_found({f.name for f in funcs}, name, generic_base(name), job.where)
+            go_names = {f.name for f in funcs}
+            raise go_not_found(go_names, name, generic_base(name), job.where, self._c_functions(binary, go_names, name))
         if len(found) > MAX_FUNCTIONS:
             raise UsageError(f"{len(found)} functions match {name!r}; narrow the pattern (at most {MAX_FUNCTIONS})")
         specs = job.specs
