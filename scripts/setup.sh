@@ -40,11 +40,7 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$PY" -m venv .venv
 fi
-site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-# Only the bcc package is made visible, not the whole of Debian's dist-packages.
-mkdir -p .venv/bcc-dist
-ln -sfn /usr/lib/python3/dist-packages/bcc .venv/bcc-dist/bcc
-echo "$PWD/.venv/bcc-dist" > "$site/utrace-bcc.pth"
+scripts/lib/venv-bcc.sh .venv  # only the bcc package is made visible, not the whole of Debian's dist-packages
 # "compat" editable mode is a plain path in a .pth file; the default import hook costs ~15 ms per start.
 stamp=.venv/.installed-compat-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -e "$stamp" ]; then
