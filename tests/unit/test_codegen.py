@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from utrace.model import (
@@ -33,6 +33,7 @@ from utrace.model import (
     Stack,
     Tls,
 )
+from utrace.probes import slow
 from utrace.probes.codegen import (
     PREFIX_MAX,
     PT_REGS,
@@ -168,6 +169,27 @@ def go_specs() -> list[ProbeSpec]:
 
 GO_OPTIONS = Options(fsbase_offset=0x1B48)
 
+
+def timed_specs() -> list[ProbeSpec]:
+    """return_specs without the probes --slower-than cannot time (an entry alone, a return without latency)."""
+    specs = return_specs()
+    untimed = slow.untimed(specs)
+    return [s for s in specs if s not in untimed]
+
+
+def usdt_pair_specs() -> list[ProbeSpec]:
+    """A USDT begin/end pair (PostgreSQL's query__start/query__done), paired per thread and nesting."""
+    m = "/usr/lib/postgresql/15/bin/postgres"
+    q = (ArgSpec("query", ArgKind.CSTR, Reg("rbx"), max_len=256),)
+    key = f"usdt:{m}:postgresql:query__start"
+    return [
+        ProbeSpec("postgresql:query__start", m, 0x4A1F0, ProbeKind.USDT, args=q, pair=key),
+        ProbeSpec("postgresql:query__done", m, 0x4A3C8, ProbeKind.USDT, args=q, pair=key, latency=True),
+    ]
+
+
+SLOW = 10_000_000
+
 CASES = {
     "entry": (entry_specs, None),
     "return_latency": (return_specs, None),
@@ -181,6 +203,15 @@ CASES = {
     "hist": (return_specs, Options(aggregate=Aggregate.HIST)),
     "hist_go": (go_specs, Options(fsbase_offset=0x1B48, aggregate=Aggregate.HIST)),
     "stack": (lambda: return_specs() + go_specs() + usdt_specs(), Options(fsbase_offset=0x1B48, stack_depth=16)),
+    "usdt_pair": (usdt_pair_specs, None),
+    "usdt_pair_hist": (usdt_pair_specs, Options(aggregate=Aggregate.HIST)),
+    "slower_than": (lambda: timed_specs() + usdt_pair_specs(), Options(slower_than_ns=SLOW)),
+    "slower_than_count": (timed_specs, Options(aggregate=Aggregate.COUNT, slower_than_ns=SLOW)),
+    "slower_than_hist": (
+        lambda: timed_specs() + usdt_pair_specs(),
+        Options(aggregate=Aggregate.HIST, slower_than_ns=SLOW),
+    ),
+    "slower_than_go_stack": (go_specs, Options(fsbase_offset=0x1B48, stack_depth=16, slower_than_ns=SLOW)),
 }
 
 
@@ -851,13 +882,15 @@ long bpf_probe_read_user_str(void *dst, u32 size, const void *src);
 long bpf_probe_read_kernel(void *dst, u32 size, const void *src);
 u64 bpf_get_current_task(void);
 #define BPF_RINGBUF_OUTPUT(name, pages) \\
-    struct { void *(*ringbuf_reserve)(u64); void (*ringbuf_submit)(void *, u64); } name
+    struct { void *(*ringbuf_reserve)(u64); void (*ringbuf_submit)(void *, u64); \\
+             long (*ringbuf_output)(void *, u64, u64); } name
 #define BPF_PERCPU_ARRAY(name, type, n) struct { type *(*lookup)(u32 *); } name
 #define BPF_TABLE(kind, k, v, name, n) \\
     struct { v *(*lookup)(k *); long (*update)(k *, v *); long (*delete)(k *); } name
 #define BPF_PERCPU_HASH(name, k, v, n) struct { v *(*lookup)(k *); long (*insert)(k *, v *); } name
 #define BPF_F_NO_PREALLOC 1
-#define BPF_F_TABLE(kind, k, v, name, n, flags) struct { v *(*lookup)(k *); long (*insert)(k *, v *); } name
+#define BPF_F_TABLE(kind, k, v, name, n, flags) \\
+    struct { v *(*lookup)(k *); long (*insert)(k *, v *); long (*update)(k *, v *); long (*delete)(k *); } name
 #define BPF_ARRAY(name, type, n) struct { type *(*lookup)(u32 *); } name
 #define BPF_HASH(name, k, v, n) \
     struct { v *(*lookup)(k *); long (*insert)(k *, v *); long (*update)(k *, v *); long (*delete)(k *); } name
@@ -907,6 +940,18 @@ def test_random_programs_are_valid_c(tmp_path, specs, options):
     if options.aggregate is not Aggregate.NONE:
         options = replace(options, stack_depth=0)
     _gcc_check(tmp_path, render(specs, options))
+
+
+@pytest.mark.skipif(GCC is None, reason="gcc not installed")
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(probe_specs(), min_size=1, max_size=4), options_st, st.integers(1, 1 << 40))
+def test_random_slower_than_programs_are_valid_c(tmp_path, specs, options, threshold):
+    untimed = slow.untimed(specs)
+    specs = [s for s in specs if s not in untimed]
+    assume(specs)
+    if options.aggregate is not Aggregate.NONE:
+        options = replace(options, stack_depth=0)
+    _gcc_check(tmp_path, render(specs, replace(options, slower_than_ns=threshold)))
 
 
 @pytest.mark.parametrize("aggregate", [Aggregate.COUNT, Aggregate.HIST])

@@ -64,6 +64,7 @@ class SessionOptions:
     keep_running: bool = False  # leave a launched program and its descendants running at the end
     on_warning: Callable[[str], None] | None = None  # told a warning the moment it is found (also in Summary)
     by: ByRequest | None = None  # with COUNT: also per value of one argument (--count --by ARG, --hist=ARG)
+    slower_than_ns: int | None = None  # only calls at least this long (--slower-than, decided in BPF)
 
 
 @dataclass(slots=True)
@@ -121,18 +122,22 @@ def plan_request(request: TraceRequest) -> tuple[Target, Plan]:
     return target, plan
 
 
-def specs_for(plan: Plan, aggregate: Aggregate) -> list[ProbeSpec]:
+def specs_for(plan: Plan, aggregate: Aggregate, slower_than_ns: int | None = None) -> list[ProbeSpec]:
     """The probes a mode needs: counting needs no returns; a histogram needs them.
 
     Raises:
-        UsageError: --hist for probes without returns.
+        UsageError: --hist for probes without returns; --slower-than for probes it cannot time.
     """
+    if slower_than_ns is not None:
+        from utrace.app.timed import timed_specs
+
+        return timed_specs(plan)
     if aggregate is Aggregate.COUNT:
         return [s for s in plan.specs if s.kind not in (ProbeKind.RETURN, ProbeKind.EXIT)]
     if aggregate is Aggregate.HIST and not any(
         s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency for s in plan.specs
     ):
-        raise UsageError("--hist needs functions with returns (USDT probes have none)")
+        raise UsageError("--hist needs functions with returns, or USDT begin/end pairs (other USDT probes have none)")
     return list(plan.specs)
 
 
@@ -155,7 +160,7 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
     exe_id: tuple[int, int] | None = None
     if plan.only_exe is not None and pid is None:
         exec_file, exe_id = _exec_file(plan.only_exe)
-    specs = specs_for(plan, options.aggregate)
+    specs = specs_for(plan, options.aggregate, options.slower_than_ns)
     keyed = None
     if options.by is not None:
         from utrace.probes.aggregate import select
@@ -178,6 +183,7 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
             exec_file=exec_file,
             exe_identity=exe_id,
             keyed=keyed,
+            slower_than_ns=options.slower_than_ns,
         ),
     )
 

@@ -154,6 +154,9 @@ def _trace_params() -> list[click.Parameter]:
                      help="Leave a launched command and what it started running when tracing stops "
                           "(by default they get SIGTERM, then SIGKILL)."),
         click.Option(["--ret"], is_flag=True, help="Also trace returns (value and latency)."),
+        click.Option(["--slower-than", "slower_than"], metavar="DURATION",
+                     help="Only calls at least this long (10ms, 1.5s, 250us, 800ns), decided in the kernel: "
+                          "the call with its arguments, then its return with the latency."),
         click.Option(["--json", "as_json"], is_flag=True, help="JSON lines (schema in the README): --format json."),
         click.Option(["--format", "fmt"], type=click.Choice(["text", "json", "perfetto"]), default=None,
                      help="text (default), json lines, or perfetto (Trace Event Format JSON for ui.perfetto.dev)."),
@@ -235,7 +238,7 @@ def _run_trace(
         pid=opts["pid"],
         command=command,
         probes=probes,
-        ret=opts["ret"] or opts["hist"] or (by is not None and by.on_return),
+        ret=opts["ret"] or opts["hist"] or opts["slower_than"] is not None or (by is not None and by.on_return),
         max_len=opts["max_len"],
         extra=extra,
     )
@@ -361,6 +364,9 @@ def _session_options(opts: dict[str, Any]) -> tuple[SessionOptions, str]:
         what = "--top" if top else "--count"
         raise UsageError(f"--ret does not apply to {what}: it counts calls (--hist shows the returns' latencies)")
     fmt = _output_format(opts, aggregate)
+    slower_than = _slower_than(opts, top)
+    if slower_than is not None and by is not None:
+        raise UsageError("--slower-than does not combine with --by or --hist=ARG (they count every call)")
     session = SessionOptions(
         duration=opts["duration"],
         max_events=opts["max_events"],
@@ -372,8 +378,29 @@ def _session_options(opts: dict[str, Any]) -> tuple[SessionOptions, str]:
         keep_running=opts["keep_running"],
         on_warning=_warn,
         by=by,
+        slower_than_ns=slower_than,
     )
     return session, fmt
+
+
+def _slower_than(opts: dict[str, Any], top: bool) -> int | None:
+    """--slower-than in nanoseconds, or None.
+
+    Raises:
+        UsageError: not a duration with a unit, or with --top.
+    """
+    from utrace.errors import UsageError
+    from utrace.probes.slow import DurationError, parse_duration
+
+    text: str | None = opts["slower_than"]
+    if text is None:
+        return None
+    if top:
+        raise UsageError("--slower-than does not apply to --top (use --count --slower-than)")
+    try:
+        return parse_duration(text)
+    except DurationError as e:
+        raise UsageError(str(e)) from None
 
 
 def _trace(request: TraceRequest, session: SessionOptions, fmt: str, output: str | None, otlp: Reporter | None) -> None:

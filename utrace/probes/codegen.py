@@ -26,6 +26,7 @@ from utrace.model import (
     Stack,
     Tls,
 )
+from utrace.probes import slow
 from utrace.probes.layout import Field, fields_of
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class Options:
     exec_file: ExecOffsets | None = None
     exe_identity: tuple[int, int] | None = None
     keyed: Keyed | None = None
+    slower_than_ns: int | None = None  # --slower-than: see utrace.probes.slow
 
 
 AGG_KEY = "<III"  # struct agg_key {u32 probe; u32 pid; u32 slot;} as the prelude declares it
@@ -323,7 +325,11 @@ def _frame_key(em: _Emitter, spec: ProbeSpec, pair_id: int, sp_adjust: int) -> N
 
     `start_key` is {a, b, pair, who}: (stack pointer, 0, function, thread id) by default, or
     (owner, depth, function, process id) for frames owned by goroutines, which move between threads.
+    USDT begin/end pairs are keyed by nesting depth per thread (see `slow.nest_key`).
     """
+    if spec.kind is ProbeKind.USDT:
+        slow.nest_key(em, pair_id, end=spec.latency)
+        return
     if spec.frame is None:
         # The stack pointer at entry identifies the frame and keeps recursive calls apart.
         sp = f"ctx->sp - {_int(sp_adjust)}" if sp_adjust else "ctx->sp"
@@ -496,7 +502,7 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
     """
     opts = options or Options()
     _check(opts)
-    timing = _Timing.of(specs, opts.aggregate)
+    timing = _Timing.of(specs, opts)
     lines = [_prelude(opts, _maps(specs, opts, timing))]
     pair_ids = _pair_ids(specs)
     all_fields: list[list[Field]] = []
@@ -531,7 +537,11 @@ def _check(opts: Options) -> None:
         raise CodegenError("stacks are captured with streamed events only")
     if opts.keyed is not None and opts.aggregate is not Aggregate.COUNT:
         raise CodegenError("counts per value are kept with --count only")
+    if opts.keyed is not None and opts.slower_than_ns is not None:
+        raise CodegenError("counts per value are of every call, not only slow ones")
     _pid_read(opts)
+    if opts.slower_than_ns is not None and not (isinstance(opts.slower_than_ns, int) and opts.slower_than_ns > 0):
+        raise CodegenError(f"a latency threshold must be a positive number of nanoseconds, not {opts.slower_than_ns!r}")
     if opts.follow and (opts.pid is None or opts.family is None):
         raise CodegenError("following forked processes needs a pid filter and the kernel's task_struct offsets")
     if opts.exec_file is not None and (opts.pid is not None or opts.family is None or opts.exe_identity is None):
@@ -562,17 +572,19 @@ class _Timing:
 
     latency_pairs: frozenset[str]
     counting: bool
+    # pair -> (index, event bytes) of its begin (--slower-than)
+    begins: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @staticmethod
-    def of(specs: list[ProbeSpec], agg: Aggregate) -> _Timing:
-        pairs = {s.pair for s in specs if s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency and s.pair}
-        return _Timing(frozenset(pairs), agg is Aggregate.COUNT)
+    def of(specs: list[ProbeSpec], opts: Options) -> _Timing:
+        counting = opts.aggregate is Aggregate.COUNT and opts.slower_than_ns is None  # counting slow calls times them
+        return _Timing(slow.latency_pairs(specs), counting, slow.begin_index(specs, opts.stack_depth))
 
     def starts(self, spec: ProbeSpec) -> bool:
-        return spec.kind is ProbeKind.ENTRY and spec.pair in self.latency_pairs and not self.counting
+        return slow.is_begin(spec, self.latency_pairs) and not self.counting
 
     def returns(self, spec: ProbeSpec) -> bool:
-        return spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and bool(spec.latency) and not self.counting
+        return slow.is_end(spec) and not self.counting
 
 
 def _pair_ids(specs: list[ProbeSpec]) -> dict[str, int]:
@@ -606,6 +618,10 @@ def _maps(specs: list[ProbeSpec], opts: Options, timing: _Timing) -> str:
         maps += "BPF_ARRAY(exe_file, u64, 2);\n"
     if any(timing.starts(s) or timing.returns(s) for s in specs):
         maps += 'BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);\n'
+    if opts.slower_than_ns is not None or any(
+        s.kind is ProbeKind.USDT and (timing.starts(s) or timing.returns(s)) for s in specs
+    ):
+        maps += slow.program_maps(specs, opts, timing)
     if opts.aggregate is not Aggregate.NONE:
         # allocated as keys appear: a preallocated 65536-key per-CPU hash took 70 ms to create
         maps += 'BPF_F_TABLE("percpu_hash", struct agg_key, u64, counts, 65536, BPF_F_NO_PREALLOC);\n'
@@ -646,6 +662,9 @@ def _probe_body(
             em.emit(f"if (!want || *want != {TARGET_TRACED}) return 0;")
     for f in spec.filters:
         _filter(em, f)
+    if opts.slower_than_ns is not None:
+        slow.body(em, index, spec, fields, opts, timing, pair_id)
+        return em.lines
     agg = opts.aggregate
     is_return, is_start = timing.returns(spec), timing.starts(spec)
     if agg is Aggregate.NONE or is_return or is_start:
@@ -683,6 +702,17 @@ def _submit(em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], dept
     em.emit("    utrace_lost();")
     em.emit("    return 0;")
     em.emit("}")
+    _fill(em, index, spec, fields, depth, latency)
+    if depth:
+        # stacks are resolved through /proc/PID: read them while the process still lives
+        em.emit("events.ringbuf_submit(e, 0);")
+    else:
+        em.emit(f"events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_{index})));")
+    em.emit("return 0;")
+
+
+def _fill(em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], depth: int, latency: str) -> None:
+    """Fill `e`, a `struct event_INDEX *`: header, captured values, user stack."""
     em.emit(f"e->h.probe = {index};")
     em.emit("e->h.pid = pid;")
     em.emit("e->h.tid = tid;")
@@ -694,11 +724,6 @@ def _submit(em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], dept
         _capture(em, fl)
     if depth:
         _stack(em, spec, depth)
-        # stacks are resolved through /proc/PID: read them while the process still lives
-        em.emit("events.ringbuf_submit(e, 0);")
-    else:
-        em.emit(f"events.ringbuf_submit(e, utrace_wakeup(sizeof(struct event_{index})));")
-    em.emit("return 0;")
 
 
 def _family_programs(family: FamilyOffsets | None, exec_file: ExecOffsets | None = None) -> list[str]:

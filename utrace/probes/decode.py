@@ -154,7 +154,6 @@ class Decoder:
         if spec.kind is ProbeKind.EXIT:
             # the captured values of an exit probe are the function's results
             ret, args = args, {}
-        returning = spec.kind in (ProbeKind.RETURN, ProbeKind.EXIT)
         stack: tuple[Frame, ...] = ()
         if self.stack_depth:
             n = items[pos]
@@ -171,7 +170,7 @@ class Decoder:
             cpu=cpu,
             args=args,
             ret=ret,
-            latency_ns=latency if (returning and spec.latency and latency) else None,
+            latency_ns=latency if (spec.latency and latency) else None,  # returns, paired USDT ends
             context=context,
             stack=stack,
         )

@@ -703,6 +703,26 @@ class HotspotEvents:
         return args
 
 
+# Pairs that nest per thread (an end closes the latest open begin of its thread), so the kernel can pair
+# them by depth (utrace.probes.slow). Per-pool GC begins come in a row and end in the same order: not these.
+KERNEL_PAIRED = frozenset(PAIRS) - {"mem__pool__gc__end"}
+
+
+def kernel_pairs(specs: Sequence[ProbeSpec]) -> list[ProbeSpec]:
+    """Specs with the begin/end pairs of KERNEL_PAIRED keyed for the kernel (the end measures latency),
+    for --hist and --slower-than; HotspotEvents still names and pairs the events that are sent."""
+    names = {s.name.partition(":")[2] for s in specs if s.name.startswith(f"{PROVIDER}:")}
+    out: list[ProbeSpec] = []
+    for s in specs:
+        name = s.name.partition(":")[2] if s.name.startswith(f"{PROVIDER}:") else ""
+        if name in KERNEL_PAIRED and PAIRS[name][0] in names:
+            s = replace(s, pair=f"{PROVIDER}:{PAIRS[name][0]}", latency=True)
+        elif any(b == name and end in names for end, (b, _m, _c) in PAIRS.items() if end in KERNEL_PAIRED):
+            s = replace(s, pair=f"{PROVIDER}:{name}")
+        out.append(s)
+    return out
+
+
 # --- the runtime -----------------------------------------------------------------------------------
 
 
@@ -901,6 +921,8 @@ class JvmRuntime:
                 "ring buffer cannot hold is counted as lost): narrow them with method:CLASS, e.g. method:com.example"
             )
         plan.specs = [self.spec(p, request.max_len, prefixes[p.offset]) for p in kept]
+        if request.ret:  # --hist or --slower-than: begin/end pairs timed in the kernel
+            plan.specs = kernel_pairs(plan.specs)
         return plan
 
     @staticmethod

@@ -12,6 +12,7 @@ from utrace.elf.dynamic import needed_libraries
 from utrace.elf.index import function_table
 from utrace.elf.match import name_matcher, probe_not_found
 from utrace.elf.symbols import imported_functions
+from utrace.elf.usdt_notes import usdt_probes_for
 from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import ArgKind, ArgSpec, Filter, ProbeKind, ProbeSpec, Reg, Symbol, Target, UsdtProbe
 from utrace.process.target import file_target, process_target, resolve_path
@@ -311,6 +312,7 @@ class NativeRuntime:
         pending: list[tuple[Symbol, list[str] | None, tuple[Filter, ...]]] = []
         at: dict[tuple[str, int], int] = {}
         usdt_specs: list[ProbeSpec] = []
+        usdt_sites: list[UsdtProbe] = []
         usdt_seen: set[tuple[str, int]] = set()
         for expr in request.probes:
             usdt = usdt_expression(expr)
@@ -323,6 +325,7 @@ class NativeRuntime:
                     if (p.module, p.offset) not in usdt_seen:  # one probe per address
                         usdt_seen.add((p.module, p.offset))
                         usdt_specs.append(self.usdt_spec(p, params, request, plan))
+                        usdt_sites.append(p)
                 continue
             found, params, filters = self.resolve_expr(modules, expr, request, plan)
             for sym in found:
@@ -352,8 +355,29 @@ class NativeRuntime:
                     f"{label}: arguments shown uncertain ({uncertain}); arg0 is `this` if it is a member; "
                     "give a signature to decode them"
                 )
+        if request.ret and usdt_sites:
+            usdt_specs = self.usdt_pairs(usdt_sites, usdt_specs, request, plan)
         plan.specs = specs_for(symbols, args_of, ret=request.ret, filters_of=filters_of) + usdt_specs
         return plan
+
+    def usdt_pairs(
+        self, sites: list[UsdtProbe], specs: list[ProbeSpec], request: TraceRequest, plan: Plan
+    ) -> list[ProbeSpec]:
+        """With --ret: USDT begin/end pairs get a pair key (the end measures the latency), and the
+        partner of a probe asked for alone is added (`query__start` brings `query__done`)."""
+        from utrace.runtimes import usdt_pairs
+
+        every: list[UsdtProbe] = []
+        for module in dict.fromkeys(p.module for p in sites):
+            every += [p for p in usdt_probes_for(module) if p.offset >= 0]
+        added = usdt_pairs.partners(sites, every)
+        for p in added:
+            sites.append(p)
+            specs.append(self.usdt_spec(p, None, request, plan))
+        for name in dict.fromkeys(p.full_name for p in added):
+            plan.notes.append(f"{name} added: it pairs with a probe asked for (--ret)")
+        pairs = usdt_pairs.pairs_in(every)
+        return [usdt_pairs.paired(s, p, pairs) for s, p in zip(specs, sites, strict=True)]
 
 
 def usdt_expression(expr: str) -> tuple[str, list[str] | None] | None:

@@ -350,3 +350,14 @@ CATALOGUE: dict[tuple[str, str], tuple[Signature, ...]] = _parse()
 def signatures(provider: str, name: str) -> tuple[Signature, ...]:
     """The catalogue's signatures for a probe (one per known version), or ()."""
     return CATALOGUE.get((provider, name), ())
+
+
+# Begin probe -> its end probes, for pairs whose names do not follow the __start/__done,
+# __entry/__return, __begin/__end rule (utrace.runtimes.usdt_pairs). PostgreSQL ends a transaction
+# with a commit or an abort (src/backend/access/transam/xact.c); HotSpot's contended monitor enter
+# and wait end at entered and waited (src/hotspot/share/runtime/objectMonitor.cpp).
+PAIRS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("postgresql", "transaction__start"): ("transaction__commit", "transaction__abort"),
+    ("hotspot", "monitor__contended__enter"): ("monitor__contended__entered",),
+    ("hotspot", "monitor__wait"): ("monitor__waited",),
+}
