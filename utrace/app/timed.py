@@ -6,6 +6,7 @@ from utrace.errors import UsageError
 from utrace.model import ProbeKind, ProbeSpec
 from utrace.probes import slow
 from utrace.runtimes.base import Plan
+from utrace.runtimes.usdt_pairs import NOT_PAIRED
 
 _SHOWN = 3
 
@@ -33,6 +34,7 @@ def timed_specs(plan: Plan) -> list[ProbeSpec]:
             if all(s.kind is ProbeKind.USDT for s in refused)
             else ("probes without a return")
         )
+        why += "".join(f"; {n}" for n in plan.notes if NOT_PAIRED in n)
         raise UsageError(f"--slower-than needs probes with a return; {shown}: {why} (trace them without it)")
     for name in dict.fromkeys(s.name for s in untimed):
         plan.notes.append(f"--slower-than: the inlined copies of {name} have no return and are not traced")

@@ -375,7 +375,8 @@ class NativeRuntime:
             sites.append(p)
             specs.append(self.usdt_spec(p, None, request, plan))
         for name in dict.fromkeys(p.full_name for p in added):
-            plan.notes.append(f"{name} added: it pairs with a probe asked for (--ret)")
+            plan.notes.append(f"{name} added: it pairs with a probe asked for")
+        plan.notes += [n for n in usdt_pairs.refused(sites) if n not in plan.notes]
         pairs = usdt_pairs.pairs_in(every)
         return [usdt_pairs.paired(s, p, pairs) for s, p in zip(specs, sites, strict=True)]
 

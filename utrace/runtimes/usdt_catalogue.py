@@ -361,3 +361,12 @@ PAIRS: dict[tuple[str, str], tuple[str, ...]] = {
     ("hotspot", "monitor__contended__enter"): ("monitor__contended__entered",),
     ("hotspot", "monitor__wait"): ("monitor__waited",),
 }
+
+# Begin/end pairs by name that must not be paired, with why: their begins and ends do not fire in matching
+# numbers, so pairing by nesting would give wrong durations.
+UNPAIRED: dict[tuple[str, str], str] = {
+    ("python", "function__entry"): (
+        "CPython 3.11 to 3.14 fire function__entry only for frames entered from C while function__return "
+        "fires for every return (python/cpython#98894, fixed in 3.15): paired, they would give wrong durations"
+    ),
+}

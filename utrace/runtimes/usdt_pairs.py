@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from utrace.model import ProbeSpec, UsdtProbe
-from utrace.runtimes.usdt_catalogue import PAIRS
+from utrace.runtimes.usdt_catalogue import PAIRS, UNPAIRED
 
+NOT_PAIRED = "is not paired with its end"  # in the notes `refused` writes
 SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("__start", ("__done", "__end")),
     ("__entry", ("__return",)),
@@ -23,6 +24,8 @@ SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def ends_of(provider: str, name: str, names: Iterable[str]) -> tuple[str, ...]:
     """The end probes (present in `names`) of the begin probe `provider:name`; () if it is none."""
+    if (provider, name) in UNPAIRED:
+        return ()
     have = set(names)
     listed = PAIRS.get((provider, name))
     if listed is not None:
@@ -50,6 +53,19 @@ def pairs_in(probes: Sequence[UsdtProbe]) -> dict[tuple[str, str, str], tuple[st
             for end in ends:
                 out.setdefault((module, provider, end), (key, "end"))
     return out
+
+
+def refused(probes: Sequence[UsdtProbe]) -> list[str]:
+    """Why some of `probes` are not paired although their names say begin/end (catalogue UNPAIRED)."""
+    out: dict[str, None] = {}
+    for p in probes:
+        for (provider, begin), why in UNPAIRED.items():
+            if p.provider != provider:
+                continue
+            ends = [begin[: -len(b)] + e for b, es in SUFFIXES if begin.endswith(b) for e in es]
+            if p.name == begin or p.name in ends:
+                out[f"{provider}:{begin} {NOT_PAIRED}: {why}"] = None
+    return list(out)
 
 
 def partners(chosen: Sequence[UsdtProbe], every: Sequence[UsdtProbe]) -> list[UsdtProbe]:
