@@ -25,6 +25,7 @@ from tests.e2e.test_codegen_bcc import _load
 from tests.e2e.test_follow import postgres  # noqa: F401  (the PostgreSQL server fixture)
 from tests.unit.test_codegen import CASES, HOSTILE
 from utrace.probes.codegen import render
+from utrace.probes.slow import OPEN_ENTRIES
 
 pytestmark = pytest.mark.usefixtures("root_bpf")
 
@@ -132,6 +133,21 @@ def test_stack_of_a_slow_call_is_the_one_at_its_entry(c_slowcalls: str) -> None:
     for call in calls:
         frames = [f["function"] for f in call["stack"]]  # type: ignore[attr-defined]
         assert frames[:2] == ["handle", "main"], call["stack"]
+
+
+def test_calls_in_flight_past_the_map_are_counted_lost(c_slowcalls: str) -> None:
+    """deep(20000) has 20001 calls in flight at once, all slow: the first OPEN_ENTRIES entries are kept,
+    each of the others is counted lost. Only the 64 outermost returns are reported: the kernel hooks at
+    most 64 nested returns per thread (MAX_URETPROBE_DEPTH in kernel/events/uprobes.c), as for --ret."""
+    p = run_utrace("native", c_slowcalls, "deep", "--slower-than", "10ms", "--json",
+                   "--", c_slowcalls, "1", "10000", "20000", check=True)  # fmt: skip
+    assert "deep 20001 calls" in p.stdout
+    events, summary = _json(p.stdout)
+    assert summary["lost"] == 20001 - OPEN_ENTRIES, summary
+    pairs = _pairs(events, "deep", "deep")
+    assert 0 < len(pairs) <= 64 and len(events) == 2 * len(pairs)
+    # deep(n) returns n; the outermost calls (n = 20000 down) are the ones whose returns are hooked
+    assert all(r["ret"] == c["args"]["arg0"] >= 20000 - 63 for c, r in pairs)  # type: ignore[index,operator]
 
 
 # --- USDT begin/end pairs ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from utrace.model import (
@@ -944,11 +944,22 @@ def test_random_programs_are_valid_c(tmp_path, specs, options):
 
 @pytest.mark.skipif(GCC is None, reason="gcc not installed")
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(probe_specs(), min_size=1, max_size=4), options_st, st.integers(1, 1 << 40))
-def test_random_slower_than_programs_are_valid_c(tmp_path, specs, options, threshold):
-    untimed = slow.untimed(specs)
-    specs = [s for s in specs if s not in untimed]
-    assume(specs)
+@given(
+    st.lists(probe_specs(), min_size=1, max_size=3),
+    st.lists(st.sampled_from([ProbeKind.RETURN, ProbeKind.EXIT, ProbeKind.USDT]), min_size=3, max_size=3),
+    options_st,
+    st.integers(1, 1 << 40),
+)
+def test_random_slower_than_programs_are_valid_c(tmp_path, randoms, ends, options, threshold):
+    # each random spec as the begin and the end of a pair (its captures, filters and frame kept)
+    specs = []
+    for n, (spec, end) in enumerate(zip(randoms, ends, strict=False)):
+        begin = ProbeKind.USDT if end is ProbeKind.USDT else ProbeKind.ENTRY
+        specs += [
+            replace(spec, kind=begin, latency=False, pair=f"p{n}"),
+            replace(spec, kind=end, latency=True, pair=f"p{n}"),
+        ]
+    assert not slow.untimed(specs)
     if options.aggregate is not Aggregate.NONE:
         options = replace(options, stack_depth=0)
     _gcc_check(tmp_path, render(specs, replace(options, slower_than_ns=threshold)))
