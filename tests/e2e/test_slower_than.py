@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,10 +38,23 @@ SLOW_LINE = re.compile(r"^slow i=(\d+)", re.M)
 
 
 def _json(out: str) -> tuple[list[dict[str, object]], dict[str, object]]:
-    """Events and the summary from a --json run whose launched program printed to the same stdout."""
+    """Events and the summary from --json output."""
     objs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert objs and objs[-1]["kind"] == "summary", out[-2000:]
     return objs[:-1], objs[-1]
+
+
+def _launch(*args: str, check: bool = True, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run utrace on a command it launches, events to a file (the launched program keeps standard output to
+    itself: what both wrote to one pipe could interleave mid-line). Returns (run, events' text)."""
+    fd, path = tempfile.mkstemp(prefix="utrace-slow-", suffix=".json")
+    os.close(fd)
+    try:
+        cut = args.index("--")
+        p = run_utrace(*args[:cut], "-o", path, *args[cut:], check=check, timeout=timeout)
+        return p, Path(path).read_text()
+    finally:
+        os.unlink(path)
 
 
 def _slow_ids(out: str) -> set[int]:
@@ -93,9 +107,9 @@ def java_slowdemo(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_native_slow_calls_are_the_ones_the_program_measured(c_slowcalls: str) -> None:
-    p = run_utrace("native", c_slowcalls, "handle(long i, const char *tag)", "--slower-than", "10ms", "--json",
+    p, out = _launch("native", c_slowcalls, "handle(long i, const char *tag)", "--slower-than", "10ms", "--json",
                    "--", c_slowcalls, "12", "10000", check=True)  # fmt: skip
-    events, summary = _json(p.stdout)
+    events, summary = _json(out)
     measured = _slow_ids(p.stdout)
     assert measured == {0, 3, 6, 9}, p.stdout  # the program's own clock: every third call
     pairs = _pairs(events, "handle", "handle")
@@ -111,23 +125,23 @@ def test_native_slow_calls_are_the_ones_the_program_measured(c_slowcalls: str) -
 
 
 def test_count_and_hist_count_only_slow_calls(c_slowcalls: str) -> None:
-    p = run_utrace("native", c_slowcalls, "handle", "--slower-than", "10ms", "--count", "--json",
+    p, out = _launch("native", c_slowcalls, "handle", "--slower-than", "10ms", "--count", "--json",
                    "--", c_slowcalls, "12", "10000", check=True)  # fmt: skip
-    objs, _summary = _json(p.stdout)
+    objs, _summary = _json(out)
     counts = {o["probe"]: o["count"] for o in objs if o["kind"] == "count"}
     assert counts == {"handle": len(_slow_ids(p.stdout))}, p.stdout
-    p = run_utrace("native", c_slowcalls, "handle", "--slower-than", "10ms", "--hist", "--json",
+    p, out = _launch("native", c_slowcalls, "handle", "--slower-than", "10ms", "--hist", "--json",
                    "--", c_slowcalls, "12", "10000", check=True)  # fmt: skip
-    objs, _summary = _json(p.stdout)
+    objs, _summary = _json(out)
     hist = [o for o in objs if o["kind"] == "hist"]
     assert len(hist) == 1 and hist[0]["count"] == len(_slow_ids(p.stdout)) == 4, p.stdout
     assert all(b["high"] >= 10 * MS for b in hist[0]["buckets"])  # type: ignore[attr-defined]
 
 
 def test_stack_of_a_slow_call_is_the_one_at_its_entry(c_slowcalls: str) -> None:
-    p = run_utrace("native", c_slowcalls, "handle", "--slower-than", "10ms", "--stack", "--json",
+    p, out = _launch("native", c_slowcalls, "handle", "--slower-than", "10ms", "--stack", "--json",
                    "--", c_slowcalls, "4", "10000", check=True)  # fmt: skip
-    events, _summary = _json(p.stdout)
+    events, _summary = _json(out)
     calls = [e for e in events if e["kind"] == "call"]
     assert len(calls) == len(_slow_ids(p.stdout)) == 2
     for call in calls:
@@ -139,10 +153,10 @@ def test_calls_in_flight_past_the_map_are_counted_lost(c_slowcalls: str) -> None
     """deep(20000) has 20001 calls in flight at once, all slow: the first OPEN_ENTRIES entries are kept,
     each of the others is counted lost. Only the 64 outermost returns are reported: the kernel hooks at
     most 64 nested returns per thread (MAX_URETPROBE_DEPTH in kernel/events/uprobes.c), as for --ret."""
-    p = run_utrace("native", c_slowcalls, "deep", "--slower-than", "10ms", "--json",
+    p, out = _launch("native", c_slowcalls, "deep", "--slower-than", "10ms", "--json",
                    "--", c_slowcalls, "1", "10000", "20000", check=True)  # fmt: skip
     assert "deep 20001 calls" in p.stdout
-    events, summary = _json(p.stdout)
+    events, summary = _json(out)
     assert summary["lost"] == 20001 - OPEN_ENTRIES, summary
     pairs = _pairs(events, "deep", "deep")
     assert 0 < len(pairs) <= 64 and len(events) == 2 * len(pairs)
@@ -156,9 +170,9 @@ def test_calls_in_flight_past_the_map_are_counted_lost(c_slowcalls: str) -> None
 def test_usdt_pairs_nest_per_thread(c_slowcalls: str) -> None:
     """`--ret` pairs request__start/request__done and the recursive level__entry/level__return: each
     return's latency is measured from the begin of the same depth (the one with the same argument)."""
-    p = run_utrace("native", c_slowcalls, "slowcalls:*", "--ret", "--json", "--", c_slowcalls, "4", "10000",
+    p, out = _launch("native", c_slowcalls, "slowcalls:*", "--ret", "--json", "--", c_slowcalls, "4", "10000",
                    check=True)  # fmt: skip
-    events, _summary = _json(p.stdout)
+    events, _summary = _json(out)
     begins = {e["args"]["arg0"]: e for e in events if e["probe"] == "slowcalls:level__entry"}  # type: ignore[index]
     ends = [e for e in events if e["probe"] == "slowcalls:level__return"]
     assert sorted(begins) == [0, 1, 2, 3] and len(ends) == 4
@@ -172,9 +186,9 @@ def test_usdt_pairs_nest_per_thread(c_slowcalls: str) -> None:
 
 
 def test_usdt_begin_alone_brings_its_end_and_slower_than_keeps_its_arguments(c_slowcalls: str) -> None:
-    p = run_utrace("native", c_slowcalls, "slowcalls:request__start", "--slower-than", "10ms", "--json",
+    p, out = _launch("native", c_slowcalls, "slowcalls:request__start", "--slower-than", "10ms", "--json",
                    "--", c_slowcalls, "9", "10000", check=True)  # fmt: skip
-    events, _summary = _json(p.stdout)
+    events, _summary = _json(out)
     assert "slowcalls:request__done added" in p.stderr
     pairs = _pairs(events, "slowcalls:request__start", "slowcalls:request__done")
     assert {b["args"]["arg0"] for b, _e in pairs} == _slow_ids(p.stdout) == {0, 3, 6}  # type: ignore[index]
@@ -198,9 +212,9 @@ def test_usdt_pairs_load_with_hostile_names() -> None:
 def test_go_slow_calls_without_uretprobes(go_slowcalls: str) -> None:
     """Go: entry and return-instruction probes paired per goroutine frame; the goroutine parks in
     time.Sleep and may come back on another thread."""
-    p = run_utrace("go", go_slowcalls, "main.handle", "--slower-than", "10ms", "--json",
+    p, out = _launch("go", go_slowcalls, "main.handle", "--slower-than", "10ms", "--json",
                    "--", go_slowcalls, "12", "10000", check=True)  # fmt: skip
-    events, _summary = _json(p.stdout)
+    events, _summary = _json(out)
     pairs = _pairs(events, "main.handle", "main.handle")
     assert {c["args"]["i"] for c, _r in pairs} == _slow_ids(p.stdout) == {0, 3, 6, 9}, p.stdout  # type: ignore[index]
     for call, ret in pairs:
@@ -211,10 +225,10 @@ def test_go_slow_calls_without_uretprobes(go_slowcalls: str) -> None:
 
 
 def test_java_slow_methods(java_slowdemo: str) -> None:
-    p = run_utrace("java", "method:SlowDemo", "--slower-than", "10ms", "--json",
+    p, out = _launch("java", "method:SlowDemo", "--slower-than", "10ms", "--json",
                    "--", f"{JAVA}/bin/java", "-cp", java_slowdemo, "SlowDemo", "9", "10000",
                    check=True, timeout=300)  # fmt: skip
-    events, _summary = _json(p.stdout)
+    events, _summary = _json(out)
     pairs = _pairs(events, "hotspot:method__entry", "hotspot:method__return")
     for begin, end in pairs:
         assert begin["args"]["method"] == end["args"]["method"]  # type: ignore[index]
@@ -248,9 +262,9 @@ def test_python_gc_pairs(tmp_path: Path) -> None:
         "    if took >= 20000:\n"
         "        print(f'slow i={i} us={took}', flush=True)\n"
     )
-    p = run_utrace("native", PYTHON, "python:gc__start", "--slower-than", "20ms", "--json",
+    p, out = _launch("native", PYTHON, "python:gc__start", "--slower-than", "20ms", "--json",
                    "--", PYTHON, str(script), check=True)  # fmt: skip
-    events, _summary = _json(p.stdout)
+    events, _summary = _json(out)
     pairs = _pairs(events, "python:gc__start", "python:gc__done")
     assert len(pairs) == len(_slow_ids(p.stdout)) == 3, p.stdout
     assert all(e["args"]["collected"] >= 300_000 and e["latency_ns"] >= 20 * MS for _b, e in pairs)  # type: ignore[index,operator]
