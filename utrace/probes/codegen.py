@@ -616,7 +616,8 @@ def _maps(specs: list[ProbeSpec], opts: Options, timing: _Timing) -> str:
         maps += f"BPF_ARRAY(family, u64, {4 if opts.exec_file is not None else 3});\n"
     if opts.exec_file is not None:
         maps += "BPF_ARRAY(exe_file, u64, 2);\n"
-    if any(timing.starts(s) or timing.returns(s) for s in specs):
+    kept = opts.slower_than_ns is not None and opts.aggregate is Aggregate.NONE  # times kept in `slow_open`
+    if any(timing.starts(s) or timing.returns(s) for s in specs) and not kept:
         maps += 'BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);\n'
     if opts.slower_than_ns is not None or any(
         s.kind is ProbeKind.USDT and (timing.starts(s) or timing.returns(s)) for s in specs

@@ -26,7 +26,6 @@ struct agg_key {
 BPF_RINGBUF_OUTPUT(events, 4096);
 BPF_PERCPU_ARRAY(lost, u64, 1);
 BPF_PERCPU_ARRAY(unwoken, u64, 1);
-BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);
 struct slow_buf { u8 b[264]; };
 BPF_PERCPU_ARRAY(slow_scratch, struct slow_buf, 1);
 BPF_F_TABLE("hash", struct start_key, struct slow_buf, slow_open, 16384, BPF_F_NO_PREALLOC);
