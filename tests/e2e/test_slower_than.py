@@ -196,6 +196,19 @@ def test_usdt_begin_alone_brings_its_end_and_slower_than_keeps_its_arguments(c_s
     assert len(events) == 2 * len(pairs)
 
 
+def test_usdt_pairs_hist(c_slowcalls: str) -> None:
+    """--hist on a USDT pair: one latency per request, the slow ones in the buckets past 10 ms."""
+    p, out = _launch("native", c_slowcalls, "slowcalls:request__start", "--hist", "--json",
+                     "--", c_slowcalls, "9", "10000")  # fmt: skip
+    objs, _summary = _json(out)
+    hist = {o["probe"]: o for o in objs if o["kind"] == "hist"}
+    assert list(hist) == ["slowcalls:request__done"] and hist["slowcalls:request__done"]["count"] == 9, objs
+    buckets = hist["slowcalls:request__done"]["buckets"]
+    slow = sum(b["count"] for b in buckets if b["low"] >= 10 * MS)  # type: ignore[attr-defined]
+    fast = sum(b["count"] for b in buckets if b["high"] < 10 * MS)  # type: ignore[attr-defined]
+    assert (slow, fast) == (len(_slow_ids(p.stdout)), 9 - len(_slow_ids(p.stdout))), buckets
+
+
 def test_usdt_pairs_load_with_hostile_names() -> None:
     for name in ("usdt_pair", "usdt_pair_hist", "slower_than", "slower_than_count", "slower_than_hist",
                  "slower_than_go_stack"):  # fmt: skip
@@ -238,6 +251,23 @@ def test_java_slow_methods(java_slowdemo: str) -> None:
     assert len(_slow_ids(p.stdout)) == 3 == methods.count("SlowDemo.handle(int)"), p.stdout + p.stderr
     assert set(methods) == {"SlowDemo.handle(int)", "SlowDemo.main(java.lang.String[])"}
     assert len(events) == 2 * len(pairs)
+
+
+def test_java_gc_hist_counts_the_pauses_the_jvm_logged(tmp_path: Path) -> None:
+    """`java gc --hist`: gc__begin/gc__end timed in the kernel, one histogram entry per collection the
+    JVM's own -Xlog:gc records (Demo calls System.gc() twice)."""
+    need(os.path.exists(f"{JAVA}/bin/java"), f"{JAVA}")
+    demo = ROOT / "fixtures/build/java"
+    need((demo / "Demo.class").exists(), "fixtures/java not built")
+    log = tmp_path / "gc.log"
+    _p, out = _launch("java", "gc", "--hist", "--json", "--", f"{JAVA}/bin/java", f"-Xlog:gc:file={log}",
+                      "-cp", str(demo), "Demo", timeout=300)  # fmt: skip
+    objs, summary = _json(out)
+    pauses = re.findall(r"GC\(\d+\) Pause .* (\d+\.\d+)ms", log.read_text())
+    hist = {o["probe"]: o for o in objs if o["kind"] == "hist"}
+    assert list(hist) == ["hotspot:gc__end"] and len(pauses) >= 2, (objs, log.read_text())
+    assert hist["hotspot:gc__end"]["count"] == len(pauses)
+    assert summary["lost"] == 0
 
 
 def test_python_gc_pairs(tmp_path: Path) -> None:
@@ -324,6 +354,16 @@ def test_postgres_slow_queries_match_the_server_log(pg_slow: tuple[int, Path, Pa
         assert end["args"]["query"] == begin["args"]["query"]  # type: ignore[index]
         ms = end["latency_ns"] / MS  # type: ignore[operator]
         assert abs(ms - logged_queries[begin["args"]["query"]]) < 10, (ms, logged_queries)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [(["--top"], "does not apply to --top"), (["--count", "--by", "i"], "does not combine with --by"),
+     (["--hist=i"], "does not combine with --by")],
+)  # fmt: skip
+def test_slower_than_with_options_it_does_not_serve(c_slowcalls: str, extra: list[str], says: str) -> None:
+    p = run_utrace("native", c_slowcalls, "handle", "--slower-than", "1ms", *extra)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and says in p.stderr, p.stderr
 
 
 # --- bad input --------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from utrace.errors import EnvironmentProblem, OutputError, UsageError
 from utrace.model import Event, ProbeKind, ProbeSpec, Target
 from utrace.probes.aggregate import ByRequest, KeyedTable
 from utrace.probes.codegen import TARGET_ENTRIES, Aggregate, BpfProgram, ExecOffsets, FamilyOffsets, Options, render
+from utrace.probes.slow import is_end
 from utrace.process.target import NamespaceIds, exe_identity, is_alive
 from utrace.runtimes.base import LaunchCheck, Plan, TargetChange, TraceRequest
 from utrace.runtimes.registry import get_runtime
@@ -134,9 +135,7 @@ def specs_for(plan: Plan, aggregate: Aggregate, slower_than_ns: int | None = Non
         return timed_specs(plan)
     if aggregate is Aggregate.COUNT:
         return [s for s in plan.specs if s.kind not in (ProbeKind.RETURN, ProbeKind.EXIT)]
-    if aggregate is Aggregate.HIST and not any(
-        s.kind in (ProbeKind.RETURN, ProbeKind.EXIT) and s.latency for s in plan.specs
-    ):
+    if aggregate is Aggregate.HIST and not any(is_end(s) for s in plan.specs):
         raise UsageError("--hist needs functions with returns, or USDT begin/end pairs (other USDT probes have none)")
     return list(plan.specs)
 
