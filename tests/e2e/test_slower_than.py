@@ -158,6 +158,7 @@ def test_calls_in_flight_past_the_map_are_counted_lost(c_slowcalls: str) -> None
     assert "deep 20001 calls" in p.stdout
     events, summary = _json(out)
     assert summary["lost"] == 20001 - OPEN_ENTRIES, summary
+    assert f"{20001 - OPEN_ENTRIES} call(s) could not be timed" in p.stderr, p.stderr
     pairs = _pairs(events, "deep", "deep")
     assert 0 < len(pairs) <= 64 and len(events) == 2 * len(pairs)
     # deep(n) returns n; the outermost calls (n = 20000 down) are the ones whose returns are hooked

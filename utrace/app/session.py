@@ -705,6 +705,10 @@ def _trace(
         else:
             unread = _drain(tracer, output)
         summary.lost = tracer.lost() + unread + sum(t.lost for t in summary.keyed)
+        if options.slower_than_ns is not None:
+            from utrace.probes.slow import FULL_MAP, full_warning
+
+            summary.warnings += full_warning(sum(tracer.sums(FULL_MAP).values()))
         summary.forked = tracer.family()[0]
         if watch is not None:
             watch.final(summary)

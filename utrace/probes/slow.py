@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 NEST_ENTRIES = 65536  # (pair, thread) with an open USDT begin
 OPEN_ENTRIES = 16384  # calls in flight whose entry event is kept until their return decides
+FULL_MAP = "slow_full"  # entries that found `slow_open` full (also counted in `lost`)
 
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s)")
@@ -117,6 +118,7 @@ def maps(buf_size: int, kept: bool, nested: bool) -> str:
         out += (
             f'BPF_F_TABLE("hash", struct start_key, struct slow_buf, slow_open, {OPEN_ENTRIES}, BPF_F_NO_PREALLOC);\n'
         )
+        out += f"BPF_PERCPU_ARRAY({FULL_MAP}, u64, 1);\n"
     if nested:
         out += f"BPF_HASH(nest, struct start_key, u64, {NEST_ENTRIES});\n"
     return out
@@ -179,7 +181,11 @@ def body(
         em.emit("if (!buf) return 0;")
         em.emit(f"struct event_{index} *e = (struct event_{index} *)buf;")
         cg._fill(em, index, spec, fields, depth, "0")
-        em.emit("if (slow_open.update(&sk, buf)) utrace_lost();")
+        em.emit("if (slow_open.update(&sk, buf)) {")
+        em.emit("    utrace_lost();")
+        em.emit(f"    u64 *full = {FULL_MAP}.lookup(&zero);")
+        em.emit("    if (full) *full += 1;")
+        em.emit("}")
         em.emit("return 0;")
         return
     if not timing.returns(spec):
@@ -216,11 +222,23 @@ def body(
     cg._submit(em, index, spec, fields, depth, "latency")
 
 
+def full_warning(count: int) -> list[str]:
+    """What to say at the end about calls whose entry found the kept-entries map full."""
+    if not count:
+        return []
+    return [
+        f"{count} call(s) could not be timed: {OPEN_ENTRIES} calls were already in flight (entries whose "
+        "return never fires stay there: a recursion deeper than the 64 returns the kernel hooks per thread, "
+        "longjmp); they are counted as lost"
+    ]
+
+
 __all__ = [
     "DurationError",
     "begin_index",
     "body",
     "event_size",
+    "full_warning",
     "is_begin",
     "is_end",
     "latency_pairs",

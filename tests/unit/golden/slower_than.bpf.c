@@ -29,6 +29,7 @@ BPF_PERCPU_ARRAY(unwoken, u64, 1);
 struct slow_buf { u8 b[312]; };
 BPF_PERCPU_ARRAY(slow_scratch, struct slow_buf, 1);
 BPF_F_TABLE("hash", struct start_key, struct slow_buf, slow_open, 16384, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(slow_full, u64, 1);
 BPF_HASH(nest, struct start_key, u64, 65536);
 
 static __always_inline void utrace_lost(void) {
@@ -83,7 +84,11 @@ int probe_0(struct pt_regs *ctx) {
     e->f0 = t1;
     u64 t2 = ctx->si;
     e->f1 = t2;
-    if (slow_open.update(&sk, buf)) utrace_lost();
+    if (slow_open.update(&sk, buf)) {
+        utrace_lost();
+        u64 *full = slow_full.lookup(&zero);
+        if (full) *full += 1;
+    }
     return 0;
 }
 
@@ -159,7 +164,11 @@ int probe_2(struct pt_regs *ctx) {
         else { e->f0_len = r > 0 ? r - 1 : 0;
                if (r == 256) e->f0_flags = 2; }
     }
-    if (slow_open.update(&sk, buf)) utrace_lost();
+    if (slow_open.update(&sk, buf)) {
+        utrace_lost();
+        u64 *full = slow_full.lookup(&zero);
+        if (full) *full += 1;
+    }
     return 0;
 }
 

@@ -29,6 +29,7 @@ BPF_PERCPU_ARRAY(unwoken, u64, 1);
 struct slow_buf { u8 b[264]; };
 BPF_PERCPU_ARRAY(slow_scratch, struct slow_buf, 1);
 BPF_F_TABLE("hash", struct start_key, struct slow_buf, slow_open, 16384, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(slow_full, u64, 1);
 
 static __always_inline void utrace_lost(void) {
     u32 zero = 0;
@@ -121,7 +122,11 @@ int probe_0(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    if (slow_open.update(&sk, buf)) utrace_lost();
+    if (slow_open.update(&sk, buf)) {
+        utrace_lost();
+        u64 *full = slow_full.lookup(&zero);
+        if (full) *full += 1;
+    }
     return 0;
 }
 
