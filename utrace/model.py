@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from utrace.predicate import AfterEntry, Predicate
 
 
 class Binding(StrEnum):
@@ -290,7 +294,7 @@ class ProbeSpec:
         args: values captured, in order.
         ret: for RETURN probes, how to show the return value.
         ref_ctr_offset: file offset of a USDT semaphore (0 when none).
-        filters: all must hold for an event to be emitted.
+        filters: all must hold for an event to be emitted (`Predicate`, `AfterEntry`: utrace.predicate).
         latency: pair this RETURN probe with the ENTRY probe of the same `pair` to measure latency.
         pair: key shared by an entry and its return probe (the function).
         address: the symbol or note address (for display).
@@ -309,7 +313,7 @@ class ProbeSpec:
     args: tuple[ArgSpec, ...] = ()
     ret: ArgSpec | None = None
     ref_ctr_offset: int = 0
-    filters: tuple[Filter | PrefixFilter, ...] = ()
+    filters: tuple[Filter | PrefixFilter | Predicate | AfterEntry, ...] = ()
     latency: bool = False
     pair: str = ""
     address: int = 0

@@ -436,21 +436,31 @@ def test_class_filter_syntax():
             split_class_filter(bad)
 
 
-def test_plan_puts_class_prefixes_in_bpf(tmp_path):
+def test_plan_puts_class_prefixes_and_method_globs_in_bpf(tmp_path):
     from utrace.model import PrefixFilter
+    from utrace.predicate import Predicate, StrArg, any_of, java_method_glob
 
     lib = synthetic_libjvm(tmp_path)
-    cmd = ("java", "-XX:+DTraceMethodProbes", "Main")
-    plan = plan_for(lib, ("method:Demo", "method:java.util.*", "class-load"), command=cmd)
+    cmd = ("java", "-XX:+DTraceMethodProbes", "-XX:+DTraceMonitorProbes", "Main")
+    plan = plan_for(lib, ("method:Demo", "method:com.shop.*.total", "monitor:java.util.*", "class-load"), command=cmd)
     entry = next(s for s in plan.specs if s.name == "hotspot:method__entry")
     (f,) = entry.filters
-    assert isinstance(f, PrefixFilter) and f.prefixes == (b"Demo", b"java/util/")
-    assert f.loc == Reg("rdx") and f.length == Reg("rcx")
+    cls = StrArg(ArgKind.PTRLEN_STR, Reg("rdx"), Reg("rcx"), ArgKind.S32)
+    meth = StrArg(ArgKind.PTRLEN_STR, Reg("rsi"), Reg("rdi"), ArgKind.S32)
+    globs = [java_method_glob(cls, meth, g) for g in ("Demo", "com.shop.*.total")]
+    assert isinstance(f, Predicate) and f == Predicate(any_of(globs))
+    assert next(s for s in plan.specs if s.name == "hotspot:method__return").filters == (f,)
+    (a,) = next(s for s in plan.specs if s.name == "hotspot:monitor__wait").filters
+    assert isinstance(a, PrefixFilter) and a.prefixes == (b"java/util/",)
     assert not next(s for s in plan.specs if s.name == "hotspot:class__loaded").filters
     assert not any("narrow them" in n for n in plan.notes)
     assert any("narrow them" in n for n in plan_for(lib, ("method",), command=cmd).notes)
     with pytest.raises(UsageError, match="no class name"):
         plan_for(lib, ("gc:Demo",))
+    for bad, why in (("method:*", "give a class or Class.method"), ("method:a*b*", "at most one"),
+                     ("method:a?b", "not supported"), ("method:" + "x" * 65, "at most 64 bytes")):  # fmt: skip
+        with pytest.raises(UsageError, match=why):
+            plan_for(lib, (bad,), command=cmd)
 
 
 def test_no_libjvm_anywhere_is_one_clear_error(tmp_path, monkeypatch):
@@ -480,29 +490,6 @@ def test_launch_flags_final_word(tmp_path):
     )
     check.decided[124] = True  # one JVM had it
     assert check.final({}) is None
-
-
-@pytest.mark.parametrize(
-    ("expr", "note"),
-    [
-        ("method:com.example", False),
-        ("method:com.example.*", False),
-        ("method:Demo", False),
-        ("method:java.util.TreeMap", False),
-        ("method:com.shop.Cart.total", True),
-        ("method:Demo.main", True),
-    ],
-)
-def test_class_method_lookalike_gets_a_note(tmp_path, expr, note):
-    plan = plan_for(synthetic_libjvm(tmp_path), (expr,), command=("java", "-XX:+DTraceMethodProbes", "Main"))
-    said = [n for n in plan.notes if "narrows to classes whose name starts with" in n]
-    assert bool(said) == note
-    if expr == "method:com.shop.Cart.total":
-        assert said == [
-            "'method:com.shop.Cart.total' narrows to classes whose name starts with com.shop.Cart.total, not to "
-            "the method total of com.shop.Cart (method names are not filtered): for com.shop.Cart's methods, give "
-            "method:com.shop.Cart"
-        ]
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,10 @@ def plan_request(request: TraceRequest) -> tuple[Target, Plan]:
     plan = runtime.plan(request, target)
     if not plan.specs:
         raise UsageError("nothing to trace")
+    if request.where is not None:
+        from utrace.app.where import apply_where
+
+        plan.specs = apply_where(request.where, plan.specs)
     return target, plan
 
 

@@ -185,6 +185,9 @@ def _trace_params() -> list[click.Parameter]:
         click.Option(["--buffer-mb"], type=float, default=16.0, show_default=True, help="Ring buffer size."),
         click.Option(["--max-len"], type=click.IntRange(8, 4096), default=128, show_default=True,
                      help="String capture limit in bytes."),
+        click.Option(["--where"], metavar="EXPR",
+                     help="Only calls whose arguments satisfy EXPR, tested in the kernel: "
+                          "'n > 100 && name == \"bob\"', 'url ~ \"http://api/*\"', pid, tid, comm, goid."),
     ]  # fmt: skip
 
 
@@ -216,6 +219,10 @@ def _check_options(probes: tuple[str, ...], opts: dict[str, Any]) -> None:
     if opts["max_events"] is not None and opts["max_events"] < 1:
         raise UsageError(f"--max-events must be at least 1, not {opts['max_events']}")
     _ring_pages(opts["buffer_mb"])
+    if opts["where"] is not None:
+        from utrace.app.where import parse
+
+        parse(opts["where"])  # a malformed expression fails before anything is resolved
 
 
 def _run_trace(
@@ -241,6 +248,7 @@ def _run_trace(
         ret=opts["ret"] or opts["hist"] or opts["slower_than"] is not None or (by is not None and by.on_return),
         max_len=opts["max_len"],
         extra=extra,
+        where=opts["where"],
     )
     session, fmt = _session_options(opts)
     otlp = None

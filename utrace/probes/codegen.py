@@ -26,6 +26,7 @@ from utrace.model import (
     Stack,
     Tls,
 )
+from utrace.predicate import AfterEntry, Predicate
 from utrace.probes import slow
 from utrace.probes.layout import Field, fields_of
 
@@ -268,7 +269,14 @@ def _prefix_filter(em: _Emitter, f: PrefixFilter) -> None:
     em.emit(f"if (!{ok}) return 0;")
 
 
-def _filter(em: _Emitter, f: Filter | PrefixFilter) -> None:
+def _filter(em: _Emitter, f: Filter | PrefixFilter | Predicate | AfterEntry) -> None:
+    if isinstance(f, Predicate):
+        from utrace.probes.predicate_c import emit_predicate
+
+        emit_predicate(em, f)
+        return
+    if isinstance(f, AfterEntry):
+        return  # after the entry's time is looked up (see _probe_body)
     if isinstance(f, PrefixFilter):
         _prefix_filter(em, f)
         return
@@ -680,6 +688,10 @@ def _probe_body(
         em.emit("u64 *start = starts.lookup(&sk);")
         em.emit("u64 latency = 0;")
         em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")
+        if any(isinstance(f, AfterEntry) for f in spec.filters):
+            em.emit("if (!start) return 0;")
+    elif any(isinstance(f, AfterEntry) for f in spec.filters):
+        raise CodegenError("a return reported only after its entry needs the entry's time (latency)")
     if agg is not Aggregate.NONE:
         _count(em, "counts", index, "0")
         if opts.keyed is not None:

@@ -28,6 +28,7 @@ class TraceRequest:
         ret: also trace returns.
         max_len: string capture limit in bytes.
         extra: values of the runtime's own options (CommandSpec.options) that no field above holds.
+        where: a `--where` predicate over the probes' arguments (utrace.app.where), applied to the plan.
     """
 
     runtime: str
@@ -38,6 +39,7 @@ class TraceRequest:
     ret: bool = False
     max_len: int = 128
     extra: tuple[tuple[str, str | bool | None], ...] = ()
+    where: str | None = None
 
 
 @dataclass(slots=True)

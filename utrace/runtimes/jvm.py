@@ -27,6 +27,7 @@ from utrace.model import (
     PREFIX_MAX,
     ArgKind,
     ArgSpec,
+    Const,
     Event,
     Module,
     PrefixFilter,
@@ -34,6 +35,7 @@ from utrace.model import (
     Target,
     UsdtProbe,
 )
+from utrace.predicate import Predicate, StrArg, any_of, java_method_glob
 from utrace.probes.decode import StringValue
 from utrace.process import procfs
 from utrace.process.target import process_target
@@ -757,6 +759,29 @@ def split_class_filter(expr: str) -> tuple[str, bytes | None]:
     return name, raw
 
 
+def split_method_filter(expr: str) -> tuple[str, str] | None:
+    """`method:PATTERN` -> ("method", PATTERN), checked to be a Class.method glob BPF can compare
+    (utrace.predicate.java_method_glob); None for any other expression.
+
+    Raises:
+        UsageError: a pattern that cannot be compared in BPF.
+    """
+    name, sep, pattern = expr.partition(":")
+    if not sep or name != "method":
+        return None
+    example = "such as com.shop.Cart.total, com.shop.*.total, Demo or com.example.*"
+    if not pattern.strip("*"):
+        raise UsageError(f"{expr!r}: give a class or Class.method after method: ({example}), or method alone")
+    cls, meth = StrArg(ArgKind.PTRLEN_STR, Const(0), Const(0)), StrArg(ArgKind.PTRLEN_STR, Const(0), Const(0))
+    try:
+        java_method_glob(cls, meth, pattern)
+    except ValueError as e:
+        raise UsageError(f"{expr!r}: {e} ({example})") from None
+    if len(pattern.encode()) > PREFIX_MAX:
+        raise UsageError(f"{expr!r}: a method pattern may be at most {PREFIX_MAX} bytes")
+    return name, pattern
+
+
 def libjvm_for(request: TraceRequest) -> tuple[str, str]:
     """The libjvm.so a request without --pid traces, and where it was found (--binary, the command...)."""
     if request.binary:
@@ -769,20 +794,6 @@ def libjvm_for(request: TraceRequest) -> tuple[str, str]:
         lib, where = default_libjvm()
         return lib, f"{where}; {request.command[0]} is not a java launcher"
     return default_libjvm()
-
-
-def looks_like_class_method(expr: str) -> str | None:
-    """A note for `method:com.shop.Cart.total`, which reads like Class.method (by Java's naming custom:
-    a capitalised class, then a lower-case name) but narrows to a class-name prefix; None otherwise."""
-    cls = expr.partition(":")[2].removesuffix("*")
-    parts = cls.split(".")
-    if len(parts) < 2 or not parts[-2][:1].isupper() or not parts[-1][:1].islower():
-        return None
-    owner = ".".join(parts[:-1])
-    return (
-        f"{expr!r} narrows to classes whose name starts with {cls}, not to the method {parts[-1]} of "
-        f"{owner} (method names are not filtered): for {owner}'s methods, give method:{owner}"
-    )
 
 
 class JvmRuntime:
@@ -858,13 +869,11 @@ class JvmRuntime:
                 "support; use one built with it, such as Debian's openjdk or Eclipse Temurin"
             )
         sites: list[UsdtProbe] = []
-        prefixes: dict[int, set[bytes] | None] = {}  # site offset -> class prefixes (None: every class)
+        # site offset -> class prefixes (bytes) or, for method probes, Class.method globs (str); None: all
+        prefixes: dict[int, set[bytes | str] | None] = {}
         asked_by: dict[int, list[str]] = {}  # site offset -> the user's expressions that chose it
         for expr in request.probes:
-            name, prefix = split_class_filter(expr)
-            looks = looks_like_class_method(expr) if name == "method" else None
-            if looks is not None:
-                plan.notes.append(looks)
+            name, prefix = split_method_filter(expr) or split_class_filter(expr)
             found = resolve(probes, name)
             if not found:
                 close = close_names(expr.removeprefix(f"{PROVIDER}:"), _all_names(), cutoff=0.6)
@@ -952,12 +961,20 @@ class JvmRuntime:
         return {**flags, **dict.fromkeys(order, True)}
 
     @staticmethod
-    def spec(probe: UsdtProbe, max_len: int, prefixes: set[bytes] | None = None) -> ProbeSpec:
+    def spec(probe: UsdtProbe, max_len: int, prefixes: set[bytes | str] | None = None) -> ProbeSpec:
         args = hotspot_args(probe, max_len)
         spec = probe_spec(probe, args if args is not None else usdt_args(probe))
-        if prefixes:
-            cls = next(a for a in spec.args if a.name == "class")
-            assert cls.length is not None
-            only = PrefixFilter(cls.loc, cls.length, cls.length_kind, tuple(sorted(prefixes)))
-            spec = replace(spec, filters=(*spec.filters, only))
-        return spec
+        if not prefixes:
+            return spec
+        named = {a.name: a for a in spec.args}
+        cls = named["class"]
+        assert cls.length is not None
+        globs = sorted(p for p in prefixes if isinstance(p, str))
+        only: PrefixFilter | Predicate
+        if globs:
+            c, m = (StrArg(a.kind, a.loc, a.length, a.length_kind) for a in (cls, named["method"]))
+            only = Predicate(any_of([java_method_glob(c, m, g) for g in globs]))
+        else:
+            raw = tuple(sorted(p for p in prefixes if isinstance(p, bytes)))
+            only = PrefixFilter(cls.loc, cls.length, cls.length_kind, raw)
+        return replace(spec, filters=(*spec.filters, only))
