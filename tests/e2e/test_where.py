@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import BUILD, Background, need, run_utrace
 from tests.e2e.test_follow import _logged_statements, _queries, postgres  # noqa: F401
-from tests.e2e.test_jvm import JDK21, demo_classes, java, jdk21_command  # noqa: F401
+from tests.e2e.test_jvm import demo_classes, java, on, sid_launchers  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("root_bpf")
 
@@ -152,19 +152,16 @@ def test_usdt_query_text_prefix_matches_the_server_log(
 PUT_LINE = re.compile(r"^thread worker-\d put (\d+)$", re.M)
 
 
-def java_run(command: list[str], *probes: str, binary: str | None = None) -> tuple[list[dict[str, object]], list[str]]:
-    extra = ["--binary", binary] if binary else []
-    p = run_utrace("java", *probes, *extra, "--json", "--", *command, timeout=240)
+def java_run(command: list[str], *probes: str) -> tuple[list[dict[str, object]], list[str]]:
+    p = run_utrace("java", *probes, *on(command[0]), "--json", "--", *command, timeout=240)
     assert p.returncode == 0, p.stderr
     objs, summary, program = split(p.stdout)
     assert summary["lost"] == 0
     return [o for o in objs if o["probe"] == "hotspot:method__entry"], program
 
 
-def check_methods(command: list[str], binary: str | None = None) -> None:
-    entries, program = java_run(
-        command, "method:java.util.TreeMap.put", "method:Demo$Worker.*", "method:Demo.ma*", binary=binary
-    )
+def check_methods(command: list[str]) -> None:
+    entries, program = java_run(command, "method:java.util.TreeMap.put", "method:Demo$Worker.*", "method:Demo.ma*")
     puts = [int(n) for n in PUT_LINE.findall("\n".join(program))]
     assert len(puts) == 2 and sum(puts) == 10
     names = [str(o["args"]["method"]) for o in entries]  # type: ignore[index]
@@ -177,7 +174,7 @@ def check_methods(command: list[str], binary: str | None = None) -> None:
     two = "java.util.TreeMap.put(java.lang.Object, java.lang.Object)"
     assert sum(1 for o in entries if o["args"]["method"] == two and o["args"]["java_tid"] in workers) == sum(puts)  # type: ignore[index]
     # a glob with the * in the class part: sub-packages and nested classes too, one method name
-    entries, program = java_run(command, "method:java.util.*Map.put", "method:*$Worker.run", binary=binary)
+    entries, program = java_run(command, "method:java.util.*Map.put", "method:*$Worker.run")
     names = [str(o["args"]["method"]) for o in entries]  # type: ignore[index]
     assert all(re.fullmatch(r"java\.util\.\S*Map\.put\(.*\)|\S*\$Worker\.run\(\)", n) for n in names), set(names)
     workers = {o["args"]["java_tid"] for o in entries if o["args"]["method"] == "Demo$Worker.run()"}  # type: ignore[index]
@@ -190,8 +187,8 @@ def test_java_method_exact_and_globs(java: str, demo_classes: str) -> None:  # n
     check_methods([java, "-cp", demo_classes, "Demo", "5"])
 
 
-def test_java_method_exact_and_globs_jdk21(demo_classes: str) -> None:  # noqa: F811
-    check_methods([*jdk21_command("java"), "-cp", demo_classes, "Demo", "5"], binary=str(JDK21))
+def test_java_method_exact_and_globs_jdk21(demo_classes: str, tmp_path: Path) -> None:  # noqa: F811
+    check_methods([sid_launchers(21, tmp_path), "-cp", demo_classes, "Demo", "5"])
 
 
 def test_java_where_on_class_and_method_names(demo_classes: str) -> None:  # noqa: F811
