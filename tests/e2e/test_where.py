@@ -4,6 +4,7 @@ the values they passed (and PostgreSQL's own statement log)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BUILD, Background, need, run_utrace
+from tests.e2e.conftest import BUILD, ROOT, Background, need, run_utrace
 from tests.e2e.test_follow import _logged_statements, _queries, postgres  # noqa: F401
 from tests.e2e.test_jvm import demo_classes, java, on, sid_launchers  # noqa: F401
 
@@ -26,8 +27,9 @@ def split(stdout: str) -> tuple[list[dict[str, object]], dict[str, object], list
     """JSON objects, the summary, and the traced program's own lines (it shares utrace's stdout)."""
     objs, program = [], []
     for line in stdout.splitlines():
-        if line.startswith("{"):
-            objs.append(json.loads(line))
+        obj = json.loads(line) if line.startswith("{") else None
+        if isinstance(obj, dict) and "kind" in obj:
+            objs.append(obj)
         else:
             program.append(line)
     assert objs and objs[-1]["kind"] == "summary", stdout[-2000:]
@@ -203,3 +205,20 @@ def test_java_where_on_class_and_method_names(demo_classes: str) -> None:  # noq
     names = Counter(str(o["args"]["method"]) for o in entries)  # type: ignore[index]
     assert set(names) == {"java.util.TreeMap.put(java.lang.Object, java.lang.Object)"}
     assert names.most_common(1)[0][1] >= sum(int(n) for n in PUT_LINE.findall("\n".join(program))) == 8
+
+
+def test_node_libuv_path_prefix_and_flag_bits(node_bin: str) -> None:
+    """uv_fs_open(loop, req, path, flags, mode, cb) from libuv's prototypes: opens under the script's own
+    temporary folder, and those for writing (O_WRONLY), counted in the kernel against the script's counts."""
+    fsops = str(ROOT / "fixtures" / "node" / "fsops.js")
+    tmp = os.environ.get("TMPDIR", "/tmp").rstrip("/")
+    counts = []
+    for where in (f'path ~ "{tmp}/utrace-fsops-*"', f'path ~ "{tmp}/utrace-fsops-*" && (flags & 3) == 1'):
+        p = run_utrace(
+            "node", "uv_fs_open", "--count", "--json", "--where", where, "--", node_bin, fsops, "--files", "4"
+        )
+        assert p.returncode == 0, p.stderr
+        objs, _summary, program = split(p.stdout)
+        want = json.loads(program[-1])
+        counts.append(count_of(objs, "uv_fs_open"))
+    assert counts == [want["open"], want["write"]] == [8, 4]
