@@ -222,3 +222,39 @@ def test_node_libuv_path_prefix_and_flag_bits(node_bin: str) -> None:
         want = json.loads(program[-1])
         counts.append(count_of(objs, "uv_fs_open"))
     assert counts == [want["open"], want["write"]] == [8, 4]
+
+
+@pytest.mark.parametrize("aggregate", ["none", "hist"])
+def test_the_largest_predicates_pass_the_verifier(aggregate: str) -> None:
+    """Every string test on every kind of string at the longest constants allowed (hostile bytes in them),
+    with integers, the thread name and a return after its entry: bcc compiles it, the kernel loads it."""
+    from dataclasses import replace
+
+    from utrace.app.where import apply_where
+    from utrace.bpf.backend import Tracer
+    from utrace.model import ArgKind, ArgSpec, ProbeKind, ProbeSpec, Reg
+    from utrace.probes.codegen import Aggregate, Options, render
+
+    args = (
+        ArgSpec("name", ArgKind.CSTR, Reg("rdi")),
+        ArgSpec("url", ArgKind.PTRLEN_STR, Reg("rsi"), length=Reg("rdx"), length_kind=ArgKind.S32),
+        ArgSpec("n", ArgKind.S16, Reg("rcx")),
+    )
+    entry = ProbeSpec(name="f", module="/m", offset=0, kind=ProbeKind.ENTRY, args=args, pair="f")
+    ret = ProbeSpec(name="f", module="/m", offset=0, kind=ProbeKind.RETURN, latency=True, pair="f")
+    evil = '\\"); } int evil(void) { return 0; } //' + "y" * 80  # 119 bytes once unescaped
+    for where in (
+        f'url ~ "{evil}*" || name == "{evil}" && n < -3',
+        f'url ~ "*{evil}" && (n & 0x10) != 0 || !(url == "a" || url != "b")',
+        f'url ~ "{evil[:60]}*{evil[:60]}"',
+        f'name ~ "{evil}*" && comm ~ "py*" || comm != "x" && pid > 1 && tid != 2 && name != "z"',
+        f'url ~ "{evil}*" || name == "{evil}" || url == "{evil}"',
+        f'url ~ "*{"z" * 127}" || name == "{"z" * 128}" || url != "{"z" * 128}"',  # 3 x 128: the most allowed
+    ):
+        specs = apply_where(where, [entry, ret])
+        opts = Options(aggregate=Aggregate.HIST if aggregate == "hist" else Aggregate.NONE)
+        program = render([*specs, replace(specs[0], name="g", pair="")], opts)
+        assert "evil" not in program.source
+        with Tracer(program) as t:
+            t.load()
+            assert t._loaded is not None and len(t._loaded.programs) == len(program.functions) == 3

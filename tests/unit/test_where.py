@@ -91,6 +91,7 @@ def test_malformed_expressions_say_where(text, col, message):
         ('url ~ "a*b*"', 7, "at most one * is supported"),
         ("(n > 1) & 2", 4, "a condition where a number is expected"),
         ('name == "' + "x" * 129 + '"', 9, "strings compared in BPF are at most 128 bytes"),
+        (" || ".join(['url == "' + "x" * 100 + '"'] * 4), 347, "the strings of one --where add up to more than 440"),
     ],
 )
 def test_names_and_types_are_checked_against_the_probe(text, col, message):
