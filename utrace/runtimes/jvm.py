@@ -811,6 +811,7 @@ class JvmRuntime:
             "utrace java class-load -- java -cp app Main     # every class, from java.lang.Object on",
             "utrace java --pid 1234 gc thread",
             "utrace jvm method:com.example -- java -cp app Main",
+            "utrace java 'method:com.shop.Cart.total' 'method:com.shop.*.get' -- java -cp app Main",
         ),
         aliases=("jvm",),
         operands=Operands.PROBES,
