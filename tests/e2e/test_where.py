@@ -258,3 +258,20 @@ def test_the_largest_predicates_pass_the_verifier(aggregate: str) -> None:
         with Tracer(program) as t:
             t.load()
             assert t._loaded is not None and len(t._loaded.programs) == len(program.functions) == 3
+
+
+def test_node_handle_type_by_its_name(node_bin: str, tmp_path: Path) -> None:
+    """uv_listen's handle type is shown by name (libuv's uv_handle_type): `type == "pipe"` picks the Unix
+    socket server of two the script starts, the one the script says it started on a path."""
+    sock = tmp_path / "s.sock"
+    script = (
+        "const net = require('net');"
+        "const a = net.createServer().listen(0, '127.0.0.1', () => {"
+        f" const b = net.createServer().listen({str(sock)!r}, () => {{"
+        " console.log('pipe ' + b.address() + ' tcp ' + a.address().port); a.close(); b.close(); }); });"
+    )
+    p = run_utrace("node", "uv_listen", "--where", 'type == "pipe"', "--json", "--", node_bin, "-e", script)
+    assert p.returncode == 0, p.stderr
+    objs, _summary, program = split(p.stdout)
+    assert program == [f"pipe {sock} tcp " + program[0].rsplit(" ", 1)[-1]]
+    assert [(o["probe"], o["args"]["type"]) for o in objs] == [("uv_listen", "pipe")]  # type: ignore[index]

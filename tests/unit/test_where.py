@@ -338,3 +338,13 @@ def test_cli_one_line_exit_2(where, line):
     assert p.returncode == 2
     assert p.stderr.splitlines() == [line]
     assert p.stdout == ""
+
+
+def test_integers_shown_by_name_compare_with_their_names():
+    kind = ArgSpec("type", ArgKind.S32, Deref(Reg("rdi"), 16, 4), labels=((7, "pipe"), (12, "tcp")))
+    p = spec(kind)
+    assert bind('type == "tcp"', parse('type == "tcp"'), p) == bind("type == 12", parse("type == 12"), p)
+    assert bind('"pipe" != type', parse('"pipe" != type'), p) == bind("type != 7", parse("type != 7"), p)
+    assert bind("type > 3", parse("type > 3"), p)  # still a number
+    with pytest.raises(WhereError, match=r"column 9: type is one of pipe, tcp \(or a number\)"):
+        bind('type == "udp"', parse('type == "udp"'), p)

@@ -356,6 +356,9 @@ class _Binder:
         if isinstance(node, Binary) and node.op == "~":
             return self.glob(node)
         if isinstance(node, Binary) and node.op in _CMP:
+            labelled = self.label(node.a, node.b, node) or self.label(node.b, node.a, node)
+            if labelled is not None:
+                return labelled
             if self.is_string(node.a) or self.is_string(node.b):
                 return self.string_cmp(node)
             a, b = self.integer(node.a), self.integer(node.b)
@@ -432,6 +435,17 @@ class _Binder:
         test = StrTest(StrOp.EQ if node.op == "==" else StrOp.NE, ref, value)
         self.check_ref(ref, test, right.col)
         return test
+
+    def label(self, left: Node, right: Node, node: Binary) -> BoolExpr | None:
+        """`type == "tcp"` for an integer shown by name (an enum such as libuv's handle types)."""
+        a = self.arg(left) if isinstance(left, Name) else None
+        if a is None or not a.labels or not isinstance(right, Str) or node.op not in ("==", "!="):
+            return None
+        values = [v for v, text in a.labels if text.encode() == right.value]
+        if not values:
+            known = ", ".join(text for _, text in a.labels)
+            raise self.err(right.col, f"{a.name} is one of {known} (or a number)")
+        return IntCmp(CmpOp(node.op), IntArg(a.loc, a.kind), IntLit(values[0]), a.kind in _SIGNED)
 
     def glob(self, node: Binary) -> BoolExpr:
         ref, java = self.string_ref(node.a)
