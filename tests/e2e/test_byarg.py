@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.conftest import Background, need, run_utrace, uprobe_events
 from tests.e2e.test_follow import postgres
-from tests.e2e.test_jvm import XLOG_CLASS, demo_classes, java
+from tests.e2e.test_jvm import XLOG_CLASS, binary, demo_classes, java
 from tests.unit.test_byarg import GOLDEN_CASES
 from tests.unit.test_codegen import HOSTILE
 from utrace.bpf.backend import Tracer
@@ -272,7 +272,8 @@ def test_java_classes_counted_as_the_jvm_logs_them(java: str, demo_classes: str,
     """`--count --by class` on class-load: the JVM's -Xlog:class+load has one line per class loaded; the
     counts per name (in Java's form, as events show them) and the total agree with it."""
     log = tmp_path / "class.log"
-    p = run_utrace("java", "class-load", "--count", "--by", "class", "--json", "--max-len", "512", "--", java,
+    p = run_utrace("java", "class-load", "--binary", binary(java), "--count", "--by", "class", "--json",
+                   "--max-len", "512", "--", java,
                    f"-Xlog:class+load:file={log}", "-cp", demo_classes, "Demo")  # fmt: skip
     assert p.returncode == 0, p.stderr
     objs, program = lines(p.stdout)
