@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import gzip
 import os
 import platform
 import re
-import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +124,8 @@ def release_private_headers() -> None:
         tmp = _private.pop()
         if os.environ.get("BCC_KERNEL_SOURCE", "").startswith(str(tmp)):
             del os.environ["BCC_KERNEL_SOURCE"]
+        import shutil
+
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -134,6 +134,8 @@ def merged_header_tree(arch_dir: Path, common: Path, cache: Path | None = None) 
 
     Under `cache` (default: the trusted cache directory; a private temporary one when there is none).
     """
+    import shutil
+
     root = (cache or trusted_cache_dir() or _private_root()) / "kernel-headers"
     final = root / arch_dir.name
     if _has_headers(final):
@@ -227,6 +229,8 @@ def ensure_tracefs() -> bool:
 
 def kernel_config() -> dict[str, str]:
     """The running kernel's config from /proc/config.gz or /boot/config-RELEASE ({} if neither)."""
+    import gzip
+
     text = ""
     try:
         with gzip.open("/proc/config.gz", "rt") as f:

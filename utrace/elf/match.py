@@ -14,7 +14,6 @@ pattern that lists a function also traces it. When a name matches nothing, the s
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Collection, Iterable
@@ -112,6 +111,8 @@ def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe
 
 def close_names(name: str, pool: Collection[str], limit: int = LIMIT, cutoff: float = 0.75) -> list[str]:
     """The names of `pool` closest to `name`, best first (difflib's similarity ratio >= `cutoff`)."""
+    import difflib
+
     return difflib.get_close_matches(name, pool, n=limit, cutoff=cutoff)
 
 
