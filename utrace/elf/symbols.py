@@ -11,10 +11,10 @@ import bisect
 import gc
 import marshal
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, repeat
 from operator import and_, contains, itemgetter, not_
-from typing import TypeVar
+from typing import AnyStr, TypeVar
 
 from utrace.elf.demangle import clone_suffix, demangle_bytes, demangle_serial
 from utrace.elf.reader import SHT_DYNSYM, SHT_SYMTAB, ElfImage, Section, Segment
@@ -42,6 +42,7 @@ class SymbolTable:
 
     __slots__ = (
         "_by_address",
+        "_holding",
         "_name_bytes",
         "_names",
         "_raw_bytes",
@@ -83,6 +84,7 @@ class SymbolTable:
         self.clones = [] if clones is None else clones
         self.segments = [] if segments is None else segments
         self._by_address: tuple[list[int], list[int]] | None = None
+        self._holding: dict[str, set[int]] = {}  # `holding`'s answers (tables never change)
         self.go = False  # named by a Go pclntab (`gosyms.go_function_table`): Go's globs apply
 
     def __repr__(self) -> str:
@@ -144,7 +146,14 @@ class SymbolTable:
     def holding(self, text: str) -> set[int]:
         """Indices of the symbols whose name or raw name may contain `text`: every one that does, found
         by a test in C per name on the names as the table holds them (bytes until something decodes
-        them: a first trace of node 26 need not decode its 137k names)."""
+        them: a first trace of node 26 need not decode its 137k names).
+
+        Answers are kept: a text that contains one asked before is looked for only among that one's
+        holders (`match.share_literal` asks for what several names to be tried have in common)."""
+        known = self._holding.get(text)
+        if known is not None:
+            return known
+        among = min((found for t, found in self._holding.items() if t in text), key=len, default=None)
         found: set[int] = set()
         for column, raw in ((self._names, self._name_bytes), (self._raws, self._raw_bytes)):
             if column is None and raw is not None:
@@ -153,10 +162,13 @@ class SymbolTable:
                 except UnicodeEncodeError:
                     column, raw = self.names if raw is self._name_bytes else self.raws, None
                 else:
-                    found.update(compress(range(len(raw)), map(contains, raw, repeat(key))))
+                    found.update(_containing(raw, key, among))
                     continue
             assert column is not None
-            found.update(compress(range(len(column)), map(contains, column, repeat(text))))
+            found.update(_containing(column, text, among))
+        if len(self._holding) >= 16:
+            self._holding.clear()
+        self._holding[text] = found
         return found
 
     def symbol(self, i: int) -> Symbol:
@@ -353,6 +365,13 @@ def _extra_columns(image: ElfImage, tables: list[Section], first: Columns) -> Co
                 out, (_gather(names_t, keep), _gather(vals_t, keep), _gather(sz_t, keep), _gather(bind_t, keep))
             )
     return out
+
+
+def _containing(column: Sequence[AnyStr], key: AnyStr, among: set[int] | None) -> Iterable[int]:
+    """Indices of the entries of `column` that contain `key`: all of them tested in C, or only `among`."""
+    if among is None:
+        return compress(range(len(column)), map(contains, column, repeat(key)))
+    return [i for i in among if key in column[i]]
 
 
 def _decode(names: list[bytes]) -> list[str]:
