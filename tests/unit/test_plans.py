@@ -103,3 +103,25 @@ def test_the_code_stamp_changes_with_any_module(tmp_path: Path, monkeypatch: pyt
     os.utime(mod, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     monkeypatch.setattr(plans, "_stamp", [])
     assert plans.code_stamp() not in (before, touched)
+
+
+def test_a_go_plan_is_keyed_by_every_word_of_the_request_but_the_target_choice() -> None:
+    """A field another change adds to TraceRequest is in the key without being named there."""
+    from dataclasses import replace
+
+    from utrace.elf.index import cache_key
+    from utrace.model import Module, Target
+    from utrace.runtimes.base import TraceRequest
+    from utrace.runtimes.go.plancache import _key
+
+    exe = Path(__file__).resolve().parents[2] / "fixtures" / "build" / "go" / "greet"
+    if not exe.exists():
+        pytest.skip("fixtures not built")
+    target = Target(exe=str(exe), modules=(Module(path=str(exe), display=str(exe), base=0),))
+    base = TraceRequest(runtime="go", binary=str(exe), probes=("main.Greet",))
+    key = _key(base, target)
+    assert key is not None and cache_key(str(exe)) in key
+    assert _key(replace(base, pid=1, command=("x",), binary=None), target) == key
+    changed = {"runtime": "native", "probes": ("main.F",), "ret": True, "max_len": 64, "extra": (("x", True),)}
+    for name, value in changed.items():
+        assert _key(replace(base, **{name: value}), target) != key, name

@@ -3,6 +3,7 @@ request's words; what a saved plan is made of, and nothing else, may be read bac
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from utrace.errors import ElfError
@@ -11,6 +12,7 @@ from utrace.runtimes.base import TraceRequest
 from utrace.store import plans
 
 KIND = "go"
+_TARGET_ONLY = frozenset({"binary", "pid", "command"})
 ALLOWED = frozenset(
     {
         ("utrace.model", "ArgKind"),
@@ -44,7 +46,10 @@ def _key(request: TraceRequest, target: Target) -> tuple[object, ...] | None:
         ident = cache_key(exe.path)
     except ElfError:
         return None
-    return (exe.path, exe.display, ident, request.probes, request.ret, request.max_len, request.extra)
+    # every word of the request but those that only choose the target (its identity is in the key):
+    # a field added to TraceRequest is part of the key without anyone having to remember it here
+    words = tuple((f.name, getattr(request, f.name)) for f in fields(request) if f.name not in _TARGET_ONLY)
+    return (exe.path, exe.display, ident, words)
 
 
 def load(request: TraceRequest, target: Target) -> Any:
