@@ -18,7 +18,8 @@ HS = kernel.HeaderSource("/hdrs", "merged from linux-headers-x", exact=False)
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", "")  # restored after the test, whatever the test sets
+    monkeypatch.delenv("BCC_KERNEL_SOURCE")
 
 
 def _compiler(said: bytes, fail: bool = False, seen: list[str | None] | None = None):  # type: ignore[no-untyped-def]
