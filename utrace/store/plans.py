@@ -23,7 +23,7 @@ import pickle
 from enum import Enum
 from typing import Any
 
-from utrace.store.cache import CacheJob, read_sealed, seal, trusted_cache_dir, write_behind
+from utrace.store.cache import read_sealed, seal, trusted_cache_dir, write_atomic
 
 _FORMAT = 1
 PREFIX = "plan-"
@@ -109,13 +109,15 @@ def load(kind: str, key: tuple[object, ...], allowed: frozenset[tuple[str, str]]
 
 
 def save(kind: str, key: tuple[object, ...], value: object) -> None:
-    """Save `value` under (`kind`, `key`), written from a forked child (`cache.write_behind`)."""
+    """Save `value` under (`kind`, `key`). A plan is a few kB: written here (~1 ms; forking a writer costs
+    more), and left to the next `cache.write_jobs` to prune with the rest."""
     key_text = _key_text(kind, key)
     file = _file(key_text)
     if file is None:
         return
     from pathlib import Path
 
-    data = pickle.dumps((key_text, value), protocol=pickle.HIGHEST_PROTOCOL)
-    jobs: list[CacheJob] = [(Path(file), lambda: seal(data))]
-    write_behind(jobs)
+    try:
+        write_atomic(Path(file), seal(pickle.dumps((key_text, value), protocol=pickle.HIGHEST_PROTOCOL)))
+    except OSError:
+        pass  # a read-only or full cache only costs speed
