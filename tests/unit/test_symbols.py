@@ -256,10 +256,11 @@ def test_parallel_and_serial_reads_agree(tmp_path, monkeypatch, share_rows):
     columns = ("names", "raws", "addresses", "sizes", "bindings", "clones")
     assert table.names and [getattr(table, c) for c in columns] == [getattr(serial, c) for c in columns]
     assert "dynamic_only" in table.raws
-    if share_rows == 1:  # the forked path hands over the first table's functions before the merge
+    if share_rows == 1:  # the forked path hands over the first half of the first table's functions early
         (part,) = parts
         n = len(part)
-        assert part.raws == [raw for raw, *_ in EXPECTED if raw not in ("dyn_alias_of_main", "dynamic_only")]
+        first = [raw for raw, *_ in EXPECTED if raw not in ("dyn_alias_of_main", "dynamic_only")]
+        assert part.raws == first[: len(first) // 2] and n > 0
         assert [getattr(part, c) for c in columns] == [getattr(table, c)[:n] for c in columns]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from utrace.bpf import bpfsys, kernel
-from utrace.errors import EnvironmentProblem, TracingError
+from utrace.errors import EnvironmentProblem, TracingError, UtraceError
 from utrace.model import ProbeKind
 from utrace.probes.codegen import AGG_KEY, TARGET_AWAITING_EXEC, TARGET_TRACED, BpfProgram
 from utrace.process import procfs
@@ -266,13 +266,85 @@ def _cached_compiled(source: str) -> bpfsys.Compiled | None:
 def compile_program(source: str, functions: list[str]) -> bpfsys.Compiled:
     """Compile with bcc (clang) and take its instructions and map definitions; bcc's maps are closed.
 
+    The headers bcc will most likely use are checked (`kernel.untrusted_headers`, ~0.1 s) on another
+    thread while bcc compiles with them; the result is used only once they are found trusted. When they
+    are not, it is thrown away and everything happens as it did without the guess: the headers are
+    chosen and checked first (with the same warnings), then bcc compiles.
+
     Raises:
         EnvironmentProblem: no kernel headers, bcc missing, or bcc's compiler says headers are wrong.
         TracingError: the program did not compile (the compiler's first error).
     """
-    headers = kernel.prepare_bcc_headers()
-    if not headers.path:
-        raise EnvironmentProblem(f"no kernel headers for bcc to compile with ({headers.how}); run `utrace doctor`")
+    try:
+        guess = kernel.header_guess()
+        if guess is not None:
+            compiled = _compile_on_trust(source, functions, *guess)
+            if compiled is not None:
+                return compiled
+        headers = kernel.prepare_bcc_headers()
+        if not headers.path:
+            raise EnvironmentProblem(f"no kernel headers for bcc to compile with ({headers.how}); run `utrace doctor`")
+        return _compile(source, functions)
+    finally:
+        kernel.release_private_headers()
+
+
+def _compile_on_trust(
+    source: str, functions: list[str], headers: kernel.HeaderSource, paths: list[str]
+) -> bpfsys.Compiled | None:
+    """`source` compiled with `headers` while `paths` are checked; None when they are not trusted.
+
+    What the compiler writes to the standard error (libbcc writes there itself) is held back until the
+    headers are found trusted, and dropped when they are not: utrace says only what it said before."""
+    import tempfile
+    import threading
+
+    verdict: list[str | None] = []
+    check = threading.Thread(
+        target=lambda: verdict.append(next((w for p in paths if (w := kernel.untrusted_headers(p))), None)),
+        daemon=True,
+    )
+    check.start()
+    before = os.environ.get("BCC_KERNEL_SOURCE")
+    if not headers.exact:
+        os.environ["BCC_KERNEL_SOURCE"] = headers.path
+    compiled: bpfsys.Compiled | None = None
+    failure: UtraceError | None = None
+    with tempfile.TemporaryFile() as said:
+        stderr_fd = os.dup(2)
+        try:
+            os.dup2(said.fileno(), 2)
+            compiled = _compile(source, functions)
+        except UtraceError as e:
+            failure = e
+        finally:
+            os.dup2(stderr_fd, 2)
+            os.close(stderr_fd)
+        check.join()
+        if verdict == [None]:
+            said.seek(0)
+            _copy_to_stderr(said.read())
+            if failure is not None:
+                raise failure  # trusted headers: what the compiler said stands
+            return compiled
+    if before is None:  # as it was before the guess: the usual way then warns as it would have
+        os.environ.pop("BCC_KERNEL_SOURCE", None)
+    else:
+        os.environ["BCC_KERNEL_SOURCE"] = before
+    return None
+
+
+def _copy_to_stderr(data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(2, view) :]
+    except OSError:
+        pass
+
+
+def _compile(source: str, functions: list[str]) -> bpfsys.Compiled:
+    """bcc's compile of `source` with the headers it has been pointed at (see `compile_program`)."""
     try:
         bcc = _import_bcc()
     except Exception as e:
@@ -296,7 +368,6 @@ def compile_program(source: str, functions: list[str]) -> bpfsys.Compiled:
                     bpf.cleanup()
                 except Exception:
                     pass
-        kernel.release_private_headers()
 
 
 def _bcc_lib(bcc_lib: Any) -> Any:

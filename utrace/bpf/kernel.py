@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import gzip
 import os
 import platform
 import re
-import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +124,8 @@ def release_private_headers() -> None:
         tmp = _private.pop()
         if os.environ.get("BCC_KERNEL_SOURCE", "").startswith(str(tmp)):
             del os.environ["BCC_KERNEL_SOURCE"]
+        import shutil
+
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -134,6 +134,8 @@ def merged_header_tree(arch_dir: Path, common: Path, cache: Path | None = None) 
 
     Under `cache` (default: the trusted cache directory; a private temporary one when there is none).
     """
+    import shutil
+
     root = (cache or trusted_cache_dir() or _private_root()) / "kernel-headers"
     final = root / arch_dir.name
     if _has_headers(final):
@@ -204,6 +206,29 @@ def header_source() -> HeaderSource:
     return HeaderSource("", how, exact=False)
 
 
+def header_guess() -> tuple[HeaderSource, list[str]] | None:
+    """What `header_source` answers when the headers it finds first are trusted, found without checking
+    them, and the paths `untrusted_headers` must pass for that answer to stand (None: no guess, e.g. no
+    headers at all). The check (~0.1 s) can then run while bcc compiles (see `backend.compile_program`)."""
+    env = os.environ.get("BCC_KERNEL_SOURCE")
+    if env and _has_headers(Path(env)):
+        return HeaderSource(env, "BCC_KERNEL_SOURCE", exact=False), [env]
+    release = platform.release()
+    build = Path("/lib/modules") / release / "build"
+    source = Path("/lib/modules") / release / "source"
+    if _has_headers(build) or (build.is_dir() and _has_headers(source)):
+        return HeaderSource(str(build), "running kernel", exact=True), [str(build)] + (
+            [str(source)] if source.is_dir() else []
+        )
+    for arch_dir, common in find_header_packages():
+        try:
+            tree = merged_header_tree(arch_dir, common)
+        except OSError:
+            return None
+        return HeaderSource(str(tree), f"merged from {arch_dir.name}", exact=False), [str(tree)]
+    return None
+
+
 def prepare_bcc_headers() -> HeaderSource:
     """Point bcc at usable headers (sets BCC_KERNEL_SOURCE when the kernel has none of its own)."""
     hs = header_source()
@@ -227,6 +252,8 @@ def ensure_tracefs() -> bool:
 
 def kernel_config() -> dict[str, str]:
     """The running kernel's config from /proc/config.gz or /boot/config-RELEASE ({} if neither)."""
+    import gzip
+
     text = ""
     try:
         with gzip.open("/proc/config.gz", "rt") as f:

@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from utrace.elf.buildid import check_elf_magic, file_error
-from utrace.elf.dwarf import guard
 from utrace.elf.reader import ElfImage
 from utrace.process import procfs
 
@@ -111,6 +110,8 @@ def cxx_members(path: str, functions: Iterable[tuple[int, str]]) -> dict[int, bo
             # for node, several times per question); DWARF never needs it, so it stays a plain section
             elf.__dict__["_make_gnu_hash_section"] = lambda header, name: Section(header, name, elf)
             return _scan(elf.get_dwarf_info(), wanted)
+
+        from utrace.elf.dwarf import guard
 
         return guard(path, scan)  # whatever pyelftools raises on a corrupt file: one ElfError
     finally:

@@ -14,7 +14,6 @@ pattern that lists a function also traces it. When a name matches nothing, the s
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Collection, Iterable
@@ -103,6 +102,29 @@ def required_text(pattern: str) -> str:
     return max(_GLOB_SPECIAL.split(pattern), key=len)
 
 
+def share_literal(tables: Iterable[SymbolTable], patterns: list[str]) -> None:
+    """Several patterns are about to be tried in turn (an old name, then what it was renamed): the text
+    they all contain is looked for once per table, and each pattern then only among its holders
+    (`SymbolTable.holding`), so trying three names costs about what one does."""
+    texts = [required_text(p) for p in patterns]
+    common = _common_text(texts)
+    if common:
+        for table in tables:
+            if not table.go:
+                table.holding(common)
+
+
+def _common_text(texts: list[str]) -> str:
+    """The longest text of 3 characters or more that every one of `texts` contains, or ""."""
+    shortest = min(texts, key=len, default="")
+    for size in range(len(shortest), 2, -1):
+        for i in range(len(shortest) - size + 1):
+            part = shortest[i : i + size]
+            if all(part in t for t in texts):
+                return part
+    return ""
+
+
 def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe]:
     m = name_matcher(pattern)
     if m is None:
@@ -112,6 +134,8 @@ def match_probes(probes: list[UsdtProbe], pattern: str | None) -> list[UsdtProbe
 
 def close_names(name: str, pool: Collection[str], limit: int = LIMIT, cutoff: float = 0.75) -> list[str]:
     """The names of `pool` closest to `name`, best first (difflib's similarity ratio >= `cutoff`)."""
+    import difflib
+
     return difflib.get_close_matches(name, pool, n=limit, cutoff=cutoff)
 
 

@@ -11,10 +11,10 @@ import bisect
 import gc
 import marshal
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, repeat
 from operator import and_, contains, itemgetter, not_
-from typing import TypeVar
+from typing import AnyStr, TypeVar
 
 from utrace.elf.demangle import clone_suffix, demangle_bytes, demangle_serial
 from utrace.elf.reader import SHT_DYNSYM, SHT_SYMTAB, ElfImage, Section, Segment
@@ -42,6 +42,7 @@ class SymbolTable:
 
     __slots__ = (
         "_by_address",
+        "_holding",
         "_name_bytes",
         "_names",
         "_raw_bytes",
@@ -83,6 +84,7 @@ class SymbolTable:
         self.clones = [] if clones is None else clones
         self.segments = [] if segments is None else segments
         self._by_address: tuple[list[int], list[int]] | None = None
+        self._holding: dict[str, set[int]] = {}  # `holding`'s answers (tables never change)
         self.go = False  # named by a Go pclntab (`gosyms.go_function_table`): Go's globs apply
 
     def __repr__(self) -> str:
@@ -144,7 +146,14 @@ class SymbolTable:
     def holding(self, text: str) -> set[int]:
         """Indices of the symbols whose name or raw name may contain `text`: every one that does, found
         by a test in C per name on the names as the table holds them (bytes until something decodes
-        them: a first trace of node 26 need not decode its 137k names)."""
+        them: a first trace of node 26 need not decode its 137k names).
+
+        Answers are kept: a text that contains one asked before is looked for only among that one's
+        holders (`match.share_literal` asks for what several names to be tried have in common)."""
+        known = self._holding.get(text)
+        if known is not None:
+            return known
+        among = min((found for t, found in self._holding.items() if t in text), key=len, default=None)
         found: set[int] = set()
         for column, raw in ((self._names, self._name_bytes), (self._raws, self._raw_bytes)):
             if column is None and raw is not None:
@@ -153,10 +162,13 @@ class SymbolTable:
                 except UnicodeEncodeError:
                     column, raw = self.names if raw is self._name_bytes else self.raws, None
                 else:
-                    found.update(compress(range(len(raw)), map(contains, raw, repeat(key))))
+                    found.update(_containing(raw, key, among))
                     continue
             assert column is not None
-            found.update(compress(range(len(column)), map(contains, column, repeat(text))))
+            found.update(_containing(column, text, among))
+        if len(self._holding) >= 16:
+            self._holding.clear()
+        self._holding[text] = found
         return found
 
     def symbol(self, i: int) -> Symbol:
@@ -213,13 +225,14 @@ def read_symbols(
     """Read every defined function symbol of `image` (both tables, duplicates merged).
 
     Entries keep file order (`.symtab` first, then what only `.dynsym` has). For a big file a child,
-    forked at the start, finds what the second table adds (and demangles that), while this process
-    reads and demangles the first table.
+    forked at the start, finds what the second table adds and demangles that and the second half of
+    the first table, while this process reads the first table and demangles its first half.
 
     Args:
         first_part: may be called, before the rest is known, with a table of the first symbol table's
-            functions, which the returned table then starts with (same entries, same order): work on
-            them can overlap the child's.
+            first functions (all of them, or its first half when a child shares the work), which the
+            returned table then starts with (same entries, same order): work on them can overlap the
+            child's.
 
     Raises:
         ElfError: a symbol table or its string table lies outside the file.
@@ -294,34 +307,47 @@ def _read_symbols(
         cols = _concat(cols, _extra_columns(image, rest, cols))
         return _table(image, build_id, cols, demangle_bytes(cols[0]))
 
-    # The child's part (reading both tables to find what the second adds: about 60% of this
-    # process's work on node) runs while this process demangles the first table and the caller
-    # works on it (`first_part`).
+    # The child reads both tables to find what the second adds, and demangles that and the second half
+    # of the first table's names; meanwhile this process demangles the first half and the caller works
+    # on it (`first_part`, a prefix of the table), so the two cores share the demangling (node 26:
+    # 110k C++ names, ~0.35 s on one core).
     demangle_serial([])  # load the library once, before the fork
 
     def child() -> bytes:
-        extra = _extra_columns(image, rest, _function_columns(image, first))
-        joined = (b"\0".join(extra[0]), b"\0".join(demangle_serial(extra[0])))
-        return marshal.dumps((*joined, extra[1], extra[2], extra[3]))
+        first_cols = _function_columns(image, first)
+        extra = _extra_columns(image, rest, first_cols)
+        theirs = first_cols[0][len(first_cols[0]) // 2 :]
+        blobs = (b"\0".join(demangle_serial(theirs)), b"\0".join(extra[0]), b"\0".join(demangle_serial(extra[0])))
+        return marshal.dumps((len(theirs), *blobs, extra[1], extra[2], extra[3]))
 
     collect = in_child(child)
     cols = _function_columns(image, first)
-    names = demangle_serial(cols[0])
+    cut = len(cols[0]) // 2
+    names = demangle_serial(cols[0][:cut])
     clones = _clones(cols[0])
-    if first_part is not None:
-        first_part(_table(image, build_id, cols, names, clones))
+    if first_part is not None and cut:
+        first_part(_table(image, build_id, _prefix(cols, cut), names, clones[:cut]))
     try:
-        extra_blob, demangled_blob, values, sizes, bindings = marshal.loads(collect())
+        count, half_blob, extra_blob, demangled_blob, values, sizes, bindings = marshal.loads(collect())
+        half = half_blob.split(b"\0") if count else []
         extra = (extra_blob.split(b"\0") if values else [], list(values), list(sizes), list(bindings))
         demangled_extra = demangled_blob.split(b"\0") if values else []
+        if count != len(cols[0]) - cut or len(half) != count:
+            raise ChildFailed("another first table")
         if not len(extra[0]) == len(values) == len(demangled_extra) == len(sizes) == len(bindings):
             raise ChildFailed("short result")
     except (ChildFailed, ValueError, TypeError, EOFError):  # do it here rather than lose names
+        half = demangle_serial(cols[0][cut:])
         extra = _extra_columns(image, rest, cols)
         demangled_extra = demangle_serial(extra[0])
+    names = names + half  # (a new list: the early part holds the first)
     if not extra[0]:
         return _table(image, build_id, cols, names, clones)
     return _table(image, build_id, _concat(cols, extra), names + demangled_extra, clones + _clones(extra[0]))
+
+
+def _prefix(cols: Columns, n: int) -> Columns:
+    return (cols[0][:n], cols[1][:n], cols[2][:n], cols[3][:n])
 
 
 def _concat(a: Columns, b: Columns) -> Columns:
@@ -353,6 +379,13 @@ def _extra_columns(image: ElfImage, tables: list[Section], first: Columns) -> Co
                 out, (_gather(names_t, keep), _gather(vals_t, keep), _gather(sz_t, keep), _gather(bind_t, keep))
             )
     return out
+
+
+def _containing(column: Sequence[AnyStr], key: AnyStr, among: set[int] | None) -> Iterable[int]:
+    """Indices of the entries of `column` that contain `key`: all of them tested in C, or only `among`."""
+    if among is None:
+        return compress(range(len(column)), map(contains, column, repeat(key)))
+    return [i for i in among if key in column[i]]
 
 
 def _decode(names: list[bytes]) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import replace
 from typing import ClassVar
 
@@ -47,6 +46,8 @@ def command_path(argv0: str) -> str:
 
     if os.sep in argv0:
         return resolve_script(resolve_path(argv0))
+    import shutil
+
     found = shutil.which(argv0)
     if not found:
         raise TargetError(f"{argv0}: command not found")

@@ -12,7 +12,7 @@ import re
 from typing import ClassVar
 
 from utrace.elf.dynamic import needed_libraries
-from utrace.elf.match import close_names
+from utrace.elf.match import close_names, share_literal
 from utrace.errors import ElfError, TargetError
 from utrace.model import ArgKind, ArgSpec, Deref, Filter, Module, Reg, Symbol, Target
 from utrace.process.target import process_target, resolve_path
@@ -235,6 +235,8 @@ class NodeRuntime(NativeRuntime):
     def resolve_expr(
         self, modules: list[ModuleSymbols], expr: str, request: TraceRequest, plan: Plan
     ) -> tuple[list[Symbol], list[str] | None, tuple[Filter, ...]]:
+        if expr in ALIASES:  # tried as itself, then as its other names: what they share is looked for once
+            share_literal((ms.table for ms in modules), [expr, *(c for c, _t in ALIASES[expr])])
         found, params = self.resolve(modules, expr, request)
         if found:
             return found, params, ()

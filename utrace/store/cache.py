@@ -244,8 +244,8 @@ def write_jobs(jobs: list[CacheJob]) -> None:
 
 
 # The files utrace writes at the top of its cache directory: symbol indexes, rendered listings (plain, JSON),
-# compiled programs (the toolchains and real-world programs the tests fetch live in sub-directories).
-_CACHE_FILE_PREFIXES = ("symbols-", "plain-", "json-", "bpf-")
+# compiled programs, resolved plans (the toolchains and real-world programs the tests fetch live in sub-directories).
+_CACHE_FILE_PREFIXES = ("symbols-", "plain-", "json-", "bpf-", "plan-")
 
 
 def max_cache_bytes() -> int:

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from utrace.elf.buildid import iter_notes
-from utrace.elf.dwarf import uleb128
-from utrace.elf.go.pclntab import MAGIC_116, MAGIC_118, MAGIC_120, MAX_NAME
 from utrace.elf.reader import EM_AARCH64, EM_X86_64, ET_DYN, PF_W, PF_X, SHT_NOBITS
 from utrace.errors import ElfError
 
@@ -138,6 +136,8 @@ def parse_buildinfo(data: bytes, read_va: Callable[[int, int], bytes] | None = N
         raise ElfError("no Go build info header")
     ptr_size, flags = data[14], data[15]
     if flags & _FLAG_VERSION_INL:
+        from utrace.elf.dwarf import uleb128  # (imported here: `utrace native` asks only whether a file is Go)
+
         vers_len, pos = uleb128(data, 32)
         if pos + vers_len > len(data):
             raise ElfError("truncated Go build info (version)")
@@ -157,6 +157,8 @@ def parse_buildinfo(data: bytes, read_va: Callable[[int, int], bytes] | None = N
         raise ElfError("truncated Go build info (pointers)")
     (vers_ptr,) = struct.unpack_from(word, data, 16)
     (mod_ptr,) = struct.unpack_from(word, data, 16 + ptr_size)
+
+    from utrace.elf.go.pclntab import MAX_NAME
 
     def go_string(ptr: int) -> bytes:
         hdr = read_va(ptr, 2 * ptr_size)
@@ -332,6 +334,8 @@ def go_abi(binary: GoBinary, arch: str, version: str | None, vt: Version | None)
         return ("regabi" if since is not None and vt >= (*since, 0) else "stack"), f"version {version}"
     if since is None:
         return "stack", f"{arch} has no register ABI support here (version unknown)"
+    from utrace.elf.go.pclntab import MAGIC_116, MAGIC_118, MAGIC_120
+
     try:
         tab = binary.pclntab()
     except ElfError:

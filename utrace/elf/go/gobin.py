@@ -22,12 +22,18 @@ import contextlib
 import functools
 import struct
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from utrace.elf.go import buildinfo, moduledata, rtype
-from utrace.elf.go.buildinfo import GoInfo
-from utrace.elf.go.pclntab import Pclntab
+from utrace.elf.go import buildinfo
 from utrace.elf.reader import EM_AARCH64, EM_X86_64, PF_X, ElfImage
 from utrace.errors import ElfError
+
+if TYPE_CHECKING:
+    from utrace.elf.go.buildinfo import GoInfo
+    from utrace.elf.go.pclntab import Pclntab
+
+# (the decoders of the function table, module data and type descriptors are imported where they are
+# used: whether a file is Go at all, which every `utrace native` asks, needs the build id and info only)
 
 SHT_RELA = 4
 R_X86_64_RELATIVE = 8
@@ -245,6 +251,8 @@ class GoBinary:
             ElfError: no pclntab, or a corrupt one.
         """
         if self._pclntab is None:
+            from utrace.elf.go.pclntab import Pclntab
+
             with corrupt_is_elf_error(self.path, "Go pclntab"):
                 self._pclntab = Pclntab.load(self)
         return self._pclntab
@@ -253,19 +261,27 @@ class GoBinary:
         """The moduledata fields this module uses ("va", "text", "types", "etypes", "gofunc"), or None."""
         if not self._moduledata_done:
             self._moduledata_done = True
+            from utrace.elf.go import moduledata
+
             self._moduledata = moduledata.find_moduledata(self)
         return self._moduledata
 
     def module_text(self, tab: Pclntab, first: int, end: int, *, absolute: bool = False) -> tuple[int, int] | None:
         """(module data VA, moduledata.text) of the module data that describes `tab`: see moduledata.module_text."""
+        from utrace.elf.go import moduledata
+
         return moduledata.module_text(self, tab, first, end, absolute=absolute)
 
     def gofunc(self) -> int | None:
         """moduledata.gofunc: base of the 1.18+ funcdata offsets (`go.func.*` / `go:func.*`)."""
+        from utrace.elf.go import moduledata
+
         return moduledata.gofunc(self)
 
     def types_base(self) -> int | None:
         """moduledata.types: base of the nameOff/typeOff offsets in runtime type descriptors."""
+        from utrace.elf.go import moduledata
+
         return moduledata.types_base(self)
 
     def type_name(self, type_addr: int) -> str | None:
@@ -276,6 +292,8 @@ class GoBinary:
         if type_addr in self._type_cache:
             return self._type_cache[type_addr]
         try:
+            from utrace.elf.go import rtype
+
             with corrupt_is_elf_error(self.path, "Go type descriptor"):
                 name = rtype.type_name(self, type_addr)
         except ElfError:
@@ -285,6 +303,8 @@ class GoBinary:
 
     def itab_type(self, itab_addr: int) -> str | None:
         """The dynamic type name of an itab (an interface value's first word): its `_type` at offset 8."""
+        from utrace.elf.go import rtype
+
         return rtype.itab_type(self, itab_addr)
 
 

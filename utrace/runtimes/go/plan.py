@@ -17,16 +17,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from utrace.elf.boundary import check_boundary
-from utrace.elf.dwarf import FrameLoc, RegLoc, Unavailable
-from utrace.elf.go.buildinfo import GoInfo
-from utrace.elf.go.goasm import after_stack_check, return_sites
-from utrace.elf.go.gobin import GoBinary, open_binary
-from utrace.elf.go.godwarf import DwarfParam, GoDwarf, InlinedInstance, package_of
-from utrace.elf.go.inline import InlinedCall, inlined_calls
-from utrace.elf.go.pclntab import GoFunc, Pclntab, instance_names
 from utrace.elf.index import function_table
 from utrace.elf.match import generic_base, go_name_matcher, go_not_found, name_matcher
 from utrace.errors import ElfError, TargetError, UsageError
@@ -45,22 +37,19 @@ from utrace.model import (
     Tls,
 )
 from utrace.runtimes.base import CommandSpec, Completion, Plan, TraceRequest
-from utrace.runtimes.go.goabi import (
-    DICT_PARAM,
-    Abi,
-    Assigned,
-    Part,
-    UnsupportedArch,
-    abi_for,
-    assign,
-    dictionary_index,
-    memory_parts,
-    parts,
-    with_dictionary,
-)
 from utrace.runtimes.go.goargs import Captures, captures, present
-from utrace.runtimes.go.gosig import GoSignature, parse_signature, parse_type
 from utrace.runtimes.native import NativeRuntime
+
+if TYPE_CHECKING:
+    # the planner's readers and the disassembler (capstone, ~30 ms to import) are imported where they
+    # are used: a trace planned before is served from the cache (`utrace.store.plans`) without them
+    from utrace.elf.go.buildinfo import GoInfo
+    from utrace.elf.go.gobin import GoBinary
+    from utrace.elf.go.godwarf import DwarfParam, GoDwarf, InlinedInstance
+    from utrace.elf.go.inline import InlinedCall
+    from utrace.elf.go.pclntab import GoFunc, Pclntab
+    from utrace.runtimes.go.goabi import Abi, Assigned
+    from utrace.runtimes.go.gosig import GoSignature
 
 MAX_FUNCTIONS = 256
 G_STACK_HI = 8  # runtime.g starts with `stack stack` = {lo, hi uintptr}
@@ -90,7 +79,7 @@ class _Presenter:
 
     path: str
     pie: bool
-    binary: GoBinary
+    binary: GoBinary | None  # None for a plan from the cache: opened when a type is first named
     shown: dict[tuple[str, str], Captures] = field(default_factory=dict)
     sites: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # link-time pcs of each probe
     bias: dict[int, int] = field(default_factory=dict)
@@ -108,7 +97,15 @@ class _Presenter:
                     return
 
     def type_name(self, pid: int, addr: int) -> str | None:
+        if self.binary is None:
+            from utrace.elf.go.gobin import open_binary
+
+            self.binary = open_binary(self.path)
         return self.binary.type_name(addr - self.bias.get(pid, 0))
+
+    def saved(self) -> tuple[str, bool, dict[tuple[str, str], Captures], dict[tuple[str, str], list[int]]]:
+        """What a cached plan keeps of it (`bias` is learnt anew by each trace, the binary reopened)."""
+        return self.path, self.pie, self.shown, self.sites
 
     def __call__(self, ev: Event) -> Event:
         if self.pie:
@@ -202,6 +199,8 @@ class GoRuntime:
     ) -> tuple[list[tuple[str, GoType]], list[tuple[str, GoType]], bool]:
         """(params, results, known) for a function: a user signature wins over DWARF."""
         if sig is not None:
+            from utrace.runtimes.go.gosig import parse_type
+
             params = list(sig.params)
             m = re.search(r"\.\(\*([^)]+)\)\.[^.]+$", fn.name)
             if m:
@@ -229,6 +228,19 @@ class GoRuntime:
     # ------------------------------------------------------------------ planning
 
     def plan(self, request: TraceRequest, target: Target) -> Plan:
+        """The probes for `request`; a request planned before on the same file comes from the cache."""
+        from utrace.runtimes.go import plancache
+
+        cached = plancache.load(request, target)
+        if cached is not None:
+            specs, notes, needs_tls, (path, pie, shown, sites) = cached
+            return Plan(specs=specs, notes=notes, needs_tls=needs_tls, refine=_Presenter(path, pie, None, shown, sites))
+        plan = self._plan(request, target)
+        assert isinstance(plan.refine, _Presenter)
+        plancache.save(request, target, (plan.specs, plan.notes, plan.needs_tls, plan.refine.saved()))
+        return plan
+
+    def _plan(self, request: TraceRequest, target: Target) -> Plan:
         job = self._planning(request, target)
         # (expression, instance of a generic name: only its inlined copies, which the generic name's own
         # matching cannot see, are probed)
@@ -248,6 +260,10 @@ class GoRuntime:
 
     def _planning(self, request: TraceRequest, target: Target) -> _Planning:
         """The executable read once for one `plan` call: build info, ABIs, pclntab, DWARF, goid offset."""
+        from utrace.elf.go.gobin import open_binary
+        from utrace.elf.go.godwarf import GoDwarf
+        from utrace.runtimes.go.goabi import UnsupportedArch, abi_for
+
         exe = target.modules[0]
         binary = open_binary(exe.path)
         info = binary.info()
@@ -271,6 +287,8 @@ class GoRuntime:
 
     def _plan_expression(self, job: _Planning, expr: str, instance: bool) -> list[tuple[str, bool]]:
         """Probes for one expression (into job.specs); returns the generic instances to probe next."""
+        from utrace.runtimes.go.gosig import parse_signature
+
         request, binary, dwarf, plan, presenter = job.request, job.binary, job.dwarf, job.plan, job.presenter
         sig = parse_signature(expr)
         name = sig.function if sig is not None else expr
@@ -321,6 +339,9 @@ class GoRuntime:
     ) -> tuple[list[InlinedInstance], list[InlinedCall], list[str]]:
         """Inlined copies of `name` (from DWARF, else the pclntab's inline tree), and the names of its
         generic instances (Go >= 1.18) when `name` is not one itself. Globs have none."""
+        from utrace.elf.go.godwarf import package_of
+        from utrace.elf.go.pclntab import instance_names
+
         inlined_dw: list[InlinedInstance] = []
         inlined_pc: list[InlinedCall] = []
         generics: list[str] = []
@@ -343,6 +364,8 @@ class GoRuntime:
 
     def _pcln_inlined(self, tab: Pclntab, name: str) -> list[InlinedCall] | None:
         """Where the pclntab's inline trees say `name` was inlined; None when they cannot be read."""
+        from utrace.elf.go.inline import inlined_calls
+
         try:
             return inlined_calls(tab, name)
         except ElfError:
@@ -374,6 +397,10 @@ class GoRuntime:
         presenter: _Presenter,
         binary: GoBinary,
     ) -> list[ProbeSpec]:
+        from utrace.elf.boundary import check_boundary
+        from utrace.elf.go.goasm import after_stack_check, return_sites
+        from utrace.runtimes.go.goabi import DICT_PARAM, assign, dictionary_index, with_dictionary
+
         if fn.offset is None:
             return []
         abi = abi_stack if fn.abi0 else abi_main
@@ -443,6 +470,7 @@ class GoRuntime:
         notes: list[str],
     ) -> ProbeSpec | None:
         binary = presenter.binary
+        assert binary is not None  # (planning: the binary is open)
         off = binary.img.vaddr_to_offset(inst.entry_pc)
         if off is None or _refused(binary, inst.entry_pc, name, notes) is not None:
             return None
@@ -468,6 +496,8 @@ class GoRuntime:
 
 def _refused(binary: GoBinary, pc: int, name: str, notes: list[str]) -> str | None:
     """Why a probe at `pc` (inside some function, e.g. an inlined call site) may not be armed, noted once."""
+    from utrace.elf.boundary import check_boundary
+
     fn = binary.pclntab().function_at(pc)
     reason = f"{pc:#x} is in no Go function" if fn is None else check_boundary(binary.path, pc, fn.entry, fn.size)
     if reason is not None:
@@ -477,6 +507,9 @@ def _refused(binary: GoBinary, pc: int, name: str, notes: list[str]) -> str | No
 
 def _from_dwarf(p: DwarfParam, pc: int, dwarf: GoDwarf) -> Assigned:
     """An inlined call's parameter as an ABI-style assignment, from its DWARF location pieces."""
+    from utrace.elf.dwarf import FrameLoc, RegLoc, Unavailable
+    from utrace.runtimes.go.goabi import Assigned, Part, memory_parts, parts
+
     layout = parts(p.type) or memory_parts(p.type)
     placed: list[Part] = []
     pieces: list[tuple[int, int, object]] = []
