@@ -59,7 +59,8 @@ class Plan:
 
     `launch_env`: variables set in a launched command's environment (full values: a runtime that adds
     to one the user set includes theirs), so that it runs with what the probes need; `launch_check`
-    then tells whether the processes it started did.
+    then tells whether the processes it started did. `launch_args` go right after a launched command's
+    program name when that program is the target's executable (V8 flags node refuses in NODE_OPTIONS).
     """
 
     specs: list[ProbeSpec] = field(default_factory=list)
@@ -68,6 +69,7 @@ class Plan:
     needs_tls: bool = False
     only_exe: str | None = None
     launch_env: dict[str, str] = field(default_factory=dict)
+    launch_args: tuple[str, ...] = ()
     launch_check: LaunchCheck | None = None
     change: TargetChange | None = None
 

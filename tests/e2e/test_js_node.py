@@ -1,0 +1,110 @@
+"""`js:NAME`: JavaScript functions of official Node.js builds (20, 22, 24, 26: nodejs.org's binaries,
+fetched by scripts/fetch-node-official.sh), by name, with arguments.
+
+Oracles: the program's own count of its calls and its own printout of each call's arguments, and V8's
+precise coverage (NODE_V8_COVERAGE: the first range of each function carries its exact call count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, need, run_utrace
+
+pytestmark = pytest.mark.usefixtures("root_bpf")
+
+CACHE = Path(os.environ.get("UTRACE_CACHE", Path.home() / ".cache" / "utrace")) / "realworld"
+MAJORS = (20, 22, 24, 26)
+
+HOT = """\
+let count = 0;
+function priceOf(item, qty) { count++; return qty * 2 + item.length; }
+function other(a) { return a + 1; }
+const n = Number(process.argv[2]);
+let s = 0;
+for (let i = 0; i < n; i++) { s += priceOf('pear', i & 1023); s = other(s) & 0xffff; }
+console.log('count ' + count);
+"""
+
+ARGS = """\
+function priceOf(item, qty, extra) { return 1; }
+const calls = [
+  ['pear', 7, 1.5], ['a' + String(process.pid % 10), true, undefined], ['κόσμος', -7, null],
+  ['x', 2147483647, -0.25], ['y', false, [1, 2, 3]], ['z', {a: 1}, 1e300], ['w'],
+];
+for (const c of calls) {
+  priceOf(...c);
+  const show = (v) => typeof v === 'string' ? v : Array.isArray(v) ? 'Array' : v === null ? 'null'
+    : typeof v === 'object' ? 'Object{}' : String(v);
+  console.log(JSON.stringify(c.map(show)));
+}
+"""
+
+
+def official(major: int) -> Path:
+    node = CACHE / f"node-{major}" / "bin" / "node"
+    need(node.exists(), f"run scripts/fetch-node-official.sh {major}")
+    return node
+
+
+def _coverage_count(cov: Path, script: str, name: str) -> int:
+    for f in cov.glob("*.json"):
+        for s in json.loads(f.read_text())["result"]:
+            if s["url"].endswith(script):
+                for fn in s["functions"]:
+                    if fn["functionName"] == name:
+                        return int(fn["ranges"][0]["count"])
+    raise AssertionError(f"{name} not in V8's coverage")
+
+
+@pytest.mark.parametrize("major", MAJORS)
+def test_hot_function_counted_exactly(major: int, tmp_path: Path) -> None:
+    """200,000 calls of a function V8 would optimise and inline: each counted once, as the program and
+    V8's own coverage count them."""
+    node = official(major)
+    script = tmp_path / "hot.js"
+    script.write_text(HOT)
+    cov = tmp_path / "cov"
+    env = {**os.environ, "NODE_V8_COVERAGE": str(cov)}
+    p = subprocess.run(
+        [sys.executable, "-m", "utrace", "node", "js:priceOf", "--count", "--", str(node), str(script), "200000"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    own = int(p.stdout.split("count ", 1)[1].split()[0])
+    assert own == 200000
+    assert "--turbo-filter=-priceOf" in p.stderr  # said in one line
+    row = next(line for line in p.stdout.splitlines() if "js:priceOf" in line)
+    assert int(row.split()[-1]) == own == _coverage_count(cov, "hot.js", "priceOf")
+
+
+@pytest.mark.parametrize("major", MAJORS)
+def test_arguments_as_the_program_printed_them(major: int, tmp_path: Path) -> None:
+    node = official(major)
+    script = tmp_path / "args.js"
+    script.write_text(ARGS, encoding="utf-8")
+    p = run_utrace("node", "js:price*", "--json", "--", str(node), str(script), timeout=120)
+    assert p.returncode == 0, p.stderr
+    printed = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("[")]
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    calls = [e for e in events if e.get("context", {}).get("function") == "priceOf"]
+    assert len(printed) == 7 and len(calls) == 7, p.stdout
+    for want, ev in zip(printed, calls, strict=True):
+        got = [str(ev["args"][f"arg{i}"]) for i in range(len(ev["args"]))]
+        assert got == want, (got, want)
+
+
+def test_a_name_no_function_has_is_not_counted(tmp_path: Path) -> None:
+    node = official(22)
+    script = tmp_path / "hot.js"
+    script.write_text(HOT)
+    p = run_utrace("node", "js:priceOff", "--count", "--", str(node), str(script), "1000", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "count 1000" in p.stdout
+    assert not any("js:priceOff" in line and line.split()[-1] != "0" for line in p.stdout.splitlines())
