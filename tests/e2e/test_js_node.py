@@ -108,3 +108,27 @@ def test_a_name_no_function_has_is_not_counted(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "count 1000" in p.stdout
     assert not any("js:priceOff" in line and line.split()[-1] != "0" for line in p.stdout.splitlines())
+
+
+ANON = """\
+const Cart = {}; Cart.add = function (x) { return x; };
+class Order { total(a) { return a; } }
+const o = new Order();
+for (let i = 0; i < 3; i++) { Cart.add(i); o.total('t' + i); }
+console.log('done');
+"""
+
+
+def test_globs_and_inferred_names(tmp_path: Path) -> None:
+    """An anonymous function is named as V8 names it (its inferred name, `Cart.add`); several globs."""
+    node = official(24)
+    script = tmp_path / "anon.js"
+    script.write_text(ANON)
+    p = run_utrace("node", "js:Cart.*", "js:tot*", "--json", "--", str(node), str(script), timeout=120)
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith('{"kind": "call"')]
+    got = [(e["probe"], e["context"]["function"], e["args"]["arg0"]) for e in events]
+    want = [("js:Cart.*", "Cart.add", i) for i in range(3)]
+    assert [g for g in got if g[0] == "js:Cart.*"] == want
+    assert [g for g in got if g[0] == "js:tot*"] == [("js:tot*", "total", f"t{i}") for i in range(3)]
+    assert "--max-opt=1" in p.stderr  # two globs are not one V8 filter: every function stays unoptimised

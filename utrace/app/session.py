@@ -713,6 +713,9 @@ def _trace(
             from utrace.probes.slow import FULL_MAP, full_warning
 
             summary.warnings += full_warning(sum(tracer.sums(FULL_MAP).values()))
+        for counter, text in plan.counters:
+            if n := tracer.counter(counter):
+                summary.warnings.append(text.format(n=n))
         summary.forked = tracer.family()[0]
         if watch is not None:
             watch.final(summary)

@@ -29,7 +29,9 @@ K_UNREAD, K_SMI, K_DOUBLE, K_ODDBALL, K_STR1, K_STR2, K_OTHER, K_ABSENT, K_STRSH
 NOT_PASSED = "<not passed>"
 MAX_INLINED_LOCALS = 75  # kScopeInfoMaxInlinedLocalNamesSize (scope-info.h)
 # the C struct member group of a JSVALUE: kind u32, length u32, value u64, bytes
-MAPS = "BPF_HASH(jshandoff, u32, u64, 16384);\n"
+MAPS = "BPF_HASH(jshandoff, u32, u64, 16384);\nBPF_PERCPU_ARRAY(jsundecided, u64, 1);\n"
+UNDECIDED = "jsundecided"  # calls whose function name could not be read (see Plan.counters)
+_UNDECIDED = "{ u32 jz = 0; u64 *jc = jsundecided.lookup(&jz); if (jc) *jc += 1; return 0; }"
 
 
 class Emitter(Protocol):
@@ -106,27 +108,16 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     )
     em.emit("    }")
     em.emit("} else { jbad = 1; }")
-    em.emit("if (jbad) { utrace_lost(); return 0; }")
+    em.emit(f"if (jbad) {_UNDECIDED}")
     # the name: jc1 when it is a non-empty string, else the inferred name when it is a string
-    em.emit("u8 jname[64] = {};")
+    em.emit("u8 jname[128] = {};")
     em.emit("s64 jlen = 0;")
     for cand in ("jc1", "jc2"):
-        ct = _type_of(em, L, cand)
-        em.emit(f"if (jlen == 0 && {cand} && {ct} < {_i(L.first_nonstring_type)}) {{")
-        em.emit(f"    if (!{_seq_one_byte(L, ct)}) {{ utrace_lost(); return 0; }}")
-        ln = _read(em, 4, f"{cand} + {_i(L.string_length)}")
-        em.emit(f"    jlen = (s64)(s32){ln};")
-        em.emit("    if (jlen < 0) { utrace_lost(); return 0; }")
-        em.emit(f"    u64 k = jlen > {JS_NAME_MAX} ? {JS_NAME_MAX} : (u64)jlen;")
-        em.emit(
-            f"    if (k > 0 && k <= {JS_NAME_MAX}) "
-            f"bpf_probe_read_user(jname, k, (void *)({cand} + {_i(L.seq_one_byte_chars)}));"
-        )
-        em.emit("}")
+        _name_string(em, L, cand)
     em.emit("int jok = 0, jund = 0;")
     for g in f.globs:
         _glob(em, g)
-    em.emit("if (!jok && jund) { utrace_lost(); return 0; }")
+    em.emit(f"if (!jok && jund) {_UNDECIDED}")
     em.emit("if (!jok) return 0;")
     if f.handoff:
         em.emit("u64 jsp = ctx->sp;")
@@ -138,6 +129,41 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     em.emit("    u64 jhv = *jh;")
     em.emit("    jshandoff.delete(&tid);")
     em.emit(f"    if (jhv == ctx->sp - {_i(f.sp_delta)}) return 0;")  # the same call, entered again
+    em.emit("}")
+
+
+def _name_string(em: Emitter, L: V8Layout, cand: str) -> None:
+    """When no name is read yet and `cand` is a string: read it into `jname`/`jlen`. A flat one-byte
+    string, or a cons of two of them (inferred names such as `Cart.add` are built that way); any other
+    string is undecided."""
+    ct = _type_of(em, L, cand)
+    em.emit(f"if (jlen == 0 && {cand} && {ct} < {_i(L.first_nonstring_type)}) {{")
+    em.emit(f"    u64 h1 = {cand}, h2 = 0;")
+    em.emit(f"    if (({ct} & {_i(L.string_repr_mask)}) == {_i(L.cons_tag)}) {{")
+    em.emit(f"        bpf_probe_read_user(&h1, 8, (void *)({cand} + {_i(L.cons_first)}));")
+    em.emit(f"        bpf_probe_read_user(&h2, 8, (void *)({cand} + {_i(L.cons_second)}));")
+    em.emit("    }")
+    t1 = _type_of(em, L, "h1")
+    t2 = _type_of(em, L, "h2")
+    em.emit(f"    if (!{_seq_one_byte(L, t1)} || (h2 && !{_seq_one_byte(L, t2)})) {{ {_UNDECIDED} }}")
+    l1, l2 = em.new(), em.new()
+    em.emit(f"    u64 {l1} = 0, {l2} = 0;")
+    em.emit(f"    bpf_probe_read_user(&{l1}, 4, (void *)(h1 + {_i(L.string_length)}));")
+    em.emit(f"    if (h2) bpf_probe_read_user(&{l2}, 4, (void *)(h2 + {_i(L.string_length)}));")
+    em.emit(f"    {l1} = (u32){l1}; {l2} = (u32){l2};")
+    em.emit(f"    if ({l1} > 0x3fffffff || {l2} > 0x3fffffff) {{ {_UNDECIDED} }}")
+    em.emit(f"    jlen = (s64)({l1} + {l2});")
+    em.emit(f"    u64 k = {l1} > {JS_NAME_MAX} ? {JS_NAME_MAX} : {l1};")
+    em.emit(
+        f"    if (k > 0 && k <= {JS_NAME_MAX}) "
+        f"bpf_probe_read_user(jname, k, (void *)(h1 + {_i(L.seq_one_byte_chars)}));"
+    )
+    em.emit(f"    u64 k2 = {JS_NAME_MAX} - k; if (k2 > {l2}) k2 = {l2};")
+    em.emit(f"    if (h2 && k < {JS_NAME_MAX} && k2 > 0 && k2 < {JS_NAME_MAX}) ")
+    em.emit(
+        f"        bpf_probe_read_user(jname + (k & {JS_NAME_MAX - 1}), k2 & {JS_NAME_MAX - 1}, "
+        f"(void *)(h2 + {_i(L.seq_one_byte_chars)}));"
+    )
     em.emit("}")
 
 

@@ -61,6 +61,9 @@ class Plan:
     to one the user set includes theirs), so that it runs with what the probes need; `launch_check`
     then tells whether the processes it started did. `launch_args` go right after a launched command's
     program name when that program is the target's executable (V8 flags node refuses in NODE_OPTIONS).
+
+    `counters`: (per-CPU array of the program, warning with `{n}`): said at the end when the count is
+    not 0 (hits a probe could not decide on, such as JavaScript calls whose function name was unreadable).
     """
 
     specs: list[ProbeSpec] = field(default_factory=list)
@@ -70,6 +73,7 @@ class Plan:
     only_exe: str | None = None
     launch_env: dict[str, str] = field(default_factory=dict)
     launch_args: tuple[str, ...] = ()
+    counters: tuple[tuple[str, str], ...] = ()
     launch_check: LaunchCheck | None = None
     change: TargetChange | None = None
 

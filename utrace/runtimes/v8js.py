@@ -30,7 +30,7 @@ from utrace.elf.v8meta import V8MetaError, indirect_jumps, v8_layout
 from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import JS_NAME_MAX, ArgKind, ArgSpec, Event, JsMatch, ProbeKind, ProbeSpec, Reg, Stack, Target
 from utrace.probes.decode import Rendered
-from utrace.probes.v8values import NOT_PASSED
+from utrace.probes.v8values import NOT_PASSED, UNDECIDED
 from utrace.runtimes.base import Plan, TraceRequest
 
 TRAMPOLINE = "Builtins_InterpreterEntryTrampoline"
@@ -127,6 +127,13 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
                 ProbeSpec(name, path, off, ProbeKind.ENTRY, filters=(JsMatch(Reg("rdi"), layout, (g,), handoff=True),))
             )
     plan.refine = _without_absent(plan.refine)
+    plan.counters += (
+        (
+            UNDECIDED,
+            "{n} JavaScript call(s) of functions whose names utrace could not read (not flat one-byte strings, "
+            "75 or more context variables, longer than 64 bytes for the glob) were not matched: counts may be short",
+        ),
+    )
     if request.ret:
         plan.notes.append("--ret: returns of JavaScript functions are not traced yet (calls only)")
     if request.command:
