@@ -303,6 +303,14 @@ class JsMatch:
 JS_NAME_MAX = 64
 
 
+@dataclass(frozen=True, slots=True)
+class JsReturn:
+    """On a return path V8 shares between all functions (the interpreter's, Sparkplug's): emit only a
+    return whose entry was seen (a start for its frame exists); its values are V8 values (`layout`)."""
+
+    layout: V8Layout
+
+
 class ProbeKind(StrEnum):
     ENTRY = "entry"  # uprobe at a function's first instruction (or just after Go's stack check)
     RETURN = "return"  # uretprobe (never used on Go)
@@ -341,7 +349,7 @@ class ProbeSpec:
     args: tuple[ArgSpec, ...] = ()
     ret: ArgSpec | None = None
     ref_ctr_offset: int = 0
-    filters: tuple[Filter | PrefixFilter | Predicate | AfterEntry | JsMatch, ...] = ()
+    filters: tuple[Filter | PrefixFilter | Predicate | AfterEntry | JsMatch | JsReturn, ...] = ()
     latency: bool = False
     pair: str = ""
     address: int = 0

@@ -132,3 +132,34 @@ def test_globs_and_inferred_names(tmp_path: Path) -> None:
     assert [g for g in got if g[0] == "js:Cart.*"] == want
     assert [g for g in got if g[0] == "js:tot*"] == [("js:tot*", "total", f"t{i}") for i in range(3)]
     assert "--max-opt=1" in p.stderr  # two globs are not one V8 filter: every function stays unoptimised
+
+
+@pytest.mark.parametrize("major", MAJORS)
+def test_returns_with_values_and_latency(major: int, tmp_path: Path) -> None:
+    """Every call's return (interpreted, then Sparkplug code once V8 compiles it) with the value the
+    function computed (qty * 2 + 4) and a latency; no uretprobe on a JS frame."""
+    node = official(major)
+    script = tmp_path / "hot.js"
+    script.write_text(HOT)
+    p = run_utrace(
+        "node",
+        "js:priceOf",
+        "--ret",
+        "--json",
+        "--buffer-mb",
+        "128",
+        "--",
+        str(node),
+        str(script),
+        "20000",
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "count 20000" in p.stdout
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith('{"kind": "')]
+    calls = [e for e in events if e["kind"] == "call"]
+    rets = [e for e in events if e["kind"] == "return"]
+    assert len(calls) == len(rets) == 20000
+    for c, r in zip(calls, rets, strict=True):
+        assert r["ret"]["value"] == c["args"]["arg1"] * 2 + 4
+        assert r["latency_ns"] > 0

@@ -197,7 +197,13 @@ __all__ = ["V8Layout", "V8MetaError", "layout_from", "read_constants", "v8_layou
 
 def indirect_jumps(path: str, start: int, size: int) -> list[int]:
     """Addresses of the `jmp REG` instructions of the x86-64 function at [start, start + size),
-    decoded linearly from its start (capstone): where a V8 builtin hands a call on to other code.
+    decoded linearly from its start (capstone): where a V8 builtin hands a call on to other code."""
+    return exits(path, start, size)[0]
+
+
+def exits(path: str, start: int, size: int) -> tuple[list[int], list[int]]:
+    """(`jmp REG` addresses, `ret` addresses) of the x86-64 function at [start, start + size), decoded
+    linearly from its start (capstone).
 
     Raises:
         ElfError: the bytes cannot be read or do not decode to the end.
@@ -210,16 +216,19 @@ def indirect_jumps(path: str, start: int, size: int) -> list[int]:
             raise ElfError(f"{path}: no code at {start:#x}")
         code = image.read(off, size)
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    out: list[int] = []
+    jumps: list[int] = []
+    rets: list[int] = []
     end = start
     for insn in md.disasm_lite(code, start):
         addr, length, mnemonic, op = insn
         end = addr + length
         if mnemonic == "jmp" and op.strip() in _REGS:
-            out.append(addr)
+            jumps.append(addr)
+        elif mnemonic == "ret":
+            rets.append(addr)
     if end != start + size:
         raise ElfError(f"{path}: the code at {start:#x} does not decode to its end")
-    return out
+    return jumps, rets
 
 
 _REGS = frozenset(

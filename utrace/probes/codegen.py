@@ -19,6 +19,7 @@ from utrace.model import (
     Diff,
     Filter,
     JsMatch,
+    JsReturn,
     Location,
     PrefixFilter,
     ProbeKind,
@@ -187,6 +188,7 @@ class _Emitter:
         # Locations are read once per probe: the goroutine pointer feeds the frame key, goid, ...
         self.memo: dict[Location, str] = {}
         self.js_layout: V8Layout | None = None  # set by a JsMatch filter: its captures read V8 values
+        self.paired_only = False  # set by a JsReturn filter: a return without its start is not emitted
 
     def new(self) -> str:
         self.tmp += 1
@@ -272,7 +274,7 @@ def _prefix_filter(em: _Emitter, f: PrefixFilter) -> None:
     em.emit(f"if (!{ok}) return 0;")
 
 
-def _filter(em: _Emitter, f: Filter | PrefixFilter | Predicate | AfterEntry | JsMatch) -> None:
+def _filter(em: _Emitter, f: Filter | PrefixFilter | Predicate | AfterEntry | JsMatch | JsReturn) -> None:
     if isinstance(f, Predicate):
         from utrace.probes.predicate_c import emit_predicate
 
@@ -282,6 +284,10 @@ def _filter(em: _Emitter, f: Filter | PrefixFilter | Predicate | AfterEntry | Js
         return  # after the entry's time is looked up (see _probe_body)
     if isinstance(f, PrefixFilter):
         _prefix_filter(em, f)
+        return
+    if isinstance(f, JsReturn):
+        em.js_layout = f.layout
+        em.paired_only = True
         return
     if isinstance(f, JsMatch):
         from utrace.probes import v8values
@@ -715,6 +721,8 @@ def _probe_body(
         # an exit probe sits on the `ret` itself, where sp equals the entry's sp again.
         _frame_key(em, spec, pair_id, sp_adjust=8 if spec.kind is ProbeKind.RETURN else 0)
         em.emit("u64 *start = starts.lookup(&sk);")
+        if em.paired_only:
+            em.emit("if (!start) return 0;")
         em.emit("u64 latency = 0;")
         em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")
         if any(isinstance(f, AfterEntry) for f in spec.filters):

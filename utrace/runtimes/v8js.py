@@ -26,15 +26,28 @@ from dataclasses import replace
 
 from utrace.elf.boundary import check_boundary
 from utrace.elf.index import function_table
-from utrace.elf.v8meta import V8MetaError, indirect_jumps, v8_layout
+from utrace.elf.v8meta import V8MetaError, exits, v8_layout
 from utrace.errors import ElfError, TargetError, UsageError
-from utrace.model import JS_NAME_MAX, ArgKind, ArgSpec, Event, JsMatch, ProbeKind, ProbeSpec, Reg, Stack, Target
+from utrace.model import (
+    JS_NAME_MAX,
+    ArgKind,
+    ArgSpec,
+    Event,
+    JsMatch,
+    JsReturn,
+    ProbeKind,
+    ProbeSpec,
+    Reg,
+    Stack,
+    Target,
+)
 from utrace.probes.decode import Rendered
 from utrace.probes.v8values import NOT_PASSED, UNDECIDED
 from utrace.runtimes.base import Plan, TraceRequest
 
 TRAMPOLINE = "Builtins_InterpreterEntryTrampoline"
 PROLOGUE = "Builtins_BaselineOutOfLinePrologue"
+LEAVE = "Builtins_BaselineLeaveFrame"
 MAX_ARGS = 4  # arguments shown per call
 _NAME = re.compile(rb"^[A-Za-z0-9_$.*<>#\[\] -]+$")
 
@@ -99,7 +112,12 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
         raise TargetError(str(e)) from None
     t_addr, t_size, t_off = _symbol(path, TRAMPOLINE)
     p_addr, _p_size, p_off = _symbol(path, PROLOGUE)
-    handoffs = [_offset(path, a, t_addr, t_size, t_off) for a in indirect_jumps(path, t_addr, t_size)]
+    jumps, t_rets = exits(path, t_addr, t_size)
+    handoffs = [_offset(path, a, t_addr, t_size, t_off) for a in jumps]
+    rets = [(_offset(path, a, t_addr, t_size, t_off), a) for a in t_rets]
+    if request.ret:
+        l_addr, l_size, l_off = _symbol(path, LEAVE)
+        rets += [(_offset(path, a, l_addr, l_size, l_off), a) for a in exits(path, l_addr, l_size)[1]]
     globs = []
     for expr in exprs:
         g = _glob(expr)
@@ -113,15 +131,30 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
             ArgSpec(a.name, a.kind, a.loc, max_len=request.max_len, present_if=a.present_if) for a in _arguments(24)
         )
         match = JsMatch(Reg("rdi"), layout, (g,))
+        pair = name if request.ret else ""
+        # a call's frame: the caller's frame pointer and the return address into the caller, the same
+        # at the call's entry and on the `ret` that ends it
         plan.specs.append(
-            ProbeSpec(name, path, t_off, ProbeKind.ENTRY, args, filters=(match,), context=ctx, address=t_addr)
-        )
+            ProbeSpec(
+                name, path, t_off, ProbeKind.ENTRY, args, filters=(match,), context=ctx, address=t_addr,
+                pair=pair, frame=(Reg("rbp"), Stack(0)),
+            )
+        )  # fmt: skip
         plan.specs.append(
             ProbeSpec(
                 name, path, p_off, ProbeKind.ENTRY, bargs, filters=(JsMatch(Reg("rdi"), layout, (g,), sp_delta=-8),),
-                context=ctx, address=p_addr,
+                context=ctx, address=p_addr, pair=pair, frame=(Reg("rbp"), Stack(8)),
             )
         )  # fmt: skip
+        if request.ret:
+            value = (ArgSpec("value", ArgKind.JSVALUE, Reg("rax"), max_len=request.max_len),)
+            for off, addr in rets:
+                plan.specs.append(
+                    ProbeSpec(
+                        name, path, off, ProbeKind.EXIT, value, filters=(JsReturn(layout),), latency=True,
+                        pair=pair, frame=(Reg("rbp"), Stack(0)), address=addr,
+                    )
+                )  # fmt: skip
         for off in handoffs:
             plan.specs.append(
                 ProbeSpec(name, path, off, ProbeKind.ENTRY, filters=(JsMatch(Reg("rdi"), layout, (g,), handoff=True),))
@@ -134,8 +167,6 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
             "75 or more context variables, longer than 64 bytes for the glob) were not matched: counts may be short",
         ),
     )
-    if request.ret:
-        plan.notes.append("--ret: returns of JavaScript functions are not traced yet (calls only)")
     if request.command:
         flags = _v8_flags(path, globs)
         plan.launch_args = tuple(flags)
