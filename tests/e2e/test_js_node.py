@@ -163,3 +163,50 @@ def test_returns_with_values_and_latency(major: int, tmp_path: Path) -> None:
     for c, r in zip(calls, rets, strict=True):
         assert r["ret"]["value"] == c["args"]["arg1"] * 2 + 4
         assert r["latency_ns"] > 0
+
+
+SERVER = """\
+const http = require('http');
+function handle(method, url) { return url.length; }
+const s = http.createServer((req, res) => { handle(req.method, req.url); res.end('ok'); });
+s.listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));
+"""
+
+
+@pytest.mark.parametrize("major", (22, 26))
+def test_running_server_by_pid(major: int, tmp_path: Path) -> None:
+    """A server already running, traced by --pid while requests are made: the handler's arguments are
+    the requests; the counts are said to be lower bounds (optimised callers are not seen)."""
+    import time
+    import urllib.request
+
+    node = official(major)
+    script = tmp_path / "server.js"
+    script.write_text(SERVER)
+    server = subprocess.Popen([str(node), str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline().split()[1])
+        tracer = subprocess.Popen(
+            [sys.executable, "-m", "utrace", "node", "--pid", str(server.pid), "js:handle", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert tracer.stderr is not None
+        started = ""
+        while "attached" not in started:
+            line = tracer.stderr.readline()
+            assert line, "utrace ended before attaching"
+            started += line
+        assert "lower bounds" in started
+        urls = [f"/item/{i}?q={i * 7}" for i in range(5)]
+        for u in urls:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{u}", timeout=10) as r:
+                assert r.read() == b"ok"
+        time.sleep(1)
+        server.terminate()
+        out, _err = tracer.communicate(timeout=60)
+    finally:
+        server.kill()
+        server.wait()
+    calls = [json.loads(line) for line in out.splitlines() if line.startswith('{"kind": "call"')]
+    assert [(c["args"]["arg0"], c["args"]["arg1"]) for c in calls] == [("GET", u) for u in urls]
