@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from typing import Protocol
 
 from utrace.model import JS_NAME_MAX, ArgSpec, JsMatch, Location
@@ -29,7 +30,18 @@ K_UNREAD, K_SMI, K_DOUBLE, K_ODDBALL, K_STR1, K_STR2, K_OTHER, K_ABSENT, K_STRSH
 NOT_PASSED = "<not passed>"
 MAX_INLINED_LOCALS = 75  # kScopeInfoMaxInlinedLocalNamesSize (scope-info.h)
 # the C struct member group of a JSVALUE: kind u32, length u32, value u64, bytes
-MAPS = "BPF_HASH(jshandoff, u32, u64, 16384);\nBPF_PERCPU_ARRAY(jsundecided, u64, 1);\n"
+MAPS = (
+    "BPF_HASH(jshandoff, u32, u64, 16384);\nBPF_PERCPU_ARRAY(jsundecided, u64, 1);\n"
+    "struct jskey { u64 sfi; u64 globs; };\n"
+    'BPF_TABLE("lru_hash", struct jskey, u64, jsnot, 65536);\n'
+)
+
+
+def globs_id(globs: tuple[bytes, ...]) -> int:
+    """The number that keys a set of globs in the `jsnot` cache (the planner refuses two sets with one)."""
+    return zlib.crc32(b"\0".join(globs))
+
+
 UNDECIDED = "jsundecided"  # calls whose function name could not be read (see Plan.counters)
 _UNDECIDED = "{ u32 jz = 0; u64 *jc = jsundecided.lookup(&jz); if (jc) *jc += 1; return 0; }"
 
@@ -84,6 +96,12 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     em.emit(f"if (!{_is_heap(L, fn)}) return 0;")
     sfi = _read(em, 8, f"{fn} + {_i(L.jsfunction_shared)}")
     nsi = _read(em, 8, f"{sfi} + {_i(L.sfi_name_or_scope_info)}")
+    # Functions known not to match, by SharedFunctionInfo address: valid while that SFI still holds the
+    # same name-or-ScopeInfo pointer (an SFI that moved has another address; one that took a freed
+    # address holds its own name or ScopeInfo). Only "no" is cached: a match reads the name for the event.
+    em.emit(f"struct jskey jk = {{ .sfi = {sfi}, .globs = {_i(globs_id(f.globs))} }};")
+    em.emit("u64 *jknown = jsnot.lookup(&jk);")
+    em.emit(f"if (jknown && *jknown == {nsi}) return 0;")
     t = _type_of(em, L, nsi)
     em.emit("u64 jc1 = 0, jc2 = 0;")  # the name, then the inferred name
     em.emit("int jbad = 0;")
@@ -118,7 +136,7 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     for g in f.globs:
         _glob(em, g)
     em.emit(f"if (!jok && jund) {_UNDECIDED}")
-    em.emit("if (!jok) return 0;")
+    em.emit(f"if (!jok) {{ u64 jv = {nsi}; jsnot.update(&jk, &jv); return 0; }}")
     if f.handoff:
         em.emit("u64 jsp = ctx->sp;")
         em.emit("jshandoff.update(&tid, &jsp);")

@@ -42,7 +42,7 @@ from utrace.model import (
     Target,
 )
 from utrace.probes.decode import Rendered
-from utrace.probes.v8values import NOT_PASSED, UNDECIDED
+from utrace.probes.v8values import NOT_PASSED, UNDECIDED, globs_id
 from utrace.runtimes.base import Plan, TraceRequest
 
 TRAMPOLINE = "Builtins_InterpreterEntryTrampoline"
@@ -118,9 +118,13 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
     if request.ret:
         l_addr, l_size, l_off = _symbol(path, LEAVE)
         rets += [(_offset(path, a, l_addr, l_size, l_off), a) for a in exits(path, l_addr, l_size)[1]]
-    globs = []
+    globs: list[bytes] = []
     for expr in exprs:
         g = _glob(expr)
+        if g in globs:
+            continue
+        if any(globs_id((g,)) == globs_id((h,)) for h in globs):
+            raise UsageError(f"{expr!r} and another pattern share a cache key: trace them one at a time")
         globs.append(g)
         name = f"js:{g.decode()}"
         ctx = (ArgSpec("function", ArgKind.JSNAME),)
