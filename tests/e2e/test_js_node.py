@@ -210,3 +210,19 @@ def test_running_server_by_pid(major: int, tmp_path: Path) -> None:
         server.wait()
     calls = [json.loads(line) for line in out.splitlines() if line.startswith('{"kind": "call"')]
     assert [(c["args"]["arg0"], c["args"]["arg1"]) for c in calls] == [("GET", u) for u in urls]
+
+
+def test_debian_node18_is_refused_with_the_reason() -> None:
+    """Debian's libnode.so.108 has V8's metadata but no Builtins_* symbols (its builtins sit unnamed in
+    V8's embedded blob): refused with that reason, before anything runs."""
+    fetch = subprocess.run([str(ROOT / "scripts" / "fetch-debian-node.sh")], capture_output=True, text=True)
+    need(fetch.returncode == 0, f"Debian's nodejs 18 could not be fetched: {fetch.stderr[-300:]}")
+    root = fetch.stdout.strip().splitlines()[-1]
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{root}/usr/lib/x86_64-linux-gnu"}
+    p = subprocess.run(
+        [sys.executable, "-m", "utrace", "node", "js:priceOf", "--", f"{root}/usr/bin/node", "-e", "1"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert p.returncode != 0
+    assert "no Builtins_InterpreterEntryTrampoline symbol" in p.stderr
+    assert "Traceback" not in p.stderr
