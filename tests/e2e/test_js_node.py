@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,8 @@ def test_a_name_no_function_has_is_not_counted(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "count 1000" in p.stdout
     assert not any("js:priceOff" in line and line.split()[-1] != "0" for line in p.stdout.splitlines())
+    # the closest names among the functions the probes saw called
+    assert re.search(r"js:priceOff matched no JavaScript call; closest names .*: priceOf\b", p.stderr), p.stderr
 
 
 ANON = """\

@@ -716,6 +716,8 @@ def _trace(
         for counter, text in plan.counters:
             if n := tracer.counter(counter):
                 summary.warnings.append(text.format(n=n))
+        if plan.closing is not None:
+            summary.warnings.extend(plan.closing(summary.per_probe, tracer.keys))
         summary.forked = tracer.family()[0]
         if watch is not None:
             watch.final(summary)

@@ -33,6 +33,8 @@ MAX_INLINED_LOCALS = 75  # kScopeInfoMaxInlinedLocalNamesSize (scope-info.h)
 MAPS = (
     "BPF_HASH(jshandoff, u32, u64, 16384);\nBPF_PERCPU_ARRAY(jsundecided, u64, 1);\n"
     "struct jskey { u64 sfi; u64 globs; };\n"
+    "struct jsname { u8 s[64]; };\n"
+    "BPF_HASH(jsseen, struct jsname, u8, 4096);\n"
     'BPF_TABLE("lru_hash", struct jskey, u64, jsnot, 65536);\n'
 )
 
@@ -42,6 +44,7 @@ def globs_id(globs: tuple[bytes, ...]) -> int:
     return zlib.crc32(b"\0".join(globs))
 
 
+SEEN = "jsseen"  # names of functions seen and not matched (64 bytes, NUL-padded)
 UNDECIDED = "jsundecided"  # calls whose function name could not be read (see Plan.counters)
 _UNDECIDED = "{ u32 jz = 0; u64 *jc = jsundecided.lookup(&jz); if (jc) *jc += 1; return 0; }"
 
@@ -136,7 +139,13 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     for g in f.globs:
         _glob(em, g)
     em.emit(f"if (!jok && jund) {_UNDECIDED}")
-    em.emit(f"if (!jok) {{ u64 jv = {nsi}; jsnot.update(&jk, &jv); return 0; }}")
+    # a function seen and not matched: its name is kept (4096 at most) for "closest names seen"
+    em.emit("if (!jok) {")
+    em.emit(f"    u64 jv = {nsi};")
+    em.emit("    jsnot.update(&jk, &jv);")
+    em.emit("    if (jlen > 0 && jlen <= 64) { u8 jone = 1; jsseen.update((struct jsname *)jname, &jone); }")
+    em.emit("    return 0;")
+    em.emit("}")
     if f.handoff:
         em.emit("u64 jsp = ctx->sp;")
         em.emit("jshandoff.update(&tid, &jsp);")

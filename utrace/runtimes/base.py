@@ -64,6 +64,8 @@ class Plan:
 
     `counters`: (per-CPU array of the program, warning with `{n}`): said at the end when the count is
     not 0 (hits a probe could not decide on, such as JavaScript calls whose function name was unreadable).
+    `closing`, given the events per probe label and a reader of the program's hash maps' keys (by map
+    name), returns lines to say at the end (the closest JavaScript names seen for a pattern that matched none).
     """
 
     specs: list[ProbeSpec] = field(default_factory=list)
@@ -74,6 +76,7 @@ class Plan:
     launch_env: dict[str, str] = field(default_factory=dict)
     launch_args: tuple[str, ...] = ()
     counters: tuple[tuple[str, str], ...] = ()
+    closing: Callable[[Mapping[str, int], Callable[[str], list[bytes]]], list[str]] | None = None
     launch_check: LaunchCheck | None = None
     change: TargetChange | None = None
 

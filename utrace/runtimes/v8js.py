@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from utrace.elf.boundary import check_boundary
 from utrace.elf.index import function_table
+from utrace.elf.match import close_names
 from utrace.elf.v8meta import V8MetaError, exits, v8_layout
 from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import (
@@ -42,7 +43,7 @@ from utrace.model import (
     Target,
 )
 from utrace.probes.decode import Rendered
-from utrace.probes.v8values import NOT_PASSED, UNDECIDED, globs_id
+from utrace.probes.v8values import NOT_PASSED, SEEN, UNDECIDED, globs_id
 from utrace.runtimes.base import Plan, TraceRequest
 
 TRAMPOLINE = "Builtins_InterpreterEntryTrampoline"
@@ -164,6 +165,7 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
                 ProbeSpec(name, path, off, ProbeKind.ENTRY, filters=(JsMatch(Reg("rdi"), layout, (g,), handoff=True),))
             )
     plan.refine = _without_absent(plan.refine)
+    plan.closing = _closest_seen([f"js:{g.decode()}" for g in globs])
     plan.counters += (
         (
             UNDECIDED,
@@ -207,6 +209,30 @@ def _v8_options(path: str) -> set[str]:
     except (OSError, subprocess.SubprocessError):
         return set()
     return {m.decode() for m in re.findall(rb"^\s+--([a-z0-9-]+)", out, re.M)}
+
+
+def _closest_seen(labels: list[str]) -> Callable[[Mapping[str, int], Callable[[str], list[bytes]]], list[str]]:
+    """For a pattern that matched no call: the closest names of the JavaScript functions the probes saw
+    called (and did not match) while tracing, up to 4096 of them."""
+
+    def closing(per_probe: Mapping[str, int], keys: Callable[[str], list[bytes]]) -> list[str]:
+        missing = [label for label in labels if not per_probe.get(label)]
+        if not missing:
+            return []
+        seen = sorted({k.rstrip(b"\0").decode("latin-1") for k in keys(SEEN)} - {""})
+        out = []
+        for label in missing:
+            pattern = label[3:]
+            close = close_names(pattern.replace("*", ""), seen, 5, cutoff=0.6) if seen else []
+            hint = (
+                f"; closest names of the {len(seen)} JavaScript functions seen called: {', '.join(close)}"
+                if close
+                else ""
+            )
+            out.append(f"{label} matched no JavaScript call{hint}")
+        return out
+
+    return closing
 
 
 def _without_absent(inner: Callable[[Event], Event] | None) -> Callable[[Event], Event]:
