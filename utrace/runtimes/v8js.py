@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from utrace.elf.boundary import check_boundary
 from utrace.elf.index import function_table
@@ -45,6 +45,7 @@ from utrace.model import (
 from utrace.probes.decode import Rendered
 from utrace.probes.v8values import NOT_PASSED, SEEN, UNDECIDED, globs_id
 from utrace.runtimes.base import Plan, TraceRequest
+from utrace.v8layout import V8Layout
 
 TRAMPOLINE = "Builtins_InterpreterEntryTrampoline"
 PROLOGUE = "Builtins_BaselineOutOfLinePrologue"
@@ -104,6 +105,73 @@ def _arguments(first: int) -> tuple[ArgSpec, ...]:
     )
 
 
+def _sites(path: str, ret: bool) -> _Sites:
+    """Where the probes go: the trampoline's and the prologue's entries, the trampoline's handoff jumps,
+    and (for returns) the `ret`s of the trampoline and of Builtins_BaselineLeaveFrame."""
+    t_addr, t_size, t_off = _symbol(path, TRAMPOLINE)
+    p_addr, _p_size, p_off = _symbol(path, PROLOGUE)
+    jumps, t_rets = exits(path, t_addr, t_size)
+    handoffs = [_offset(path, a, t_addr, t_size, t_off) for a in jumps]
+    rets = [(_offset(path, a, t_addr, t_size, t_off), a) for a in t_rets]
+    if ret:
+        l_addr, l_size, l_off = _symbol(path, LEAVE)
+        rets += [(_offset(path, a, l_addr, l_size, l_off), a) for a in exits(path, l_addr, l_size)[1]]
+    return _Sites((t_off, t_addr), (p_off, p_addr), handoffs, rets)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sites:
+    trampoline: tuple[int, int]  # (file offset, address)
+    prologue: tuple[int, int]
+    handoffs: list[int]
+    rets: list[tuple[int, int]]
+
+
+def _specs(request: TraceRequest, path: str, layout: V8Layout, g: bytes, sites: _Sites) -> list[ProbeSpec]:
+    """The probes of one pattern."""
+    t_off, t_addr = sites.trampoline
+    p_off, p_addr = sites.prologue
+    out: list[ProbeSpec] = []
+    name = f"js:{g.decode()}"
+    ctx = (ArgSpec("function", ArgKind.JSNAME),)
+    args = tuple(
+        ArgSpec(a.name, a.kind, a.loc, max_len=request.max_len, present_if=a.present_if) for a in _arguments(16)
+    )
+    bargs = tuple(
+        ArgSpec(a.name, a.kind, a.loc, max_len=request.max_len, present_if=a.present_if) for a in _arguments(24)
+    )
+    match = JsMatch(Reg("rdi"), layout, (g,))
+    pair = name if request.ret else ""
+    # a call's frame: the caller's frame pointer and the return address into the caller, the same
+    # at the call's entry and on the `ret` that ends it
+    out.append(
+        ProbeSpec(
+            name, path, t_off, ProbeKind.ENTRY, args, filters=(match,), context=ctx, address=t_addr,
+            pair=pair, frame=(Reg("rbp"), Stack(0)),
+        )
+    )  # fmt: skip
+    out.append(
+        ProbeSpec(
+            name, path, p_off, ProbeKind.ENTRY, bargs, filters=(JsMatch(Reg("rdi"), layout, (g,), sp_delta=-8),),
+            context=ctx, address=p_addr, pair=pair, frame=(Reg("rbp"), Stack(8)),
+        )
+    )  # fmt: skip
+    if request.ret:
+        value = (ArgSpec("value", ArgKind.JSVALUE, Reg("rax"), max_len=request.max_len),)
+        for off, addr in sites.rets:
+            out.append(
+                ProbeSpec(
+                    name, path, off, ProbeKind.EXIT, value, filters=(JsReturn(layout),), latency=True,
+                    pair=pair, frame=(Reg("rbp"), Stack(0)), address=addr,
+                )
+            )  # fmt: skip
+    for off in sites.handoffs:
+        out.append(
+            ProbeSpec(name, path, off, ProbeKind.ENTRY, filters=(JsMatch(Reg("rdi"), layout, (g,), handoff=True),))
+        )
+    return out
+
+
 def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan) -> None:
     """Add the probes of the `js:` expressions to `plan`, and the V8 flags a launched node needs."""
     path, _display = _node_file(target)
@@ -111,14 +179,7 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
         layout = v8_layout(path)
     except V8MetaError as e:
         raise TargetError(str(e)) from None
-    t_addr, t_size, t_off = _symbol(path, TRAMPOLINE)
-    p_addr, _p_size, p_off = _symbol(path, PROLOGUE)
-    jumps, t_rets = exits(path, t_addr, t_size)
-    handoffs = [_offset(path, a, t_addr, t_size, t_off) for a in jumps]
-    rets = [(_offset(path, a, t_addr, t_size, t_off), a) for a in t_rets]
-    if request.ret:
-        l_addr, l_size, l_off = _symbol(path, LEAVE)
-        rets += [(_offset(path, a, l_addr, l_size, l_off), a) for a in exits(path, l_addr, l_size)[1]]
+    sites = _sites(path, request.ret)
     globs: list[bytes] = []
     for expr in exprs:
         g = _glob(expr)
@@ -127,43 +188,7 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
         if any(globs_id((g,)) == globs_id((h,)) for h in globs):
             raise UsageError(f"{expr!r} and another pattern share a cache key: trace them one at a time")
         globs.append(g)
-        name = f"js:{g.decode()}"
-        ctx = (ArgSpec("function", ArgKind.JSNAME),)
-        args = tuple(
-            ArgSpec(a.name, a.kind, a.loc, max_len=request.max_len, present_if=a.present_if) for a in _arguments(16)
-        )
-        bargs = tuple(
-            ArgSpec(a.name, a.kind, a.loc, max_len=request.max_len, present_if=a.present_if) for a in _arguments(24)
-        )
-        match = JsMatch(Reg("rdi"), layout, (g,))
-        pair = name if request.ret else ""
-        # a call's frame: the caller's frame pointer and the return address into the caller, the same
-        # at the call's entry and on the `ret` that ends it
-        plan.specs.append(
-            ProbeSpec(
-                name, path, t_off, ProbeKind.ENTRY, args, filters=(match,), context=ctx, address=t_addr,
-                pair=pair, frame=(Reg("rbp"), Stack(0)),
-            )
-        )  # fmt: skip
-        plan.specs.append(
-            ProbeSpec(
-                name, path, p_off, ProbeKind.ENTRY, bargs, filters=(JsMatch(Reg("rdi"), layout, (g,), sp_delta=-8),),
-                context=ctx, address=p_addr, pair=pair, frame=(Reg("rbp"), Stack(8)),
-            )
-        )  # fmt: skip
-        if request.ret:
-            value = (ArgSpec("value", ArgKind.JSVALUE, Reg("rax"), max_len=request.max_len),)
-            for off, addr in rets:
-                plan.specs.append(
-                    ProbeSpec(
-                        name, path, off, ProbeKind.EXIT, value, filters=(JsReturn(layout),), latency=True,
-                        pair=pair, frame=(Reg("rbp"), Stack(0)), address=addr,
-                    )
-                )  # fmt: skip
-        for off in handoffs:
-            plan.specs.append(
-                ProbeSpec(name, path, off, ProbeKind.ENTRY, filters=(JsMatch(Reg("rdi"), layout, (g,), handoff=True),))
-            )
+        plan.specs += _specs(request, path, layout, g, sites)
     plan.refine = _without_absent(plan.refine)
     plan.closing = _closest_seen([f"js:{g.decode()}" for g in globs])
     plan.counters += (
