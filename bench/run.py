@@ -15,11 +15,13 @@ Prints ratios (utrace / incumbent) with medians of repeated runs, because these 
   (g) `utrace list NODE --json` cold and warm against `bpftrace -l` on node 20 and 26 (nodejs.org builds)
   (h) the first line of `utrace list NODE` on a terminal (a pty), cold and warm
   (i) name resolution in node 26: an alias (`uv_tcp_listen`) and globs against the plain name
+  (j) JavaScript calls counted in the kernel (js:NAME, node 22): a call-heavy loop's own time and an
+      HTTP server's time for 2,000 requests, untraced and traced
   and, for (b), the tracer's own CPU time (user + system) in a run attached by path to a separately
   started program, so the traced program's CPU (which includes the BPF programs run in its context) is
   not counted
 Usage: python bench/run.py [--calls N] [--reps N] [--only TABLE]... [--out FILE]
-  TABLE: listing stream count first many startup list-json tty names (one table: --only names)
+  TABLE: listing stream count first many startup list-json tty names js (one table: --only names)
 Node 20 and 26 come from scripts/fetch-node-official.sh 20 26; the utrace commands are timed as an
 installed utrace runs, with compiled bytecode (a PYTHONDONTWRITEBYTECODE in the environment is dropped).
 """
@@ -674,7 +676,93 @@ def bench_names(reps: int) -> list[str]:
     return lines
 
 
-TABLES = ("listing", "stream", "count", "first", "many", "startup", "list-json", "tty", "names")
+JS_HOT = """\
+let count = 0;
+function priceOf(item, qty) { count++; return qty * 2 + item.length; }
+function other(a) { return a + 1; }
+const n = Number(process.argv[2]);
+const t0 = process.hrtime.bigint();
+let s = 0;
+for (let i = 0; i < n; i++) { s += priceOf('pear', i & 1023); s = other(s) & 0xffff; }
+console.log('loop_ns ' + (process.hrtime.bigint() - t0) + ' count ' + count);
+"""
+JS_SERVER = """\
+const http = require('http');
+function handle(method, url) { return url.length; }
+const s = http.createServer((req, res) => { handle(req.method, req.url); res.end('ok'); });
+s.listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));
+"""
+JS_FLAGS = ["--maglev-filter=-priceOf", "--turbo-filter=-priceOf", "--no-turbo-inlining", "--no-maglev-inlining"]
+
+
+def _loop_s(out: str) -> float:
+    return int(re.search(r"loop_ns (\d+)", out).group(1)) / 1e9  # type: ignore[union-attr]
+
+
+def _requests_s(port: int, n: int) -> float:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    t = time.perf_counter()
+    for i in range(n):
+        conn.request("GET", f"/item/{i}")
+        conn.getresponse().read()
+    conn.close()
+    return time.perf_counter() - t
+
+
+def bench_js(calls: int, requests: int) -> list[tuple[str, float, float]]:
+    """(j) JavaScript calls counted in the kernel (node 22): the call-heavy loop's own time (measured by
+    the script) untraced, untraced with the V8 flags utrace adds, and under `utrace node js:priceOf
+    --count`; then `requests` HTTP requests to a server, untraced and traced by --pid (js:handle)."""
+    node = str(Path.home() / ".cache" / "utrace" / "realworld" / "node-22" / "bin" / "node")
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory() as d:
+        hot = Path(d) / "hot.js"
+        hot.write_text(JS_HOT)
+        run = lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        base = _loop_s(run([node, str(hot), str(calls)]))
+        rows.append((f"call-heavy loop ({calls:,} calls), untraced", base, 1.0))
+        flagged = _loop_s(run([node, *JS_FLAGS, str(hot), str(calls)]))
+        rows.append(("  untraced, with utrace's V8 flags", flagged, flagged / base))
+        traced = _loop_s(run([*UTRACE, "node", "js:priceOf", "--count", "--", node, str(hot), str(calls)]))
+        rows.append(("  utrace node js:priceOf --count", traced, traced / base))
+        if shutil.which("bpftrace"):
+            # the floor: the same two builtins probed with nothing done but a count (no name, no filter)
+            prog = (
+                f"uprobe:{node}:Builtins_InterpreterEntryTrampoline /pid == cpid/ {{ @t = count(); }} "
+                f"uprobe:{node}:Builtins_BaselineOutOfLinePrologue /pid == cpid/ {{ @b = count(); }}"
+            )
+            cmd = " ".join([node, *JS_FLAGS, str(hot), str(calls)])
+            floor = _loop_s(run(["bpftrace", "-e", prog, "-c", cmd]))
+            rows.append(("  bpftrace count() on the same two builtins (every call)", floor, floor / base))
+        srv_js = Path(d) / "server.js"
+        srv_js.write_text(JS_SERVER)
+        srv = subprocess.Popen([node, str(srv_js)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert srv.stdout is not None
+            port = int(srv.stdout.readline().split()[1])
+            _requests_s(port, 200)  # warm up
+            sbase = _requests_s(port, requests)
+            rows.append((f"HTTP server, {requests:,} requests, untraced", sbase, 1.0))
+            tr = subprocess.Popen(
+                [*UTRACE, "node", "--pid", str(srv.pid), "js:handle", "--count"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            )  # fmt: skip
+            assert tr.stderr is not None
+            while "attached" not in (tr.stderr.readline() or "attached"):
+                pass
+            straced = _requests_s(port, requests)
+            rows.append(("  traced by --pid (js:handle --count)", straced, straced / sbase))
+            tr.send_signal(signal.SIGINT)
+            tr.wait(timeout=60)
+        finally:
+            srv.kill()
+            srv.wait()
+    return rows
+
+
+TABLES = ("listing", "stream", "count", "first", "many", "startup", "list-json", "tty", "names", "js")
 
 
 def main() -> None:
@@ -747,6 +835,12 @@ def main() -> None:
     for table, fn in (("startup", bench_startup), ("list-json", bench_list_json), ("tty", bench_tty)):
         if table in only:
             lines += [*fn(startup_reps), ""]
+    if "js" in only:
+        lines += ["## (j) JavaScript functions counted in the kernel (node 22, one run)", ""]
+        lines += ["| workload | s | ratio to untraced |", "|---|---|---|"]
+        for name, t, ratio in bench_js(args.calls, 2000):
+            lines.append(f"| {name} | {t:.3f} | {ratio:.2f} |")
+        lines.append("")
     if "names" in only:
         lines += [*bench_names(startup_reps), ""]
     text = "\n".join(lines)

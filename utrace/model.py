@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from utrace.predicate import AfterEntry, Predicate
 
+from utrace.v8layout import V8Layout
+
 
 class Binding(StrEnum):
     LOCAL = "local"
@@ -169,6 +171,8 @@ class ArgKind(StrEnum):
     CSTR = "cstr"  # NUL-terminated string at a pointer
     PTRLEN_STR = "ptrlen_str"  # `length` bytes at a pointer, never reading past them
     UNAVAILABLE = "unavailable"  # known to exist but not readable from BPF (e.g. float registers)
+    JSVALUE = "jsvalue"  # a V8 tagged value, decoded in BPF (utrace.probes.v8values)
+    JSNAME = "jsname"  # the name of the JavaScript function a JsMatch filter matched
 
 
 STRING_KINDS = frozenset({ArgKind.CSTR, ArgKind.PTRLEN_STR})
@@ -235,6 +239,8 @@ class ArgSpec:
         note: why a value is UNAVAILABLE, shown instead of it.
         uncertain: why the value read may not be this argument (a C++ `this` nobody can confirm);
             None when the location is known. The event shows the value with this reason.
+        present_if: (location, n): the value exists only when the integer there is greater than n
+            (a JavaScript argument beyond the count the caller passed is not on the stack).
     """
 
     name: str
@@ -246,6 +252,7 @@ class ArgSpec:
     labels: tuple[tuple[int, str], ...] = ()
     note: str = ""
     uncertain: str | None = None
+    present_if: tuple[Location, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +280,35 @@ class PrefixFilter:
 
 
 PREFIX_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class JsMatch:
+    """Only emit when the V8 JSFunction at `function` is named by one of `globs` (`*` for any bytes).
+
+    The name is read in BPF through `layout` (utrace.probes.v8values). `handoff`: this probe sits where
+    V8 hands a call it already entered on to other code (a builtin's `jmp REG`): it emits nothing and
+    marks the call, so that the entry it leads to (`sp_delta` bytes below... see v8values) is not
+    counted twice. `sp_delta`: the stack pointer at this probe minus the stack pointer of the call's
+    first entry (-8 where the entry is a builtin called from the function's own code).
+    """
+
+    function: Location
+    layout: V8Layout
+    globs: tuple[bytes, ...]
+    handoff: bool = False
+    sp_delta: int = 0
+
+
+JS_NAME_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class JsReturn:
+    """On a return path V8 shares between all functions (the interpreter's, Sparkplug's): emit only a
+    return whose entry was seen (a start for its frame exists); its values are V8 values (`layout`)."""
+
+    layout: V8Layout
 
 
 class ProbeKind(StrEnum):
@@ -313,7 +349,7 @@ class ProbeSpec:
     args: tuple[ArgSpec, ...] = ()
     ret: ArgSpec | None = None
     ref_ctr_offset: int = 0
-    filters: tuple[Filter | PrefixFilter | Predicate | AfterEntry, ...] = ()
+    filters: tuple[Filter | PrefixFilter | Predicate | AfterEntry | JsMatch | JsReturn, ...] = ()
     latency: bool = False
     pair: str = ""
     address: int = 0

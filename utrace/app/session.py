@@ -662,7 +662,7 @@ def _trace(
     if request.command:
         # Held before exec: its pid goes into the program's filter, the probes are armed on the
         # files by path, and only then does it run its first instruction.
-        res.launched = _Held(request.command, plan.launch_env)
+        res.launched = _Held(_with_args(request.command, plan, target), plan.launch_env)
     launched = res.launched
     watch = (
         _LaunchWatch(plan.launch_check, launched.pid, options.follow, options.on_warning)
@@ -713,11 +713,33 @@ def _trace(
             from utrace.probes.slow import FULL_MAP, full_warning
 
             summary.warnings += full_warning(sum(tracer.sums(FULL_MAP).values()))
+        for counter, text in plan.counters:
+            if n := tracer.counter(counter):
+                summary.warnings.append(text.format(n=n))
+        if plan.closing is not None:
+            summary.warnings.extend(plan.closing(summary.per_probe, tracer.keys))
         summary.forked = tracer.family()[0]
         if watch is not None:
             watch.final(summary)
         # not counting a wait for the launched program to end on its own
         summary.duration_s = time.monotonic() - started
+
+
+def _with_args(argv: tuple[str, ...], plan: Plan, target: Target) -> tuple[str, ...]:
+    """The command with `plan.launch_args` after its program, when that program is the target's file."""
+    if not plan.launch_args or not argv:
+        return argv
+    import shutil
+
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0])  # the file itself, not a #! interpreter
+    try:
+        same = program is not None and os.path.samefile(program, target.exe)
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        plan.notes.append(f"{argv[0]} is not {target.exe}: it was not given " + " ".join(plan.launch_args))
+        return argv
+    return (argv[0], *plan.launch_args, *argv[1:])
 
 
 def _arm(

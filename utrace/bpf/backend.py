@@ -654,9 +654,24 @@ class Tracer:
         return n
 
     def lost(self) -> int:
-        if self._loaded is None or "lost" not in self._loaded.maps:
+        return self.counter("lost")
+
+    def counter(self, name: str) -> int:
+        """Slot 0 of the per-CPU array `name` summed over CPUs; 0 if the program has no such map."""
+        if self._loaded is None or name not in self._loaded.maps:
             return 0
-        return self._loaded.maps["lost"].sum_u64(struct.pack("<I", 0))
+        return self._loaded.maps[name].sum_u64(struct.pack("<I", 0))
+
+    def keys(self, name: str, limit: int = 4096) -> list[bytes]:
+        """The raw keys of the hash map `name` (at most `limit`); [] if the program has no such map."""
+        if self._loaded is None or name not in self._loaded.maps:
+            return []
+        out: list[bytes] = []
+        for key in self._loaded.maps[name].keys():  # noqa: SIM118 (a Map is not iterable)
+            if len(out) >= limit:
+                break
+            out.append(bytes(key))
+        return out
 
     def aggregates(self, name: str) -> dict[tuple[int, int, int], int]:
         """The per-CPU hash `name` ({probe, pid, slot} -> count) summed over CPUs; {} if absent."""

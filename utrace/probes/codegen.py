@@ -18,6 +18,8 @@ from utrace.model import (
     Deref,
     Diff,
     Filter,
+    JsMatch,
+    JsReturn,
     Location,
     PrefixFilter,
     ProbeKind,
@@ -29,6 +31,7 @@ from utrace.model import (
 from utrace.predicate import AfterEntry, Predicate
 from utrace.probes import slow
 from utrace.probes.layout import Field, fields_of
+from utrace.v8layout import V8Layout
 
 if TYPE_CHECKING:
     from utrace.probes.aggregate import Keyed
@@ -184,6 +187,8 @@ class _Emitter:
         self.fsbase_offset = fsbase_offset
         # Locations are read once per probe: the goroutine pointer feeds the frame key, goid, ...
         self.memo: dict[Location, str] = {}
+        self.js_layout: V8Layout | None = None  # set by a JsMatch filter: its captures read V8 values
+        self.paired_only = False  # set by a JsReturn filter: a return without its start is not emitted
 
     def new(self) -> str:
         self.tmp += 1
@@ -269,7 +274,7 @@ def _prefix_filter(em: _Emitter, f: PrefixFilter) -> None:
     em.emit(f"if (!{ok}) return 0;")
 
 
-def _filter(em: _Emitter, f: Filter | PrefixFilter | Predicate | AfterEntry) -> None:
+def _filter(em: _Emitter, f: Filter | PrefixFilter | Predicate | AfterEntry | JsMatch | JsReturn) -> None:
     if isinstance(f, Predicate):
         from utrace.probes.predicate_c import emit_predicate
 
@@ -279,6 +284,19 @@ def _filter(em: _Emitter, f: Filter | PrefixFilter | Predicate | AfterEntry) -> 
         return  # after the entry's time is looked up (see _probe_body)
     if isinstance(f, PrefixFilter):
         _prefix_filter(em, f)
+        return
+    if isinstance(f, JsReturn):
+        em.js_layout = f.layout
+        em.paired_only = True
+        return
+    if isinstance(f, JsMatch):
+        from utrace.probes import v8values
+
+        try:
+            v8values.emit_match(em, f)
+        except ValueError as e:
+            raise CodegenError(str(e)) from None
+        em.js_layout = f.layout
         return
     v = em.value(f.loc)
     ctype = _C_INT.get(f.kind)
@@ -291,6 +309,16 @@ def _capture(em: _Emitter, fl: Field) -> None:
     a: ArgSpec = fl.arg
     n = fl.c_name
     if a.kind is ArgKind.UNAVAILABLE:
+        return
+    if a.kind in (ArgKind.JSVALUE, ArgKind.JSNAME):
+        from utrace.probes import v8values
+
+        if em.js_layout is None:
+            raise CodegenError("a JavaScript value needs the probe's JsMatch filter (the V8 layout)")
+        if a.kind is ArgKind.JSNAME:
+            v8values.emit_name(em, n, fl.capacity)
+        else:
+            v8values.emit_value(em, em.js_layout, a, n, fl.capacity)
         return
     if a.kind in (ArgKind.CSTR, ArgKind.PTRLEN_STR):
         # Ring buffer memory is not zeroed; bytes past `_len` are never decoded.
@@ -395,9 +423,12 @@ def _struct(index: int, fields: list[Field], stack_depth: int = 0) -> list[str]:
     for fl in fields:
         if not fl.present:
             continue
-        if fl.is_string:
+        if fl.is_string or fl.arg.kind is ArgKind.JSNAME:
             out += [f"    u32 {fl.c_name}_len;", f"    u32 {fl.c_name}_flags;"]
             out.append(f"    char {fl.c_name}[{fl.capacity}];")
+        elif fl.arg.kind is ArgKind.JSVALUE:
+            out += [f"    u32 {fl.c_name}_kind;", f"    u32 {fl.c_name}_len;", f"    u64 {fl.c_name}_val;"]
+            out.append(f"    char {fl.c_name}[{2 * fl.capacity}];")
         else:
             out.append(f"    u64 {fl.c_name};")
     if stack_depth:
@@ -624,6 +655,10 @@ def _maps(specs: list[ProbeSpec], opts: Options, timing: _Timing) -> str:
         maps += f"BPF_ARRAY(family, u64, {4 if opts.exec_file is not None else 3});\n"
     if opts.exec_file is not None:
         maps += "BPF_ARRAY(exe_file, u64, 2);\n"
+    if any(isinstance(f, JsMatch) for s in specs for f in s.filters):
+        from utrace.probes.v8values import MAPS
+
+        maps += MAPS
     kept = opts.slower_than_ns is not None and opts.aggregate is Aggregate.NONE  # times kept in `slow_open`
     if any(timing.starts(s) or timing.returns(s) for s in specs) and not kept:
         maps += 'BPF_TABLE("lru_hash", struct start_key, u64, starts, 65536);\n'
@@ -686,6 +721,8 @@ def _probe_body(
         # an exit probe sits on the `ret` itself, where sp equals the entry's sp again.
         _frame_key(em, spec, pair_id, sp_adjust=8 if spec.kind is ProbeKind.RETURN else 0)
         em.emit("u64 *start = starts.lookup(&sk);")
+        if em.paired_only:
+            em.emit("if (!start) return 0;")
         em.emit("u64 latency = 0;")
         em.emit("if (start) { latency = now - *start; starts.delete(&sk); }")
         if any(isinstance(f, AfterEntry) for f in spec.filters):

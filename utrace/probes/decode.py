@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import struct
 
-from utrace.model import ArgKind, ArgSpec, Event, Frame, ProbeKind, ProbeSpec
+from utrace.model import ArgKind, ArgSpec, Event, Frame, JsMatch, ProbeKind, ProbeSpec
 from utrace.probes.codegen import BpfProgram
 from utrace.probes.layout import (
     HEADER_SIZE,
@@ -15,6 +15,7 @@ from utrace.probes.layout import (
     Field,
     event_format,
 )
+from utrace.v8layout import V8Layout
 
 _WIDTH = {
     ArgKind.U64: (64, False), ArgKind.S64: (64, True), ArgKind.U32: (32, False),
@@ -86,10 +87,20 @@ def integer(raw: int, kind: ArgKind) -> int:
     return v
 
 
-def _value(arg: ArgSpec, items: list[object], pos: int) -> tuple[object, int]:
+def _value(arg: ArgSpec, items: list[object], pos: int, layout: V8Layout | None = None) -> tuple[object, int]:
     k = arg.kind
     if k is ArgKind.UNAVAILABLE:
         return f"<unavailable: {arg.note}>" if arg.note else "<unavailable>", pos
+    if k is ArgKind.JSVALUE:
+        from utrace.probes.v8values import decode
+
+        kind, length, val, buf = items[pos : pos + 4]
+        assert isinstance(kind, int) and isinstance(length, int) and isinstance(val, int) and isinstance(buf, bytes)
+        return decode(layout, kind, length, val, buf), pos + 4
+    if k is ArgKind.JSNAME:
+        length, flags, buf = items[pos], items[pos + 1], items[pos + 2]
+        assert isinstance(length, int) and isinstance(flags, int) and isinstance(buf, bytes)
+        return Rendered(buf[: min(length, len(buf))].decode("latin-1")), pos + 3
     if k in (ArgKind.CSTR, ArgKind.PTRLEN_STR):
         length, flags, buf = items[pos], items[pos + 1], items[pos + 2]
         assert isinstance(length, int) and isinstance(flags, int) and isinstance(buf, bytes)
@@ -139,8 +150,9 @@ class Decoder:
         context: dict[str, object] = {}
         ret: object = None
         first_context = len(self.fields[index]) - len(spec.context)
+        layout = next((f.layout for f in spec.filters if isinstance(f, JsMatch)), None)
         for n, fl in enumerate(self.fields[index]):
-            value, pos = _value(fl.arg, items, pos)
+            value, pos = _value(fl.arg, items, pos, layout)
             if fl.arg.uncertain is not None and fl.arg.kind is not ArgKind.UNAVAILABLE:
                 value = Uncertain(value, fl.arg.uncertain)
             if n == 0 and spec.ret is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from utrace.model import STRING_KINDS, ArgKind, ArgSpec, ProbeSpec
+from utrace.model import JS_NAME_MAX, STRING_KINDS, ArgKind, ArgSpec, ProbeSpec
 
 HEADER_FORMAT = "<IIIIQQ16s"
 HEADER_SIZE = struct.calcsize(HEADER_FORMAT)
@@ -51,8 +51,10 @@ class Field:
     def struct_format(self) -> str:
         if not self.present:
             return ""
-        if self.is_string:
+        if self.is_string or self.arg.kind is ArgKind.JSNAME:
             return f"II{self.capacity}s"
+        if self.arg.kind is ArgKind.JSVALUE:
+            return f"IIQ{2 * self.capacity}s"
         return "Q"
 
 
@@ -64,7 +66,19 @@ def _capacity(arg: ArgSpec) -> int:
 def fields_of(spec: ProbeSpec) -> list[Field]:
     """The captured values of a probe in event order: the return value first, the arguments, the context."""
     values = ([spec.ret] if spec.ret is not None else []) + list(spec.args) + list(spec.context)
-    return [Field(f"f{i}", a, _capacity(a) if a.kind in STRING_KINDS else 0) for i, a in enumerate(values)]
+    return [Field(f"f{i}", a, _field_capacity(a)) for i, a in enumerate(values)]
+
+
+def _field_capacity(arg: ArgSpec) -> int:
+    if arg.kind in STRING_KINDS:
+        return _capacity(arg)
+    if arg.kind is ArgKind.JSNAME:
+        return JS_NAME_MAX
+    if arg.kind is ArgKind.JSVALUE:
+        from utrace.probes.v8values import capacity
+
+        return capacity(arg.max_len)
+    return 0
 
 
 def payload_format(fields: list[Field]) -> str:

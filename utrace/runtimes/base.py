@@ -59,7 +59,13 @@ class Plan:
 
     `launch_env`: variables set in a launched command's environment (full values: a runtime that adds
     to one the user set includes theirs), so that it runs with what the probes need; `launch_check`
-    then tells whether the processes it started did.
+    then tells whether the processes it started did. `launch_args` go right after a launched command's
+    program name when that program is the target's executable (V8 flags node refuses in NODE_OPTIONS).
+
+    `counters`: (per-CPU array of the program, warning with `{n}`): said at the end when the count is
+    not 0 (hits a probe could not decide on, such as JavaScript calls whose function name was unreadable).
+    `closing`, given the events per probe label and a reader of the program's hash maps' keys (by map
+    name), returns lines to say at the end (the closest JavaScript names seen for a pattern that matched none).
     """
 
     specs: list[ProbeSpec] = field(default_factory=list)
@@ -68,6 +74,9 @@ class Plan:
     needs_tls: bool = False
     only_exe: str | None = None
     launch_env: dict[str, str] = field(default_factory=dict)
+    launch_args: tuple[str, ...] = ()
+    counters: tuple[tuple[str, str], ...] = ()
+    closing: Callable[[Mapping[str, int], Callable[[str], list[bytes]]], list[str]] | None = None
     launch_check: LaunchCheck | None = None
     change: TargetChange | None = None
 

@@ -217,6 +217,19 @@ class NodeRuntime(NativeRuntime):
             raise TargetError(f"{exe} is not a Node.js executable (no libuv in it or its libraries)")
         return Target(exe=exe, modules=tuple(modules))
 
+    def plan(self, request: TraceRequest, target: Target) -> Plan:
+        from dataclasses import replace
+
+        from utrace.runtimes import v8js
+
+        js = [p for p in request.probes if v8js.is_js(p)]
+        if not js:
+            return super().plan(request, target)
+        rest = tuple(p for p in request.probes if not v8js.is_js(p))
+        plan = super().plan(replace(request, probes=rest), target) if rest else Plan()
+        v8js.plan_js(request, target, js, plan)
+        return plan
+
     def _resolve_alias(self, modules: list[ModuleSymbols], expr: str, plan: Plan) -> tuple[list[Symbol], str, bool]:
         for candidate, tcp_only in ALIASES.get(expr, []):
             found = find_functions(modules, candidate)

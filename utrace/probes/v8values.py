@@ -1,0 +1,378 @@
+"""JavaScript in BPF: a V8 function's name matched against globs, and V8 tagged values decoded.
+
+Every offset and type number comes from the binary's `v8dbg_*` constants (`utrace.v8layout.V8Layout`),
+written into the C as integers; the globs are written as byte values. Nothing read from the V8 heap is
+trusted: each object's type is checked before it is read as that type, each length is bounded, and
+a value of a shape not decoded here is sent as such (`OTHER` with its instance type), never guessed.
+
+A function's name (`SharedFunctionInfo::DebugName`, what V8's own filters and coverage use): the SFI's
+`name_or_scope_info` is the name String before the function is compiled and a ScopeInfo after. For a
+function scope V8 always reserves the function-name slot and the inferred-name slot
+(`ScopeInfo::Create`, scope-info.cc), right after the context locals' names and infos, which start at
+`v8dbg_scopeinfo_idx_first_vars`: slots first_vars + 2n (name, or Smi 0 when anonymous), + 2n + 1
+(a Smi) and + 2n + 2 (inferred name or undefined), n = context_local_count. With 75 or more context
+locals (kScopeInfoMaxInlinedLocalNamesSize) names move to a hash table: such a name is not read. The
+shape of the three slots is checked; a name that cannot be read counts as a lost event.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from typing import Protocol
+
+from utrace.model import JS_NAME_MAX, ArgSpec, JsMatch, Location
+from utrace.v8layout import V8Layout
+
+# value kinds in an event's JSVALUE field
+K_UNREAD, K_SMI, K_DOUBLE, K_ODDBALL, K_STR1, K_STR2, K_OTHER, K_ABSENT, K_STRSHAPE = range(9)
+NOT_PASSED = "<not passed>"
+MAX_INLINED_LOCALS = 75  # kScopeInfoMaxInlinedLocalNamesSize (scope-info.h)
+# the C struct member group of a JSVALUE: kind u32, length u32, value u64, bytes
+MAPS = (
+    "BPF_HASH(jshandoff, u32, u64, 16384);\nBPF_PERCPU_ARRAY(jsundecided, u64, 1);\n"
+    "struct jskey { u64 sfi; u64 globs; };\n"
+    "struct jsname { u8 s[64]; };\n"
+    "BPF_HASH(jsseen, struct jsname, u8, 4096);\n"
+    'BPF_TABLE("lru_hash", struct jskey, u64, jsnot, 65536);\n'
+)
+
+
+def globs_id(globs: tuple[bytes, ...]) -> int:
+    """The number that keys a set of globs in the `jsnot` cache (the planner refuses two sets with one)."""
+    return zlib.crc32(b"\0".join(globs))
+
+
+SEEN = "jsseen"  # names of functions seen and not matched (64 bytes, NUL-padded)
+UNDECIDED = "jsundecided"  # calls whose function name could not be read (see Plan.counters)
+_UNDECIDED = "{ u32 jz = 0; u64 *jc = jsundecided.lookup(&jz); if (jc) *jc += 1; return 0; }"
+
+
+class Emitter(Protocol):
+    def new(self) -> str: ...
+    def emit(self, line: str) -> None: ...
+    def value(self, loc: Location) -> str: ...
+
+
+def _i(n: int) -> str:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ValueError(f"not an integer: {n!r}")
+    return f"{n}LL" if n < 0 else f"{n}ULL"
+
+
+def _read(em: Emitter, size: int, addr: str) -> str:
+    v = em.new()
+    em.emit(f"u64 {v} = 0;")
+    em.emit(f"bpf_probe_read_user(&{v}, {size}, (void *)({addr}));")
+    return v
+
+
+def _is_heap(L: V8Layout, v: str) -> str:
+    return f"(({v} & {_i(L.heap_object_tag_mask)}) == {_i(L.heap_object_tag)})"
+
+
+def _type_of(em: Emitter, L: V8Layout, obj: str) -> str:
+    """The instance type of a heap object (0xffff when it is not one or cannot be read)."""
+    t = em.new()
+    em.emit(f"u64 {t} = 0xffff;")
+    em.emit(f"if {_is_heap(L, obj)} {{")
+    m = _read(em, 8, f"{obj} + {_i(L.map)}")
+    em.emit(f"    if ({m} && bpf_probe_read_user(&{t}, 2, (void *)({m} + {_i(L.instance_type)})) < 0) {t} = 0xffff;")
+    em.emit("}")
+    return t
+
+
+def _seq_one_byte(L: V8Layout, t: str) -> str:
+    return (
+        f"({t} < {_i(L.first_nonstring_type)} && ({t} & {_i(L.string_repr_mask)}) == {_i(L.seq_tag)} && "
+        f"({t} & {_i(L.string_encoding_mask)}) == {_i(L.one_byte_tag)})"
+    )
+
+
+def emit_match(em: Emitter, f: JsMatch) -> None:
+    """Statements that return 0 unless the function's name matches; a name not read is a loss."""
+    L = f.layout
+    if not f.globs or any(not g or len(g) > JS_NAME_MAX for g in f.globs):
+        raise ValueError(f"JavaScript name patterns must be 1 to {JS_NAME_MAX} bytes")
+    fn = em.value(f.function)
+    em.emit(f"if (!{_is_heap(L, fn)}) return 0;")
+    sfi = _read(em, 8, f"{fn} + {_i(L.jsfunction_shared)}")
+    nsi = _read(em, 8, f"{sfi} + {_i(L.sfi_name_or_scope_info)}")
+    # Functions known not to match, by SharedFunctionInfo address: valid while that SFI still holds the
+    # same name-or-ScopeInfo pointer (an SFI that moved has another address; one that took a freed
+    # address holds its own name or ScopeInfo). Only "no" is cached: a match reads the name for the event.
+    em.emit(f"struct jskey jk = {{ .sfi = {sfi}, .globs = {_i(globs_id(f.globs))} }};")
+    em.emit("u64 *jknown = jsnot.lookup(&jk);")
+    em.emit(f"if (jknown && *jknown == {nsi}) return 0;")
+    t = _type_of(em, L, nsi)
+    em.emit("u64 jc1 = 0, jc2 = 0;")  # the name, then the inferred name
+    em.emit("int jbad = 0;")
+    # a Smi there is V8's kNoSharedNameSentinel (0): a function without a name of its own
+    em.emit(f"if (!{_is_heap(L, nsi)}) {{ if ({nsi}) jbad = 1; }}")
+    em.emit(f"else if ({t} < {_i(L.first_nonstring_type)}) {{ jc1 = {nsi}; }}")
+    em.emit(f"else if ({t} == {_i(L.scope_info_type)}) {{")
+    n = _read(em, 8, f"{nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_ncontextlocals)}")
+    em.emit(f"    u64 jn = {n} >> {L.smi_shift};")
+    em.emit(f"    if (({n} & {_i(L.smi_tag_mask)}) || jn >= {MAX_INLINED_LOCALS}) jbad = 1;")
+    em.emit("    else {")
+    em.emit("        u64 js3[3] = {};")
+    em.emit(
+        f"        if (bpf_probe_read_user(js3, 24, (void *)({nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_first_vars)}"
+        " + 16 * jn)) < 0) jbad = 1;"
+    )
+    # slot 2 is the inferred name (function scopes) or already a position (Smi): no inferred name
+    em.emit(f"        else if (js3[1] & {_i(L.smi_tag_mask)}) jbad = 1;")
+    em.emit(
+        f"        else {{ if ({_is_heap(L, 'js3[0]')}) jc1 = js3[0]; else if (js3[0]) jbad = 1;"
+        f" if ({_is_heap(L, 'js3[2]')}) jc2 = js3[2]; }}"
+    )
+    em.emit("    }")
+    em.emit("} else { jbad = 1; }")
+    em.emit(f"if (jbad) {_UNDECIDED}")
+    # the name: jc1 when it is a non-empty string, else the inferred name when it is a string
+    em.emit("u8 jname[128] = {};")
+    em.emit("s64 jlen = 0;")
+    for cand in ("jc1", "jc2"):
+        _name_string(em, L, cand)
+    em.emit("int jok = 0, jund = 0;")
+    for g in f.globs:
+        _glob(em, g)
+    em.emit(f"if (!jok && jund) {_UNDECIDED}")
+    # a function seen and not matched: its name is kept (4096 at most) for "closest names seen"
+    em.emit("if (!jok) {")
+    em.emit(f"    u64 jv = {nsi};")
+    em.emit("    jsnot.update(&jk, &jv);")
+    em.emit("    if (jlen > 0 && jlen <= 64) { u8 jone = 1; jsseen.update((struct jsname *)jname, &jone); }")
+    em.emit("    return 0;")
+    em.emit("}")
+    if f.handoff:
+        em.emit("u64 jsp = ctx->sp;")
+        em.emit("jshandoff.update(&tid, &jsp);")
+        em.emit("return 0;")
+        return
+    em.emit("u64 *jh = jshandoff.lookup(&tid);")
+    em.emit("if (jh) {")
+    em.emit("    u64 jhv = *jh;")
+    em.emit("    jshandoff.delete(&tid);")
+    em.emit(f"    if (jhv == ctx->sp - {_i(f.sp_delta)}) return 0;")  # the same call, entered again
+    em.emit("}")
+
+
+def _name_string(em: Emitter, L: V8Layout, cand: str) -> None:
+    """When no name is read yet and `cand` is a string: read it into `jname`/`jlen`. A flat one-byte
+    string, or a cons of two of them (inferred names such as `Cart.add` are built that way); any other
+    string is undecided."""
+    ct = _type_of(em, L, cand)
+    em.emit(f"if (jlen == 0 && {cand} && {ct} < {_i(L.first_nonstring_type)}) {{")
+    em.emit(f"    u64 h1 = {cand}, h2 = 0;")
+    em.emit(f"    if (({ct} & {_i(L.string_repr_mask)}) == {_i(L.cons_tag)}) {{")
+    em.emit(f"        bpf_probe_read_user(&h1, 8, (void *)({cand} + {_i(L.cons_first)}));")
+    em.emit(f"        bpf_probe_read_user(&h2, 8, (void *)({cand} + {_i(L.cons_second)}));")
+    em.emit("    }")
+    t1 = _type_of(em, L, "h1")
+    t2 = _type_of(em, L, "h2")
+    em.emit(f"    if (!{_seq_one_byte(L, t1)} || (h2 && !{_seq_one_byte(L, t2)})) {{ {_UNDECIDED} }}")
+    l1, l2 = em.new(), em.new()
+    em.emit(f"    u64 {l1} = 0, {l2} = 0;")
+    em.emit(f"    bpf_probe_read_user(&{l1}, 4, (void *)(h1 + {_i(L.string_length)}));")
+    em.emit(f"    if (h2) bpf_probe_read_user(&{l2}, 4, (void *)(h2 + {_i(L.string_length)}));")
+    em.emit(f"    {l1} = (u32){l1}; {l2} = (u32){l2};")
+    em.emit(f"    if ({l1} > 0x3fffffff || {l2} > 0x3fffffff) {{ {_UNDECIDED} }}")
+    em.emit(f"    jlen = (s64)({l1} + {l2});")
+    em.emit(f"    u64 k = {l1} > {JS_NAME_MAX} ? {JS_NAME_MAX} : {l1};")
+    em.emit(
+        f"    if (k > 0 && k <= {JS_NAME_MAX}) "
+        f"bpf_probe_read_user(jname, k, (void *)(h1 + {_i(L.seq_one_byte_chars)}));"
+    )
+    em.emit(f"    u64 k2 = {JS_NAME_MAX} - k; if (k2 > {l2}) k2 = {l2};")
+    em.emit(f"    if (h2 && k < {JS_NAME_MAX} && k2 > 0 && k2 < {JS_NAME_MAX}) ")
+    em.emit(
+        f"        bpf_probe_read_user(jname + (k & {JS_NAME_MAX - 1}), k2 & {JS_NAME_MAX - 1}, "
+        f"(void *)(h2 + {_i(L.seq_one_byte_chars)}));"
+    )
+    em.emit("}")
+
+
+def _glob(em: Emitter, glob: bytes) -> None:
+    """`jok = 1` when `jname`/`jlen` matches; `jund = 1` when the name is too long to decide."""
+    parts = glob.split(b"*")
+    head, tail, middle = parts[0], parts[-1] if len(parts) > 1 else b"", parts[1:-1]
+    if len(parts) == 1:  # no star: the whole name, which fits the buffer whenever it is that long
+        cond = [f"jlen == {len(head)}"] + [f"jname[{i}] == {b}" for i, b in enumerate(head)]
+        em.emit(f"if ({' && '.join(cond)}) jok = 1;")
+        return
+    need = len(head) + len(tail) + sum(len(m) for m in middle)
+    em.emit("{")
+    em.emit(f"    int m = jlen >= {need};")
+    for i, b in enumerate(head):
+        em.emit(f"    if (m && jname[{i}] != {b}) m = 0;")
+    if tail or middle:
+        em.emit(f"    if (m && jlen > {JS_NAME_MAX}) {{ m = 0; jund = 1; }}")
+    if tail:
+        em.emit(f"    s64 te = jlen - {len(tail)};")
+        for i, b in enumerate(tail):
+            em.emit(f"    if (m && jname[(te + {i}) & 63] != {b}) m = 0;")
+    else:
+        em.emit("    s64 te = jlen;")
+    em.emit(f"    s64 at = {len(head)};")
+    for seg in middle:
+        if not seg:
+            continue
+        em.emit("    if (m) {")
+        em.emit("        int found = 0;")
+        em.emit(f"        for (int p = 0; p <= {JS_NAME_MAX - len(seg)}; p++) {{")
+        em.emit(f"            if (found || p < at || p + {len(seg)} > te) continue;")
+        em.emit("            int eq = 1;")
+        for i, b in enumerate(seg):
+            em.emit(f"            if (jname[(p + {i}) & 63] != {b}) eq = 0;")
+        em.emit(f"            if (eq) {{ found = 1; at = p + {len(seg)}; }}")
+        em.emit("        }")
+        em.emit("        if (!found) m = 0;")
+        em.emit("    }")
+    em.emit("    if (m) jok = 1;")
+    em.emit("}")
+
+
+def emit_name(em: Emitter, field: str, capacity: int) -> None:
+    """Copy the matched function's name (from `emit_match`) into `e->FIELD` (a string field)."""
+    em.emit(f"e->{field}_len = jlen < 0 ? 0 : (u32)jlen;")
+    em.emit(f"e->{field}_flags = jlen > {min(capacity, JS_NAME_MAX)} ? 2 : 0;")
+    em.emit(f"__builtin_memcpy(e->{field}, jname, {min(capacity, JS_NAME_MAX)});")
+
+
+def emit_value(em: Emitter, L: V8Layout, arg: ArgSpec, field: str, capacity: int) -> None:
+    """Decode the tagged value at `arg.loc` into `e->FIELD_kind/_len/_val` and the bytes `e->FIELD`."""
+    em.emit(f"e->{field}_kind = {K_UNREAD}; e->{field}_len = 0; e->{field}_val = 0;")
+    if arg.present_if is not None:
+        cnt = em.value(arg.present_if[0])
+        em.emit(f"if ((s64){cnt} <= {_i(arg.present_if[1])}) {{ e->{field}_kind = {K_ABSENT}; }} else {{")
+    else:
+        em.emit("{")
+    v = em.value(arg.loc)
+    em.emit(f"if (({v} & {_i(L.smi_tag_mask)}) == 0) {{ e->{field}_kind = {K_SMI}; e->{field}_val = {v}; }}")
+    em.emit(f"else if {_is_heap(L, v)} {{")
+    t = _type_of(em, L, v)
+    em.emit(f"    if ({t} == {_i(L.heap_number_type)}) {{")
+    em.emit(f"        if (bpf_probe_read_user(&e->{field}_val, 8, (void *)({v} + {_i(L.heap_number_value)})) == 0)")
+    em.emit(f"            e->{field}_kind = {K_DOUBLE};")
+    em.emit(f"    }} else if ({t} == {_i(L.oddball_type)}) {{")
+    em.emit(f"        if (bpf_probe_read_user(&e->{field}_val, 8, (void *)({v} + {_i(L.oddball_kind)})) == 0)")
+    em.emit(f"            e->{field}_kind = {K_ODDBALL};")
+    em.emit(f"    }} else if ({t} < {_i(L.first_nonstring_type)}) {{")
+    _string(em, L, v, t, field, capacity)
+    em.emit("    } else {")
+    em.emit(f"        e->{field}_kind = {K_OTHER}; e->{field}_val = {t};")
+    em.emit("    }")
+    em.emit("}")
+    em.emit("}")
+
+
+def _string(em: Emitter, L: V8Layout, v: str, t: str, field: str, capacity: int) -> None:
+    """A string: sequential, or thin/sliced over a sequential one, or a cons whose halves are sequential
+    (the first `capacity` bytes of first + second). Any other shape: K_STRSHAPE with its type."""
+    s, st, off, ln = em.new(), em.new(), em.new(), em.new()
+    em.emit(f"u64 {s} = {v}, {st} = {t}, {off} = 0, {ln} = 0;")
+    em.emit(f"bpf_probe_read_user(&{ln}, 4, (void *)({v} + {_i(L.string_length)}));")
+    em.emit(f"{ln} = (u32){ln};")
+    em.emit(f"e->{field}_len = (u32){ln};")
+    em.emit(f"u64 rep = {st} & {_i(L.string_repr_mask)};")
+    em.emit(f"if (rep == {_i(L.thin_tag)}) bpf_probe_read_user(&{s}, 8, (void *)({v} + {_i(L.thin_actual)}));")
+    em.emit(f"if (rep == {_i(L.sliced_tag)}) {{")
+    em.emit(f"    bpf_probe_read_user(&{s}, 8, (void *)({v} + {_i(L.sliced_parent)}));")
+    em.emit(f"    bpf_probe_read_user(&{off}, 8, (void *)({v} + {_i(L.sliced_offset)}));")
+    em.emit(f"    {off} = ({off} & {_i(L.smi_tag_mask)}) ? 0xffffffff : {off} >> {L.smi_shift};")
+    em.emit("}")
+    em.emit(f"u64 s2 = 0, l1 = {ln};")
+    em.emit(f"if (rep == {_i(L.cons_tag)}) {{")
+    em.emit(f"    bpf_probe_read_user(&{s}, 8, (void *)({v} + {_i(L.cons_first)}));")
+    em.emit(f"    bpf_probe_read_user(&s2, 8, (void *)({v} + {_i(L.cons_second)}));")
+    em.emit(f"    l1 = 0; bpf_probe_read_user(&l1, 4, (void *)({s} + {_i(L.string_length)})); l1 = (u32)l1;")
+    em.emit("}")
+    t2 = _type_of(em, L, s)
+    em.emit(f"u64 t2r = {t2} & {_i(L.string_repr_mask)};")
+    em.emit(f"if ({t2} >= {_i(L.first_nonstring_type)} || t2r != {_i(L.seq_tag)} || {off} > 0x3fffffff) {{")
+    em.emit(f"    e->{field}_kind = {K_STRSHAPE}; e->{field}_val = {st};")
+    em.emit("} else {")
+    em.emit(f"    int one = ({t2} & {_i(L.string_encoding_mask)}) == {_i(L.one_byte_tag)};")
+    em.emit("    u64 unit = one ? 1 : 2;")
+    em.emit(f"    u64 base = {s} + (one ? {_i(L.seq_one_byte_chars)} : {_i(L.seq_two_byte_chars)}) + {off} * unit;")
+    em.emit(f"    u64 k = l1 * unit; if (k > {capacity}) k = {capacity};")
+    em.emit(f"    if (k > 0 && k <= {capacity}) bpf_probe_read_user(e->{field}, k, (void *)base);")
+    em.emit(f"    e->{field}_kind = one ? {K_STR1} : {K_STR2};")
+    em.emit(f"    e->{field}_val = k;")
+    # the second half of a cons: only when it is sequential with the same encoding
+    em.emit(f"    if (rep == {_i(L.cons_tag)} && k < {capacity} && k < {ln} * unit) {{")
+    t3 = _type_of(em, L, "s2")
+    em.emit(
+        f"        if ({t3} < {_i(L.first_nonstring_type)} && ({t3} & {_i(L.string_repr_mask)}) == {_i(L.seq_tag)} && "
+        f"(({t3} & {_i(L.string_encoding_mask)}) == {_i(L.one_byte_tag)}) == one) {{"
+    )
+    em.emit(f"            u64 k2 = {capacity} - k;")
+    em.emit(f"            if (k2 > ({ln} - l1) * unit) k2 = ({ln} - l1) * unit;")
+    em.emit(f"            if (k < {capacity} && k2 > 0 && k2 < {capacity}) {{")
+    em.emit(f"                bpf_probe_read_user(e->{field} + (k & {capacity - 1}), k2 & {capacity - 1},")
+    em.emit(f"                    (void *)(s2 + (one ? {_i(L.seq_one_byte_chars)} : {_i(L.seq_two_byte_chars)})));")
+    em.emit(f"                e->{field}_val = k + k2;")
+    em.emit("            }")
+    em.emit("        } else {")
+    em.emit(f"            e->{field}_kind = {K_STRSHAPE}; e->{field}_val = {st};")
+    em.emit("        }")
+    em.emit("    }")
+    em.emit("}")
+
+
+def capacity(max_len: int) -> int:
+    """Bytes of a JSVALUE's string (a power of two: the second half of a cons is masked into it;
+    the event's buffer is twice that, so a masked write never leaves it)."""
+    n = max(8, min(int(max_len), 4096))
+    return 1 << (n - 1).bit_length()
+
+
+def decode(layout: V8Layout | None, kind: int, length: int, val: int, buf: bytes) -> object:
+    """The Python value shown for a JSVALUE field."""
+    from utrace.probes.decode import Rendered, StringValue
+
+    if kind == K_SMI:
+        v = (val & (1 << 64) - 1) >> (layout.smi_shift if layout else 32)
+        return v - (1 << 32) if v >= 1 << 31 else v
+    if kind == K_DOUBLE:
+        d = struct.unpack("<d", struct.pack("<Q", val & (1 << 64) - 1))[0]
+        if math.isfinite(d) and d == int(d) and abs(d) < 1 << 53:
+            return Rendered(str(int(d)))
+        return Rendered(
+            repr(d) if math.isfinite(d) else ("NaN" if math.isnan(d) else ("Infinity" if d > 0 else "-Infinity"))
+        )
+    if kind == K_ODDBALL:
+        names = {}
+        if layout is not None:
+            names = {
+                layout.oddball_false: "false",
+                layout.oddball_true: "true",
+                layout.oddball_null: "null",
+                layout.oddball_undefined: "undefined",
+            }
+        # Oddball::kind is a Smi (value in the upper half) in the V8s with 8-byte tagged values
+        kind_value = val >> 32 if val & 0xFFFFFFFF == 0 else val & 0xFFFFFFFF
+        return Rendered(names.get(kind_value, f"<oddball kind {kind_value}>"))
+    if kind in (K_STR1, K_STR2):
+        got = buf[: max(0, min(val, len(buf)))]
+        text = got.decode("latin-1") if kind == K_STR1 else got[: len(got) & ~1].decode("utf-16-le", "replace")
+        s = StringValue(text)
+        s.full_length = length
+        s.truncated = len(text) < length
+        return s
+    if kind == K_ABSENT:
+        return Rendered(NOT_PASSED)
+    if kind == K_OTHER:
+        t = val & 0xFFFF
+        if layout is not None and t == layout.js_array_type:
+            return Rendered("Array")
+        if layout is not None and t == layout.js_function_type:
+            return Rendered("Function")
+        if layout is not None and t == layout.js_object_type:
+            return Rendered("Object{}")
+        return Rendered(f"<object, V8 instance type {t}>")
+    if kind == K_STRSHAPE:
+        return Rendered(f"<string of a shape not read, V8 instance type {val & 0xFFFF}>")
+    return Rendered("<unreadable>")

@@ -1,0 +1,63 @@
+"""The layout of a V8 heap as one binary's V8 has it: plain data, read by `utrace.elf.v8meta` from the
+binary's `v8dbg_*` constants and used by the probes that read JavaScript values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class V8Layout:
+    """What utrace reads from a V8 heap, as this binary's V8 lays it out (byte offsets into objects,
+    already corrected for the heap-object tag: add them to a tagged pointer)."""
+
+    heap_object_tag: int
+    heap_object_tag_mask: int
+    smi_tag_mask: int
+    smi_shift: int  # SmiShiftSize + SmiTagSize: a Smi's value is the word >> smi_shift
+    tagged_size: int
+    map: int  # HeapObject.map
+    instance_type: int  # Map.instance_type (u16)
+    first_nonstring_type: int
+    string_repr_mask: int
+    string_encoding_mask: int
+    seq_tag: int
+    cons_tag: int
+    thin_tag: int
+    sliced_tag: int
+    one_byte_tag: int
+    jsfunction_shared: int
+    sfi_name_or_scope_info: int
+    sfi_script: int
+    string_length: int  # i32
+    seq_one_byte_chars: int
+    seq_two_byte_chars: int
+    cons_first: int
+    cons_second: int
+    thin_actual: int
+    sliced_parent: int
+    sliced_offset: int
+    heap_number_value: int
+    oddball_kind: int
+    script_name: int
+    scope_info_type: int
+    heap_number_type: int
+    oddball_type: int
+    js_function_type: int
+    js_array_type: int
+    js_object_type: int
+    scopeinfo_first_vars: int  # index (in tagged slots after the map) of ScopeInfo's variable part
+    scopeinfo_ncontextlocals: int
+    oddball_false: int
+    oddball_true: int
+    oddball_null: int
+    oddball_undefined: int
+    map_constructor: int  # Map.constructor_or_back_pointer
+    js_array_length: int | None  # JSArray.length (a Smi); None when the binary does not say
+    fp_function: int  # frame pointer offset of the JSFunction slot in a JS frame
+    jsfunction_code: int | None  # JSFunction.code (V8 >= 11.x with Code objects), None when absent
+    code_flags: int | None  # Code.flags (u32) and its kind field
+    code_kind_mask: int
+    code_kind_shift: int
+    code_kind_baseline: int
+    code_kind_interpreted: int
