@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "utrace"
 
 # Lowest first. A module is placed by the longest prefix of its dotted name found here.
 LAYERS: list[list[str]] = [
-    ["utrace", "utrace.model", "utrace.predicate", "utrace.errors"],
+    ["utrace", "utrace.model", "utrace.predicate", "utrace.v8layout", "utrace.errors"],
     ["utrace.store", "utrace.process.procfs"],
     ["utrace.elf", "utrace.probes"],
     ["utrace.process", "utrace.bpf"],
