@@ -229,3 +229,32 @@ def test_debian_node18_is_refused_with_the_reason() -> None:
     assert p.returncode != 0
     assert "no Builtins_InterpreterEntryTrampoline symbol" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+SLOW = """\
+function work(n) { let s = 0; for (let i = 0; i < n; i++) s += i; return s; }
+let slow = 0;
+for (let k = 0; k < 3000; k++) {
+  const n = k % 300 === 0 ? 2e7 : 10;
+  const t = process.hrtime.bigint();
+  work(n);
+  if (process.hrtime.bigint() - t >= 5000000n) slow++;
+}
+console.log("slow " + slow);
+"""
+
+
+@pytest.mark.parametrize("major", (20, 26))
+def test_slower_than_counts_the_calls_the_program_timed_as_slow(major: int, tmp_path: Path) -> None:
+    """--slower-than on a JS function (interpreted, then Sparkplug code): the kernel keeps each call's entry
+    until its return and counts only the slow ones; the program times each call itself. V8's hand-off
+    sites are not called "inlined copies" in a note (JS has none)."""
+    node = official(major)
+    script = tmp_path / "slow.js"
+    script.write_text(SLOW)
+    p = run_utrace("node", "js:work", "--slower-than", "5ms", "--count", "--", str(node), str(script), timeout=300)
+    assert p.returncode == 0, p.stderr
+    slow = int(re.search(r"^slow (\d+)$", p.stdout, re.M).group(1))  # type: ignore[union-attr]
+    counted = re.search(r"^js:work\s+\d+\s+(\d+)$", p.stdout, re.M)
+    assert slow >= 9 and counted is not None and int(counted.group(1)) == slow, (p.stdout, p.stderr)
+    assert "inlined copies" not in p.stderr
