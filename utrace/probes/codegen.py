@@ -170,6 +170,26 @@ class BpfProgram:
     tracepoints: list[tuple[str, str]] = field(default_factory=list)
 
 
+def words_differ(buf: str, data: bytes) -> str:
+    """A C expression that is 0 exactly when the first len(data) bytes of `buf` (an array of u64) are `data`.
+
+    Eight bytes at a time (little-endian words, the last one masked), folded with XOR/OR into one test: a
+    `==` per byte is a branch in BPF, and the verifier walks the branches of several compares as separate
+    states (two 16-byte prefixes exceeded its limit, E2BIG), while one term per byte made clang spill past
+    the 512-byte stack.
+    """
+    if not data:
+        return "0"
+    terms = []
+    for i in range(0, len(data), 8):
+        chunk = data[i : i + 8]
+        word = f"{buf}[{i // 8}]"
+        if len(chunk) < 8:
+            word = f"({word} & {_int((1 << (8 * len(chunk))) - 1)})"
+        terms.append(f"({word} ^ {_int(int.from_bytes(chunk, 'little'))})")
+    return " | ".join(terms)
+
+
 def _int(n: int) -> str:
     if not isinstance(n, int) or isinstance(n, bool):
         raise CodegenError(f"not an integer: {n!r}")
@@ -259,18 +279,7 @@ def _prefix_filter(em: _Emitter, f: PrefixFilter) -> None:
     em.emit(f"if (bpf_probe_read_user({buf}, {k}, (void *){p}) < 0) return 0;")
     em.emit(f"int {ok} = 0;")
     for prefix in f.prefixes:
-        # Eight bytes at a time (little-endian words, the last one masked), folded with XOR/OR into one
-        # test per prefix: a `==` per byte is a branch in BPF, and the verifier walks the branches of
-        # several prefixes as separate states (two 16-byte prefixes exceeded its limit, E2BIG), while
-        # one term per byte made clang spill past the 512-byte stack.
-        terms = []
-        for i in range(0, len(prefix), 8):
-            chunk = prefix[i : i + 8]
-            word = f"{buf}[{i // 8}]"
-            if len(chunk) < 8:
-                word = f"({word} & {_int((1 << (8 * len(chunk))) - 1)})"
-            terms.append(f"({word} ^ {_int(int.from_bytes(chunk, 'little'))})")
-        em.emit(f"if ({want} >= {len(prefix)} && ({' | '.join(terms)}) == 0) {ok} = 1;")
+        em.emit(f"if ({want} >= {len(prefix)} && ({words_differ(buf, prefix)}) == 0) {ok} = 1;")
     em.emit(f"if (!{ok}) return 0;")
 
 

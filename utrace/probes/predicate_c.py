@@ -30,7 +30,7 @@ from utrace.predicate import (
     StrOp,
     StrTest,
 )
-from utrace.probes.codegen import _C_INT, CodegenError, _int
+from utrace.probes.codegen import _C_INT, CodegenError, _int, words_differ
 
 COMM_LEN = 16
 
@@ -88,20 +88,6 @@ def _intexpr(em: Emitter, e: IntExpr) -> str:
     raise CodegenError(f"unknown integer node {e!r}")
 
 
-def _words(buf: str, data: bytes) -> str:
-    """A C expression that is 0 exactly when the first len(data) bytes of `buf` (u64 words) are `data`."""
-    if not data:
-        return "0"
-    terms = []
-    for i in range(0, len(data), 8):
-        chunk = data[i : i + 8]
-        word = f"{buf}[{i // 8}]"
-        if len(chunk) < 8:
-            word = f"({word} & {_int((1 << (8 * len(chunk))) - 1)})"
-        terms.append(f"({word} ^ {_int(int.from_bytes(chunk, 'little'))})")
-    return " | ".join(terms)
-
-
 def _string(em: Emitter, t: StrTest) -> str:
     if len(t.value) > STRING_MAX:
         raise CodegenError(f"string constants are at most {STRING_MAX} bytes")
@@ -150,9 +136,8 @@ def _ptrlen(em: Emitter, t: StrTest, s: StrArg, out: str) -> None:
         em.emit(f"    if ({p} != 0 && {size}) {{")
         em.emit(f"        u64 {buf}[{words}] = {{}};")
         match = "!=" if t.op is StrOp.NE else "=="
-        em.emit(
-            f"        if (bpf_probe_read_user({buf}, {n}, {at}) == 0 && ({_words(buf, t.value)}) {match} 0) {out} = 1;"
-        )
+        differ = words_differ(buf, t.value)
+        em.emit(f"        if (bpf_probe_read_user({buf}, {n}, {at}) == 0 && ({differ}) {match} 0) {out} = 1;")
         em.emit("    }")
     em.emit("}")
 
@@ -173,7 +158,7 @@ def _cstr(em: Emitter, t: StrTest, s: StrArg, out: str) -> None:
     em.emit(f"    u64 {buf}[{(size + 7) // 8}] = {{}};")
     em.emit(f"    long {r} = bpf_probe_read_user_str({buf}, {size}, (void *){p});")
     match = "!=" if t.op is StrOp.NE else "=="
-    em.emit(f"    if ({r} > 0 && ({_words(buf, data)}) {match} 0) {out} = 1;")
+    em.emit(f"    if ({r} > 0 && ({words_differ(buf, data)}) {match} 0) {out} = 1;")
     em.emit("}")
 
 
@@ -189,5 +174,5 @@ def _comm(em: Emitter, t: StrTest, out: str) -> None:
     em.emit(f"    u64 {buf}[{COMM_LEN // 8}] = {{}};")
     em.emit(f"    bpf_get_current_comm({buf}, {COMM_LEN});")
     match = "!=" if t.op is StrOp.NE else "=="
-    em.emit(f"    if (({_words(buf, data)}) {match} 0) {out} = 1;")
+    em.emit(f"    if (({words_differ(buf, data)}) {match} 0) {out} = 1;")
     em.emit("}")
