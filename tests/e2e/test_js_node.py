@@ -258,3 +258,30 @@ def test_slower_than_counts_the_calls_the_program_timed_as_slow(major: int, tmp_
     counted = re.search(r"^js:work\s+\d+\s+(\d+)$", p.stdout, re.M)
     assert slow >= 9 and counted is not None and int(counted.group(1)) == slow, (p.stdout, p.stderr)
     assert "inlined copies" not in p.stderr
+
+
+MANY = """\
+function six(a, b, c, d, e, f) { return a; }
+for (let i = 0; i < 3000; i++) {
+  const n = i % 7;
+  const args = [i, 2.5, "x", true, null, 6].slice(0, n);
+  six(...args);
+  console.log("passed " + n + " " + i);
+}
+"""
+
+
+@pytest.mark.parametrize("major", (20, 26))
+def test_each_call_says_how_many_arguments_it_passed(major: int, tmp_path: Path) -> None:
+    """Only the first arguments are captured; `nargs` says how many the call passed, equal to the program's
+    own line for each call (interpreted, then Sparkplug code), so a call with more is never shown as if
+    it had only those."""
+    node = official(major)
+    script = tmp_path / "many.js"
+    script.write_text(MANY)
+    p = run_utrace("node", "js:six", "--json", "--buffer-mb", "64", "--", str(node), str(script), timeout=300)
+    assert p.returncode == 0, p.stderr
+    passed = [(int(n), int(i)) for n, i in re.findall(r"^passed (\d+) (\d+)$", p.stdout, re.M)]
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith('{"kind": "call"')]
+    assert len(passed) == 3000 and [e["context"]["nargs"] for e in events] == [n for n, _ in passed]
+    assert [e["args"]["arg0"] for e, (n, _) in zip(events, passed, strict=True) if n] == [i for n, i in passed if n]

@@ -33,6 +33,8 @@ from utrace.model import (
     JS_NAME_MAX,
     ArgKind,
     ArgSpec,
+    Const,
+    Diff,
     Event,
     JsMatch,
     JsReturn,
@@ -133,7 +135,9 @@ def _specs(request: TraceRequest, path: str, layout: V8Layout, g: bytes, sites: 
     p_off, p_addr = sites.prologue
     out: list[ProbeSpec] = []
     name = f"js:{g.decode()}"
-    ctx = (ArgSpec("function", ArgKind.JSNAME),)
+    # how many arguments the call passed (V8's count in rax includes the receiver): only MAX_ARGS are shown,
+    # so an event says when there were more
+    ctx = (ArgSpec("function", ArgKind.JSNAME), ArgSpec("nargs", ArgKind.S64, Diff(Reg("rax"), Const(1))))
     args = tuple(
         ArgSpec(a.name, a.kind, a.loc, max_len=request.max_len, present_if=a.present_if) for a in _arguments(16)
     )
