@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +88,23 @@ class Background:
     def finish(self, timeout: float = 60) -> tuple[str, str, int]:
         out, err = self.proc.communicate(timeout=timeout)
         return out, "".join(self.err_lines) + err, self.proc.returncode
+
+    def interrupt(self, settle: float = 0.0, timeout: float = 60) -> tuple[str, str, int]:
+        """Ctrl-C after `settle` seconds (for the last events to be read), then what `finish` gives."""
+        time.sleep(settle)
+        self.proc.send_signal(signal.SIGINT)
+        return self.finish(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.kill()
 
 
 @pytest.fixture

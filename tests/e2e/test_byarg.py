@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -239,8 +238,7 @@ def test_postgres_query_texts_counted_as_the_server_logs_them(
     proc, bindir, sock, log = postgres
     args = ["native", str(bindir / "postgres"), "postgresql:query__start", "--pid", str(proc.pid), "--follow",
             "--count", "--by", "query", "--json"]  # fmt: skip
-    bg = Background(*args)
-    try:
+    with Background(*args) as bg:
         bg.wait_attached()
         env = dict(os.environ, LD_LIBRARY_PATH=str(bindir.parents[3] / "lib/x86_64-linux-gnu"))
         for sql in ["SELECT 1"] * 3 + ["SELECT 2 + 2"] * 2 + ["SELECT 'tab\there'"]:
@@ -254,13 +252,7 @@ def test_postgres_query_texts_counted_as_the_server_logs_them(
             if sum(logged.values()) >= 6 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        time.sleep(0.5)
-        bg.proc.send_signal(signal.SIGINT)
-        out, err, rc = bg.finish()
-    finally:
-        if bg.proc.poll() is None:
-            bg.proc.kill()
-            bg.proc.wait()
+        out, err, rc = bg.interrupt(settle=0.5)
     assert rc == 0, err
     assert sum(logged.values()) == 6, log.read_text()
     objs, _program = lines(out)

@@ -268,18 +268,11 @@ def test_postgres_backends_query_start_matches_the_server_log(
     postmaster = proc.pid  # setpriv and env exec: the postmaster is the started process
     assert (bindir / "postgres").samefile(f"/proc/{postmaster}/exe")
     args = ["native", str(bindir / "postgres"), "postgresql:query__start", "--pid", str(postmaster), "--json"]
-    bg = Background(*args, *(["--follow"] if follow else []))
-    try:
+    with Background(*args, *(["--follow"] if follow else [])) as bg:
         bg.wait_attached()
         _queries(bindir, sock, 4)
         logged = _logged_statements(log, 4)
-        time.sleep(0.5)
-        bg.proc.send_signal(signal.SIGINT)
-        out, err, rc = bg.finish()
-    finally:
-        if bg.proc.poll() is None:
-            bg.proc.kill()
-            bg.proc.wait()
+        out, err, rc = bg.interrupt(settle=0.5)
     assert rc == 0, err
     assert sum(logged.values()) == 4 and postmaster not in logged, log.read_text()
     objs, summary = _json_lines(out)

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -324,21 +323,15 @@ def pg_slow(postgres: tuple[subprocess.Popen[bytes], Path, Path, Path]) -> Itera
 def test_postgres_slow_queries_match_the_server_log(pg_slow: tuple[int, Path, Path, Path]) -> None:
     postmaster, bindir, sock, log = pg_slow
     env = dict(os.environ, LD_LIBRARY_PATH=str(bindir.parents[3] / "lib/x86_64-linux-gnu"))
-    bg = Background("native", str(bindir / "postgres"), "postgresql:query__start", "--slower-than", "25ms",
-                    "--pid", str(postmaster), "--follow", "--json")  # fmt: skip
+    args = ["native", str(bindir / "postgres"), "postgresql:query__start", "--slower-than", "25ms",
+            "--pid", str(postmaster), "--follow", "--json"]  # fmt: skip
     queries = [f"SELECT pg_sleep(0.06), {i}" if i % 3 == 0 else f"SELECT {i} + 1" for i in range(9)]
-    try:
+    with Background(*args) as bg:
         bg.wait_attached()
         for q in queries:
             subprocess.run([str(bindir / "psql"), "-X", "-h", str(sock), "-U", "postgres", "-d", "postgres",
                             "-Atc", q], check=True, capture_output=True, env=env, timeout=60)  # fmt: skip
-        time.sleep(1)
-        bg.proc.send_signal(signal.SIGINT)
-        out, err, rc = bg.finish()
-    finally:
-        if bg.proc.poll() is None:
-            bg.proc.kill()
-            bg.proc.wait()
+        out, err, rc = bg.interrupt(settle=1)
     assert rc == 0, err
     # with log_statement=all (the server fixture's), a slow statement's duration line names only its
     # backend's pid, whose statement line came first (one connection, one statement each)

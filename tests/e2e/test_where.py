@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -128,18 +126,11 @@ def test_usdt_query_text_prefix_matches_the_server_log(
     start with the prefix, exactly those the server logged."""
     proc, bindir, sock, log = postgres
     args = ["native", str(bindir / "postgres"), "postgresql:query__start", "--pid", str(proc.pid), "--follow"]  # type: ignore[attr-defined]
-    bg = Background(*args, "--where", 'query ~ "SELECT 1*" || query == "SELECT 4 + 1"', "--json")
-    try:
+    with Background(*args, "--where", 'query ~ "SELECT 1*" || query == "SELECT 4 + 1"', "--json") as bg:
         bg.wait_attached()
         _queries(bindir, sock, 12)  # SELECT 0 + 1 ... SELECT 11 + 1
         _logged_statements(log, 12)
-        time.sleep(0.5)
-        bg.proc.send_signal(signal.SIGINT)
-        out, err, rc = bg.finish()
-    finally:
-        if bg.proc.poll() is None:
-            bg.proc.kill()
-            bg.proc.wait()
+        out, err, rc = bg.interrupt(settle=0.5)
     assert rc == 0, err
     logged = re.findall(r"^\d+ LOG:  statement: (.*)$", log.read_text(), re.M)
     assert len(logged) == 12
