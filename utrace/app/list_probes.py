@@ -11,7 +11,7 @@ from utrace.elf.index import function_table
 from utrace.elf.match import match_functions, match_probes, name_matcher
 from utrace.elf.symbols import SymbolTable
 from utrace.elf.usdt_notes import usdt_probes_for
-from utrace.model import Target, UsdtProbe
+from utrace.model import Event, Target, UsdtProbe
 
 if TYPE_CHECKING:
     from utrace.store.cache import CacheJob
@@ -153,3 +153,166 @@ def _module_functions(
 def _display_bytes(display: str) -> bytes:
     """A module's display name on one line of ASCII, exactly (backslash escapes)."""
     return display.encode("unicode_escape")
+
+
+# --- `utrace list --pid PID --js GLOB`: the JavaScript functions a running node calls ---------------------
+
+DEFAULT_FOR_S = 2.0  # --for: seconds the probes stay armed
+MAX_FOR_S = 60.0
+MAX_ROWS = 65536  # distinct (function, script, line) rows kept; calls of others are counted in `unlisted`
+
+
+@dataclass(slots=True)
+class JsFunction:
+    """A function seen called: its name, its calls seen in the window, and its script and line when the
+    events carry them (context fields `script` and `line`; None when they do not)."""
+
+    name: str
+    calls: int
+    script: object = None
+    line: object = None
+
+
+@dataclass(slots=True)
+class JsListing:
+    """The JavaScript functions matching `glob` called in `pid` while the probes were armed (`seconds`)."""
+
+    pid: int
+    glob: str
+    window_s: float  # asked for
+    seconds: float = 0.0  # the probes were armed this long
+    stopped_by: str = ""  # "duration", or why sooner ("SIGINT", "target exited"...)
+    functions: list[JsFunction] = field(default_factory=list)
+    lost: int = 0  # calls seen by the probes that never reached utrace (a full ring)
+    unlisted: int = 0  # calls of functions past MAX_ROWS distinct rows
+    notes: list[str] = field(default_factory=list)  # what the plan said (optimised code is not seen)
+    warnings: list[str] = field(default_factory=list)  # calls whose names were unreadable
+    seen: list[str] = field(default_factory=list)  # names of functions called that did not match
+    seen_full: bool = False  # the kernel's table of those names filled up
+
+    @property
+    def calls(self) -> int:
+        return sum(f.calls for f in self.functions)
+
+
+def check_window(seconds: float) -> float:
+    """--for, checked.
+
+    Raises:
+        UsageError: not a number of seconds more than 0 and at most MAX_FOR_S.
+    """
+    import math
+
+    from utrace.errors import UsageError
+
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_FOR_S):
+        raise UsageError(f"--for must be a number of seconds more than 0 and at most {MAX_FOR_S:g}, not {seconds:g}")
+    return seconds
+
+
+class _CallCounter:
+    """The session's reporter: counts the calls per (function, script, line), at most MAX_ROWS rows."""
+
+    def __init__(self, on_armed: Callable[[int], None] | None) -> None:
+        self.rows: dict[tuple[str, object, object], int] = {}
+        self.unlisted = 0
+        self._on_armed = on_armed
+
+    def started(self, target: Target, plan: object, attached: int, launched: int | None) -> None:
+        if self._on_armed is not None:
+            self._on_armed(attached)
+
+    def event(self, ev: Event) -> None:
+        ctx = ev.context
+        key = (str(ctx.get("function", "")), _hashable(ctx.get("script")), _hashable(ctx.get("line")))
+        n = self.rows.get(key)
+        if n is not None:
+            self.rows[key] = n + 1
+        elif len(self.rows) < MAX_ROWS:
+            self.rows[key] = 1
+        else:
+            self.unlisted += 1
+
+    def flush(self) -> None:
+        pass
+
+    def lost(self, total: int) -> None:
+        pass
+
+    def finished(self, summary: object) -> None:
+        pass
+
+    def snapshot(self, counts: dict[tuple[str, int], int], elapsed_s: float) -> None:
+        pass
+
+
+def _hashable(v: object) -> object:
+    return v if v is None or isinstance(v, (str, int, float, bytes)) else str(v)
+
+
+def list_js(pid: int, glob: str, seconds: float, on_armed: Callable[[int], None] | None = None) -> JsListing:
+    """Arm the `js:` entry probes of the functions matching `glob` in node process `pid` for `seconds`
+    (Ctrl-C, SIGTERM or the process's exit end it sooner), then remove them and count the calls seen per
+    function. Only functions called in that window are listed, and only calls V8's interpreter or baseline
+    code makes are seen (not those from code Maglev or TurboFan optimised, nor inlined ones).
+
+    Args:
+        on_armed: told the number of probes once they are armed.
+
+    Raises:
+        UsageError: a bad glob or window. EnvironmentProblem: this process cannot trace (not root).
+        TargetError: no such process, not a node, or no V8 metadata or builtins in its binary.
+    """
+    from utrace.app.session import SessionOptions, run
+    from utrace.bpf.backend import privileges_problem
+    from utrace.errors import EnvironmentProblem
+    from utrace.runtimes.base import Plan, TraceRequest
+    from utrace.runtimes.registry import get_runtime
+    from utrace.runtimes.v8js import list_glob, plan_list
+
+    check_window(seconds)
+    g = list_glob(glob)
+    problem = privileges_problem()
+    if problem is not None:
+        raise EnvironmentProblem(f"listing JavaScript functions arms probes in the process: {problem}")
+    request = TraceRequest(runtime="node", pid=pid, probes=(f"js:{glob}",))
+    target = get_runtime("node").target(request)
+    plan = Plan()
+    seen = plan_list(request, target, g, plan)
+    counter = _CallCounter(on_armed)
+    summary = run(request, SessionOptions(duration=seconds), counter, planned=(target, plan))
+    functions = [
+        JsFunction(name, n, script, line)
+        for (name, script, line), n in sorted(counter.rows.items(), key=lambda kv: (-kv[1], kv[0][0]))
+    ]
+    return JsListing(
+        pid=pid,
+        glob=glob,
+        window_s=seconds,
+        seconds=summary.duration_s,
+        stopped_by=summary.stopped_by,
+        functions=functions,
+        lost=summary.lost,
+        unlisted=counter.unlisted,
+        notes=list(plan.notes),
+        warnings=list(summary.warnings),
+        seen=seen.names,
+        seen_full=seen.full,
+    )
+
+
+def nothing_called(listing: JsListing) -> str:
+    """One line for a window in which no function matching the glob was called: the closest names seen."""
+    from utrace.elf.match import close_names
+
+    what = "no JavaScript function" if listing.glob == "*" else f"no JavaScript function matching {listing.glob!r}"
+    line = f"{what} was called in pid {listing.pid} during {listing.seconds:.1f} s"
+    close = close_names(listing.glob.replace("*", ""), listing.seen, 5, cutoff=0.6) if listing.seen else []
+    if close:
+        of = f"{len(listing.seen)}{'+' if listing.seen_full else ''}"
+        line += f"; closest names of the {of} functions seen called: {', '.join(close)}"
+    elif listing.seen:
+        line += f" ({len(listing.seen)} other functions were, none with a close name)"
+    else:
+        line += " (calls from code V8 has optimised are not seen: try a longer --for while the program is busy)"
+    return line

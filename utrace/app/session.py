@@ -472,15 +472,19 @@ def _wait_released(held: _Held, stop: list[str]) -> None:
         time.sleep(0.05)
 
 
-def run(request: TraceRequest, options: SessionOptions, reporter: Reporter) -> Summary:
+def run(
+    request: TraceRequest, options: SessionOptions, reporter: Reporter, planned: tuple[Target, Plan] | None = None
+) -> Summary:
     """Trace until a stop condition; return the summary. Detaches on every path out.
+
+    `planned`: the target and plan, when the caller made them (`utrace list --js`); else from `request`.
 
     Raises:
         OutputError: the trace could not be written (not for a broken pipe: that ends tracing).
     """
     if options.follow and request.pid is None and not request.command:
         raise UsageError("--follow needs --pid PID or -- COMMAND (without either, every process is traced)")
-    target, plan = plan_request(request)
+    target, plan = planned if planned is not None else plan_request(request)
     summary = Summary(followed=options.follow)
     stop: list[str] = []  # why tracing stops, first reason first (signals append, an output failure goes first)
     output = _Output(reporter, stop)

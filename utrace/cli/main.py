@@ -67,6 +67,24 @@ def cli() -> None:
 @click.option("--usdt", "only_usdt", is_flag=True, help="Only USDT probes.")
 @click.option("--functions", "only_functions", is_flag=True, help="Only functions.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--js",
+    "js_glob",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[GLOB]",
+    help="With --pid: the JavaScript functions matching GLOB (default *) the node process calls during "
+    "--for seconds, with their call counts (arms probes: needs root).",
+)
+@click.option(
+    "--for",
+    "for_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="With --js: how long to watch the calls (default 2, at most 60).",
+)
 def list_cmd(
     target: str | None,
     pattern: str | None,
@@ -74,11 +92,17 @@ def list_cmd(
     only_usdt: bool,
     only_functions: bool,
     as_json: bool,
+    js_glob: str | None,
+    for_s: float | None,
 ) -> None:
     """List the functions and USDT probes of TARGET (a file or command name) matching PATTERN (a glob).
 
-    With --pid, TARGET may be omitted (then the first argument is the pattern).
+    With --pid, TARGET may be omitted (then the first argument is the pattern). With --pid and --js, the
+    JavaScript functions the process calls while watched (not every function that exists).
     """
+    if js_glob is not None or for_s is not None:
+        _list_js(target, pattern, pid, only_usdt or only_functions, as_json, js_glob, for_s)
+        return
     from utrace.app.list_probes import list_target
     from utrace.errors import UsageError
     from utrace.output.listing import (
@@ -130,6 +154,50 @@ def list_cmd(
     if pattern is not None and total == 0:
         raise UsageError(f"nothing matches {pattern!r}")
     _KEEP.append(listing)
+
+
+def _list_js(
+    target: str | None,
+    pattern: str | None,
+    pid: int | None,
+    kinds: bool,
+    as_json: bool,
+    js_glob: str | None,
+    for_s: float | None,
+) -> None:
+    """`utrace list --pid PID --js [GLOB] [--for SECONDS]`."""
+    from utrace.app.list_probes import DEFAULT_FOR_S, check_window, list_js, nothing_called
+    from utrace.errors import UsageError
+    from utrace.output.escape import safe
+    from utrace.output.listing import js_notes, write_js_json, write_js_plain
+
+    if js_glob is None:
+        raise UsageError("--for applies to --js (utrace list --pid PID --js GLOB --for SECONDS)")
+    if target is not None or pattern is not None:
+        raise UsageError(f"--js takes the glob itself: utrace list --pid PID --js {target or pattern!r}")
+    if kinds:
+        raise UsageError("--usdt and --functions do not apply to --js")
+    if pid is None:
+        raise UsageError("--js lists the functions a running node calls: give --pid PID")
+    seconds = check_window(DEFAULT_FOR_S if for_s is None else for_s)
+
+    def armed(_probes: int) -> None:
+        sys.stderr.write(
+            f"utrace: watching the JavaScript calls of pid {pid} for {seconds:g} s; Ctrl-C to stop sooner\n"
+        )
+        sys.stderr.flush()
+
+    listing = list_js(pid, js_glob, seconds, on_armed=armed)
+    for line in js_notes(listing):
+        sys.stderr.write(f"utrace: note: {safe(line)}\n")
+    if not listing.functions:
+        raise UsageError(nothing_called(listing))
+    out = sys.stdout
+    if as_json:
+        write_js_json(listing, out)
+    else:
+        out.flush()
+        write_js_plain(listing, out.buffer)
 
 
 # Objects never freed: the process leaves through `_fast_exit`, and freeing a big listing (200k objects

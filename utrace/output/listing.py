@@ -16,7 +16,7 @@ from itertools import accumulate, chain, repeat
 from operator import add, itemgetter
 from typing import BinaryIO, TextIO
 
-from utrace.app.list_probes import Listing, ModuleFunctions
+from utrace.app.list_probes import JsFunction, JsListing, Listing, ModuleFunctions
 from utrace.elf.symbols import SymbolTable
 from utrace.model import UsdtProbe
 from utrace.output.escape import markup, needs_escape, safe, safe_bytes
@@ -212,6 +212,74 @@ def write_table(listing: Listing, out: TextIO) -> None:
             )
         console.print(table)
     console.print(f"[dim]{listing.function_count} functions, {len(listing.probes)} USDT probes[/dim]")
+
+
+def js_window(listing: JsListing) -> str:
+    """The one line that says what a JavaScript listing is: the functions called during the window."""
+    what = "" if listing.glob == "*" else f" matching {listing.glob!r}"
+    return (
+        f"{len(listing.functions)} JavaScript functions{what} called in pid {listing.pid} during "
+        f"{listing.seconds:.1f} s: only functions called in that window are listed, not every function that "
+        "exists (calls from code V8 has optimised, or inlined, are not seen: counts are lower bounds)"
+    )
+
+
+def js_notes(listing: JsListing) -> list[str]:
+    """What else a JavaScript listing's reader must know: a window cut short, calls lost or unreadable."""
+    out = []
+    after = f"after {listing.seconds:.1f} s of {listing.window_s:g} s"
+    if listing.stopped_by in ("target exited", "target exec'd"):  # the calls seen until then are listed
+        out.append(f"pid {listing.pid} {listing.stopped_by.split()[1]} {after}")
+    elif listing.stopped_by not in ("duration", ""):
+        out.append(f"stopped by {listing.stopped_by} {after}")
+    if listing.lost:
+        out.append(f"{listing.lost} call(s) were lost (utrace did not read them in time): counts are lower bounds")
+    if listing.unlisted:
+        out.append(f"{listing.unlisted} call(s) of functions past the first {len(listing.functions)} are not listed")
+    out += listing.warnings
+    return out
+
+
+def _js_place(f: JsFunction) -> str:
+    if f.script is None:
+        return ""
+    return f"{f.script}:{f.line}" if f.line is not None else str(f.script)
+
+
+def write_js_plain(listing: JsListing, out: BinaryIO) -> None:
+    """`# what this is` then `CALLS FUNCTION [SCRIPT:LINE]` per function, most called first."""
+    out.write(_utf8(f"# {safe(js_window(listing))}\n"))
+    for f in listing.functions:
+        place = _js_place(f)
+        name = safe(f.name) if f.name else "(anonymous)"  # as V8's own stack traces say it
+        out.write(_utf8(f"{f.calls:9d} {name}" + (f"  {safe(place)}" if place else "") + "\n"))
+
+
+def write_js_json(listing: JsListing, out: TextIO) -> None:
+    """One {"kind": "js-function", ...} line per function (`script` and `line` null when the events did not
+    carry them), then one {"kind": "js-window", ...} line saying what the listing is."""
+    import json
+
+    for f in listing.functions:
+        obj = {"kind": "js-function", "name": f.name, "calls": f.calls}
+        obj |= {"script": _json(f.script), "line": _json(f.line)}
+        out.write(json.dumps(obj) + "\n")  # ASCII: exact, and nothing a terminal acts on
+    window = {
+        "kind": "js-window",
+        "pid": listing.pid,
+        "glob": listing.glob,
+        "seconds": round(listing.seconds, 3),
+        "stopped_by": listing.stopped_by,
+        "functions": len(listing.functions),
+        "calls": listing.calls,
+        "lost": listing.lost,
+        "note": js_window(listing),
+    }
+    out.write(json.dumps(window) + "\n")
+
+
+def _json(v: object) -> object:
+    return v if v is None or isinstance(v, (str, int, float)) else str(v)
 
 
 class ColdIndexProgress:

@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from utrace.elf.boundary import check_boundary
 from utrace.elf.index import function_table
@@ -276,3 +276,62 @@ def _without_absent(inner: Callable[[Event], Event] | None) -> Callable[[Event],
         return replace(ev, args=args)
 
     return refine
+
+
+# --- `utrace list --js GLOB`: the functions a running node calls during a window ---------------------
+
+SEEN_MAX = 4096  # entries of the kernel's map of names seen and not matched (v8values.SEEN)
+
+
+def list_glob(text: str) -> bytes:
+    """The glob of `utrace list --js GLOB`: a name or glob as in `js:NAME`, or `*` alone (every function).
+
+    Raises:
+        UsageError: empty, longer than JS_NAME_MAX bytes, or a character no function name has here.
+    """
+    g = text.encode("utf-8", "surrogateescape")
+    if not g or len(g) > JS_NAME_MAX or not _NAME.match(g):
+        raise UsageError(
+            f"--js {text!r}: a JavaScript function name or glob of 1 to {JS_NAME_MAX} characters "
+            "(letters, digits, _ $ . < > # [ ] - and space; * for any run of them)"
+        )
+    return g
+
+
+@dataclass(slots=True)
+class SeenNames:
+    """The names of the functions the probes saw called and did not match (at most SEEN_MAX of them:
+    `full` when the kernel's table filled up, so a name may be missing), filled in once they are removed."""
+
+    names: list[str] = field(default_factory=list)
+    full: bool = False
+
+
+def plan_list(request: TraceRequest, target: Target, glob: bytes, plan: Plan) -> SeenNames:
+    """Add to `plan` the `js:` entry probes of the functions matching `glob` (`*`: all), without their
+    arguments: each call seen is an event with the function's name and the context every `js:` call
+    carries. Returns where the names seen and not matched will be."""
+    path, _display = _node_file(target)
+    try:
+        layout = v8_layout(path)
+    except V8MetaError as e:
+        raise TargetError(str(e)) from None
+    specs = _specs(replace(request, ret=False), path, layout, glob, _sites(path, False))
+    plan.specs += [replace(s, args=()) for s in specs]
+    plan.counters += (
+        (
+            UNDECIDED,
+            "{n} JavaScript call(s) of functions whose names utrace could not read (not flat one-byte strings, "
+            "75 or more context variables, longer than 64 bytes for the glob) are not listed",
+        ),
+    )
+    seen = SeenNames()
+
+    def closing(_per_probe: Mapping[str, int], keys: Callable[[str], list[bytes]]) -> list[str]:
+        found = keys(SEEN)
+        seen.full = len(found) >= SEEN_MAX
+        seen.names = sorted({k.rstrip(b"\0").decode("latin-1") for k in found} - {""})
+        return []
+
+    plan.closing = closing
+    return seen
