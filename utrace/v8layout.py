@@ -53,7 +53,12 @@ class V8Layout:
     oddball_null: int
     oddball_undefined: int
     map_constructor: int  # Map.constructor_or_back_pointer
+    map_prototype: int  # Map.prototype (a JSReceiver or null)
+    map_type: int  # MAP_TYPE
+    sfi_type: int  # SHARED_FUNCTION_INFO_TYPE
     js_array_length: int | None  # JSArray.length (a Smi); None when the binary does not say
+    first_js_function_type: int | None  # the JSFunction instance types (class constructors have their
+    last_js_function_type: int | None  # own): None when the binary does not say (node 20)
     fp_function: int  # frame pointer offset of the JSFunction slot in a JS frame
     jsfunction_code: int | None  # JSFunction.code (V8 >= 11.x with Code objects), None when absent
     code_flags: int | None  # Code.flags (u32) and its kind field

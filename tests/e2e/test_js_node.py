@@ -41,8 +41,8 @@ const calls = [
 ];
 for (const c of calls) {
   priceOf(...c);
-  const show = (v) => typeof v === 'string' ? v : Array.isArray(v) ? 'Array' : v === null ? 'null'
-    : typeof v === 'object' ? 'Object{}' : String(v);
+  const show = (v) => typeof v === 'string' ? v : Array.isArray(v) ? 'Array(' + v.length + ')'
+    : v === null ? 'null' : typeof v === 'object' ? v.constructor.name + '{}' : String(v);
   console.log(JSON.stringify(c.map(show)));
 }
 """

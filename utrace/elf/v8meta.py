@@ -105,6 +105,9 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "oddball_null": ("OddballNull",),
     "oddball_undefined": ("OddballUndefined",),
     "map_constructor": ("class_Map__constructor_or_back_pointer__",),
+    "map_prototype": ("class_Map__prototype__",),
+    "map_type": ("type_Map__MAP_TYPE",),
+    "sfi_type": ("type_SharedFunctionInfo__SHARED_FUNCTION_INFO_TYPE",),
     "fp_function": ("off_fp_function",),
     "code_kind_mask": ("CodeKindFieldMask",),
     "code_kind_shift": ("CodeKindFieldShift",),
@@ -113,6 +116,9 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "js_array_length": ("class_JSArray__length__",),
+    "jsobject_header_size": ("class_JSObject__internal_fields__",),
+    "first_js_function_type": ("FirstJSFunctionType",),
+    "last_js_function_type": ("LastJSFunctionType",),
     "jsfunction_code": ("class_JSFunction__code__",),
     "code_flags": ("class_Code__flags__",),
 }
@@ -170,13 +176,22 @@ def layout_from(constants: dict[str, int], where: str) -> V8Layout:
         "map", "jsfunction_shared", "sfi_name_or_scope_info", "sfi_script", "string_length",
         "seq_one_byte_chars", "seq_two_byte_chars", "cons_first", "cons_second", "thin_actual",
         "sliced_parent", "sliced_offset", "heap_number_value", "oddball_kind", "script_name", "instance_type",
-        "map_constructor",
+        "map_constructor", "map_prototype",
     }  # fmt: skip
     kwargs = {k: (off(k) if k in object_fields else v) for k, v in values.items() if k != "smi_shift_size"}
+    # JSArray.length: no Node build names it (V8 moved JSArray to Torque); it is JSArray's only field
+    # of its own (`class JSArray extends JSObject { length: Number }`), so it sits where a JSObject's
+    # header ends: `JSObject::internal_fields`, which gen-postmortem-metadata.py defines as
+    # JSObject::kHeaderSize. Checked against the program's own `arr.length` (tests/e2e/test_js_objects.py).
+    array_length = opt("js_array_length")
+    if array_length is None:
+        array_length = opt("jsobject_header_size")
     return V8Layout(
         **kwargs,
         smi_shift=values["smi_shift_size"] + 1,
-        js_array_length=opt("js_array_length"),
+        js_array_length=array_length,
+        first_js_function_type=optional["first_js_function_type"],
+        last_js_function_type=optional["last_js_function_type"],
         jsfunction_code=opt("jsfunction_code"),
         code_flags=opt("code_flags"),
     )

@@ -13,6 +13,9 @@ function scope V8 always reserves the function-name slot and the inferred-name s
 (a Smi) and + 2n + 2 (inferred name or undefined), n = context_local_count. With 75 or more context
 locals (kScopeInfoMaxInlinedLocalNamesSize) names move to a hash table: such a name is not read. The
 shape of the three slots is checked; a name that cannot be read counts as a lost event.
+
+An object value is shown by what JavaScript names it, read in the kernel (`_object`): an array by its
+length, a function by its name, any other object by its constructor's name (from its map).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from utrace.v8layout import V8Layout
 
 # value kinds in an event's JSVALUE field
 K_UNREAD, K_SMI, K_DOUBLE, K_ODDBALL, K_STR1, K_STR2, K_OTHER, K_ABSENT, K_STRSHAPE = range(9)
+# objects: an array (value: its length, a Smi), a function and an object by its constructor's name (value:
+# instance type | status << 16 | null prototype << 24; length: the name's length; bytes: the name)
+K_ARRAY, K_FUNCTION, K_OBJECT = 9, 10, 11
+N_OK, N_NOT_READ, N_NO_NAME, N_NO_CONSTRUCTOR = range(4)  # statuses of a name read for K_FUNCTION/K_OBJECT
+MAX_BACK_POINTERS = 64  # map transitions followed back to the map that holds the constructor
 NOT_PASSED = "<not passed>"
 MAX_INLINED_LOCALS = 75  # kScopeInfoMaxInlinedLocalNamesSize (scope-info.h)
 # the C struct member group of a JSVALUE: kind u32, length u32, value u64, bytes
@@ -263,6 +271,7 @@ def emit_value(em: Emitter, L: V8Layout, arg: ArgSpec, field: str, capacity: int
     _string(em, L, v, t, field, capacity)
     em.emit("    } else {")
     em.emit(f"        e->{field}_kind = {K_OTHER}; e->{field}_val = {t};")
+    _object(em, L, v, t, field, capacity)
     em.emit("    }")
     em.emit("}")
     em.emit("}")
@@ -322,6 +331,117 @@ def _string(em: Emitter, L: V8Layout, v: str, t: str, field: str, capacity: int)
     em.emit("}")
 
 
+def _is_function(L: V8Layout, t: str, constructor: bool) -> str:
+    """A C condition: `t` is a JSFunction's instance type. V8 gives class constructors and some builtins types of their
+    own, in a range the binary names (FirstJSFunctionType..LastJSFunctionType, node 22 on). Without the
+    range (node 20) an argument is a function only with JS_FUNCTION_TYPE itself; a map's constructor slot
+    holds only a Map, a JSFunction, a FunctionTemplateInfo, a Smi or null (map.h), so there any JS type
+    from JS_FUNCTION_TYPE up is the function (its SharedFunctionInfo's type is checked as well)."""
+    if L.first_js_function_type is not None and L.last_js_function_type is not None:
+        return f"{t} >= {_i(L.first_js_function_type)} && {t} <= {_i(L.last_js_function_type)}"
+    if constructor:
+        return f"{t} >= {_i(L.js_function_type)} && {t} != 0xffff"
+    return f"{t} == {_i(L.js_function_type)}"
+
+
+def _function_name(em: Emitter, L: V8Layout, fn: str, field: str, capacity: int) -> str:
+    """Read the name of the JSFunction `fn` (its SharedFunctionInfo's name: a String, or the function-name
+    slot of its ScopeInfo, as in `emit_match`) into `e->FIELD` (the first `capacity` bytes) and
+    `e->FIELD_len` (its length). Only a flat one-byte string is read. Returns the C variable holding
+    the status (N_OK, N_NOT_READ, N_NO_NAME)."""
+    st = em.new()
+    em.emit(f"u64 {st} = {N_NOT_READ};")
+    sfi = _read(em, 8, f"{fn} + {_i(L.jsfunction_shared)}")
+    sft = _type_of(em, L, sfi)
+    em.emit(f"if ({sft} == {_i(L.sfi_type)}) {{")
+    nsi = _read(em, 8, f"{sfi} + {_i(L.sfi_name_or_scope_info)}")
+    ns = em.new()
+    em.emit(f"u64 {ns} = 0;")
+    nt = _type_of(em, L, nsi)
+    # a Smi there is V8's kNoSharedNameSentinel: a function without a name of its own
+    em.emit(f"if (!{_is_heap(L, nsi)}) {{ if ({nsi} == 0) {st} = {N_NO_NAME}; }}")
+    em.emit(f"else if ({nt} < {_i(L.first_nonstring_type)}) {{ {ns} = {nsi}; }}")
+    em.emit(f"else if ({nt} == {_i(L.scope_info_type)}) {{")
+    n = _read(em, 8, f"{nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_ncontextlocals)}")
+    em.emit(f"    u64 {n}v = {n} >> {L.smi_shift};")
+    em.emit(f"    if (!({n} & {_i(L.smi_tag_mask)}) && {n}v < {MAX_INLINED_LOCALS}) {{")
+    w = em.new()
+    em.emit(f"        u64 {w}[2] = {{}};")
+    em.emit(
+        f"        if (bpf_probe_read_user({w}, 16, (void *)({nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_first_vars)}"
+        f" + 16 * {n}v)) == 0 && !({w}[1] & {_i(L.smi_tag_mask)})) {{"
+    )
+    em.emit(f"            if ({_is_heap(L, f'{w}[0]')}) {ns} = {w}[0]; else if ({w}[0] == 0) {st} = {N_NO_NAME};")
+    em.emit("        }")
+    em.emit("    }")
+    em.emit("}")
+    em.emit(f"if ({ns}) {{")
+    t = _type_of(em, L, ns)
+    em.emit(f"    if ({_seq_one_byte(L, t)}) {{")
+    ln = _read(em, 4, f"{ns} + {_i(L.string_length)}")
+    em.emit(f"        {ln} = (u32){ln};")
+    em.emit(f"        if ({ln} == 0) {st} = {N_NO_NAME};")
+    em.emit(f"        else if ({ln} <= 0x3fffffff) {{")
+    em.emit(f"            u64 k = {ln} > {capacity} ? {capacity} : {ln};")
+    em.emit(
+        f"            if (k > 0 && k <= {capacity} && "
+        f"bpf_probe_read_user(e->{field}, k, (void *)({ns} + {_i(L.seq_one_byte_chars)})) == 0) {{"
+    )
+    em.emit(f"                e->{field}_len = (u32){ln}; {st} = {N_OK};")
+    em.emit("            }")
+    em.emit("        }")
+    em.emit("    }")
+    em.emit("}")
+    em.emit("}")
+    return st
+
+
+def _object(em: Emitter, L: V8Layout, v: str, t: str, field: str, capacity: int) -> None:
+    """An object (`e->FIELD_kind` is K_OTHER with its instance type until more is read): an array by its
+    length, a function by its name, any other object by its constructor's name. That constructor is
+    the one V8 keeps in the object's map (`Map::GetConstructor`: back pointers lead from a map to the
+    one it was made from, whose constructor_or_back_pointer holds it), the function `new` ran or the
+    builtin that made the literal (`Object` for `{}`): what `obj.constructor.name` gives unless the
+    program changed prototypes. An object whose map's prototype is null is said to have one."""
+    em.emit(f"if ({t} == {_i(L.js_array_type)}) {{")
+    if L.js_array_length is not None:
+        n = _read(em, 8, f"{v} + {_i(L.js_array_length)}")
+        em.emit(f"    if (({n} & {_i(L.smi_tag_mask)}) == 0) {{ e->{field}_kind = {K_ARRAY}; e->{field}_val = {n}; }}")
+    em.emit(f"}} else if ({_is_function(L, t, False)}) {{")
+    st = _function_name(em, L, v, field, capacity)
+    em.emit(f"    e->{field}_kind = {K_FUNCTION}; e->{field}_val = {t} | ({st} << 16);")
+    em.emit("} else {")
+    m = _read(em, 8, f"{v} + {_i(L.map)}")
+    c, ct, cm = em.new(), em.new(), em.new()
+    em.emit(f"    u64 {c} = 0, {ct} = 0xffff, {cm} = {m};")
+    em.emit(f"    for (int i = 0; i < {MAX_BACK_POINTERS}; i++) {{")
+    em.emit(f"        {c} = 0; {ct} = 0xffff;")
+    em.emit(f"        if (!{cm} || bpf_probe_read_user(&{c}, 8, (void *)({cm} + {_i(L.map_constructor)})) < 0) break;")
+    ty = _type_of(em, L, c)
+    em.emit(f"        {ct} = {ty};")
+    em.emit(f"        if ({ct} != {_i(L.map_type)}) break;")
+    em.emit(f"        {cm} = {c}; {ct} = 0xffff;")  # still a map after the last step: no constructor
+    em.emit("    }")
+    st = em.new()
+    em.emit(f"    u64 {st} = {N_NO_CONSTRUCTOR};")
+    em.emit(f"    if ({_is_heap(L, c)} && ({_is_function(L, ct, True)})) {{")
+    got = _function_name(em, L, c, field, capacity)
+    em.emit(f"        {st} = {got};")
+    em.emit("    }")
+    # a null prototype: the Oddball null there (a JSReceiver otherwise)
+    p = _read(em, 8, f"{m} + {_i(L.map_prototype)}")
+    pt = _type_of(em, L, p)
+    nullp = em.new()
+    em.emit(f"    u64 {nullp} = 0;")
+    em.emit(f"    if ({pt} == {_i(L.oddball_type)}) {{")
+    k = _read(em, 8, f"{p} + {_i(L.oddball_kind)}")
+    null = L.oddball_null
+    em.emit(f"        if ({k} == {_i(null)} || {k} == ({_i(null)} << 32)) {nullp} = 1;")
+    em.emit("    }")
+    em.emit(f"    e->{field}_kind = {K_OBJECT}; e->{field}_val = {t} | ({st} << 16) | ({nullp} << 24);")
+    em.emit("}")
+
+
 def capacity(max_len: int) -> int:
     """Bytes of a JSVALUE's string (a power of two: the second half of a cons is masked into it;
     the event's buffer is twice that, so a masked write never leaves it)."""
@@ -364,15 +484,41 @@ def decode(layout: V8Layout | None, kind: int, length: int, val: int, buf: bytes
         return s
     if kind == K_ABSENT:
         return Rendered(NOT_PASSED)
+    if kind == K_ARRAY:
+        n = (val & (1 << 64) - 1) >> (layout.smi_shift if layout else 32)
+        return Rendered(f"Array({n})" if n < 1 << 31 else "Array")
+    if kind in (K_FUNCTION, K_OBJECT):
+        return _named(layout, kind, length, val, buf)
     if kind == K_OTHER:
         t = val & 0xFFFF
         if layout is not None and t == layout.js_array_type:
-            return Rendered("Array")
-        if layout is not None and t == layout.js_function_type:
-            return Rendered("Function")
-        if layout is not None and t == layout.js_object_type:
-            return Rendered("Object{}")
+            return Rendered("Array")  # its length not read (the binary does not say where it is)
         return Rendered(f"<object, V8 instance type {t}>")
     if kind == K_STRSHAPE:
         return Rendered(f"<string of a shape not read, V8 instance type {val & 0xFFFF}>")
     return Rendered("<unreadable>")
+
+
+def _named(layout: V8Layout | None, kind: int, length: int, val: int, buf: bytes) -> object:
+    """A function by its name, an object by its constructor's name (see `_object`)."""
+    from utrace.probes.decode import Rendered
+
+    t, status, null_proto = val & 0xFFFF, (val >> 16) & 0xFF, (val >> 24) & 1
+    got = buf[: max(0, min(length, len(buf) // 2))]  # the name's bytes: the first half of the buffer
+    name = got.decode("latin-1") + ("..." if len(got) < length else "")
+    if kind == K_FUNCTION:
+        if status == N_OK:
+            return Rendered(f"Function {name}")
+        return Rendered("Function" if status == N_NO_NAME else "Function <name not read>")
+    # made by Function, of a JS type above JS_FUNCTION_TYPE in a V8 that names no range of function
+    # types (node 20: a class): a function whose name is not read
+    unnamed_type = layout is not None and layout.first_js_function_type is None and t > layout.js_function_type
+    if status == N_OK and name == "Function" and not null_proto and unnamed_type:
+        return Rendered("Function")
+    if status == N_OK:
+        return Rendered(f"[{name}: null prototype]{{}}" if null_proto else f"{name}{{}}")
+    if status == N_NO_NAME:
+        return Rendered("<object, its constructor has no name>")
+    if status == N_NO_CONSTRUCTOR:
+        return Rendered(f"<object, no JavaScript constructor, V8 instance type {t}>")
+    return Rendered("<object, constructor name not read>")
