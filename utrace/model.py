@@ -365,14 +365,27 @@ class Frame:
     `offset` is the address's distance from the function's start; `module` is the file (as the traced
     process names it) or a region such as "[vdso]"; both None when nothing maps the address. JIT code
     is named from the process's perf map (`module` is then "[perf-map]").
+
+    `js` (a node target's frames, see utrace.process.v8frames): None for a native frame; "" for a
+    JavaScript frame whose function was read from V8's heap (`function` is its name, "" when it has
+    none; `module` its script's name when read); otherwise why the JavaScript frame's function was not
+    read. `v8_slots`: the raw V8 frame slots captured with the address (codegen._stack), for the
+    symbolizer; not shown.
     """
 
     address: int
     function: str | None = None
     offset: int = 0
     module: str | None = None
+    js: str | None = None
+    v8_slots: tuple[int, int, int, int] | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
+        if self.js is not None:
+            if self.js:
+                return f"<JS frame, function not read: {self.js}> {self.address:#x}"
+            where = f" ({self.module.rsplit('/', 1)[-1]})" if self.module else ""
+            return f"{self.function or '(anonymous)'} [JS]{where}"
         where = f" ({self.module.rsplit('/', 1)[-1]})" if self.module else ""
         if self.function is None:
             return f"{self.address:#x}{where}"

@@ -179,6 +179,7 @@ def program_for(plan: Plan, pid: int | None, options: SessionOptions) -> BpfProg
             fsbase_offset=fsbase,
             aggregate=options.aggregate,
             stack_depth=options.stack_depth,
+            v8_frames=plan.v8_frames if options.stack_depth else None,
             follow=options.follow,
             family=_family_offsets(options.follow or exec_file is not None)
             if pid is not None or exec_file is not None
@@ -581,7 +582,10 @@ class _Recorder:
         if options.stack_depth:
             from utrace.process.stacks import Symbolizer
 
-            self.symbolizer = Symbolizer((target.exe, target.modules[0].display), launched)
+            self.symbolizer = Symbolizer((target.exe, target.modules[0].display), launched, program.options.v8_frames)
+            if program.options.v8_frames is not None:
+                for m in target.modules:
+                    self.symbolizer.preload(m.path)
         self._displays = {m.path: m.display for m in target.modules}
         self._uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
 

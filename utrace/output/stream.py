@@ -4,7 +4,9 @@ JSON schema (one object per line, stable):
   {"kind": "call"|"return"|"event", "probe": str, "pid": int, "tid": int, "comm": str,
    "ts_ns": int, "cpu": int, "args": {name: value}, ["ret": value], ["latency_ns": int],
    ["context": {name: value}], ["stack": [{"address": int, "function": str|null, "offset": int,
-  "module": str|null}]]}   (with --stack: innermost frame first; module "[perf-map]" for JIT code)
+  "module": str|null[, "js": str]}]]}   (with --stack: innermost frame first; module "[perf-map]" for JIT
+  code; "js" on a node's JavaScript frames: "" when "function" is its name and "module" its script, else
+  why its function was not read)
   ["ns_pid": int, "ns_tid": int]: the ids in the process's own PID namespace (a container), only where
   they differ from "pid"/"tid".
   A Go return's "ret" is an object keyed by result name; "context" carries Go's {"goid": int}.
@@ -319,7 +321,9 @@ class JsonReporter(_Buffered):
             obj["latency_ns"] = ev.latency_ns
         if ev.stack:
             obj["stack"] = [
-                {"address": f.address, "function": f.function, "offset": f.offset, "module": f.module} for f in ev.stack
+                {"address": f.address, "function": f.function, "offset": f.offset, "module": f.module}
+                | ({"js": f.js} if f.js is not None else {})
+                for f in ev.stack
             ]
         if ev.ns_pid is not None:
             obj["ns_pid"] = ev.ns_pid

@@ -135,6 +135,8 @@ class Options:
             `agg_key` {probe, pid, slot}); a key that finds the map full counts as lost.
         stack_depth: capture up to this many user stack frames with every event (0: none), walked
             by frame pointers (see `_stack`).
+        v8_frames: the V8 layout of a node target: with a stack, each frame also carries the slots that
+            tell and name a JavaScript frame (see `_stack`).
         keyed: with COUNT, also count per value of one argument (`--count --by`, `--hist=ARG`: see
             `utrace.probes.aggregate`).
     """
@@ -151,6 +153,7 @@ class Options:
     exe_identity: tuple[int, int] | None = None
     keyed: Keyed | None = None
     slower_than_ns: int | None = None  # --slower-than: see utrace.probes.slow
+    v8_frames: V8Layout | None = None  # with stack_depth: the target is a V8 node, see `_stack`
 
 
 AGG_KEY = "<III"  # struct agg_key {u32 probe; u32 pid; u32 slot;} as the prelude declares it
@@ -399,7 +402,7 @@ def _count(em: _Emitter, table: str, probe: int, slot: str, indent: str = "") ->
     em.emit(f"{indent}if ({v}) *{v} += 1; else utrace_lost();")
 
 
-def _stack(em: _Emitter, spec: ProbeSpec, depth: int) -> None:
+def _stack(em: _Emitter, spec: ProbeSpec, depth: int, v8: V8Layout | None = None) -> None:
     """Walk the user stack by frame pointers into `e->ustack`, innermost first.
 
     Not bpf_get_stack: at a function's first instruction (entry probes, and Go's exit probes on `ret`)
@@ -407,19 +410,61 @@ def _stack(em: _Emitter, spec: ProbeSpec, depth: int) -> None:
     and skips the caller itself; the kernel adds that return address back only since Linux 6.11 and
     only when the probed instruction is `push %rbp` or `endbr64` (never for Go). Here the return
     address at [sp] is taken explicitly at those probes, the same on every kernel.
+
+    With `v8` (a node target), each frame also gets `e->ustack_js[i]`: the slots of the frame whose code
+    holds that address, as V8 lays out its frames (`v8dbg_off_fp_*`): [0] the context or frame-type
+    marker slot (a Smi there is a typed frame: stub, entry, exit; V8's StackFrame::ComputeType), [1] the
+    function slot, and, when that is a heap object, [2] its SharedFunctionInfo and [3] that SFI's
+    name_or_scope_info word (what `utrace.process.v8frames` names the frame by, and checks the SFI still
+    holds). The frame of a return address read at `fp` is the caller's, at [fp]; at an entry, [sp]
+    returns into the frame at rbp. At a `js:` entry (a JsMatch probe) the function being entered has
+    no frame yet: its JSFunction and context are in rdi and rsi (V8's JS calling convention), given to
+    frame 0. At the baseline prologue (called from the callee's own code, `spec.frame` = (rbp, [sp+8]))
+    they go to frame 1, [sp], the return into the callee's own code; the return into the caller is at
+    [sp+8], which the frame-pointer chain skips: it is taken explicitly too.
     """
     at_entry = spec.kind in (ProbeKind.ENTRY, ProbeKind.EXIT)
     first = 2 if at_entry else 1
+    js_entry = v8 is not None and any(isinstance(f, JsMatch) and not f.handoff for f in spec.filters)
+    skip = 0
+    if js_entry and spec.frame is not None and isinstance(spec.frame[1], Stack) and spec.frame[1].offset:
+        skip = spec.frame[1].offset
+        if skip % 8 or not 0 < skip <= 64 or depth < 4:
+            raise CodegenError(f"a return address at [sp+{skip}] is not one utrace walks to")
     em.emit("e->ustack[0] = ctx->ip;")
+    if v8 is not None:
+        # the ring's memory is not zeroed: each frame's slots are written whole (those past ustack_n are
+        # never read)
+        _js_zero(em, "0")
+        if js_entry:
+            # the function being entered: at the trampoline frame 0; at the baseline prologue frame 1,
+            # the return into its own code (frame 0 is the prologue, a builtin)
+            own = "1" if skip else "0"
+            if skip:
+                _js_zero(em, own)
+            em.emit(f"e->ustack_js[{own}][0] = ctx->si;")
+            match = next(f for f in spec.filters if isinstance(f, JsMatch))
+            _js_slots(em, v8, own, em.value(match.function))
     if at_entry:
         em.emit("e->ustack[1] = 0;")
         em.emit("bpf_probe_read_user(&e->ustack[1], 8, (void *)ctx->sp);")
+        if v8 is not None and skip:
+            em.emit("e->ustack[2] = 0;")
+            em.emit(f"bpf_probe_read_user(&e->ustack[2], 8, (void *)(ctx->sp + {skip}));")
+            _js_frame(em, v8, "2", "ctx->bp")
+            first = 3
+        elif v8 is not None:
+            _js_frame(em, v8, "1", "ctx->bp")
+    elif v8 is not None and spec.kind is ProbeKind.RETURN:
+        _js_frame(em, v8, "0", "ctx->bp")  # a uretprobe fires on the return address into the frame at rbp
     em.emit(f"s64 sn = {first};")
     em.emit("u64 fp = ctx->bp;")
     em.emit(f"for (int i = {first}; i < {depth}; i++) {{")
     em.emit("    u64 fr[2] = {};")  # the saved frame pointer and the return address above it
     em.emit("    if (fp == 0 || (fp & 7) || bpf_probe_read_user(fr, 16, (void *)fp) < 0 || fr[1] == 0) break;")
     em.emit("    e->ustack[i] = fr[1];")
+    if v8 is not None:
+        _js_frame(em, v8, "i", "fr[0]", indent="    ")
     em.emit("    sn = i + 1;")
     em.emit("    if (fr[0] <= fp) break;")  # callers' frames lie higher up the stack: anything else is not a chain
     em.emit("    fp = fr[0];")
@@ -427,7 +472,37 @@ def _stack(em: _Emitter, spec: ProbeSpec, depth: int) -> None:
     em.emit("e->ustack_n = sn;")
 
 
-def _struct(index: int, fields: list[Field], stack_depth: int = 0) -> list[str]:
+def _js_zero(em: _Emitter, i: str, indent: str = "") -> None:
+    em.emit(indent + " ".join(f"e->ustack_js[{i}][{k}] = 0;" for k in range(4)))
+
+
+def _js_frame(em: _Emitter, v8: V8Layout, i: str, fp: str, indent: str = "") -> None:
+    """`e->ustack_js[i]` from the V8 frame whose frame pointer is `fp` (see `_stack`)."""
+    assert v8.fp_context_or_frame_type is not None
+    _js_zero(em, i, indent)
+    em.emit(f"{indent}if ({fp} && !({fp} & 7)) {{")
+    marker = _int(v8.fp_context_or_frame_type)
+    em.emit(f"{indent}    bpf_probe_read_user(&e->ustack_js[{i}][0], 8, (void *)({fp} + {marker}));")
+    em.emit(f"{indent}    u64 jf = 0;")
+    em.emit(f"{indent}    bpf_probe_read_user(&jf, 8, (void *)({fp} + {_int(v8.fp_function)}));")
+    _js_slots(em, v8, i, "jf", indent + "    ")
+    em.emit(f"{indent}}}")
+
+
+def _js_slots(em: _Emitter, v8: V8Layout, i: str, fn: str, indent: str = "") -> None:
+    """`e->ustack_js[i][1..3]`: the function `fn`, its SharedFunctionInfo and that SFI's name word."""
+    em.emit(f"{indent}e->ustack_js[{i}][1] = {fn};")
+    em.emit(f"{indent}if (({fn} & {_int(v8.heap_object_tag_mask)}) == {_int(v8.heap_object_tag)}) {{")
+    em.emit(f"{indent}    u64 js = 0;")
+    em.emit(f"{indent}    bpf_probe_read_user(&js, 8, (void *)({fn} + {_int(v8.jsfunction_shared)}));")
+    em.emit(f"{indent}    e->ustack_js[{i}][2] = js;")
+    em.emit(f"{indent}    if ((js & {_int(v8.heap_object_tag_mask)}) == {_int(v8.heap_object_tag)})")
+    word = _int(v8.sfi_name_or_scope_info)
+    em.emit(f"{indent}        bpf_probe_read_user(&e->ustack_js[{i}][3], 8, (void *)(js + {word}));")
+    em.emit(f"{indent}}}")
+
+
+def _struct(index: int, fields: list[Field], stack_depth: int = 0, v8_frames: bool = False) -> list[str]:
     out = [f"struct event_{index} {{", "    struct header h;"]
     for fl in fields:
         if not fl.present:
@@ -442,6 +517,8 @@ def _struct(index: int, fields: list[Field], stack_depth: int = 0) -> list[str]:
             out.append(f"    u64 {fl.c_name};")
     if stack_depth:
         out += ["    s64 ustack_n;", f"    u64 ustack[{stack_depth}];"]
+        if v8_frames:
+            out.append(f"    u64 ustack_js[{stack_depth}][4];")
     out.append("} __attribute__((packed));")
     return out
 
@@ -558,7 +635,7 @@ def render(specs: list[ProbeSpec], options: Options | None = None) -> BpfProgram
     for i, spec in enumerate(specs):
         fields = fields_of(spec)
         all_fields.append(fields)
-        lines += _struct(i, fields, opts.stack_depth)
+        lines += _struct(i, fields, opts.stack_depth, opts.v8_frames is not None)
         body = _probe_body(i, spec, fields, opts, timing, pair_ids.get(spec.pair, 0))
         fn = f"probe_{i}"
         functions.append(fn)
@@ -583,6 +660,8 @@ def _check(opts: Options) -> None:
         raise CodegenError(f"stack depth must be 0 to {MAX_STACK_DEPTH}, not {depth!r}")
     if depth and opts.aggregate is not Aggregate.NONE:
         raise CodegenError("stacks are captured with streamed events only")
+    if opts.v8_frames is not None and opts.v8_frames.fp_context_or_frame_type is None:
+        raise CodegenError("V8 frames need the frame slot of the context or frame-type marker")
     if opts.keyed is not None and opts.aggregate is not Aggregate.COUNT:
         raise CodegenError("counts per value are kept with --count only")
     if opts.keyed is not None and opts.slower_than_ns is not None:
@@ -626,7 +705,9 @@ class _Timing:
     @staticmethod
     def of(specs: list[ProbeSpec], opts: Options) -> _Timing:
         counting = opts.aggregate is Aggregate.COUNT and opts.slower_than_ns is None  # counting slow calls times them
-        return _Timing(slow.latency_pairs(specs), counting, slow.begin_index(specs, opts.stack_depth))
+        return _Timing(
+            slow.latency_pairs(specs), counting, slow.begin_index(specs, opts.stack_depth, opts.v8_frames is not None)
+        )
 
     def starts(self, spec: ProbeSpec) -> bool:
         return slow.is_begin(spec, self.latency_pairs) and not self.counting
@@ -750,18 +831,20 @@ def _probe_body(
             em.emit("}")
         em.emit("return 0;")
     else:
-        _submit(em, index, spec, fields, opts.stack_depth, "latency" if is_return else "0")
+        _submit(em, index, spec, fields, opts.stack_depth, "latency" if is_return else "0", opts.v8_frames)
     return em.lines
 
 
-def _submit(em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], depth: int, latency: str) -> None:
+def _submit(
+    em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], depth: int, latency: str, v8: V8Layout | None = None
+) -> None:
     """Reserve `struct event_INDEX` in the ring (or count a loss), fill it and submit it."""
     em.emit(f"struct event_{index} *e = events.ringbuf_reserve(sizeof(struct event_{index}));")
     em.emit("if (!e) {")
     em.emit("    utrace_lost();")
     em.emit("    return 0;")
     em.emit("}")
-    _fill(em, index, spec, fields, depth, latency)
+    _fill(em, index, spec, fields, depth, latency, v8)
     if depth:
         # stacks are resolved through /proc/PID: read them while the process still lives
         em.emit("events.ringbuf_submit(e, 0);")
@@ -770,7 +853,9 @@ def _submit(em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], dept
     em.emit("return 0;")
 
 
-def _fill(em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], depth: int, latency: str) -> None:
+def _fill(
+    em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], depth: int, latency: str, v8: V8Layout | None = None
+) -> None:
     """Fill `e`, a `struct event_INDEX *`: header, captured values, user stack."""
     em.emit(f"e->h.probe = {index};")
     em.emit("e->h.pid = pid;")
@@ -782,7 +867,7 @@ def _fill(em: _Emitter, index: int, spec: ProbeSpec, fields: list[Field], depth:
     for fl in fields:
         _capture(em, fl)
     if depth:
-        _stack(em, spec, depth)
+        _stack(em, spec, depth, v8)
 
 
 def _family_programs(family: FamilyOffsets | None, exec_file: ExecOffsets | None = None) -> list[str]:

@@ -134,7 +134,8 @@ class Decoder:
         self.specs = program.specs
         self.fields: list[list[Field]] = program.fields
         self.stack_depth = program.options.stack_depth
-        self.structs = [struct.Struct(event_format(f, self.stack_depth)) for f in program.fields]
+        self.v8_frames = program.options.v8_frames is not None
+        self.structs = [struct.Struct(event_format(f, self.stack_depth, self.v8_frames)) for f in program.fields]
         self.sizes = [s.size for s in self.structs]
 
     def probe_index(self, data: bytes) -> int:
@@ -171,7 +172,13 @@ class Decoder:
             n = items[pos]
             assert isinstance(n, int)
             n = max(0, min(n, self.stack_depth))
-            stack = tuple(Frame(a) for a in items[pos + 1 : pos + 1 + n] if isinstance(a, int))
+            addrs = [a for a in items[pos + 1 : pos + 1 + n] if isinstance(a, int)]
+            if self.v8_frames:
+                w = [x for x in items[pos + 1 + self.stack_depth :] if isinstance(x, int)]
+                slots = [(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]) for i in range(len(addrs))]
+                stack = tuple(Frame(a, v8_slots=sl) for a, sl in zip(addrs, slots, strict=True))
+            else:
+                stack = tuple(Frame(a) for a in addrs)
         return Event(
             kind=_KIND_NAME[spec.kind],
             probe=spec.name,

@@ -85,9 +85,12 @@ def payload_format(fields: list[Field]) -> str:
     return "".join(f.struct_format for f in fields)
 
 
-def stack_format(depth: int) -> str:
-    return f"q{depth}Q" if depth > 0 else ""
+def stack_format(depth: int, v8_frames: bool = False) -> str:
+    """The stack's count and addresses; with `v8_frames`, 4 words per frame after them (codegen._stack)."""
+    if depth <= 0:
+        return ""
+    return f"q{depth}Q{4 * depth}Q" if v8_frames else f"q{depth}Q"
 
 
-def event_format(fields: list[Field], stack_depth: int = 0) -> str:
-    return HEADER_FORMAT + payload_format(fields) + stack_format(stack_depth)
+def event_format(fields: list[Field], stack_depth: int = 0, v8_frames: bool = False) -> str:
+    return HEADER_FORMAT + payload_format(fields) + stack_format(stack_depth, v8_frames)

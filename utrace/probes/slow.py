@@ -93,19 +93,19 @@ def untimed(specs: list[ProbeSpec]) -> list[ProbeSpec]:
     return [s for s in specs if not is_begin(s, pairs) and not (is_end(s) and s.pair in begun)]
 
 
-def begin_index(specs: list[ProbeSpec], stack_depth: int = 0) -> dict[str, tuple[int, int]]:
+def begin_index(specs: list[ProbeSpec], stack_depth: int = 0, v8_frames: bool = False) -> dict[str, tuple[int, int]]:
     """pair -> (index, event size in bytes) of its begin probe (the first, when a pair has several)."""
     pairs = latency_pairs(specs)
     out: dict[str, tuple[int, int]] = {}
     for i, s in enumerate(specs):
         if is_begin(s, pairs) and s.pair not in out:
-            out[s.pair] = (i, event_size(fields_of(s), stack_depth))
+            out[s.pair] = (i, event_size(fields_of(s), stack_depth, v8_frames))
     return out
 
 
-def event_size(fields: list[Field], stack_depth: int) -> int:
+def event_size(fields: list[Field], stack_depth: int, v8_frames: bool = False) -> int:
     """Bytes of `struct event_N` (packed, as the decoder's format)."""
-    return struct.calcsize(event_format(fields, stack_depth))
+    return struct.calcsize(event_format(fields, stack_depth, v8_frames))
 
 
 def maps(buf_size: int, kept: bool, nested: bool) -> str:
@@ -130,7 +130,7 @@ def program_maps(specs: list[ProbeSpec], opts: Options, timing: _Timing) -> str:
 
     kept = opts.slower_than_ns is not None and opts.aggregate is Aggregate.NONE
     size = max(
-        (event_size(fields_of(s), opts.stack_depth) for s in specs if timing.starts(s)),
+        (event_size(fields_of(s), opts.stack_depth, opts.v8_frames is not None) for s in specs if timing.starts(s)),
         default=8,
     )
     nested = any(s.kind is ProbeKind.USDT and (timing.starts(s) or timing.returns(s)) for s in specs)
@@ -180,7 +180,7 @@ def body(
         em.emit("struct slow_buf *buf = slow_scratch.lookup(&zero);")
         em.emit("if (!buf) return 0;")
         em.emit(f"struct event_{index} *e = (struct event_{index} *)buf;")
-        cg._fill(em, index, spec, fields, depth, "0")
+        cg._fill(em, index, spec, fields, depth, "0", opts.v8_frames)
         em.emit("if (slow_open.update(&sk, buf)) {")
         em.emit("    utrace_lost();")
         em.emit(f"    u64 *full = {FULL_MAP}.lookup(&zero);")
@@ -219,7 +219,7 @@ def body(
     flags = "0" if depth else f"utrace_wakeup({size})"
     em.emit(f"if (events.ringbuf_output(kept, {size}, {flags})) utrace_lost();")
     em.emit("slow_open.delete(&sk);")
-    cg._submit(em, index, spec, fields, depth, "latency")
+    cg._submit(em, index, spec, fields, depth, "latency", opts.v8_frames)
 
 
 def full_warning(count: int) -> list[str]:

@@ -8,6 +8,9 @@ executable memory is JIT code: it is looked up in `/tmp/perf-NSPID.map` under th
 
 Return addresses (every frame but the innermost) are looked up one byte back, at the call, so a call
 that ends a function (to a function that does not return) is not shown as the next function.
+
+In a node target, frames that carry V8's frame slots and are JavaScript frames are named from V8's heap
+(utrace.process.v8frames), without a perf map.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from utrace.model import Frame
 from utrace.process import procfs
 from utrace.process.perfmap import PerfMap
 from utrace.process.target import namespace_pid
+from utrace.process.v8frames import V8Frames
+from utrace.v8layout import V8Layout
 
 PERF_MAP_MODULE = "[perf-map]"
 _RELOAD_S = 0.1  # re-read a process's maps at most this often when an address is not in them
@@ -94,14 +99,30 @@ class Symbolizer:
     when /proc/PID is gone.
     """
 
-    def __init__(self, exe: tuple[str, str] | None = None, launched: int | None = None) -> None:
+    def __init__(
+        self, exe: tuple[str, str] | None = None, launched: int | None = None, v8: V8Layout | None = None
+    ) -> None:
         self._procs: dict[int, _Process] = {}
+        self._v8 = V8Frames(v8) if v8 is not None else None
         self._tables: dict[tuple[int, int], _Table | None] = {}
         self._by_path: dict[str, _Table | None] = {}
         self._answers: dict[tuple[int, int, bool], Frame] = {}
         self._exe = exe
         self._launched = launched
         self._fixed: _Table | bool | None = False  # False: not looked at yet
+
+    def preload(self, path: str) -> None:
+        """Read the function table of the file at `path` now (a large node takes a few tenths of a
+        second), keyed by its identity as the maps will give it: a node's JavaScript frames are named
+        from its memory, which must be read before it exits, and the first stack would otherwise wait
+        for this."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        key = (st.st_dev, st.st_ino)
+        if key not in self._tables:
+            self._tables[key] = _read_table(path, key)
 
     def learn(self, pid: int, path: str, display: str, file_offset: int, address: int) -> None:
         """The instruction at `file_offset` of the file `path` ran at `address` in `pid` (a probe fired)."""
@@ -127,7 +148,18 @@ class Symbolizer:
 
         `after_return`: the innermost frame is a return address too (a uretprobe fires there).
         """
-        return tuple(self.frame(pid, f.address, returning=i > 0 or after_return) for i, f in enumerate(frames))
+        v8 = self._v8
+        if v8 is not None:
+            for f in frames:
+                if f.v8_slots is not None:
+                    v8.prefetch(pid, f.v8_slots)
+        out = tuple(self.frame(pid, f.address, returning=i > 0 or after_return) for i, f in enumerate(frames))
+        if v8 is None:
+            return out
+        # a node's frames carry V8's frame slots: its JavaScript frames are named from them
+        return tuple(
+            v8.frame(pid, r, f.v8_slots) if f.v8_slots is not None else r for r, f in zip(out, frames, strict=True)
+        )
 
     def frame(self, pid: int, address: int, *, returning: bool = False) -> Frame:
         key = (pid, address, returning)

@@ -13,6 +13,7 @@ from utrace.elf.match import function_not_found, match_functions
 from utrace.elf.symbols import SymbolTable
 from utrace.errors import ElfError, NotFoundError
 from utrace.model import Event, ProbeSpec, Symbol, Target
+from utrace.v8layout import V8Layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class Plan:
     closing: Callable[[Mapping[str, int], Callable[[str], list[bytes]]], list[str]] | None = None
     launch_check: LaunchCheck | None = None
     change: TargetChange | None = None
+    v8_frames: V8Layout | None = None  # a V8 node target: its stacks' JavaScript frames are named
 
 
 class LaunchCheck(Protocol):

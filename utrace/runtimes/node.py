@@ -30,6 +30,7 @@ from utrace.runtimes.base import (
 from utrace.runtimes.cxxthis import MembershipOracle
 from utrace.runtimes.native import NativeRuntime, args_for, command_path, maps_file
 from utrace.runtimes.signature import sysv_args
+from utrace.v8layout import V8Layout
 
 # uv_handle_type (uv.h): the `type` member sits after `void *data` and `uv_loop_t *loop`.
 HANDLE_TYPES = (
@@ -224,10 +225,12 @@ class NodeRuntime(NativeRuntime):
 
         js = [p for p in request.probes if v8js.is_js(p)]
         if not js:
-            return super().plan(request, target)
-        rest = tuple(p for p in request.probes if not v8js.is_js(p))
-        plan = super().plan(replace(request, probes=rest), target) if rest else Plan()
-        v8js.plan_js(request, target, js, plan)
+            plan = super().plan(request, target)
+        else:
+            rest = tuple(p for p in request.probes if not v8js.is_js(p))
+            plan = super().plan(replace(request, probes=rest), target) if rest else Plan()
+            v8js.plan_js(request, target, js, plan)
+        plan.v8_frames = _frames_layout(target)
         return plan
 
     def _resolve_alias(self, modules: list[ModuleSymbols], expr: str, plan: Plan) -> tuple[list[Symbol], str, bool]:
@@ -284,3 +287,18 @@ def _has_libuv(path: str) -> bool:
     except ElfError:
         return False
     return t.has_raw("uv_run") or t.has_raw("uv_listen")
+
+
+def _frames_layout(target: Target) -> V8Layout | None:
+    """The V8 layout that names a stack's JavaScript frames (see utrace.process.v8frames), when the
+    node binary (or a library of it) has V8's metadata with the frame slots; None otherwise."""
+    from utrace.elf.v8meta import v8_layout
+
+    for m in target.modules:
+        try:
+            layout = v8_layout(m.path)
+        except ElfError:
+            continue
+        if layout.fp_context_or_frame_type is not None and layout.sfi_type is not None:
+            return layout
+    return None

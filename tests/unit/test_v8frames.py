@@ -1,0 +1,250 @@
+"""JavaScript frames of node stacks: the captured V8 frame slots (codegen._stack), their decoding
+(probes.decode) and their naming from a process's memory (process.v8frames), on a fake V8 heap laid out
+as node 20's V8 lays it out (the offsets are node 20's v8dbg_* values)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_codegen import SHIM, _probe_body, _struct_body
+from utrace.model import ArgKind, ArgSpec, Frame, JsMatch, ProbeKind, ProbeSpec, Reg, Stack
+from utrace.probes.codegen import Options, render
+from utrace.probes.decode import Decoder
+from utrace.probes.layout import event_format
+from utrace.process import v8frames
+from utrace.process.v8frames import V8Frames, _Unread
+from utrace.v8layout import V8Layout
+
+L = V8Layout(
+    heap_object_tag=1, heap_object_tag_mask=3, smi_tag_mask=1, smi_shift=32, tagged_size=8, map=-1,
+    instance_type=11, first_nonstring_type=128, string_repr_mask=7, string_encoding_mask=8, seq_tag=0,
+    cons_tag=1, thin_tag=5, sliced_tag=3, one_byte_tag=8, jsfunction_shared=23, sfi_name_or_scope_info=15,
+    sfi_script=31, string_length=11, seq_one_byte_chars=15, seq_two_byte_chars=15, cons_first=15,
+    cons_second=23, thin_actual=15, sliced_parent=15, sliced_offset=23, heap_number_value=7, oddball_kind=39,
+    script_name=15, scope_info_type=200, heap_number_type=130, oddball_type=131, js_function_type=2090,
+    js_array_type=2100, js_object_type=2095, scopeinfo_first_vars=4, scopeinfo_ncontextlocals=2,
+    oddball_false=0, oddball_true=1, oddball_null=3, oddball_undefined=5, map_constructor=31,
+    js_array_length=23, fp_function=-16, jsfunction_code=None, code_flags=None, code_kind_mask=15,
+    code_kind_shift=0, code_kind_baseline=3, code_kind_interpreted=2,
+    fp_context_or_frame_type=-8, sfi_type=262, script_type=167,
+)  # fmt: skip
+SEQ_ONE_BYTE = 8  # string instance type: sequential (0) | one-byte (8)
+CONS_ONE_BYTE = 9
+
+
+class Heap:
+    """A fake process memory: objects placed at addresses, read as `_Mem` reads."""
+
+    def __init__(self) -> None:
+        self.mem = bytearray(1 << 16)
+        self.base = 0x10000
+        self.top = 0x100
+        self.maps: dict[int, int] = {}
+        self.gone = False
+
+    def word(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
+
+    def read(self, address: int, n: int) -> bytes:
+        if self.gone:
+            raise _Unread("memory not readable: the process may have exited")
+        off = address - self.base
+        if off < 0 or off + n > len(self.mem):
+            raise _Unread(f"no object at {address:#x}")
+        return bytes(self.mem[off : off + n])
+
+    def put(self, address: int, value: int, size: int = 8) -> None:
+        off = address - self.base
+        self.mem[off : off + size] = value.to_bytes(size, "little")
+
+    def alloc(self, size: int, type_: int) -> int:
+        """A new object of `size` bytes with a map of instance type `type_`: its tagged pointer."""
+        m = self.map_of(type_)
+        start = self.base + self.top
+        self.top += (size + 15) & ~15
+        self.put(start, m)
+        return start + 1
+
+    def map_of(self, type_: int) -> int:
+        if type_ not in self.maps:
+            start = self.base + self.top
+            self.top += 32
+            self.put(start + 12, type_, 2)  # instance_type at +11 from the tagged pointer
+            self.maps[type_] = start + 1
+        return self.maps[type_]
+
+    def string(self, text: str) -> int:
+        s = self.alloc(16 + len(text), SEQ_ONE_BYTE)
+        self.put(s + L.string_length, len(text), 4)
+        off = s + L.seq_one_byte_chars - self.base
+        self.mem[off : off + len(text)] = text.encode("latin-1")
+        return s
+
+    def cons(self, a: int, b: int, length: int) -> int:
+        s = self.alloc(32, CONS_ONE_BYTE)
+        self.put(s + L.string_length, length, 4)
+        self.put(s + L.cons_first, a)
+        self.put(s + L.cons_second, b)
+        return s
+
+    def scope_info(self, nlocals: int, name: int, inferred: int) -> int:
+        si = self.alloc(8 * (6 + 2 * nlocals + 3), L.scope_info_type)
+        self.put(si + L.map + 8 + 8 * L.scopeinfo_ncontextlocals, nlocals << 32)
+        slot = si + L.map + 8 + 8 * L.scopeinfo_first_vars + 16 * nlocals
+        self.put(slot, name)
+        self.put(slot + 8, 7 << 32)  # a Smi
+        self.put(slot + 16, inferred)
+        return si
+
+    def sfi(self, name_or_scope_info: int, script: int = 0) -> int:
+        sfi = self.alloc(48, L.sfi_type)
+        self.put(sfi + L.sfi_name_or_scope_info, name_or_scope_info)
+        self.put(sfi + L.sfi_script, script)
+        return sfi
+
+    def script(self, name: str) -> int:
+        sc = self.alloc(32, L.script_type)
+        self.put(sc + L.script_name, self.string(name))
+        return sc
+
+
+@pytest.fixture
+def heap(monkeypatch: pytest.MonkeyPatch) -> Heap:
+    h = Heap()
+    monkeypatch.setattr(V8Frames, "_mem", lambda self, pid: h)
+    return h
+
+
+JIT = Frame(0x7F0000001234)  # anonymous memory: nothing names it
+TRAMPOLINE = Frame(0x18CFD1C, "Builtins_InterpreterEntryTrampoline", 0xDC, "/usr/bin/node")
+CONTEXT = 0x5551  # a heap object: a JavaScript frame's context slot
+FUNCTION = 0x6661
+
+
+def test_a_named_function_with_its_script(heap: Heap) -> None:
+    sfi = heap.sfi(heap.string("priceOf"), heap.script("/srv/app.js"))
+    word = heap.word(sfi + L.sfi_name_or_scope_info)
+    got = V8Frames(L).frame(1, TRAMPOLINE, (CONTEXT, FUNCTION, sfi, word))
+    assert (got.function, got.module, got.js, got.offset) == ("priceOf", "/srv/app.js", "", 0)
+    assert got.address == TRAMPOLINE.address
+    assert str(got) == "priceOf [JS] (app.js)"
+
+
+def test_scope_info_name_then_inferred_name(heap: Heap) -> None:
+    frames = V8Frames(L)
+    undefined = heap.alloc(48, L.oddball_type)
+    named = heap.sfi(heap.scope_info(3, heap.string("middle"), undefined))
+    inferred = heap.sfi(heap.scope_info(0, 0, heap.cons(heap.string("Module."), heap.string("_compile"), 15)))
+    anonymous = heap.sfi(heap.scope_info(1, 0, undefined))  # no name, inferred name undefined: not a string
+    for sfi, want in ((named, "middle"), (inferred, "Module._compile"), (anonymous, "")):
+        got = frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi, heap.word(sfi + L.sfi_name_or_scope_info)))
+        assert (got.function, got.js) == (want, ""), want
+    assert str(frames.frame(1, JIT, (CONTEXT, FUNCTION, anonymous, heap.word(anonymous + 15)))) == "(anonymous) [JS]"
+
+
+def test_typed_and_native_frames_are_left_alone(heap: Heap) -> None:
+    sfi = heap.sfi(heap.string("priceOf"))
+    word = heap.word(sfi + L.sfi_name_or_scope_info)
+    frames = V8Frames(L)
+    marker = 7 << 1  # a frame-type marker is a Smi (an entry, exit or stub frame)
+    assert frames.frame(1, TRAMPOLINE, (marker, FUNCTION, sfi, word)) == TRAMPOLINE
+    native = Frame(0x401000, "node::fs::Open", 0x10, "/usr/bin/node")
+    assert frames.frame(1, native, (CONTEXT, FUNCTION, sfi, word)) == native
+    assert v8frames.is_v8_code(JIT) and v8frames.is_v8_code(TRAMPOLINE) and not v8frames.is_v8_code(native)
+
+
+def test_what_cannot_be_confirmed_is_said(heap: Heap) -> None:
+    frames = V8Frames(L)
+    sfi = heap.sfi(heap.string("priceOf"))
+    word = heap.word(sfi + L.sfi_name_or_scope_info)
+    # the SFI holds another name word now (the GC moved things, or the address was reused)
+    got = frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi, word + 16))
+    assert got.function is None and got.js and "changed" in got.js
+    assert str(got).startswith("<JS frame, function not read: ")
+    # not an SFI at that address
+    other = heap.alloc(48, 99)
+    assert "SharedFunctionInfo" in (frames.frame(1, JIT, (CONTEXT, FUNCTION, other, word)).js or "")
+    # the function slot is no object
+    assert "not an object" in (frames.frame(1, JIT, (CONTEXT, 0x1000, sfi, word)).js or "")
+    # a string of a shape not read (external)
+    ext = heap.alloc(32, 8 | 2)
+    sfi2 = heap.sfi(ext)
+    assert "shape not read" in (frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi2, ext)).js or "")
+    # too many context locals: names in a hash table
+    big = heap.sfi(heap.scope_info(80, 0, 0))
+    assert "hash table" in (frames.frame(1, JIT, (CONTEXT, FUNCTION, big, heap.word(big + 15))).js or "")
+    # the process is gone
+    sfi3 = heap.sfi(heap.string("late"))
+    heap.gone = True
+    got = frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi3, 0))
+    assert got.function is None and "exited" in (got.js or "")
+
+
+def test_long_names_are_bounded(heap: Heap) -> None:
+    sfi = heap.sfi(heap.string("x" * 1000))
+    got = V8Frames(L).frame(1, JIT, (CONTEXT, FUNCTION, sfi, heap.word(sfi + 15)))
+    assert got.function == "x" * v8frames.NAME_MAX
+
+
+def _js_spec(frame_ret: int) -> ProbeSpec:
+    return ProbeSpec(
+        "js:priceOf", "/usr/bin/node", 0x1000, ProbeKind.ENTRY, (),
+        filters=(JsMatch(Reg("rdi"), L, (b"priceOf",)),),
+        context=(ArgSpec("function", ArgKind.JSNAME),), frame=(Reg("rbp"), Stack(frame_ret)),
+    )  # fmt: skip
+
+
+def test_generated_stack_carries_the_frame_slots() -> None:
+    depth = 8
+    native = ProbeSpec("uv_fs_open", "/usr/bin/node", 0x2000, ProbeKind.ENTRY, ())
+    prog = render([_js_spec(0), _js_spec(8), native], Options(pid=1, stack_depth=depth, v8_frames=L))
+    for i in range(3):
+        assert f"u64 ustack_js[{depth}][4];" in _struct_body(prog.source, i)
+    t, p, n = (_probe_body(prog.source, i) for i in range(3))
+    # a js: entry's own frame is the function being entered (rdi) and its context (rsi)
+    assert "e->ustack_js[0][0] = ctx->si;" in t
+    fn = re.search(r"e->ustack_js\[0\]\[1\] = ([a-z]\w*(?:->\w+)?);", t)
+    assert fn and (fn.group(1) == "ctx->di" or re.search(rf"\b{fn.group(1)} = ctx->di;", t)), t
+    assert "ctx->si" not in n
+    # offsets are the layout's: the context/marker slot and the function slot of the caller's frame
+    assert "(void *)(fr[0] + -8LL)" in t and "(void *)(fr[0] + -16LL)" in t
+    # at the baseline prologue the return into the caller is [sp+8]: taken, with the frame at rbp
+    assert "e->ustack[2], 8, (void *)(ctx->sp + 8)" in p and "for (int i = 3;" in p
+    # and the function being entered is frame 1 there, the return into its own code
+    assert "e->ustack_js[1][0] = ctx->si;" in p and "e->ustack_js[0][0] = ctx->si;" not in p
+    assert "for (int i = 2;" in t and "for (int i = 2;" in n
+    plain = render([native], Options(pid=1, stack_depth=depth))
+    assert "ustack_js" not in plain.source
+
+
+def test_decoder_reads_the_slots_with_each_frame() -> None:
+    depth = 4
+    prog = render([ProbeSpec("uv_fs_open", "/usr/bin/node", 0x2000, ProbeKind.ENTRY, ())],
+                  Options(pid=1, stack_depth=depth, v8_frames=L))  # fmt: skip
+    fmt = event_format(prog.fields[0], depth, True)
+    slots = list(range(100, 100 + 4 * depth))
+    data = struct.pack(fmt, 0, 7, 7, 0, 1, 0, b"node", 2, 0x10, 0x20, 0, 0, *slots)
+    ev = Decoder(prog).decode(data)
+    assert [f.address for f in ev.stack] == [0x10, 0x20]
+    assert [f.v8_slots for f in ev.stack] == [(100, 101, 102, 103), (104, 105, 106, 107)]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_generated_c_compiles_with_the_decoders_size(tmp_path: Path) -> None:
+    depth = 16
+    native = ProbeSpec("uv_fs_open", "/usr/bin/node", 0x2000, ProbeKind.ENTRY, ())
+    prog = render([_js_spec(0), _js_spec(8), native], Options(pid=1, stack_depth=depth, v8_frames=L))
+    src = prog.source.replace("#include <uapi/linux/ptrace.h>\n", SHIM, 1)
+    for i, fields in enumerate(prog.fields):
+        size = struct.calcsize(event_format(fields, depth, True))
+        src += f'\n_Static_assert(sizeof(struct event_{i}) == {size}, "size {i}");\n'
+    c = tmp_path / "p.c"
+    c.write_text(src)
+    p = subprocess.run(["gcc", "-fsyntax-only", "-w", str(c)], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, re.sub(r"\s+", " ", p.stderr)[:2000]

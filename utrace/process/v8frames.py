@@ -1,0 +1,267 @@
+"""JavaScript frames of a node stack, named from V8's own frame slots (no --perf-basic-prof needed).
+
+The kernel captures, with each return address of a node target's stack, the slots of the frame whose
+code holds it (`utrace.probes.codegen._stack`): the context-or-marker slot, the function slot, the
+function's SharedFunctionInfo and the SFI's name_or_scope_info word. A frame is JavaScript (interpreted,
+baseline, Maglev or TurboFan) when its address is V8's code (a `Builtins_*` function of the node binary,
+or anonymous executable memory: JIT code) and its marker slot is not a Smi (V8's StackFrame::ComputeType:
+a typed frame, stub, entry or exit, has a Smi frame-type marker there, a JavaScript frame its context).
+
+The name is read here from /proc/PID/mem, after the event: the SFI must still be a SharedFunctionInfo
+holding the word the kernel saw (the key the BPF `jsnot` cache uses: an SFI that moved has another
+address, one that took a freed address holds its own name or ScopeInfo), checked again after the name
+was read. It is read as `SharedFunctionInfo::DebugName` (what `utrace.probes.v8values.emit_match`
+matches): the String there, or the ScopeInfo's function-name slot, else its inferred-name slot. Every
+read is bounded; whatever cannot be confirmed is said (`Frame.js` holds the reason), never guessed.
+Answers are cached by (pid, SFI, word).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from utrace.model import Frame
+from utrace.v8layout import V8Layout
+
+PERF_MAP_MODULE = "[perf-map]"
+NAME_MAX = 256  # bytes of a name or script name shown
+_STRING_DEPTH = 8  # cons/thin/sliced strings followed this deep
+_FDS_MAX = 16  # /proc/PID/mem files kept open
+_CACHE_MAX = 1 << 16
+MAX_INLINED_LOCALS = 75  # as utrace.probes.v8values (kScopeInfoMaxInlinedLocalNamesSize)
+
+
+class _Unread(Exception):
+    """A V8 object that could not be read or is not what it must be: the message says which."""
+
+
+class _Mem:
+    """Bounded reads of one process's memory."""
+
+    def __init__(self, pid: int) -> None:
+        self.fd: int | None = None
+        self.why = ""
+        try:
+            self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self.why = f"the process's memory cannot be read ({e.strerror or e})"
+
+    def read(self, address: int, n: int) -> bytes:
+        if self.fd is None:
+            raise _Unread(self.why)
+        if not 0 < n <= 4096 or not 0 < address < 1 << 63:
+            raise _Unread(f"no object at {address:#x}")
+        try:
+            data = os.pread(self.fd, n, address)
+        except OSError as e:
+            why = e.strerror or str(e)
+            raise _Unread(f"memory at {address:#x} not readable ({why}): the process may have exited") from None
+        if len(data) != n:
+            raise _Unread(f"memory at {address:#x} not readable: the process may have exited")
+        return data
+
+    def word(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def is_v8_code(frame: Frame) -> bool:
+    """Whether a symbolised frame's address is V8's code: a builtin of the node binary, or JIT code
+    (anonymous executable memory, or named by a perf map)."""
+    if frame.module is None or frame.module == PERF_MAP_MODULE:
+        return True
+    return frame.function is not None and frame.function.startswith("Builtins_")
+
+
+class V8Frames:
+    """Names the JavaScript frames of one V8 layout's processes."""
+
+    def __init__(self, layout: V8Layout) -> None:
+        self.layout = layout
+        self._mems: dict[int, _Mem] = {}
+        self._names: dict[tuple[int, int, int], tuple[str, str | None] | str] = {}
+
+    def prefetch(self, pid: int, slots: tuple[int, int, int, int]) -> None:
+        """Read the name a frame with these slots would have, before its address is symbolised (which
+        can take long the first time): the process may not live much longer than its event."""
+        if (slots[0] & self.layout.smi_tag_mask) and self._heap(slots[1]) and self._heap(slots[2]):
+            self._lookup(pid, slots[2], slots[3])
+
+    def frame(self, pid: int, resolved: Frame, slots: tuple[int, int, int, int]) -> Frame:
+        """`resolved` (symbolised) as a JavaScript frame when it is one, else unchanged."""
+        L = self.layout
+        marker, function, sfi, word = slots
+        if not is_v8_code(resolved) or (marker & L.smi_tag_mask) == 0:
+            return resolved  # native code, or a typed frame (its marker is a Smi)
+        if not self._heap(function):
+            return replace(resolved, js=f"the function slot holds {function:#x}, not an object")
+        if not self._heap(sfi):
+            return replace(resolved, js=f"the function's SharedFunctionInfo slot held {sfi:#x}")
+        got = self._lookup(pid, sfi, word)
+        if isinstance(got, str):
+            return replace(resolved, js=got)
+        name, script = got
+        return replace(resolved, function=name, offset=0, module=script, js="")
+
+    def _lookup(self, pid: int, sfi: int, word: int) -> tuple[str, str | None] | str:
+        key = (pid, sfi, word)
+        got = self._names.get(key)
+        if got is None:
+            got = self._read(pid, sfi, word)
+            if len(self._names) >= _CACHE_MAX:
+                self._names.clear()
+            self._names[key] = got
+        return got
+
+    def forget(self, pid: int) -> None:
+        mem = self._mems.pop(pid, None)
+        if mem is not None:
+            mem.close()
+
+    def _mem(self, pid: int) -> _Mem:
+        mem = self._mems.get(pid)
+        if mem is None:
+            if len(self._mems) >= _FDS_MAX:
+                self.forget(next(iter(self._mems)))
+            mem = self._mems[pid] = _Mem(pid)
+        return mem
+
+    def _heap(self, v: int) -> bool:
+        L = self.layout
+        return v != 0 and (v & L.heap_object_tag_mask) == L.heap_object_tag
+
+    def _read(self, pid: int, sfi: int, word: int) -> tuple[str, str | None] | str:
+        """(name, script name or None), or why the function was not read."""
+        mem = self._mem(pid)
+        L = self.layout
+        try:
+            if L.sfi_type is None:
+                raise _Unread("this node's V8 metadata has no SharedFunctionInfo type")
+            if self._type(mem, sfi) != L.sfi_type:
+                raise _Unread("the function's SharedFunctionInfo is no longer one (moved by the GC)")
+            if mem.word(sfi + L.sfi_name_or_scope_info) != word:
+                raise _Unread("the function's SharedFunctionInfo changed since the event")
+            name = self.debug_name(mem, word)
+            script = self._script(mem, sfi)
+            if mem.word(sfi + L.sfi_name_or_scope_info) != word:
+                raise _Unread("the function's SharedFunctionInfo changed while it was read")
+        except _Unread as e:
+            return str(e)
+        return name, script
+
+    def _type(self, mem: _Mem, obj: int) -> int:
+        L = self.layout
+        if not self._heap(obj):
+            raise _Unread(f"{obj:#x} is not an object")
+        m = mem.word(obj + L.map)
+        if not self._heap(m):
+            raise _Unread(f"the object at {obj:#x} has no map")
+        return int.from_bytes(mem.read(m + L.instance_type, 2), "little")
+
+    def debug_name(self, mem: _Mem, word: int) -> str:
+        """SharedFunctionInfo::DebugName from its name_or_scope_info `word` ("" when it has none)."""
+        L = self.layout
+        if not self._heap(word):
+            if word == 0:  # kNoSharedNameSentinel: a function without a name of its own
+                return ""
+            raise _Unread(f"the name slot holds {word:#x}")
+        t = self._type(mem, word)
+        if t < L.first_nonstring_type:
+            return self.string(mem, word, t)
+        if t != L.scope_info_type:
+            raise _Unread(f"the name slot holds an object of V8 instance type {t}")
+        n_word = mem.word(word + L.map + 8 + 8 * L.scopeinfo_ncontextlocals)
+        if n_word & L.smi_tag_mask:
+            raise _Unread("the ScopeInfo's context-local count is not a Smi")
+        n = n_word >> L.smi_shift
+        if n >= MAX_INLINED_LOCALS:
+            raise _Unread(f"{n} context variables: the ScopeInfo keeps its names in a hash table, not read")
+        raw = mem.read(word + L.map + 8 + 8 * L.scopeinfo_first_vars + 16 * n, 24)
+        fname, mid, inferred = (int.from_bytes(raw[i : i + 8], "little") for i in (0, 8, 16))
+        if mid & L.smi_tag_mask:
+            raise _Unread("the ScopeInfo has no function-name slots")
+        if self._heap(fname):
+            t = self._type(mem, fname)
+            if t >= L.first_nonstring_type:
+                raise _Unread(f"the ScopeInfo's function name is of V8 instance type {t}")
+            got = self.string(mem, fname, t)
+            if got:
+                return got
+        elif fname != 0:
+            raise _Unread("the ScopeInfo's function-name slot is neither a name nor Smi 0")
+        if self._heap(inferred):
+            t = self._type(mem, inferred)
+            if t < L.first_nonstring_type:
+                return self.string(mem, inferred, t)
+        return ""
+
+    def string(self, mem: _Mem, s: int, t: int, depth: int = 0, budget: int = NAME_MAX) -> str:
+        """The first `budget` bytes' worth of the V8 string `s` of instance type `t`."""
+        L = self.layout
+        if depth > _STRING_DEPTH:
+            raise _Unread("a string nested too deep")
+        length = int.from_bytes(mem.read(s + L.string_length, 4), "little")
+        if length > 0x3FFFFFFF:
+            raise _Unread("a string of implausible length")
+        rep = t & L.string_repr_mask
+        if rep == L.seq_tag:
+            one = (t & L.string_encoding_mask) == L.one_byte_tag
+            if one:
+                k = min(length, budget)
+                return mem.read(s + L.seq_one_byte_chars, k).decode("latin-1") if k else ""
+            k = min(length, budget // 2)
+            return mem.read(s + L.seq_two_byte_chars, 2 * k).decode("utf-16-le", "replace") if k else ""
+        if rep == L.cons_tag:
+            first = mem.word(s + L.cons_first)
+            second = mem.word(s + L.cons_second)
+            a = self.string(mem, first, self._string_type(mem, first), depth + 1, budget)
+            if len(a) >= budget:
+                return a
+            return a + self.string(mem, second, self._string_type(mem, second), depth + 1, budget - len(a))
+        if rep == L.thin_tag:
+            actual = mem.word(s + L.thin_actual)
+            return self.string(mem, actual, self._string_type(mem, actual), depth + 1, budget)
+        if rep == L.sliced_tag:
+            parent = mem.word(s + L.sliced_parent)
+            off = mem.word(s + L.sliced_offset)
+            if off & L.smi_tag_mask:
+                raise _Unread("a sliced string's offset is not a Smi")
+            whole = self.string(mem, parent, self._string_type(mem, parent), depth + 1, NAME_MAX * 4)
+            start = off >> L.smi_shift
+            return whole[start : start + min(length, budget)]
+        raise _Unread(f"a string of a shape not read (V8 instance type {t})")
+
+    def _string_type(self, mem: _Mem, s: int) -> int:
+        t = self._type(mem, s)
+        if t >= self.layout.first_nonstring_type:
+            raise _Unread(f"a string's part is of V8 instance type {t}")
+        return t
+
+    def _script(self, mem: _Mem, sfi: int) -> str | None:
+        """The name of the SFI's script, when it has one (None: not a Script, or no string name)."""
+        L = self.layout
+        if L.script_type is None:
+            return None
+        script = mem.word(sfi + L.sfi_script)
+        if not self._heap(script):
+            return None
+        try:
+            if self._type(mem, script) != L.script_type:
+                return None  # DebugInfo, or undefined
+            name = mem.word(script + L.script_name)
+            if not self._heap(name):
+                return None
+            t = self._type(mem, name)
+            if t >= L.first_nonstring_type:
+                return None
+            return self.string(mem, name, t) or None
+        except _Unread:
+            return None
+
+
+__all__ = ["V8Frames", "is_v8_code"]
