@@ -67,7 +67,6 @@ class V8Layout:
     code_kind_baseline: int
     code_kind_interpreted: int
     # --stack in node: the frame slot of a context or a frame-type marker (V8's StackFrame::ComputeType),
-    # the SharedFunctionInfo and Script instance types; None when the binary does not say
+    # the Script instance type; None when the binary does not say
     fp_context_or_frame_type: int | None = None
-    sfi_type: int | None = None
     script_type: int | None = None

@@ -122,7 +122,6 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
     "jsfunction_code": ("class_JSFunction__code__",),
     "code_flags": ("class_Code__flags__",),
     "fp_context_or_frame_type": ("off_fp_context_or_frame_type",),
-    "sfi_type": ("type_SharedFunctionInfo__SHARED_FUNCTION_INFO_TYPE",),
     "script_type": ("type_Script__SCRIPT_TYPE",),
 }
 
@@ -198,7 +197,6 @@ def layout_from(constants: dict[str, int], where: str) -> V8Layout:
         jsfunction_code=opt("jsfunction_code"),
         code_flags=opt("code_flags"),
         fp_context_or_frame_type=optional["fp_context_or_frame_type"],
-        sfi_type=optional["sfi_type"],
         script_type=optional["script_type"],
     )
 

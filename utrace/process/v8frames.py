@@ -140,8 +140,6 @@ class V8Frames:
         mem = self._mem(pid)
         L = self.layout
         try:
-            if L.sfi_type is None:
-                raise _Unread("this node's V8 metadata has no SharedFunctionInfo type")
             if self._type(mem, sfi) != L.sfi_type:
                 raise _Unread("the function's SharedFunctionInfo is no longer one (moved by the GC)")
             if mem.word(sfi + L.sfi_name_or_scope_info) != word:

@@ -299,6 +299,6 @@ def _frames_layout(target: Target) -> V8Layout | None:
             layout = v8_layout(m.path)
         except ElfError:
             continue
-        if layout.fp_context_or_frame_type is not None and layout.sfi_type is not None:
+        if layout.fp_context_or_frame_type is not None:
             return layout
     return None
