@@ -138,7 +138,7 @@ def test_ctrl_c_lists_what_was_seen_and_detaches(major: int, tmp_path: Path) -> 
     finally:
         prog.stop()
     assert u.returncode == 0, err
-    assert out.startswith("# 1 JavaScript functions matching 'other' called in pid"), out
+    assert out.startswith("# 1 JavaScript function matching 'other' called in pid"), out
     rows = out.splitlines()[1:]
     assert len(rows) == 1 and rows[0].split()[1] == "other" and int(rows[0].split()[0]) > 0, out
     assert "stopped by SIGINT after" in err, err

@@ -217,8 +217,9 @@ def write_table(listing: Listing, out: TextIO) -> None:
 def js_window(listing: JsListing) -> str:
     """The one line that says what a JavaScript listing is: the functions called during the window."""
     what = "" if listing.glob == "*" else f" matching {listing.glob!r}"
+    n = len(listing.functions)
     return (
-        f"{len(listing.functions)} JavaScript functions{what} called in pid {listing.pid} during "
+        f"{n} JavaScript function{'' if n == 1 else 's'}{what} called in pid {listing.pid} during "
         f"{listing.seconds:.1f} s: only functions called in that window are listed, not every function that "
         "exists (calls from code V8 has optimised, or inlined, are not seen: counts are lower bounds)"
     )
