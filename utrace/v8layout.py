@@ -61,3 +61,5 @@ class V8Layout:
     code_kind_shift: int
     code_kind_baseline: int
     code_kind_interpreted: int
+    script_type: int | None = None  # the instance type of a Script
+    script_source: int | None = None  # Script.source (a String, or undefined)

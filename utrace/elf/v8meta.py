@@ -115,6 +115,8 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
     "js_array_length": ("class_JSArray__length__",),
     "jsfunction_code": ("class_JSFunction__code__",),
     "code_flags": ("class_Code__flags__",),
+    "script_type": ("type_Script__SCRIPT_TYPE",),
+    "script_source": ("class_Script__source__",),
 }
 
 
@@ -179,6 +181,8 @@ def layout_from(constants: dict[str, int], where: str) -> V8Layout:
         js_array_length=opt("js_array_length"),
         jsfunction_code=opt("jsfunction_code"),
         code_flags=opt("code_flags"),
+        script_type=optional["script_type"],
+        script_source=opt("script_source"),
     )
 
 
