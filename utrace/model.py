@@ -173,6 +173,7 @@ class ArgKind(StrEnum):
     UNAVAILABLE = "unavailable"  # known to exist but not readable from BPF (e.g. float registers)
     JSVALUE = "jsvalue"  # a V8 tagged value, decoded in BPF (utrace.probes.v8values)
     JSNAME = "jsname"  # the name of the JavaScript function a JsMatch filter matched
+    JSSCRIPT = "jsscript"  # the matched function's script (name tail) and start position (utrace.probes.v8values)
 
 
 STRING_KINDS = frozenset({ArgKind.CSTR, ArgKind.PTRLEN_STR})
@@ -290,7 +291,8 @@ class JsMatch:
     V8 hands a call it already entered on to other code (a builtin's `jmp REG`): it emits nothing and
     marks the call, so that the entry it leads to (`sp_delta` bytes below... see v8values) is not
     counted twice. `sp_delta`: the stack pointer at this probe minus the stack pointer of the call's
-    first entry (-8 where the entry is a builtin called from the function's own code).
+    first entry (-8 where the entry is a builtin called from the function's own code). `script`:
+    when not empty, only functions of a script whose name is it or ends with `/` and it.
     """
 
     function: Location
@@ -298,9 +300,11 @@ class JsMatch:
     globs: tuple[bytes, ...]
     handoff: bool = False
     sp_delta: int = 0
+    script: bytes = b""
 
 
 JS_NAME_MAX = 64
+JS_SCRIPT_MAX = 128  # bytes of a script's name kept (its tail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,8 @@ class V8Layout:
     code_kind_shift: int
     code_kind_baseline: int
     code_kind_interpreted: int
-    # --stack in node: the frame slot of a context or a frame-type marker (V8's StackFrame::ComputeType),
-    # the Script instance type; None when the binary does not say
+    # --stack in node: the frame slot of a context or a frame-type marker (V8's StackFrame::ComputeType);
+    # None when the binary does not say
     fp_context_or_frame_type: int | None = None
-    script_type: int | None = None
+    script_type: int | None = None  # the instance type of a Script
+    script_source: int | None = None  # Script.source (a String, or undefined)

@@ -743,7 +743,7 @@ REGS = sorted(PT_REGS)
 I64_MIN = -(1 << 63) + 1
 U64_MAX = (1 << 64) - 1
 # JavaScript values need a probe with a JsMatch filter (the V8 layout): tested in test_v8js.py
-JS_KINDS = (ArgKind.JSVALUE, ArgKind.JSNAME)
+JS_KINDS = (ArgKind.JSVALUE, ArgKind.JSNAME, ArgKind.JSSCRIPT)
 INT_KINDS = [k for k in ArgKind if k not in (ArgKind.CSTR, ArgKind.PTRLEN_STR, ArgKind.UNAVAILABLE, *JS_KINDS)]
 FILTER_KINDS = [*INT_KINDS]
 

@@ -123,6 +123,7 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
     "code_flags": ("class_Code__flags__",),
     "fp_context_or_frame_type": ("off_fp_context_or_frame_type",),
     "script_type": ("type_Script__SCRIPT_TYPE",),
+    "script_source": ("class_Script__source__",),
 }
 
 
@@ -198,6 +199,7 @@ def layout_from(constants: dict[str, int], where: str) -> V8Layout:
         code_flags=opt("code_flags"),
         fp_context_or_frame_type=optional["fp_context_or_frame_type"],
         script_type=optional["script_type"],
+        script_source=opt("script_source"),
     )
 
 

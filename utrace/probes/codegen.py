@@ -322,13 +322,15 @@ def _capture(em: _Emitter, fl: Field) -> None:
     n = fl.c_name
     if a.kind is ArgKind.UNAVAILABLE:
         return
-    if a.kind in (ArgKind.JSVALUE, ArgKind.JSNAME):
+    if a.kind in (ArgKind.JSVALUE, ArgKind.JSNAME, ArgKind.JSSCRIPT):
         from utrace.probes import v8values
 
         if em.js_layout is None:
             raise CodegenError("a JavaScript value needs the probe's JsMatch filter (the V8 layout)")
         if a.kind is ArgKind.JSNAME:
             v8values.emit_name(em, n, fl.capacity)
+        elif a.kind is ArgKind.JSSCRIPT:
+            v8values.emit_script(em, n)
         else:
             v8values.emit_value(em, em.js_layout, a, n, fl.capacity)
         return
@@ -513,6 +515,10 @@ def _struct(index: int, fields: list[Field], stack_depth: int = 0, v8_frames: bo
         elif fl.arg.kind is ArgKind.JSVALUE:
             out += [f"    u32 {fl.c_name}_kind;", f"    u32 {fl.c_name}_len;", f"    u64 {fl.c_name}_val;"]
             out.append(f"    char {fl.c_name}[{2 * fl.capacity}];")
+        elif fl.arg.kind is ArgKind.JSSCRIPT:
+            c = fl.c_name
+            out += [f"    u32 {c}_len;", f"    u32 {c}_why;", f"    s64 {c}_pos;", f"    s64 {c}_end;"]
+            out += [f"    u64 {c}_src;", f"    u64 {c}_srclen;", f"    char {c}[{fl.capacity}];"]
         else:
             out.append(f"    u64 {fl.c_name};")
     if stack_depth:

@@ -97,6 +97,13 @@ def _value(arg: ArgSpec, items: list[object], pos: int, layout: V8Layout | None 
         kind, length, val, buf = items[pos : pos + 4]
         assert isinstance(kind, int) and isinstance(length, int) and isinstance(val, int) and isinstance(buf, bytes)
         return decode(layout, kind, length, val, buf), pos + 4
+    if k is ArgKind.JSSCRIPT:
+        from utrace.probes.v8values import JsScript
+
+        nums, tail = items[pos : pos + 6], items[pos + 6]
+        assert all(isinstance(x, int) for x in nums) and isinstance(tail, bytes)
+        length, why, spos, send, src, srclen = (int(x) for x in nums)  # type: ignore[call-overload]
+        return JsScript(length, why, spos, send, src, srclen, tail), pos + 7
     if k is ArgKind.JSNAME:
         length, flags, buf = items[pos], items[pos + 1], items[pos + 2]
         assert isinstance(length, int) and isinstance(flags, int) and isinstance(buf, bytes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from utrace.model import JS_NAME_MAX, STRING_KINDS, ArgKind, ArgSpec, ProbeSpec
+from utrace.model import JS_NAME_MAX, JS_SCRIPT_MAX, STRING_KINDS, ArgKind, ArgSpec, ProbeSpec
 
 HEADER_FORMAT = "<IIIIQQ16s"
 HEADER_SIZE = struct.calcsize(HEADER_FORMAT)
@@ -55,6 +55,8 @@ class Field:
             return f"II{self.capacity}s"
         if self.arg.kind is ArgKind.JSVALUE:
             return f"IIQ{2 * self.capacity}s"
+        if self.arg.kind is ArgKind.JSSCRIPT:
+            return f"IIqqQQ{self.capacity}s"
         return "Q"
 
 
@@ -74,6 +76,8 @@ def _field_capacity(arg: ArgSpec) -> int:
         return _capacity(arg)
     if arg.kind is ArgKind.JSNAME:
         return JS_NAME_MAX
+    if arg.kind is ArgKind.JSSCRIPT:
+        return JS_SCRIPT_MAX
     if arg.kind is ArgKind.JSVALUE:
         from utrace.probes.v8values import capacity
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from dataclasses import dataclass
 from typing import Protocol
 
-from utrace.model import JS_NAME_MAX, ArgSpec, JsMatch, Location
+from utrace.model import JS_NAME_MAX, JS_SCRIPT_MAX, ArgSpec, JsMatch, Location
 from utrace.v8layout import V8Layout
 
 # value kinds in an event's JSVALUE field
@@ -44,12 +45,19 @@ MAPS = (
     "struct jsname { u8 s[64]; };\n"
     "BPF_HASH(jsseen, struct jsname, u8, 4096);\n"
     'BPF_TABLE("lru_hash", struct jskey, u64, jsnot, 65536);\n'
+    f"struct jsscript {{ u64 len; u64 why; s64 pos; s64 end; u64 src; u64 srclen; u8 s[{JS_SCRIPT_MAX}]; }};\n"
+    "BPF_PERCPU_ARRAY(jsscr, struct jsscript, 1);\n"
 )
+# why a matched call's script name was not read (JsScript.why: the code, V8's instance type << 8)
+W_OK, W_NOT_SCRIPT, W_NAME_SHAPE, W_UNSUPPORTED = range(4)
+# why its start position is not known (a negative JsScript.pos)
+P_NOT_SCOPEINFO, P_NO_POSITION, P_MANY_LOCALS, P_LAYOUT = -1, -2, -3, -4
 
 
-def globs_id(globs: tuple[bytes, ...]) -> int:
-    """The number that keys a set of globs in the `jsnot` cache (the planner refuses two sets with one)."""
-    return zlib.crc32(b"\0".join(globs))
+def globs_id(globs: tuple[bytes, ...], script: bytes = b"") -> int:
+    """The number that keys a set of globs (narrowed to `script`) in the `jsnot` cache (the planner
+    refuses two sets with one)."""
+    return zlib.crc32(b"\0".join(globs) + (b"\0\0" + script if script else b""))
 
 
 SEEN = "jsseen"  # names of functions seen and not matched (64 bytes, NUL-padded)
@@ -110,23 +118,27 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     # Functions known not to match, by SharedFunctionInfo address: valid while that SFI still holds the
     # same name-or-ScopeInfo pointer (an SFI that moved has another address; one that took a freed
     # address holds its own name or ScopeInfo). Only "no" is cached: a match reads the name for the event.
-    em.emit(f"struct jskey jk = {{ .sfi = {sfi}, .globs = {_i(globs_id(f.globs))} }};")
+    em.emit(f"struct jskey jk = {{ .sfi = {sfi}, .globs = {_i(globs_id(f.globs, f.script))} }};")
     em.emit("u64 *jknown = jsnot.lookup(&jk);")
     em.emit(f"if (jknown && *jknown == {nsi}) return 0;")
     t = _type_of(em, L, nsi)
     em.emit("u64 jc1 = 0, jc2 = 0;")  # the name, then the inferred name
     em.emit("int jbad = 0;")
+    em.emit(f"s64 jpos = {P_NOT_SCOPEINFO}, jend = 0;")  # the function's start and end positions
     # a Smi there is V8's kNoSharedNameSentinel (0): a function without a name of its own
     em.emit(f"if (!{_is_heap(L, nsi)}) {{ if ({nsi}) jbad = 1; }}")
     em.emit(f"else if ({t} < {_i(L.first_nonstring_type)}) {{ jc1 = {nsi}; }}")
     em.emit(f"else if ({t} == {_i(L.scope_info_type)}) {{")
     n = _read(em, 8, f"{nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_ncontextlocals)}")
     em.emit(f"    u64 jn = {n} >> {L.smi_shift};")
-    em.emit(f"    if (({n} & {_i(L.smi_tag_mask)}) || jn >= {MAX_INLINED_LOCALS}) jbad = 1;")
-    em.emit("    else {")
-    em.emit("        u64 js3[3] = {};")
     em.emit(
-        f"        if (bpf_probe_read_user(js3, 24, (void *)({nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_first_vars)}"
+        f"    if (({n} & {_i(L.smi_tag_mask)}) || jn >= {MAX_INLINED_LOCALS}) {{ jbad = 1; jpos = {P_MANY_LOCALS}; }}"
+    )
+    em.emit("    else {")
+    # after the three name slots, a function scope's position info: start and end (Smis)
+    em.emit("        u64 js3[5] = {};")
+    em.emit(
+        f"        if (bpf_probe_read_user(js3, 40, (void *)({nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_first_vars)}"
         " + 16 * jn)) < 0) jbad = 1;"
     )
     # slot 2 is the inferred name (function scopes) or already a position (Smi): no inferred name
@@ -135,6 +147,7 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
         f"        else {{ if ({_is_heap(L, 'js3[0]')}) jc1 = js3[0]; else if (js3[0]) jbad = 1;"
         f" if ({_is_heap(L, 'js3[2]')}) jc2 = js3[2]; }}"
     )
+    _position(em, L, nsi)
     em.emit("    }")
     em.emit("} else { jbad = 1; }")
     em.emit(f"if (jbad) {_UNDECIDED}")
@@ -154,6 +167,8 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     em.emit("    if (jlen > 0 && jlen <= 64) { u8 jone = 1; jsseen.update((struct jsname *)jname, &jone); }")
     em.emit("    return 0;")
     em.emit("}")
+    if not f.handoff or f.script:
+        _script(em, L, sfi, nsi, f.script)
     if f.handoff:
         em.emit("u64 jsp = ctx->sp;")
         em.emit("jshandoff.update(&tid, &jsp);")
@@ -164,6 +179,89 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     em.emit("    u64 jhv = *jh;")
     em.emit("    jshandoff.delete(&tid);")
     em.emit(f"    if (jhv == ctx->sp - {_i(f.sp_delta)}) return 0;")  # the same call, entered again
+    em.emit("}")
+
+
+def _position(em: Emitter, L: V8Layout, nsi: str) -> None:
+    """`jpos`/`jend`: the function's start and end positions from its ScopeInfo's position info (two
+    Smis, start <= end). Where they are follows from the header's size (v8dbg_scopeinfo_idx_first_vars):
+    a header of flags, parameter count and context-local count (V8 before 12.x) puts them after the
+    name slots; two slots more (V8 12.x on) are the position info, right after the context-local count.
+    Any other header: not read."""
+    em.emit(f"        jpos = {P_NO_POSITION};")
+    if L.scopeinfo_first_vars == L.scopeinfo_ncontextlocals + 1:
+        em.emit("        u64 jp0 = js3[3], jp1 = js3[4];")
+    elif L.scopeinfo_first_vars == L.scopeinfo_ncontextlocals + 3:
+        em.emit("        u64 jp[2] = {};")
+        at = _i(L.map + 8 + 8 * (L.scopeinfo_ncontextlocals + 1))
+        em.emit(f"        bpf_probe_read_user(jp, 16, (void *)({nsi} + {at}));")
+        em.emit("        u64 jp0 = jp[0], jp1 = jp[1];")
+    else:
+        em.emit(f"        jpos = {P_LAYOUT};")
+        return
+    em.emit(
+        f"        if (!(jp0 & {_i(L.smi_tag_mask)}) && !(jp1 & {_i(L.smi_tag_mask)}) && "
+        f"(s64)jp0 >= 0 && jp0 <= jp1) {{ jpos = (s64)(jp0 >> {L.smi_shift}); jend = (s64)(jp1 >> {L.smi_shift}); }}"
+    )
+
+
+def _script(em: Emitter, L: V8Layout, sfi: str, nsi: str, script: bytes) -> None:
+    """The matched function's script into the per-CPU `jsscr`: the tail of its name (a flat one-byte
+    String, or a ThinString over one: its last JS_SCRIPT_MAX bytes), the address and length of its
+    source, the function's start and end positions; and, when narrowing to `script`, return 0 unless
+    the name is `script` or ends with `/` and `script` (a name not read is a loss; a mismatch is cached
+    like a name's)."""
+    if L.script_type is None or L.script_source is None:
+        raise ValueError("this V8 does not say where a function's script is (v8dbg_type_Script__SCRIPT_TYPE)")
+    if len(script) >= JS_SCRIPT_MAX:
+        raise ValueError(f"a script name to match must be shorter than {JS_SCRIPT_MAX} bytes")
+    em.emit("u32 jsz = 0;")
+    em.emit("struct jsscript *jsc = jsscr.lookup(&jsz);")
+    em.emit("if (!jsc) return 0;")
+    em.emit(f"jsc->len = 0; jsc->why = {W_OK}; jsc->pos = jpos; jsc->end = jend; jsc->src = 0; jsc->srclen = 0;")
+    scr = _read(em, 8, f"{sfi} + {_i(L.sfi_script)}")
+    st = _type_of(em, L, scr)
+    em.emit(f"if ({st} != {_i(L.script_type)}) {{ jsc->why = {W_NOT_SCRIPT} | ({st} << 8); }} else {{")
+    nm0 = _read(em, 8, f"{scr} + {_i(L.script_name)}")
+    nt0 = _type_of(em, L, nm0)
+    # a name V8 internalised since is a ThinString: its characters are in the one it points to
+    nm = em.new()
+    em.emit(f"    u64 {nm} = {nm0};")
+    em.emit(
+        f"    if ({nt0} < {_i(L.first_nonstring_type)} && ({nt0} & {_i(L.string_repr_mask)}) == {_i(L.thin_tag)}) "
+        f"bpf_probe_read_user(&{nm}, 8, (void *)({nm0} + {_i(L.thin_actual)}));"
+    )
+    nt = _type_of(em, L, nm)
+    em.emit(f"    if (!{_seq_one_byte(L, nt)}) {{ jsc->why = {W_NAME_SHAPE} | ({nt} << 8); }} else {{")
+    ln = _read(em, 4, f"{nm} + {_i(L.string_length)}")
+    em.emit(f"        {ln} = (u32){ln};")
+    em.emit(f"        if ({ln} > 0x3fffffff) {{ jsc->why = {W_NAME_SHAPE} | ({nt} << 8); }} else {{")
+    em.emit(f"            u64 jk2 = {ln} > {JS_SCRIPT_MAX} ? {JS_SCRIPT_MAX} : {ln};")
+    em.emit(f"            jsc->len = {ln};")
+    em.emit(
+        f"            if (jk2 > 0 && jk2 <= {JS_SCRIPT_MAX}) bpf_probe_read_user(jsc->s, jk2, "
+        f"(void *)({nm} + {_i(L.seq_one_byte_chars)} + {ln} - jk2));"
+    )
+    em.emit("        }")
+    em.emit("    }")
+    src = _read(em, 8, f"{scr} + {_i(L.script_source)}")
+    srt = _type_of(em, L, src)
+    em.emit(f"    if ({srt} < {_i(L.first_nonstring_type)}) {{")
+    sl = _read(em, 4, f"{src} + {_i(L.string_length)}")
+    em.emit(f"        jsc->src = {src}; jsc->srclen = (u32){sl};")
+    em.emit("    }")
+    em.emit("}")
+    if not script:
+        return
+    n = len(script)
+    em.emit("{")
+    em.emit(f"    u64 jl = jsc->len, jk3 = jl > {JS_SCRIPT_MAX} ? {JS_SCRIPT_MAX} : jl;")
+    em.emit(f"    int jsm = jsc->why == {W_OK} && jl >= {n};")
+    for i, b in enumerate(script):
+        em.emit(f"    if (jsm && jsc->s[(jk3 - {n - i}) & {JS_SCRIPT_MAX - 1}] != {b}) jsm = 0;")
+    em.emit(f"    if (jsm && jl > {n} && jsc->s[(jk3 - {n + 1}) & {JS_SCRIPT_MAX - 1}] != {ord('/')}) jsm = 0;")
+    em.emit(f"    if (jsc->why != {W_OK}) {_UNDECIDED}")
+    em.emit(f"    if (!jsm) {{ u64 jv2 = {nsi}; jsnot.update(&jk, &jv2); return 0; }}")
     em.emit("}")
 
 
@@ -247,6 +345,56 @@ def emit_name(em: Emitter, field: str, capacity: int) -> None:
     em.emit(f"e->{field}_len = jlen < 0 ? 0 : (u32)jlen;")
     em.emit(f"e->{field}_flags = jlen > {min(capacity, JS_NAME_MAX)} ? 2 : 0;")
     em.emit(f"__builtin_memcpy(e->{field}, jname, {min(capacity, JS_NAME_MAX)});")
+
+
+def emit_script(em: Emitter, field: str) -> None:
+    """Copy the matched function's script (from `emit_match`) into `e->FIELD*` (a JSSCRIPT field)."""
+    em.emit(f"e->{field}_len = (u32)jsc->len; e->{field}_why = (u32)jsc->why; e->{field}_pos = jsc->pos;")
+    em.emit(f"e->{field}_end = jsc->end; e->{field}_src = jsc->src; e->{field}_srclen = jsc->srclen;")
+    em.emit(f"__builtin_memcpy(e->{field}, jsc->s, {JS_SCRIPT_MAX});")
+
+
+@dataclass(frozen=True, slots=True)
+class JsScript:
+    """A matched call's script as the probe read it: `tail` the last bytes of its name (`length` in
+    all), or `why` (code | instance type << 8) it was not read; the function's start/end positions
+    (`pos` negative: why not known); the address and length of the script's source (0: not a string)."""
+
+    length: int
+    why: int
+    pos: int
+    end: int
+    src: int
+    srclen: int
+    tail: bytes
+
+    @property
+    def name(self) -> str | None:
+        """The name as read (a leading `…` when only its tail was kept), None when not read."""
+        if self.why & 0xFF != W_OK or self.length == 0:
+            return None
+        text = self.tail[: min(self.length, JS_SCRIPT_MAX)].decode("latin-1")
+        return ("…" + text) if self.length > JS_SCRIPT_MAX else text
+
+    @property
+    def why_not(self) -> str:
+        """Why the name was not read."""
+        code, t = self.why & 0xFF, self.why >> 8
+        if code == W_NOT_SCRIPT:
+            return f"the function's script slot holds no Script (V8 instance type {t})"
+        if code == W_NAME_SHAPE:
+            return f"the script's name is not a flat one-byte string (V8 instance type {t})"
+        if self.length == 0:
+            return "the script has an empty name"
+        return "not read"
+
+    @property
+    def why_no_position(self) -> str:
+        return {
+            P_NOT_SCOPEINFO: "the function has no ScopeInfo (not compiled)",
+            P_MANY_LOCALS: f"the function's ScopeInfo has {MAX_INLINED_LOCALS} or more context locals (not read)",
+            P_LAYOUT: "this V8's ScopeInfo header is not one utrace reads positions from",
+        }.get(self.pos, "the function's ScopeInfo holds no position")
 
 
 def emit_value(em: Emitter, L: V8Layout, arg: ArgSpec, field: str, capacity: int) -> None:

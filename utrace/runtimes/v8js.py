@@ -31,6 +31,7 @@ from utrace.elf.v8meta import V8MetaError, exits, v8_layout
 from utrace.errors import ElfError, TargetError, UsageError
 from utrace.model import (
     JS_NAME_MAX,
+    JS_SCRIPT_MAX,
     ArgKind,
     ArgSpec,
     Const,
@@ -44,8 +45,9 @@ from utrace.model import (
     Stack,
     Target,
 )
-from utrace.probes.decode import Rendered
-from utrace.probes.v8values import NOT_PASSED, SEEN, UNDECIDED, globs_id
+from utrace.probes.decode import Rendered, Uncertain
+from utrace.probes.v8values import NOT_PASSED, SEEN, UNDECIDED, JsScript, globs_id
+from utrace.process.v8heap import SourceLines
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.v8layout import V8Layout
 
@@ -54,20 +56,27 @@ PROLOGUE = "Builtins_BaselineOutOfLinePrologue"
 LEAVE = "Builtins_BaselineLeaveFrame"
 MAX_ARGS = 4  # arguments shown per call
 _NAME = re.compile(rb"^[A-Za-z0-9_$.*<>#\[\] -]+$")
+_SCRIPT = re.compile(rb"^[\x20-\x29\x2b-\x7e]+$")  # printable ASCII but '*'
 
 
 def is_js(expr: str) -> bool:
     return expr.startswith("js:")
 
 
-def _glob(expr: str) -> bytes:
+def _glob(expr: str) -> tuple[bytes, bytes]:
+    """(script, name glob) of `js:NAME` or `js:SCRIPT:NAME` (script b"" when not narrowed)."""
     body = expr[3:]
-    if ":" in body:
-        raise UsageError(f"{expr!r}: narrowing to a script (js:SCRIPT:NAME) is not supported yet; use js:NAME")
-    g = body.encode("utf-8")
+    script, _, name = body.rpartition(":")
+    g = name.encode("utf-8")
     if not g or len(g) > JS_NAME_MAX or not _NAME.match(g) or g.strip(b"*") == b"":
         raise UsageError(f"{expr!r}: a JavaScript function name or glob of 1 to {JS_NAME_MAX} characters")
-    return g
+    s = script.encode("utf-8")
+    if ":" in body and (not s or len(s) >= JS_SCRIPT_MAX or not _SCRIPT.match(s)):
+        raise UsageError(
+            f"{expr!r}: js:SCRIPT:NAME needs a script file name or path suffix (app.js, lib/util.js) of 1 to "
+            f"{JS_SCRIPT_MAX - 1} printable ASCII characters, without '*'"
+        )
+    return s, g
 
 
 def _node_file(target: Target) -> tuple[str, str]:
@@ -129,22 +138,30 @@ class _Sites:
     rets: list[tuple[int, int]]
 
 
-def _specs(request: TraceRequest, path: str, layout: V8Layout, g: bytes, sites: _Sites) -> list[ProbeSpec]:
-    """The probes of one pattern."""
+def _specs(
+    request: TraceRequest, path: str, layout: V8Layout, pattern: tuple[bytes, bytes], sites: _Sites
+) -> list[ProbeSpec]:
+    """The probes of one pattern (script, name glob)."""
     t_off, t_addr = sites.trampoline
     p_off, p_addr = sites.prologue
     out: list[ProbeSpec] = []
-    name = f"js:{g.decode()}"
-    # how many arguments the call passed (V8's count in rax includes the receiver): only MAX_ARGS are shown,
-    # so an event says when there were more
-    ctx = (ArgSpec("function", ArgKind.JSNAME), ArgSpec("nargs", ArgKind.S64, Diff(Reg("rax"), Const(1))))
+    script, g = pattern
+    name = _label(pattern)
+    # the function's script and start position (made a name and a line by `_with_lines`); how many
+    # arguments the call passed (V8's count in rax includes the receiver): only MAX_ARGS are shown, so
+    # an event says when there were more
+    ctx = (
+        ArgSpec("function", ArgKind.JSNAME),
+        ArgSpec("script", ArgKind.JSSCRIPT),
+        ArgSpec("nargs", ArgKind.S64, Diff(Reg("rax"), Const(1))),
+    )
     args = tuple(
         ArgSpec(a.name, a.kind, a.loc, max_len=request.max_len, present_if=a.present_if) for a in _arguments(16)
     )
     bargs = tuple(
         ArgSpec(a.name, a.kind, a.loc, max_len=request.max_len, present_if=a.present_if) for a in _arguments(24)
     )
-    match = JsMatch(Reg("rdi"), layout, (g,))
+    match = JsMatch(Reg("rdi"), layout, (g,), script=script)
     pair = name if request.ret else ""
     # a call's frame: the caller's frame pointer and the return address into the caller, the same
     # at the call's entry and on the `ret` that ends it
@@ -156,8 +173,9 @@ def _specs(request: TraceRequest, path: str, layout: V8Layout, g: bytes, sites: 
     )  # fmt: skip
     out.append(
         ProbeSpec(
-            name, path, p_off, ProbeKind.ENTRY, bargs, filters=(JsMatch(Reg("rdi"), layout, (g,), sp_delta=-8),),
-            context=ctx, address=p_addr, pair=pair, frame=(Reg("rbp"), Stack(8)),
+            name, path, p_off, ProbeKind.ENTRY, bargs,
+            filters=(JsMatch(Reg("rdi"), layout, (g,), sp_delta=-8, script=script),), context=ctx,
+            address=p_addr, pair=pair, frame=(Reg("rbp"), Stack(8)),
         )
     )  # fmt: skip
     if request.ret:
@@ -170,9 +188,8 @@ def _specs(request: TraceRequest, path: str, layout: V8Layout, g: bytes, sites: 
                 )
             )  # fmt: skip
     for off in sites.handoffs:
-        out.append(
-            ProbeSpec(name, path, off, ProbeKind.ENTRY, filters=(JsMatch(Reg("rdi"), layout, (g,), handoff=True),))
-        )
+        handoff = JsMatch(Reg("rdi"), layout, (g,), handoff=True, script=script)
+        out.append(ProbeSpec(name, path, off, ProbeKind.ENTRY, filters=(handoff,)))
     return out
 
 
@@ -184,22 +201,24 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
     except V8MetaError as e:
         raise TargetError(str(e)) from None
     sites = _sites(path, request.ret)
-    globs: list[bytes] = []
+    patterns: list[tuple[bytes, bytes]] = []
     for expr in exprs:
-        g = _glob(expr)
-        if g in globs:
+        pat = _glob(expr)
+        if pat in patterns:
             continue
-        if any(globs_id((g,)) == globs_id((h,)) for h in globs):
+        if any(globs_id((pat[1],), pat[0]) == globs_id((h,), sc) for sc, h in patterns):
             raise UsageError(f"{expr!r} and another pattern share a cache key: trace them one at a time")
-        globs.append(g)
-        plan.specs += _specs(request, path, layout, g, sites)
-    plan.refine = _without_absent(plan.refine)
-    plan.closing = _closest_seen([f"js:{g.decode()}" for g in globs])
+        patterns.append(pat)
+        plan.specs += _specs(request, path, layout, pat, sites)
+    globs = list(dict.fromkeys(g for _s, g in patterns))
+    plan.refine = _with_lines(layout, _without_absent(plan.refine))
+    plan.closing = _closest_seen([(_label(p), p[1].decode()) for p in patterns])
     plan.counters += (
         (
             UNDECIDED,
             "{n} JavaScript call(s) of functions whose names utrace could not read (not flat one-byte strings, "
-            "75 or more context variables, longer than 64 bytes for the glob) were not matched: counts may be short",
+            "75 or more context variables, longer than 64 bytes for the glob), or whose script's name it could "
+            "not read when narrowing to a script, were not matched: counts may be short",
         ),
     )
     if request.command:
@@ -240,18 +259,19 @@ def _v8_options(path: str) -> set[str]:
     return {m.decode() for m in re.findall(rb"^\s+--([a-z0-9-]+)", out, re.M)}
 
 
-def _closest_seen(labels: list[str]) -> Callable[[Mapping[str, int], Callable[[str], list[bytes]]], list[str]]:
+def _closest_seen(
+    labels: list[tuple[str, str]],
+) -> Callable[[Mapping[str, int], Callable[[str], list[bytes]]], list[str]]:
     """For a pattern that matched no call: the closest names of the JavaScript functions the probes saw
     called (and did not match) while tracing, up to 4096 of them."""
 
     def closing(per_probe: Mapping[str, int], keys: Callable[[str], list[bytes]]) -> list[str]:
-        missing = [label for label in labels if not per_probe.get(label)]
+        missing = [(label, pattern) for label, pattern in labels if not per_probe.get(label)]
         if not missing:
             return []
         seen = sorted({k.rstrip(b"\0").decode("latin-1") for k in keys(SEEN)} - {""})
         out = []
-        for label in missing:
-            pattern = label[3:]
+        for label, pattern in missing:
             close = close_names(pattern.replace("*", ""), seen, 5, cutoff=0.6) if seen else []
             hint = (
                 f"; closest names of the {len(seen)} JavaScript functions seen called: {', '.join(close)}"
@@ -262,6 +282,39 @@ def _closest_seen(labels: list[str]) -> Callable[[Mapping[str, int], Callable[[s
         return out
 
     return closing
+
+
+def _label(pattern: tuple[bytes, bytes]) -> str:
+    script, g = pattern
+    return f"js:{script.decode()}:{g.decode()}" if script else f"js:{g.decode()}"
+
+
+def _with_lines(layout: V8Layout, inner: Callable[[Event], Event]) -> Callable[[Event], Event]:
+    """Events (after what `inner` does) whose `script` context is the script's name and a `line`: the
+    line of the function's start in its script's source, read from the process (utrace.process.v8heap),
+    or `?` with the reason it is not known."""
+    lines = SourceLines(layout)
+
+    def refine(ev: Event) -> Event:
+        ev = inner(ev)
+        js = ev.context.get("script")
+        if not isinstance(js, JsScript):
+            return ev
+        context: dict[str, object] = {}
+        for k, v in ev.context.items():
+            if k != "script":
+                context[k] = v
+                continue
+            name = js.name
+            context["script"] = name if name is not None else Uncertain(Rendered("?"), js.why_not)
+            if js.pos < 0:
+                context["line"] = Uncertain(Rendered("?"), js.why_no_position)
+            else:
+                line, why = lines.line(ev.pid, js.src, js.srclen, js.pos)
+                context["line"] = line if line is not None else Uncertain(Rendered("?"), why)
+        return replace(ev, context=context)
+
+    return refine
 
 
 def _without_absent(inner: Callable[[Event], Event] | None) -> Callable[[Event], Event]:
@@ -316,8 +369,9 @@ def plan_list(request: TraceRequest, target: Target, glob: bytes, plan: Plan) ->
         layout = v8_layout(path)
     except V8MetaError as e:
         raise TargetError(str(e)) from None
-    specs = _specs(replace(request, ret=False), path, layout, glob, _sites(path, False))
+    specs = _specs(replace(request, ret=False), path, layout, (b"", glob), _sites(path, False))
     plan.specs += [replace(s, args=()) for s in specs]
+    plan.refine = _with_lines(layout, _without_absent(plan.refine))
     plan.counters += (
         (
             UNDECIDED,
