@@ -33,7 +33,7 @@ L = V8Layout(
     map_type=180, first_js_function_type=None, last_js_function_type=None,
     js_array_length=23, fp_function=-16, jsfunction_code=None, code_flags=None, code_kind_mask=15,
     code_kind_shift=0, code_kind_baseline=3, code_kind_interpreted=2,
-    fp_context_or_frame_type=-8, sfi_type=262, script_type=167,
+    fp_context_or_frame_type=-8, sfi_type=262, script_type=167, script_source=7,
 )  # fmt: skip
 SEQ_ONE_BYTE = 8  # string instance type: sequential (0) | one-byte (8)
 CONS_ONE_BYTE = 9
