@@ -372,9 +372,9 @@ class Frame:
 
     `js` (a node target's frames, see utrace.process.v8frames): None for a native frame; "" for a
     JavaScript frame whose function was read from V8's heap (`function` is its name, "" when it has
-    none; `module` its script's name when read); otherwise why the JavaScript frame's function was not
-    read. `v8_slots`: the raw V8 frame slots captured with the address (codegen._stack), for the
-    symbolizer; not shown.
+    none; `module` its script's name when read, `line` the line of the function's start in that
+    script when known); otherwise why the JavaScript frame's function was not read. `v8_slots`: the
+    raw V8 frame slots captured with the address (codegen._stack), for the symbolizer; not shown.
     """
 
     address: int
@@ -382,13 +382,15 @@ class Frame:
     offset: int = 0
     module: str | None = None
     js: str | None = None
+    line: int | None = None
     v8_slots: tuple[int, int, int, int] | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.js is not None:
             if self.js:
                 return f"<JS frame, function not read: {self.js}> {self.address:#x}"
-            where = f" ({self.module.rsplit('/', 1)[-1]})" if self.module else ""
+            at = f":{self.line}" if self.line is not None else ""
+            where = f" ({self.module.rsplit('/', 1)[-1]}{at})" if self.module else ""
             return f"{self.function or '(anonymous)'} [JS]{where}"
         where = f" ({self.module.rsplit('/', 1)[-1]})" if self.module else ""
         if self.function is None:

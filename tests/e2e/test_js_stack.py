@@ -1,8 +1,8 @@
 """--stack on a node: JavaScript frames named from V8's own frame slots, without --perf-basic-prof.
 
 Oracle: the program's own `new Error().stack`, printed at the same point (V8's stack trace of the
-same frames), and V8's own `fn.name` and `%GetOptimizationStatus` (optimised frames). Official Node
-builds 20 and 26 (layouts differ: offsets, frame types).
+same frames: their names, scripts and lines), and V8's own `fn.name` and `%GetOptimizationStatus`
+(optimised frames). Official Node builds 20 and 26 (layouts differ: offsets, frame types).
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ pytestmark = pytest.mark.usefixtures("root_bpf")
 
 MAJORS = (20, 26)
 
-# each line the program prints: the function names of its own stack (V8's), innermost first; the
-# process lives on a little so utrace reads the names from its memory while it runs
+# each line the program prints: the function names of its own stack (V8's), innermost first, then
+# (JSL, FSL) each frame's script and line; the process lives on a little so utrace reads the names
+# from its memory while it runs. Each function of the chain is on one line: the line of its frame in
+# V8's stack (where it runs) is the line where it starts (what utrace shows); openIt takes its stack
+# trace on its first line.
 CHAIN = """\
 const fs = require('fs');
 function names(stack) {
@@ -29,12 +32,20 @@ function names(stack) {
     return m ? m[1] : '';
   });
 }
-function priceOf(item, qty) { console.log('JS ' + JSON.stringify(names(new Error().stack))); return qty * 2; }
+function lines(stack) {
+  return stack.split('\\n').slice(1).map((l) => {
+    const m = /\\((.*):(\\d+):\\d+\\)$/.exec(l);
+    return m ? [m[1], Number(m[2])] : ['', 0];
+  });
+}
+function show(st) { console.log('JS ' + JSON.stringify(names(st))); console.log('JSL ' + JSON.stringify(lines(st))); }
+function priceOf(item, qty) { show(new Error().stack); return qty * 2; }
 function middle(x) { return priceOf('pear', x); }
 function outer(x) { return middle(x) + 1; }
 function main() { return outer(7); }
-function openIt(p) {
-  console.log('FS ' + JSON.stringify([fs.openSync.name, ...names(new Error().stack)]));
+function openIt(p) { const st = new Error().stack;
+  console.log('FS ' + JSON.stringify([fs.openSync.name, ...names(st)]));
+  console.log('FSL ' + JSON.stringify(lines(st)));
   fs.closeSync(fs.openSync(p, 'r'));
 }
 function viaFs(p) { return openIt(p); }
@@ -77,6 +88,21 @@ def _js_names(ev: dict[str, object]) -> list[str]:
     return out
 
 
+def _js_lines(ev: dict[str, object]) -> list[list[object]]:
+    """[script, line] of the event's JavaScript frames, innermost first."""
+    stack = ev["stack"]
+    assert isinstance(stack, list)
+    return [[f["module"], f["line"]] for f in stack if "js" in f]
+
+
+def _printed_lines(stdout: str, tag: str) -> list[list[object]]:
+    lines = [line for line in stdout.splitlines() if line.startswith(tag + " ")]
+    assert len(lines) == 1, stdout[-3000:]
+    got = json.loads(lines[0][len(tag) + 1 :])
+    assert isinstance(got, list)
+    return got
+
+
 def _printed(stdout: str, tag: str) -> list[str]:
     lines = [line for line in stdout.splitlines() if line.startswith(tag + " ")]
     assert len(lines) == 1, stdout[-3000:]
@@ -107,11 +133,20 @@ def test_js_frames_at_a_js_probe_and_a_libuv_probe(major: int, tmp_path: Path) -
     stack = calls[0]["stack"]
     assert isinstance(stack, list)
     assert [f["module"] for f in stack if "js" in f][:4] == [str(script)] * 4
+    # and the line each starts on (the lines V8's own stack trace gives them)
+    lines_oracle = _printed_lines(p.stdout, "JSL")[:4]
+    assert [sc for sc, _ in lines_oracle] == [str(script)] * 4 and all(n > 0 for _, n in lines_oracle)
+    assert _js_lines(calls[0])[:4] == lines_oracle
 
     fs_oracle = _printed(p.stdout, "FS")
     opens = [e for e in events if e["probe"] == "uv_fs_open" and e["args"].get("path") == str(target)]  # type: ignore[union-attr]
     assert len(opens) == 1, p.stdout[-3000:]
     assert _js_names(opens[0])[:4] == fs_oracle[:4] == ["openSync", "openIt", "viaFs", "startFs"]
+    # openIt spans lines and runs its last one: its frame's line is where it starts (where V8's stack
+    # trace was taken)
+    fs_lines = _printed_lines(p.stdout, "FSL")[:3]
+    assert [sc for sc, _ in fs_lines] == [str(script)] * 3
+    assert _js_lines(opens[0])[1:4] == fs_lines
     # no native frame was taken for a JavaScript one: the innermost frames are libuv's and node's C++
     first = opens[0]["stack"]
     assert isinstance(first, list)
@@ -161,3 +196,4 @@ def test_baseline_frames_are_named(major: int, tmp_path: Path) -> None:
     assert isinstance(stack, list)
     assert stack[0]["function"] == "Builtins_BaselineOutOfLinePrologue"
     assert _js_names(calls[0])[:4] == _printed(p.stdout, "JS")[:4] == ["priceOf", "middle", "outer", "main"]
+    assert _js_lines(calls[0])[:4] == _printed_lines(p.stdout, "JSL")[:4]

@@ -8,6 +8,7 @@ import re
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from utrace.probes.decode import Decoder
 from utrace.probes.layout import event_format
 from utrace.process import v8frames
 from utrace.process.v8frames import V8Frames, _Unread
-from utrace.v8layout import V8Layout
+from utrace.process.v8heap import SourceLines
+from utrace.v8layout import V8Layout, scopeinfo_position_slot
 
 L = V8Layout(
     heap_object_tag=1, heap_object_tag_mask=3, smi_tag_mask=1, smi_shift=32, tagged_size=8, map=-1,
@@ -28,7 +30,7 @@ L = V8Layout(
     sfi_script=31, string_length=11, seq_one_byte_chars=15, seq_two_byte_chars=15, cons_first=15,
     cons_second=23, thin_actual=15, sliced_parent=15, sliced_offset=23, heap_number_value=7, oddball_kind=39,
     script_name=15, scope_info_type=200, heap_number_type=130, oddball_type=131, js_function_type=2090,
-    js_array_type=2100, js_object_type=2095, scopeinfo_first_vars=4, scopeinfo_ncontextlocals=2,
+    js_array_type=2100, js_object_type=2095, scopeinfo_first_vars=3, scopeinfo_ncontextlocals=2,
     oddball_false=0, oddball_true=1, oddball_null=3, oddball_undefined=5, map_constructor=31, map_prototype=23,
     map_type=180, first_js_function_type=None, last_js_function_type=None,
     js_array_length=23, fp_function=-16, jsfunction_code=None, code_flags=None, code_kind_mask=15,
@@ -94,13 +96,17 @@ class Heap:
         self.put(s + L.cons_second, b)
         return s
 
-    def scope_info(self, nlocals: int, name: int, inferred: int) -> int:
-        si = self.alloc(8 * (6 + 2 * nlocals + 3), L.scope_info_type)
+    def scope_info(self, nlocals: int, name: int, inferred: int, start: int = 0, end: int = 0) -> int:
+        """A function's ScopeInfo as node 20's V8 lays it out: after the variable part, the function
+        name, a Smi, the inferred name, then the start and end positions (Smis)."""
+        si = self.alloc(8 * (6 + 2 * nlocals + 5), L.scope_info_type)
         self.put(si + L.map + 8 + 8 * L.scopeinfo_ncontextlocals, nlocals << 32)
         slot = si + L.map + 8 + 8 * L.scopeinfo_first_vars + 16 * nlocals
         self.put(slot, name)
         self.put(slot + 8, 7 << 32)  # a Smi
         self.put(slot + 16, inferred)
+        self.put(slot + 24, start << 32)
+        self.put(slot + 32, end << 32)
         return si
 
     def sfi(self, name_or_scope_info: int, script: int = 0) -> int:
@@ -109,9 +115,11 @@ class Heap:
         self.put(sfi + L.sfi_script, script)
         return sfi
 
-    def script(self, name: str) -> int:
+    def script(self, name: str, source: str | None = None) -> int:
         sc = self.alloc(32, L.script_type)
         self.put(sc + L.script_name, self.string(name))
+        if source is not None:
+            self.put(sc + L.script_source, self.string(source))
         return sc
 
 
@@ -135,6 +143,83 @@ def test_a_named_function_with_its_script(heap: Heap) -> None:
     assert (got.function, got.module, got.js, got.offset) == ("priceOf", "/srv/app.js", "", 0)
     assert got.address == TRAMPOLINE.address
     assert str(got) == "priceOf [JS] (app.js)"
+
+
+class HeapLines(SourceLines):
+    """SourceLines reading the fake heap's one-byte sources (the real one reads /proc/PID/mem)."""
+
+    def __init__(self, heap: Heap) -> None:
+        super().__init__(L)
+        self.heap = heap
+        self.reads = 0
+
+    def _read(self, pid: int, src: int, length: int) -> list[int] | str:
+        self.reads += 1
+        text = self.heap.read(src + L.seq_one_byte_chars, length)
+        return [i for i, c in enumerate(text) if c == ord("\n")]
+
+
+APP = "// app\n\nfunction priceOf(item) {\n  return item.price;\n}\nconst total = (a) =>\n  priceOf(a);\n"
+
+
+def test_the_line_of_a_function_from_its_scope_info(heap: Heap) -> None:
+    lines = HeapLines(heap)
+    frames = V8Frames(L, lines)
+    script = heap.script("/srv/app.js", APP)
+    undefined = heap.alloc(48, L.oddball_type)
+    got = []
+    for name, at in (("priceOf", "function priceOf"), ("total", "(a) =>")):
+        start = APP.index(at)
+        sfi = heap.sfi(heap.scope_info(2, heap.string(name), undefined, start, start + 20), script)
+        got.append(str(frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi, heap.word(sfi + 15)))))
+    assert got == ["priceOf [JS] (app.js:3)", "total [JS] (app.js:6)"]
+    assert lines.reads == 1  # the script's source is read once
+    # the position is read where utrace.v8layout says, as the probes read it (node 20's layout)
+    assert scopeinfo_position_slot(L) == (L.scopeinfo_first_vars + 3, 2)
+
+
+def test_the_line_on_node_24_and_later(heap: Heap) -> None:
+    """V8 12.x on: the position info right after the context-local count, the name slots after the
+    variable part (node 24's v8dbg_scopeinfo_idx_first_vars is 5)."""
+    L24 = replace(L, scopeinfo_first_vars=5)
+    assert scopeinfo_position_slot(L24) == (3, 0)
+    frames = V8Frames(L24, HeapLines(heap))
+    start = APP.index("function priceOf")
+    si = heap.alloc(8 * (6 + 2 * 2 + 3), L.scope_info_type)
+    heap.put(si + L.map + 8 + 8 * 2, 2 << 32)  # two context locals
+    heap.put(si + L.map + 8 + 8 * 3, start << 32)
+    heap.put(si + L.map + 8 + 8 * 4, (start + 30) << 32)
+    names = si + L.map + 8 + 8 * 5 + 16 * 2
+    heap.put(names, heap.string("priceOf"))
+    heap.put(names + 8, 7 << 32)
+    sfi = heap.sfi(si, heap.script("/srv/app.js", APP))
+    got = frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi, si))
+    assert (got.function, got.line, str(got)) == ("priceOf", 3, "priceOf [JS] (app.js:3)")
+
+
+def test_no_line_rather_than_a_wrong_one(heap: Heap) -> None:
+    frames = V8Frames(L, HeapLines(heap))
+    undefined = heap.alloc(48, L.oddball_type)
+    with_source = heap.script("/srv/app.js", APP)
+    # a String name (no ScopeInfo: not compiled), a script without a source, a position past the
+    # source's end, positions that are not Smis start <= end: the script alone
+    cases = [
+        heap.sfi(heap.string("priceOf"), with_source),
+        heap.sfi(heap.scope_info(0, heap.string("priceOf"), undefined, 10, 20), heap.script("/srv/app.js")),
+        heap.sfi(heap.scope_info(0, heap.string("priceOf"), undefined, len(APP) + 5, len(APP) + 9), with_source),
+        heap.sfi(heap.scope_info(0, heap.string("priceOf"), undefined, 30, 10), with_source),
+    ]
+    bad = heap.scope_info(0, heap.string("priceOf"), undefined, 10, 20)
+    heap.put(bad + L.map + 8 + 8 * (L.scopeinfo_first_vars + 3), 0x5551)  # a pointer, not a Smi
+    cases.append(heap.sfi(bad, with_source))
+    for sfi in cases:
+        got = frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi, heap.word(sfi + 15)))
+        assert (got.function, got.module, got.line, got.js) == ("priceOf", "/srv/app.js", None, "")
+        assert str(got) == "priceOf [JS] (app.js)"
+    # a V8 whose ScopeInfo header is not one positions are read from: no line
+    odd = replace(L, scopeinfo_first_vars=L.scopeinfo_ncontextlocals + 2)
+    assert scopeinfo_position_slot(odd) is None
+    assert scopeinfo_position_slot(replace(L, scopeinfo_first_vars=5, scopeinfo_ncontextlocals=2)) == (3, 0)
 
 
 def test_scope_info_name_then_inferred_name(heap: Heap) -> None:

@@ -582,7 +582,9 @@ class _Recorder:
         if options.stack_depth:
             from utrace.process.stacks import Symbolizer
 
-            self.symbolizer = Symbolizer((target.exe, target.modules[0].display), launched, program.options.v8_frames)
+            self.symbolizer = Symbolizer(
+                (target.exe, target.modules[0].display), launched, program.options.v8_frames, plan.source_lines
+            )
             if program.options.v8_frames is not None:
                 for m in target.modules:
                     self.symbolizer.preload(m.path)

@@ -322,7 +322,7 @@ class JsonReporter(_Buffered):
         if ev.stack:
             obj["stack"] = [
                 {"address": f.address, "function": f.function, "offset": f.offset, "module": f.module}
-                | ({"js": f.js} if f.js is not None else {})
+                | ({"js": f.js, "line": f.line} if f.js is not None else {})
                 for f in ev.stack
             ]
         if ev.ns_pid is not None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from utrace.model import JS_NAME_MAX, JS_SCRIPT_MAX, ArgSpec, JsMatch, Location
-from utrace.v8layout import V8Layout
+from utrace.v8layout import V8Layout, scopeinfo_position_slot
 
 # value kinds in an event's JSVALUE field
 K_UNREAD, K_SMI, K_DOUBLE, K_ODDBALL, K_STR1, K_STR2, K_OTHER, K_ABSENT, K_STRSHAPE = range(9)
@@ -184,16 +184,16 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
 
 def _position(em: Emitter, L: V8Layout, nsi: str) -> None:
     """`jpos`/`jend`: the function's start and end positions from its ScopeInfo's position info (two
-    Smis, start <= end). Where they are follows from the header's size (v8dbg_scopeinfo_idx_first_vars):
-    a header of flags, parameter count and context-local count (V8 before 12.x) puts them after the
-    name slots; two slots more (V8 12.x on) are the position info, right after the context-local count.
-    Any other header: not read."""
+    Smis, start <= end), where `scopeinfo_position_slot` says they are: after the name slots, already
+    read into `js3` (from the variable part's end, `jn` context locals), or at a fixed slot."""
     em.emit(f"        jpos = {P_NO_POSITION};")
-    if L.scopeinfo_first_vars == L.scopeinfo_ncontextlocals + 1:
-        em.emit("        u64 jp0 = js3[3], jp1 = js3[4];")
-    elif L.scopeinfo_first_vars == L.scopeinfo_ncontextlocals + 3:
+    rule = scopeinfo_position_slot(L)
+    k = rule[0] - L.scopeinfo_first_vars if rule is not None and rule[1] == 2 else -1
+    if rule is not None and rule[1] == 2 and 0 <= k <= 3:
+        em.emit(f"        u64 jp0 = js3[{k}], jp1 = js3[{k + 1}];")
+    elif rule is not None and rule[1] == 0:
         em.emit("        u64 jp[2] = {};")
-        at = _i(L.map + 8 + 8 * (L.scopeinfo_ncontextlocals + 1))
+        at = _i(L.map + 8 + 8 * rule[0])
         em.emit(f"        bpf_probe_read_user(jp, 16, (void *)({nsi} + {at}));")
         em.emit("        u64 jp0 = jp[0], jp1 = jp[1];")
     else:

@@ -26,6 +26,7 @@ from utrace.process import procfs
 from utrace.process.perfmap import PerfMap
 from utrace.process.target import namespace_pid
 from utrace.process.v8frames import V8Frames
+from utrace.process.v8heap import SourceLines
 from utrace.v8layout import V8Layout
 
 PERF_MAP_MODULE = "[perf-map]"
@@ -100,10 +101,14 @@ class Symbolizer:
     """
 
     def __init__(
-        self, exe: tuple[str, str] | None = None, launched: int | None = None, v8: V8Layout | None = None
+        self,
+        exe: tuple[str, str] | None = None,
+        launched: int | None = None,
+        v8: V8Layout | None = None,
+        lines: SourceLines | None = None,
     ) -> None:
         self._procs: dict[int, _Process] = {}
-        self._v8 = V8Frames(v8) if v8 is not None else None
+        self._v8 = V8Frames(v8, lines) if v8 is not None else None
         self._tables: dict[tuple[int, int], _Table | None] = {}
         self._by_path: dict[str, _Table | None] = {}
         self._answers: dict[tuple[int, int, bool], Frame] = {}

@@ -11,7 +11,10 @@ The name is read here from /proc/PID/mem, after the event: the SFI must still be
 holding the word the kernel saw (the key the BPF `jsnot` cache uses: an SFI that moved has another
 address, one that took a freed address holds its own name or ScopeInfo), checked again after the name
 was read. It is read as `SharedFunctionInfo::DebugName` (what `utrace.probes.v8values.emit_match`
-matches): the String there, or the ScopeInfo's function-name slot, else its inferred-name slot. Every
+matches): the String there, or the ScopeInfo's function-name slot, else its inferred-name slot. The
+line is that of the function's start position, read from its ScopeInfo where
+`utrace.v8layout.scopeinfo_position_slot` says (as the `js:` probes read it), in its script's source
+(`utrace.process.v8heap.SourceLines`); a line not known is left out (the script alone is shown). Every
 read is bounded; whatever cannot be confirmed is said (`Frame.js` holds the reason), never guessed.
 Answers are cached by (pid, SFI, word).
 """
@@ -22,7 +25,8 @@ import os
 from dataclasses import replace
 
 from utrace.model import Frame
-from utrace.v8layout import V8Layout
+from utrace.process.v8heap import SourceLines
+from utrace.v8layout import V8Layout, scopeinfo_position_slot
 
 PERF_MAP_MODULE = "[perf-map]"
 NAME_MAX = 256  # bytes of a name or script name shown
@@ -30,6 +34,9 @@ _STRING_DEPTH = 8  # cons/thin/sliced strings followed this deep
 _FDS_MAX = 16  # /proc/PID/mem files kept open
 _CACHE_MAX = 1 << 16
 MAX_INLINED_LOCALS = 75  # as utrace.probes.v8values (kScopeInfoMaxInlinedLocalNamesSize)
+
+
+_Named = tuple[str, str | None, int | None]  # a function's name, its script's name, its line
 
 
 class _Unread(Exception):
@@ -81,10 +88,11 @@ def is_v8_code(frame: Frame) -> bool:
 class V8Frames:
     """Names the JavaScript frames of one V8 layout's processes."""
 
-    def __init__(self, layout: V8Layout) -> None:
+    def __init__(self, layout: V8Layout, lines: SourceLines | None = None) -> None:
         self.layout = layout
+        self.lines = lines if lines is not None else SourceLines(layout)
         self._mems: dict[int, _Mem] = {}
-        self._names: dict[tuple[int, int, int], tuple[str, str | None] | str] = {}
+        self._names: dict[tuple[int, int, int], _Named | str] = {}
 
     def prefetch(self, pid: int, slots: tuple[int, int, int, int]) -> None:
         """Read the name a frame with these slots would have, before its address is symbolised (which
@@ -105,10 +113,10 @@ class V8Frames:
         got = self._lookup(pid, sfi, word)
         if isinstance(got, str):
             return replace(resolved, js=got)
-        name, script = got
-        return replace(resolved, function=name, offset=0, module=script, js="")
+        name, script, line = got
+        return replace(resolved, function=name, offset=0, module=script, js="", line=line)
 
-    def _lookup(self, pid: int, sfi: int, word: int) -> tuple[str, str | None] | str:
+    def _lookup(self, pid: int, sfi: int, word: int) -> _Named | str:
         key = (pid, sfi, word)
         got = self._names.get(key)
         if got is None:
@@ -135,8 +143,8 @@ class V8Frames:
         L = self.layout
         return v != 0 and (v & L.heap_object_tag_mask) == L.heap_object_tag
 
-    def _read(self, pid: int, sfi: int, word: int) -> tuple[str, str | None] | str:
-        """(name, script name or None), or why the function was not read."""
+    def _read(self, pid: int, sfi: int, word: int) -> _Named | str:
+        """(name, script name or None, line or None), or why the function was not read."""
         mem = self._mem(pid)
         L = self.layout
         try:
@@ -145,12 +153,16 @@ class V8Frames:
             if mem.word(sfi + L.sfi_name_or_scope_info) != word:
                 raise _Unread("the function's SharedFunctionInfo changed since the event")
             name = self.debug_name(mem, word)
-            script = self._script(mem, sfi)
+            pos = self.start_position(mem, word)
+            script, src, srclen = self._script(mem, sfi)
             if mem.word(sfi + L.sfi_name_or_scope_info) != word:
                 raise _Unread("the function's SharedFunctionInfo changed while it was read")
         except _Unread as e:
             return str(e)
-        return name, script
+        line = None
+        if script is not None and pos is not None and src:
+            line = self.lines.line(pid, src, srclen, pos)[0]
+        return name, script, line
 
     def _type(self, mem: _Mem, obj: int) -> int:
         L = self.layout
@@ -173,12 +185,7 @@ class V8Frames:
             return self.string(mem, word, t)
         if t != L.scope_info_type:
             raise _Unread(f"the name slot holds an object of V8 instance type {t}")
-        n_word = mem.word(word + L.map + 8 + 8 * L.scopeinfo_ncontextlocals)
-        if n_word & L.smi_tag_mask:
-            raise _Unread("the ScopeInfo's context-local count is not a Smi")
-        n = n_word >> L.smi_shift
-        if n >= MAX_INLINED_LOCALS:
-            raise _Unread(f"{n} context variables: the ScopeInfo keeps its names in a hash table, not read")
+        n = self._locals(mem, word)
         raw = mem.read(word + L.map + 8 + 8 * L.scopeinfo_first_vars + 16 * n, 24)
         fname, mid, inferred = (int.from_bytes(raw[i : i + 8], "little") for i in (0, 8, 16))
         if mid & L.smi_tag_mask:
@@ -197,6 +204,34 @@ class V8Frames:
             if t < L.first_nonstring_type:
                 return self.string(mem, inferred, t)
         return ""
+
+    def _locals(self, mem: _Mem, scope_info: int) -> int:
+        """The ScopeInfo's context-local count (below MAX_INLINED_LOCALS: its names are inlined)."""
+        L = self.layout
+        n_word = mem.word(scope_info + L.map + 8 + 8 * L.scopeinfo_ncontextlocals)
+        if n_word & L.smi_tag_mask:
+            raise _Unread("the ScopeInfo's context-local count is not a Smi")
+        n = n_word >> L.smi_shift
+        if n >= MAX_INLINED_LOCALS:
+            raise _Unread(f"{n} context variables: the ScopeInfo keeps its names in a hash table, not read")
+        return n
+
+    def start_position(self, mem: _Mem, word: int) -> int | None:
+        """The function's start position (a character offset in its script's source) from the ScopeInfo
+        `word` (checked a function's by `debug_name`), where `scopeinfo_position_slot` says; None when
+        `word` is no ScopeInfo, this V8's header is not one positions are read from, or the slots do not
+        hold two Smis start <= end (as the `js:` probes check them)."""
+        L = self.layout
+        rule = scopeinfo_position_slot(L)
+        if rule is None or not self._heap(word) or self._type(mem, word) != L.scope_info_type:
+            return None
+        base, per_local = rule
+        n = self._locals(mem, word) if per_local else 0
+        raw = mem.read(word + L.map + 8 + 8 * (base + per_local * n), 16)
+        start, end = (int.from_bytes(raw[i : i + 8], "little") for i in (0, 8))
+        if (start | end) & L.smi_tag_mask or start >= 1 << 63 or start > end:
+            return None
+        return start >> L.smi_shift
 
     def string(self, mem: _Mem, s: int, t: int, depth: int = 0, budget: int = NAME_MAX) -> str:
         """The first `budget` bytes' worth of the V8 string `s` of instance type `t`."""
@@ -240,26 +275,42 @@ class V8Frames:
             raise _Unread(f"a string's part is of V8 instance type {t}")
         return t
 
-    def _script(self, mem: _Mem, sfi: int) -> str | None:
-        """The name of the SFI's script, when it has one (None: not a Script, or no string name)."""
+    def _script(self, mem: _Mem, sfi: int) -> tuple[str | None, int, int]:
+        """The name of the SFI's script, when it has one (None: not a Script, or no string name), and
+        the address and length of its source String (0, 0 when it has none)."""
         L = self.layout
         if L.script_type is None:
-            return None
+            return None, 0, 0
         script = mem.word(sfi + L.sfi_script)
         if not self._heap(script):
-            return None
+            return None, 0, 0
         try:
             if self._type(mem, script) != L.script_type:
-                return None  # DebugInfo, or undefined
+                return None, 0, 0  # DebugInfo, or undefined
             name = mem.word(script + L.script_name)
             if not self._heap(name):
-                return None
+                return None, 0, 0
             t = self._type(mem, name)
             if t >= L.first_nonstring_type:
-                return None
-            return self.string(mem, name, t) or None
+                return None, 0, 0
+            got = self.string(mem, name, t) or None
         except _Unread:
-            return None
+            return None, 0, 0
+        return (got, *self._source(mem, script))
+
+    def _source(self, mem: _Mem, script: int) -> tuple[int, int]:
+        """The address and length of the Script's source String ((0, 0): none, or not read)."""
+        L = self.layout
+        if L.script_source is None:
+            return 0, 0
+        try:
+            src = mem.word(script + L.script_source)
+            if not self._heap(src) or self._type(mem, src) >= L.first_nonstring_type:
+                return 0, 0
+            length = int.from_bytes(mem.read(src + L.string_length, 4), "little")
+        except _Unread:
+            return 0, 0
+        return src, length
 
 
 __all__ = ["V8Frames", "is_v8_code"]

@@ -13,6 +13,7 @@ from utrace.elf.match import function_not_found, match_functions
 from utrace.elf.symbols import SymbolTable
 from utrace.errors import ElfError, NotFoundError
 from utrace.model import Event, ProbeSpec, Symbol, Target
+from utrace.process.v8heap import SourceLines
 from utrace.v8layout import V8Layout
 
 
@@ -81,6 +82,8 @@ class Plan:
     launch_check: LaunchCheck | None = None
     change: TargetChange | None = None
     v8_frames: V8Layout | None = None  # a V8 node target: its stacks' JavaScript frames are named
+    # a V8 node target: the lines of its scripts, for `js:` events and stack frames (each script read once)
+    source_lines: SourceLines | None = None
 
 
 class LaunchCheck(Protocol):

@@ -211,7 +211,7 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
         patterns.append(pat)
         plan.specs += _specs(request, path, layout, pat, sites)
     globs = list(dict.fromkeys(g for _s, g in patterns))
-    plan.refine = _with_lines(layout, _without_absent(plan.refine))
+    plan.refine = _with_lines(layout, plan, _without_absent(plan.refine))
     plan.closing = _closest_seen([(_label(p), p[1].decode()) for p in patterns])
     plan.counters += (
         (
@@ -289,11 +289,14 @@ def _label(pattern: tuple[bytes, bytes]) -> str:
     return f"js:{script.decode()}:{g.decode()}" if script else f"js:{g.decode()}"
 
 
-def _with_lines(layout: V8Layout, inner: Callable[[Event], Event]) -> Callable[[Event], Event]:
+def _with_lines(layout: V8Layout, plan: Plan, inner: Callable[[Event], Event]) -> Callable[[Event], Event]:
     """Events (after what `inner` does) whose `script` context is the script's name and a `line`: the
     line of the function's start in its script's source, read from the process (utrace.process.v8heap),
-    or `?` with the reason it is not known."""
-    lines = SourceLines(layout)
+    or `?` with the reason it is not known. The plan's `source_lines` (made here when it has none) are
+    the session's: its stack frames' lines are read with the same."""
+    if plan.source_lines is None:
+        plan.source_lines = SourceLines(layout)
+    lines = plan.source_lines
 
     def refine(ev: Event) -> Event:
         ev = inner(ev)
@@ -371,7 +374,7 @@ def plan_list(request: TraceRequest, target: Target, glob: bytes, plan: Plan) ->
         raise TargetError(str(e)) from None
     specs = _specs(replace(request, ret=False), path, layout, (b"", glob), _sites(path, False))
     plan.specs += [replace(s, args=()) for s in specs]
-    plan.refine = _with_lines(layout, _without_absent(plan.refine))
+    plan.refine = _with_lines(layout, plan, _without_absent(plan.refine))
     plan.counters += (
         (
             UNDECIDED,
