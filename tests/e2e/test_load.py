@@ -264,7 +264,7 @@ def one_error_line(err: str, reason: str) -> None:
     assert "internal error" not in err
 
 
-@pytest.mark.parametrize("fmt", ["--json", "--format=text"])
+@pytest.mark.parametrize("fmt", ["--json", "--format=text", "--format=perfetto", "--top"])
 def test_dev_full_is_one_clear_line(fmt: str, hot: Path, runs: list[Run]) -> None:
     run = Run(["native", str(hot), "hot", fmt, "-o", "/dev/full", "--", str(hot), str(FLOOD)],
               stdout=subprocess.DEVNULL)  # fmt: skip

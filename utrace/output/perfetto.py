@@ -29,7 +29,7 @@ from utrace.app.session import Summary
 from utrace.model import Event, Target
 from utrace.output.escape import json_safe, safe
 from utrace.output.spans import Instant, Pairer, Span, Track, returning
-from utrace.output.stream import _Buffered
+from utrace.output.stream import _Buffered, output_error
 from utrace.probes.decode import Pointer, StringValue
 from utrace.runtimes.base import Plan
 
@@ -87,16 +87,30 @@ class PerfettoReporter(_Buffered):
         self._tracks: set[Track] = set()
         self._opened = False
 
+    def _put(self, text: str) -> None:
+        """Write and flush `text` as it is (the file's JSON is not line-shaped).
+
+        Raises:
+            OutputError: the file cannot be written (one line and exit code 6, as the other formats).
+        """
+        if self.closed:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError as e:
+            self.closed = isinstance(e, BrokenPipeError)
+            raise output_error(self.out, e) from None
+
     def _open(self) -> None:
         if not self._opened:
             self._opened = True
-            self.out.write("[\n")
+            self._put("[\n")
 
     def started(self, target: Target, plan: Plan, attached: int, launched: int | None) -> None:
         self.pairer = Pairer(returning(plan.specs))
-        self._open()
-        self.out.flush()
         super().started(target, plan, attached, launched)
+        self._open()  # after the line saying the probes are attached, so that line comes first
 
     def _tid(self, track: Track) -> int:
         return GOROUTINE_TID_BASE + track.id if track.goroutine else track.id
@@ -184,18 +198,17 @@ class PerfettoReporter(_Buffered):
         if self.buf:
             self._open()
             sep = ",\n" if self.written else ""
-            self.out.write(sep + ",\n".join(self.buf))
+            text = sep + ",\n".join(self.buf)
             self.written += len(self.buf)
             self.buf.clear()
-            self.out.flush()
+            self._put(text)
 
     def finished(self, summary: Summary) -> None:
         for span in self.pairer.finish():
             self._span(span)
         self.flush()
         self._open()
-        self.out.write("\n]\n")
-        self.out.flush()
+        self._put("\n]\n")
         open_note = f", {self.unfinished} still open" if self.unfinished else ""
         cut = f", {self.pairer.unpaired} call(s) without return dropped" if self.pairer.unpaired else ""
         lost = f", {summary.lost} event(s) lost" if summary.lost else ""
