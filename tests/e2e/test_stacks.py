@@ -207,6 +207,53 @@ def test_node_js_frames_from_its_perf_map(node_bin: str, tmp_path: Path) -> None
         os.unlink(f"/tmp/perf-{pid}.map")
 
 
+def test_node_frames_of_a_program_gone_before_its_event_is_read_are_named_by_its_perf_map(
+    node_bin: str, tmp_path: Path
+) -> None:
+    """`-n 1` on the first uv_fs_open of a short run: node has exited by the time its event is read, so
+    V8's frame slots can no longer be read from its memory; the perf map it wrote (which outlives it)
+    still names the frames in its JIT code, as node named them, and no such frame says "not read"."""
+    fsops = ROOT / "fixtures" / "node" / "fsops.js"
+    p = subprocess.run(
+        [
+            *utrace_cmd("node", "uv_fs_open", "--stack", "--json", "-n", "1"),
+            "--",
+            node_bin,
+            "--perf-basic-prof",
+            "--interpreted-frames-native-stack",
+            str(fsops),
+            "--files",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    evs, _summary = events(p.stdout)
+    opened = [e for e in evs if e.get("kind") is not None and "stack" in e]
+    assert len(opened) == 1, evs
+    pid = opened[0]["pid"]
+    regions = _perf_map_regions(f"/tmp/perf-{pid}.map")
+    try:
+        stack = opened[0]["stack"]
+        assert isinstance(stack, list)
+        # frames in JIT code the map names (not node's own text, which it names too)
+        in_map = [
+            f
+            for f in stack
+            if not str(f["module"]).startswith("/") and any(s <= int(f["address"]) - 1 < s + n for s, n, _ in regions)
+        ]
+        assert in_map, stack  # the JavaScript that opened the file ran as JIT code
+        for f in in_map:
+            assert not f.get("js"), f  # named (by V8's slots or by the map), never "not read"
+            assert f["module"] == "[perf-map]" or f.get("js") == "", f
+        assert all(_in_map(regions, f) for f in in_map if f["module"] == "[perf-map]")
+    finally:
+        os.unlink(f"/tmp/perf-{pid}.map")
+
+
 def test_java_compiled_frames_from_jcmd_perfmap(fixtures_built: Path, tmp_path: Path) -> None:
     """JVM_Sleep under Thread.sleep inside the JIT-compiled StackDemo.tick, named by `jcmd Compiler.perfmap`
     (addresses written with 0x)."""

@@ -107,11 +107,14 @@ class V8Frames:
         if not is_v8_code(resolved) or (marker & L.smi_tag_mask) == 0:
             return resolved  # native code, or a typed frame (its marker is a Smi)
         if not self._heap(function):
-            return replace(resolved, js=f"the function slot holds {function:#x}, not an object")
-        if not self._heap(sfi):
-            return replace(resolved, js=f"the function's SharedFunctionInfo slot held {sfi:#x}")
-        got = self._lookup(pid, sfi, word)
+            got: _Named | str = f"the function slot holds {function:#x}, not an object"
+        elif not self._heap(sfi):
+            got = f"the function's SharedFunctionInfo slot held {sfi:#x}"
+        else:
+            got = self._lookup(pid, sfi, word)
         if isinstance(got, str):
+            if resolved.module == PERF_MAP_MODULE and resolved.function:
+                return resolved  # named by the process's own perf map (which outlives it)
             return replace(resolved, js=got)
         name, script, line = got
         return replace(resolved, function=name, offset=0, module=script, js="", line=line)
