@@ -37,6 +37,10 @@ PY
 $U node uv_tcp_listen 'node::TCPWrap::Listen' uv_accept --ret --duration 30 -- node fixtures/node/server.js --port "$port" --requests 3
 wait
 
+step "JavaScript functions by name: arguments, returns and script:line, in a stock node" \
+     "utrace node 'js:priceOf' 'js:add' --ret -- node fixtures/node/prices.js"
+$U node 'js:priceOf' 'js:add' --ret -- node fixtures/node/prices.js
+
 step "Live: a running Java program by pid: its class loads, GC pauses with durations, its threads" \
      "utrace java --pid PID class-load:Demo hotspot:gc__begin hotspot:gc__end thread"
 # Demo waits for a line on stdin after printing "ready PID"; it is released once the probes are armed.
