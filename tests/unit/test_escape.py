@@ -125,6 +125,25 @@ def test_text_stream_escapes_every_process_controlled_string() -> None:
     assert SHOWN in notes and "stopped by target exited \\x1b]0;pwned\\x07" in notes  # the summary
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["κάστανο", "日本語 ok", "emoji 🍐", 'quote " and \\ backslash', "tab\tnew\nline", "del\x7f c1\x9b bidi\u202e"],
+)
+def test_text_stream_string_arguments_read_as_json_strings_with_letters_of_any_script(value: str) -> None:
+    """A string argument is shown quoted as JSON quotes it (the same value, read back by json.loads),
+    letters of any script as they are, and nothing a terminal acts on."""
+    out, err = io.StringIO(), io.StringIO()
+    rep = TextReporter(out, err, color=False)
+    rep.started(target("/srv/app"), Plan(), 1, None)
+    rep.event(event(probe="f", comm="app", args={"s": StringValue(value)}, stack=()))
+    rep.flush()
+    line = out.getvalue().splitlines()[0]
+    assert not raw_controls(line), line
+    shown = line.split(" s=", 1)[1]
+    assert json.loads(shown) == value
+    assert all(c in shown for c in value if c.isprintable())  # printable characters as they are
+
+
 def test_summary_with_markup_in_a_name_prints_it_as_text() -> None:
     err = io.StringIO()
     rep = TextReporter(io.StringIO(), err, color=False)

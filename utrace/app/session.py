@@ -737,28 +737,28 @@ def _trace(
                 summary.warnings.append(text.format(n=n))
         if plan.closing is not None:
             summary.warnings.extend(plan.closing(summary.per_probe, tracer.keys))
-        summary.forked, _removed, not_followed = tracer.family()
-        if not_followed:
-            traced = options.follow or program.options.exec_file is not None
-            summary.warnings.append(_not_followed(not_followed, traced))
+        _family_summary(tracer, options.follow or program.options.exec_file is not None, summary)
         if watch is not None:
             watch.final(summary)
         # not counting a wait for the launched program to end on its own
         summary.duration_s = time.monotonic() - started
 
 
-def _not_followed(n: int, traced: bool) -> str:
-    """The warning for `n` forks (or execs of the traced file) that found the kernel's table of followed
-    processes (TRACKED_ENTRIES) full; `traced`: that table decides whose events are traced (--follow,
-    or a launched command's processes running the target file), else only which processes a launched
-    command's end takes with it."""
+def _family_summary(tracer: Tracer, traced: bool, summary: Summary) -> None:
+    """How many processes the fork program added, and a warning for the forks (or execs of the traced
+    file) that found the kernel's table of followed processes (TRACKED_ENTRIES) full; `traced`: that
+    table decides whose events are traced (--follow, or a launched command's processes running the
+    target file), else only which processes a launched command's end takes with it."""
+    summary.forked, _removed, n = tracer.family()
+    if not n:
+        return
     what = (
         "their events are missing from the trace"
         if traced
         else "utrace may not have ended them when it stopped (they may still be running)"
     )
     table = f"utrace's table of {TRACKED_ENTRIES} followed processes was full"
-    return f"{n} new process(es) were not followed: {table}; {what}"
+    summary.warnings.append(f"{n} new process(es) were not followed: {table}; {what}")
 
 
 def _with_args(argv: tuple[str, ...], plan: Plan, target: Target) -> tuple[str, ...]:

@@ -48,15 +48,21 @@ from utrace.runtimes.base import Plan
 def _fmt_value(v: object) -> str:
     if isinstance(v, Rendered):
         return safe(v)
-    if isinstance(v, StringValue):  # json.dumps escapes every control and non-ASCII character
-        return json.dumps(str(v)) + ("…" if v.truncated else "")
+    if isinstance(v, StringValue):  # quoted as JSON quotes it; what a terminal acts on as \uXXXX
+        return _quoted(str(v)) + ("…" if v.truncated else "")
     if isinstance(v, str):
-        return safe(v) if v.startswith("<") else v if v.isidentifier() else json.dumps(v)
+        return safe(v) if v.startswith("<") else v if v.isidentifier() else _quoted(v)
     if v is None:
         return "NULL"
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def _quoted(s: str) -> str:
+    """`s` as a JSON string: readable letters of any script (`"κάστανο"`), and every character `safe`
+    would escape (controls, DEL, C1, bidirectional overrides) as a `\\uXXXX` escape."""
+    return json_safe(json.dumps(s, ensure_ascii=False))
 
 
 def _fmt_ptr(name: str, v: object) -> str:
