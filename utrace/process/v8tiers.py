@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from utrace.model import JS_NAME_MAX
 from utrace.process import procfs
 from utrace.process.v8frames import MAX_INLINED_LOCALS, V8Frames, _Mem, _Unread
 from utrace.v8layout import V8Layout
@@ -45,7 +46,6 @@ SECONDS = 10.0  # the whole search stops after this long
 MAX_HITS = 20000  # places of one name's bytes looked at
 MAX_REFS = 4096  # words pointing at one object looked at
 MIN_LITERAL = 3  # characters of a glob's longest literal run searched for
-NAME_MAX = 64  # bytes of a name the probes compare (utrace.model.JS_NAME_MAX)
 
 Pattern = tuple[str, bytes, bytes]  # (probe label, script narrowing or b"", name glob)
 Place = Callable[[int], tuple[str, str]]  # an address -> ("jit", "") | ("builtin", name) | ("other", why)
@@ -155,8 +155,9 @@ class Tiers:
     def _heap(self, v: int) -> bool:
         return v != 0 and (v & self.L.heap_object_tag_mask) == self.L.heap_object_tag
 
-    def _type(self, obj: int) -> int:
-        """The instance type of the object at tagged `obj` (-1 when it is not one or not readable)."""
+    def _type(self, obj: int, fresh: bool = False) -> int:
+        """The instance type of the object at tagged `obj` (-1 when it is not one or not readable); its
+        map's type is remembered during the search, read again when `fresh`."""
         L = self.L
         if not self._heap(obj):
             return -1
@@ -164,7 +165,7 @@ class Tiers:
             m = self.mem.word(obj + L.map)
             if not self._heap(m):
                 return -1
-            t = self._types.get(m)
+            t = None if fresh else self._types.get(m)
             if t is None:
                 t = int.from_bytes(self.mem.read(m + L.instance_type, 2), "little")
                 if len(self._types) < 1 << 16:
@@ -172,6 +173,10 @@ class Tiers:
             return t
         except _Unread:
             return -1
+
+    def _tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _Stop
 
     def _is_function(self, t: int) -> bool:
         L = self.L
@@ -227,9 +232,10 @@ class Tiers:
             if exact:
                 starts = [h] if h % 8 == tag_mod else []
             else:
-                first = h - (NAME_MAX - len(lit))
+                first = h - (JS_NAME_MAX - len(lit))
                 first += (tag_mod - first) % 8
                 starts = list(range(first, h + 1, 8))
+            self._tick()
             for c in starts:
                 s = c - L.seq_one_byte_chars
                 t = self._type(s)
@@ -239,7 +245,7 @@ class Tiers:
                     continue
                 try:
                     n = int.from_bytes(self.mem.read(s + L.string_length, 4), "little")
-                    if not (c + n >= h + len(lit) and 0 < n <= NAME_MAX):
+                    if not (c + n >= h + len(lit) and 0 < n <= JS_NAME_MAX):
                         continue
                     text = self.mem.read(c, n)
                 except _Unread:
@@ -285,6 +291,7 @@ class Tiers:
         scope_of: dict[int, set[int]] = {}  # a ScopeInfo -> the Strings it names
         for s in every:
             for r in refs[s.to_bytes(8, "little")]:
+                self._tick()
                 cand = r - L.sfi_name_or_scope_info
                 if self._type(cand) == L.sfi_type:
                     sfis_of[s].add(cand)
@@ -318,13 +325,13 @@ class Tiers:
         """Which code the JSFunction at `jsf` (of the SFI `sfi`) runs, read now."""
         L = self.L
         assert L.jsfunction_code is not None and L.code_flags is not None
-        if not self._is_function(self._type(jsf)):
+        if not self._is_function(self._type(jsf, fresh=True)):
             return Closure(False, "", "no longer a JSFunction (moved by the GC)")
         try:
             if self.mem.word(jsf + L.jsfunction_shared) != sfi:
                 return Closure(False, "", "no longer this function's (moved by the GC)")
             code = self.mem.word(jsf + L.jsfunction_code)
-            t = self._type(code)
+            t = self._type(code, fresh=True)
             if t != L.code_type:
                 return Closure(False, "", f"its code slot holds no Code (V8 instance type {t})")
             flags = int.from_bytes(self.mem.read(code + L.code_flags, 4), "little")

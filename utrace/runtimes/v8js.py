@@ -284,7 +284,10 @@ def _with_tiers(
 
     def closing(per_probe: Mapping[str, int], keys: Callable[[str], list[bytes]]) -> list[str]:
         frames = V8Frames(layout, plan.source_lines)
-        return inner(per_probe, keys) + read_tiers(pid, layout, patterns, frames, display, _builtin_names(path))
+        try:
+            return inner(per_probe, keys) + read_tiers(pid, layout, patterns, frames, display, _builtin_names(path))
+        finally:
+            frames.forget(pid)
 
     return closing
 
