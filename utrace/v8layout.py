@@ -71,6 +71,8 @@ class V8Layout:
     fp_context_or_frame_type: int | None = None
     script_type: int | None = None  # the instance type of a Script
     script_source: int | None = None  # Script.source (a String, or undefined)
+    code_type: int | None = None  # the instance type of a Code (the object JSFunction.code points at)
+    code_instruction_start: int | None = None  # Code.instruction_start (an untagged address)
 
 
 def scopeinfo_position_slot(layout: V8Layout) -> tuple[int, int] | None:

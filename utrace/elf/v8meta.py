@@ -124,6 +124,8 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
     "fp_context_or_frame_type": ("off_fp_context_or_frame_type",),
     "script_type": ("type_Script__SCRIPT_TYPE",),
     "script_source": ("class_Script__source__",),
+    "code_type": ("type_Code__CODE_TYPE",),
+    "code_instruction_start": ("class_Code__instruction_start__",),
 }
 
 
@@ -200,6 +202,8 @@ def layout_from(constants: dict[str, int], where: str) -> V8Layout:
         fp_context_or_frame_type=optional["fp_context_or_frame_type"],
         script_type=optional["script_type"],
         script_source=opt("script_source"),
+        code_type=optional["code_type"],
+        code_instruction_start=opt("code_instruction_start"),
     )
 
 

@@ -146,6 +146,17 @@ class V8Frames:
         L = self.layout
         return v != 0 and (v & L.heap_object_tag_mask) == L.heap_object_tag
 
+    def function(self, pid: int, sfi: int) -> _Named | str:
+        """(name, script name or None, line or None) of the function whose SharedFunctionInfo is at
+        `sfi` now (its name word read afresh, not cached), or why it was not read."""
+        if not self._heap(sfi):
+            return f"{sfi:#x} is not an object"
+        try:
+            word = self._mem(pid).word(sfi + self.layout.sfi_name_or_scope_info)
+        except _Unread as e:
+            return str(e)
+        return self._read(pid, sfi, word)
+
     def _read(self, pid: int, sfi: int, word: int) -> _Named | str:
         """(name, script name or None, line or None), or why the function was not read."""
         mem = self._mem(pid)

@@ -13,7 +13,8 @@ those jumps mark the call so its next entry is not counted twice.
 Optimised code (Maglev, TurboFan) enters neither builtin, and an inlined call does not exist: a
 launched node gets V8 flags that keep the traced functions out of those tiers (`--maglev-filter`,
 `--turbo-filter`, no inlining), or, when the names cannot be said as one V8 filter, every function
-(`--max-opt=1`).
+(`--max-opt=1`). In a running node (`--pid`) the counts are lower bounds, and which traced functions run
+optimised code is said at the end, where the binary's metadata lets it be read (utrace.process.v8tiers).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from utrace.model import (
 )
 from utrace.probes.decode import Rendered, Uncertain
 from utrace.probes.v8values import NOT_PASSED, SEEN, UNDECIDED, JsScript, globs_id
+from utrace.process.v8frames import V8Frames
 from utrace.process.v8heap import SourceLines
+from utrace.process.v8tiers import read_tiers, unreadable
 from utrace.runtimes.base import Plan, TraceRequest
 from utrace.v8layout import V8Layout
 
@@ -195,7 +198,7 @@ def _specs(
 
 def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan) -> None:
     """Add the probes of the `js:` expressions to `plan`, and the V8 flags a launched node needs."""
-    path, _display = _node_file(target)
+    path, display = _node_file(target)
     try:
         layout = v8_layout(path)
     except V8MetaError as e:
@@ -229,10 +232,18 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
             + " ".join(flags)
         )
     else:
+        why = unreadable(layout)
+        tiers = why is None and target.pid is not None
         plan.notes.append(
             "JavaScript calls from functions V8 has already optimised (Maglev/TurboFan) are not seen in a "
             "running node: counts are lower bounds"
+            + ("; which traced functions run optimised code is said at the end" if tiers else "")
         )
+        if why is not None:
+            plan.notes.append(f"which traced JavaScript functions are optimised is not read in this node: {why}")
+        elif target.pid is not None:  # (a file's processes are not searched)
+            labelled = [(_label(p), *p) for p in patterns]
+            plan.closing = _with_tiers(plan.closing, target.pid, layout, plan, path, display, labelled)
 
 
 def _v8_flags(path: str, globs: list[bytes]) -> list[str]:
@@ -257,6 +268,45 @@ def _v8_options(path: str) -> set[str]:
     except (OSError, subprocess.SubprocessError):
         return set()
     return {m.decode() for m in re.findall(rb"^\s+--([a-z0-9-]+)", out, re.M)}
+
+
+def _with_tiers(
+    inner: Callable[[Mapping[str, int], Callable[[str], list[bytes]]], list[str]],
+    pid: int,
+    layout: V8Layout,
+    plan: Plan,
+    path: str,
+    display: str,
+    patterns: list[tuple[str, bytes, bytes]],
+) -> Callable[[Mapping[str, int], Callable[[str], list[bytes]]], list[str]]:
+    """`inner`'s lines, then which traced functions run optimised code as the trace ends
+    (utrace.process.v8tiers: found in the process's heap, no event needed)."""
+
+    def closing(per_probe: Mapping[str, int], keys: Callable[[str], list[bytes]]) -> list[str]:
+        frames = V8Frames(layout, plan.source_lines)
+        try:
+            return inner(per_probe, keys) + read_tiers(pid, layout, patterns, frames, display, _builtin_names(path))
+        finally:
+            frames.forget(pid)
+
+    return closing
+
+
+def _builtin_names(path: str) -> Callable[[int], str | None]:
+    """A file offset of the node binary -> the name of the function holding it (a V8 builtin's)."""
+    try:
+        table = function_table(path)
+    except ElfError:
+        return lambda _offset: None
+
+    def name(offset: int) -> str | None:
+        for vaddr, start, size in table.segments:
+            if start <= offset < start + size:
+                i = table.containing(offset - start + vaddr)
+                return table.raw_at(i) if i is not None else None
+        return None
+
+    return name
 
 
 def _closest_seen(
