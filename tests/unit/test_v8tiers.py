@@ -100,7 +100,7 @@ def test_an_optimised_function_and_an_interpreted_one(world: World) -> None:
         "js:priceOf: priceOf (app.js:2) runs V8's optimised code (TurboFan) as the trace ends: calls of optimised "
         "code do not enter the builtins utrace probes, so its count is a lower bound",
         "js:other: other (app.js:5) is not optimised as the trace ends (its code is the interpreter's entry, "
-        "Builtins_InterpreterEntryTrampoline)",
+        "Builtins_InterpreterEntryTrampoline): its calls are seen unless an optimised caller inlined it",
     ]
 
 
@@ -110,7 +110,10 @@ def test_each_tier_by_its_code_kind(world: World) -> None:
     w.function(w.sfi("other"), w.code(10, JIT + 8))  # BASELINE: Sparkplug
     got = said(w, "priceOf", "other")
     assert "priceOf (app.js:2) runs V8's optimised code (Maglev)" in got[0]
-    assert got[1] == "js:other: other (app.js:5) is not optimised as the trace ends (Sparkplug code)"
+    assert got[1] == (
+        "js:other: other (app.js:5) is not optimised as the trace ends (Sparkplug code): its calls are seen unless "
+        "an optimised caller inlined it"
+    )
 
 
 def test_a_function_not_compiled_yet(world: World) -> None:
@@ -119,7 +122,7 @@ def test_a_function_not_compiled_yet(world: World) -> None:
     w.function(w.sfi("priceOf", compiled=False), w.code(BUILTIN, LAZY))
     assert said(w, "priceOf") == [
         "js:priceOf: priceOf (app.js) is not optimised as the trace ends (not compiled yet: its code is "
-        "Builtins_CompileLazy)"
+        "Builtins_CompileLazy): its calls are seen unless an optimised caller inlined it"
     ]
 
 
@@ -166,7 +169,7 @@ def test_globs_script_narrowing_and_inferred_names(world: World) -> None:
             "js:pri*Of: priceOf (app.js:2) runs V8's optimised code (TurboFan) as the trace ends: calls of optimised "
             "code do not enter the builtins utrace probes, so its count is a lower bound",
             "js:pri*Of: priceOf (util.js) is not optimised as the trace ends (its code is the interpreter's entry, "
-            "Builtins_InterpreterEntryTrampoline)",
+            "Builtins_InterpreterEntryTrampoline): its calls are seen unless an optimised caller inlined it",
         ]
     )
     assert got[2].startswith("js:app.js:priceOf: priceOf (app.js:2) runs V8's optimised code (TurboFan)")

@@ -413,7 +413,10 @@ def lines(tiers: Tiers, patterns: Sequence[Pattern]) -> list[str]:
                 if other:
                     text += f" (its other closures: {', '.join(other)})"
             else:
-                text = f"{label}: {who} is not optimised as the trace ends ({', '.join(other)})"
+                text = (
+                    f"{label}: {who} is not optimised as the trace ends ({', '.join(other)}): its calls are seen "
+                    "unless an optimised caller inlined it"
+                )
             unread = len(closures) - len(read)
             if unread:
                 text += f"; {unread} closure(s) not read"
