@@ -197,3 +197,20 @@ def test_baseline_frames_are_named(major: int, tmp_path: Path) -> None:
     assert stack[0]["function"] == "Builtins_BaselineOutOfLinePrologue"
     assert _js_names(calls[0])[:4] == _printed(p.stdout, "JS")[:4] == ["priceOf", "middle", "outer", "main"]
     assert _js_lines(calls[0])[:4] == _printed_lines(p.stdout, "JSL")[:4]
+
+
+@pytest.mark.parametrize("major", MAJORS)
+def test_frames_of_a_program_that_exits_at_once_are_named(major: int, tmp_path: Path) -> None:
+    """The same chain in a program that exits as soon as it has run it: utrace reads the frames' names
+    from its memory first thing when the event arrives (before reading symbol tables), so they are
+    V8's own names, not 'function not read' because the process had already gone."""
+    node = official(major)
+    script = tmp_path / "chain.js"
+    script.write_text(CHAIN.replace("setTimeout(() => {}, 1500);\n", ""))
+    target = tmp_path / "data.txt"
+    target.write_text("x")
+    p = run_utrace("node", "js:priceOf", "uv_fs_open", "--stack", "--json", "--", str(node), str(script), str(target))
+    assert p.returncode == 0, p.stderr
+    calls = [e for e in _events(p.stdout) if e["probe"] == "js:priceOf"]
+    assert len(calls) == 1, p.stdout[-3000:]
+    assert _js_names(calls[0])[:4] == _printed(p.stdout, "JS")[:4] == ["priceOf", "middle", "outer", "main"]

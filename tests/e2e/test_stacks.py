@@ -164,6 +164,11 @@ def _in_map(regions: list[tuple[int, int, str]], frame: dict[str, object]) -> bo
     return any(start <= a - 1 < start + size and name == frame["function"] for start, size, name in regions)
 
 
+def _map_name(regions: list[tuple[int, int, str]], frame: dict[str, object]) -> str | None:
+    a = int(frame["address"])  # type: ignore[call-overload]
+    return next((name for start, size, name in regions if start <= a - 1 < start + size), None)
+
+
 def test_node_js_frames_from_its_perf_map(node_bin: str, tmp_path: Path) -> None:
     """uv_fs_open under fs.openSync inside fsops.js's run(): its JS frames named as node's perf map names them."""
     fsops = ROOT / "fixtures" / "node" / "fsops.js"
@@ -196,12 +201,24 @@ def test_node_js_frames_from_its_perf_map(node_bin: str, tmp_path: Path) -> None
             stack = ev["stack"]
             assert isinstance(stack, list)
             assert stack[0]["function"] == "uv_fs_open" and stack[0]["offset"] == 0
+            # JIT frames: named from V8's own frame slots while node runs (JSON "js": ""), else by the map
             jit = [f for f in stack if f["module"] == "[perf-map]"]
-            assert jit, [(f["function"], hex(int(f["address"])), f["module"]) for f in stack]  # type: ignore[call-overload]
+            v8 = [f for f in stack if f.get("js") == ""]
+            assert jit or v8, [(f["function"], hex(int(f["address"])), f["module"]) for f in stack]  # type: ignore[call-overload]
             assert all(_in_map(regions, f) for f in jit)
-            names = [str(f["function"]) for f in jit]
+            # two oracles agree: where the map names the code a V8-named frame returns into, it names
+            # the same function (`JS:~openSync node:fs:...`, `JS:*run /path/fsops.js:...`)
+            for f in v8:
+                mapped = _map_name(regions, f)
+                if mapped is not None and f["function"]:
+                    assert re.search(rf"\b{re.escape(str(f['function']))}\b", mapped), (f, mapped)
+                    # and the line the function starts on (`script:LINE:COLUMN`), where utrace gives one
+                    start = re.search(r":(\d+):\d+$", mapped)
+                    if f.get("line") is not None and start is not None:
+                        assert f["line"] == int(start.group(1)), (f, mapped)
+            names = [str(f["function"]) for f in jit] + [f"{f['function']} {f['module']}" for f in v8]
             # fs.openSync called from run() in fsops.js, itself called from the script's top level
-            assert any(n.startswith("JS:") and "openSync" in n for n in names), names
+            assert any("openSync" in n for n in names), names
             assert any(re.search(r"\brun\b.*fsops\.js", n) for n in names), names
     finally:
         os.unlink(f"/tmp/perf-{pid}.map")

@@ -19,7 +19,7 @@ from utrace.probes.codegen import Options, render
 from utrace.probes.decode import Decoder
 from utrace.probes.layout import event_format
 from utrace.process import v8frames
-from utrace.process.v8frames import V8Frames, _Unread
+from utrace.process.v8frames import PERF_MAP_MODULE, V8Frames, _Unread
 from utrace.process.v8heap import SourceLines
 from utrace.v8layout import V8Layout, scopeinfo_position_slot
 
@@ -334,3 +334,15 @@ def test_generated_c_compiles_with_the_decoders_size(tmp_path: Path) -> None:
     c.write_text(src)
     p = subprocess.run(["gcc", "-fsyntax-only", "-w", str(c)], capture_output=True, text=True, check=False)
     assert p.returncode == 0, re.sub(r"\s+", " ", p.stderr)[:2000]
+
+
+def test_a_frame_not_read_keeps_the_name_its_perf_map_gives(heap: Heap) -> None:
+    """When the slots cannot be read (here: the process is gone), a frame the process's own perf map
+    names keeps that name (the map outlives the process); one nothing names says why it is not read."""
+    frames = V8Frames(L)
+    sfi = heap.sfi(heap.string("late"))
+    heap.gone = True
+    named = Frame(0x7F0000001234, "JS:~late /srv/app.js:3:14", 0x20, PERF_MAP_MODULE)
+    assert frames.frame(1, named, (CONTEXT, FUNCTION, sfi, 0)) == named
+    assert frames.frame(1, named, (CONTEXT, 0x1000, sfi, 0)) == named  # a slot that is no object, too
+    assert "exited" in (frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi, 0)).js or "")

@@ -619,9 +619,11 @@ class _Recorder:
 
     def event(self, data: bytes) -> Event:
         ev = self._decoder.decode(data)
+        symbolizer = self.symbolizer
+        if symbolizer is not None and ev.stack:
+            symbolizer.prefetch(ev.pid, ev.stack)  # before anything slower: the process may exit soon
         if self._refine is not None:
             ev = self._refine(ev)
-        symbolizer = self.symbolizer
         if symbolizer is not None and ev.stack:
             spec = self._specs[self._decoder.probe_index(data)]
             if spec.kind is not ProbeKind.RETURN:  # the innermost frame is the probed instruction

@@ -31,6 +31,7 @@ from utrace.v8layout import V8Layout
 
 PERF_MAP_MODULE = "[perf-map]"
 _RELOAD_S = 0.1  # re-read a process's maps at most this often when an address is not in them
+_RELOAD_UNMAPPED_S = 0.005  # ... and when an address is in none of its mappings
 _WATCH_S = 1.0  # how often `watch` re-reads the maps of a process that resolves fine
 _PERF_MAP_RETRY_S = 0.02  # look for a perf map that was not there (the runtime writes it once started)
 _CACHE_MAX = 1 << 20
@@ -129,14 +130,26 @@ class Symbolizer:
         if key not in self._tables:
             self._tables[key] = _read_table(path, key)
 
+    def _table_at(self, path: str) -> _Table | None:
+        """The function table of the file at `path`, read once per file (by its identity: `preload`,
+        `learn`, the fixed executable and the maps share it) or once per path when it cannot be stat'ed."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            if path not in self._by_path:
+                self._by_path[path] = _read_table(path)
+            return self._by_path[path]
+        key = (st.st_dev, st.st_ino)
+        if key not in self._tables:
+            self._tables[key] = _read_table(path, key)
+        return self._tables[key]
+
     def learn(self, pid: int, path: str, display: str, file_offset: int, address: int) -> None:
         """The instruction at `file_offset` of the file `path` ran at `address` in `pid` (a probe fired)."""
         proc = self._process(pid)
         if path in proc.placed:
             return
-        if path not in self._by_path:
-            self._by_path[path] = _read_table(path)
-        table = self._by_path[path]
+        table = self._table_at(path)
         vaddr = table.vaddr(file_offset) if table is not None else None
         proc.placed[path] = (table, address - vaddr, display) if table is not None and vaddr is not None else None
 
@@ -148,16 +161,22 @@ class Symbolizer:
         if proc is None or time.monotonic() - proc.loaded >= _WATCH_S:
             self._process(pid, reload=True)
 
+    def prefetch(self, pid: int, frames: tuple[Frame, ...]) -> None:
+        """Read from `pid`'s memory now what naming its JavaScript frames needs (see V8Frames.prefetch):
+        first thing when an event arrives, as a short program may exit a few milliseconds later."""
+        v8 = self._v8
+        if v8 is not None:
+            for f in frames:
+                if f.v8_slots is not None:
+                    v8.prefetch(pid, f.v8_slots)
+
     def stack(self, pid: int, frames: tuple[Frame, ...], *, after_return: bool = False) -> tuple[Frame, ...]:
         """The frames of a raw stack of `pid` with functions and modules filled in.
 
         `after_return`: the innermost frame is a return address too (a uretprobe fires there).
         """
         v8 = self._v8
-        if v8 is not None:
-            for f in frames:
-                if f.v8_slots is not None:
-                    v8.prefetch(pid, f.v8_slots)
+        self.prefetch(pid, frames)
         out = tuple(self.frame(pid, f.address, returning=i > 0 or after_return) for i, f in enumerate(frames))
         if v8 is None:
             return out
@@ -178,12 +197,12 @@ class Symbolizer:
             self._answers[key] = found
         return found
 
-    def _process(self, pid: int, reload: bool = False) -> _Process:
+    def _process(self, pid: int, reload: bool = False, every: float = _RELOAD_S) -> _Process:
         proc = self._procs.get(pid)
         if proc is None:
             proc = self._procs[pid] = _Process(pid)
             reload = True
-        if reload and (proc.loaded < 0 or time.monotonic() - proc.loaded >= _RELOAD_S):
+        if reload and (proc.loaded < 0 or time.monotonic() - proc.loaded >= every):
             _load_maps(proc)
             _perf_map(proc, self._launched)  # opened while the process lives: readable after it exits
         return proc
@@ -192,7 +211,9 @@ class Symbolizer:
         proc = self._process(pid)
         m = _mapping_at(proc, address)
         if m is None or (not m.name and not _perf_map_has(proc, address)):
-            proc = self._process(pid, reload=True)  # a library loaded, or JIT code, since the last read
+            # a library loaded, or JIT code, since the last read; an address in no mapping at all (V8
+            # remapping its builtins early on, say) is worth a read sooner than anonymous code is
+            proc = self._process(pid, reload=True, every=_RELOAD_S if m is not None else _RELOAD_UNMAPPED_S)
             m = _mapping_at(proc, address)
         look = address - 1 if returning else address
         if m is None and not proc.mappings:
@@ -248,7 +269,7 @@ class Symbolizer:
                 with ElfImage(self._exe[0]) as image:
                     shared = image.is_shared
                 if not shared:
-                    self._fixed = _read_table(self._exe[0])
+                    self._fixed = self._table_at(self._exe[0])
             except (ElfError, OSError):
                 pass
         return self._fixed if isinstance(self._fixed, _Table) else None
