@@ -109,6 +109,28 @@ def _seq_one_byte(L: V8Layout, t: str) -> str:
     )
 
 
+def _flat_one_byte(em: Emitter, L: V8Layout, s: str, dest: str, cap: int, tail: bool = False) -> tuple[str, str, str]:
+    """A bounded read of `s` when it is a flat (sequential) one-byte string: its first (`tail`: last)
+    `cap` bytes or fewer into `dest` (a buffer of at least `cap` bytes). Returns the C variables of the
+    read's status (0: not such a string, or a length no string has; 1: the bytes could not be read;
+    2: read, or none to read), the string's length (when the status is not 0) and its instance type."""
+    t = _type_of(em, L, s)
+    rd, ln = em.new(), em.new()
+    em.emit(f"u64 {rd} = 0, {ln} = 0;")
+    em.emit(f"if ({_seq_one_byte(L, t)}) {{")
+    em.emit(f"    bpf_probe_read_user(&{ln}, 4, (void *)({s} + {_i(L.string_length)}));")
+    em.emit(f"    {ln} = (u32){ln};")
+    em.emit(f"    if ({ln} <= 0x3fffffff) {{")
+    k = em.new()
+    em.emit(f"        u64 {k} = {ln} > {cap} ? {cap} : {ln};")
+    at = f"{s} + {_i(L.seq_one_byte_chars)}" + (f" + {ln} - {k}" if tail else "")
+    em.emit(f"        {rd} = 2;")
+    em.emit(f"        if ({k} > 0 && {k} <= {cap} && bpf_probe_read_user({dest}, {k}, (void *)({at})) < 0) {rd} = 1;")
+    em.emit("    }")
+    em.emit("}")
+    return rd, ln, t
+
+
 def emit_match(em: Emitter, f: JsMatch) -> None:
     """Statements that return 0 unless the function's name matches; a name not read is a loss."""
     L = f.layout
@@ -240,19 +262,8 @@ def _script(em: Emitter, L: V8Layout, sfi: str, nsi: str, script: bytes) -> None
         f"    if ({nt0} < {_i(L.first_nonstring_type)} && ({nt0} & {_i(L.string_repr_mask)}) == {_i(L.thin_tag)}) "
         f"bpf_probe_read_user(&{nm}, 8, (void *)({nm0} + {_i(L.thin_actual)}));"
     )
-    nt = _type_of(em, L, nm)
-    em.emit(f"    if (!{_seq_one_byte(L, nt)}) {{ jsc->why = {W_NAME_SHAPE} | ({nt} << 8); }} else {{")
-    ln = _read(em, 4, f"{nm} + {_i(L.string_length)}")
-    em.emit(f"        {ln} = (u32){ln};")
-    em.emit(f"        if ({ln} > 0x3fffffff) {{ jsc->why = {W_NAME_SHAPE} | ({nt} << 8); }} else {{")
-    em.emit(f"            u64 jk2 = {ln} > {JS_SCRIPT_MAX} ? {JS_SCRIPT_MAX} : {ln};")
-    em.emit(f"            jsc->len = {ln};")
-    em.emit(
-        f"            if (jk2 > 0 && jk2 <= {JS_SCRIPT_MAX}) bpf_probe_read_user(jsc->s, jk2, "
-        f"(void *)({nm} + {_i(L.seq_one_byte_chars)} + {ln} - jk2));"
-    )
-    em.emit("        }")
-    em.emit("    }")
+    rd, ln, nt = _flat_one_byte(em, L, nm, "jsc->s", JS_SCRIPT_MAX, tail=True)
+    em.emit(f"    if (!{rd}) jsc->why = {W_NAME_SHAPE} | ({nt} << 8); else jsc->len = {ln};")
     src = _read(em, 8, f"{scr} + {_i(L.script_source)}")
     srt = _type_of(em, L, src)
     em.emit(f"    if ({srt} < {_i(L.first_nonstring_type)}) {{")
@@ -566,21 +577,9 @@ def _function_name(em: Emitter, L: V8Layout, fn: str, field: str, capacity: int)
     em.emit("    }")
     em.emit("}")
     em.emit(f"if ({ns}) {{")
-    t = _type_of(em, L, ns)
-    em.emit(f"    if ({_seq_one_byte(L, t)}) {{")
-    ln = _read(em, 4, f"{ns} + {_i(L.string_length)}")
-    em.emit(f"        {ln} = (u32){ln};")
-    em.emit(f"        if ({ln} == 0) {st} = {N_NO_NAME};")
-    em.emit(f"        else if ({ln} <= 0x3fffffff) {{")
-    em.emit(f"            u64 k = {ln} > {capacity} ? {capacity} : {ln};")
-    em.emit(
-        f"            if (k > 0 && k <= {capacity} && "
-        f"bpf_probe_read_user(e->{field}, k, (void *)({ns} + {_i(L.seq_one_byte_chars)})) == 0) {{"
-    )
-    em.emit(f"                e->{field}_len = (u32){ln}; {st} = {N_OK};")
-    em.emit("            }")
-    em.emit("        }")
-    em.emit("    }")
+    rd, ln, _t = _flat_one_byte(em, L, ns, f"e->{field}", capacity)
+    em.emit(f"    if ({rd} && {ln} == 0) {st} = {N_NO_NAME};")
+    em.emit(f"    else if ({rd} == 2) {{ e->{field}_len = (u32){ln}; {st} = {N_OK}; }}")
     em.emit("}")
     em.emit("}")
     return st
