@@ -78,10 +78,11 @@ class V8Layout:
 def scopeinfo_position_slot(layout: V8Layout) -> tuple[int, int] | None:
     """Where a function's ScopeInfo holds its start position (a Smi; its end position, a Smi, is the
     next slot): the slot index (in tagged slots after the map) is `base + per_local * n`, `(base,
-    per_local)` returned here, n being the ScopeInfo's context-local count. It follows from the header's
-    size (v8dbg_scopeinfo_idx_first_vars): a header of flags, parameter count and context-local count
-    (V8 before 12.x) puts the position info after the variable part (2 slots per context local) and the
-    three function-name slots; two slots more (V8 12.x on) are the position info, right after the
+    per_local)` returned here, n being the ScopeInfo's context-local count (per_local 2: after the
+    variable part, which is n + 1 slots instead when the names are one table, 75 or more locals). It
+    follows from the header's size (v8dbg_scopeinfo_idx_first_vars): a header of flags, parameter count
+    and context-local count (V8 before 12.x) puts the position info after the variable part (2 slots per
+    context local) and the three function-name slots; two slots more (V8 12.x on) are the position info, right after the
     context-local count. Any other header: None (positions not read). utrace.probes.v8values (the
     probes) and utrace.process.v8frames (stack frames) both read positions by this rule."""
     if layout.scopeinfo_first_vars == layout.scopeinfo_ncontextlocals + 1:

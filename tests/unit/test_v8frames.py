@@ -96,12 +96,18 @@ class Heap:
         self.put(s + L.cons_second, b)
         return s
 
-    def scope_info(self, nlocals: int, name: int, inferred: int, start: int = 0, end: int = 0) -> int:
-        """A function's ScopeInfo as node 20's V8 lays it out: after the variable part, the function
-        name, a Smi, the inferred name, then the start and end positions (Smis)."""
-        si = self.alloc(8 * (6 + 2 * nlocals + 5), L.scope_info_type)
+    def scope_info(
+        self, nlocals: int, name: int, inferred: int, start: int = 0, end: int = 0, table: bool = False
+    ) -> int:
+        """A function's ScopeInfo as node 20's V8 lays it out: after the variable part (a name and an
+        info per context local, or with `table` one names table and the infos), the function name, a
+        Smi, the inferred name, then the start and end positions (Smis)."""
+        var = nlocals + 1 if table else 2 * nlocals
+        si = self.alloc(8 * (6 + var + 5), L.scope_info_type)
         self.put(si + L.map + 8 + 8 * L.scopeinfo_ncontextlocals, nlocals << 32)
-        slot = si + L.map + 8 + 8 * L.scopeinfo_first_vars + 16 * nlocals
+        if table:
+            self.put(si + L.map + 8 + 8 * L.scopeinfo_first_vars, self.alloc(64, 210))  # a NameToIndexHashTable
+        slot = si + L.map + 8 + 8 * (L.scopeinfo_first_vars + var)
         self.put(slot, name)
         self.put(slot + 8, 7 << 32)  # a Smi
         self.put(slot + 16, inferred)
@@ -197,6 +203,22 @@ def test_the_line_on_node_24_and_later(heap: Heap) -> None:
     assert (got.function, got.line, str(got)) == ("priceOf", 3, "priceOf [JS] (app.js:3)")
 
 
+def test_many_context_locals_names_in_a_table(heap: Heap) -> None:
+    """75 or more context locals: V8 keeps their names in one table, the function-name slots and the
+    position follow the n infos (node's large internal modules' functions)."""
+    frames = V8Frames(L, HeapLines(heap))
+    undefined = heap.alloc(48, L.oddball_type)
+    start = APP.index("function priceOf")
+    si = heap.scope_info(80, heap.string("priceOf"), undefined, start, start + 20, table=True)
+    sfi = heap.sfi(si, heap.script("/srv/app.js", APP))
+    assert str(frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi, si))) == "priceOf [JS] (app.js:3)"
+    # the same ScopeInfo with a string where the table must be: not read
+    other = heap.scope_info(80, heap.string("priceOf"), undefined, start, start + 20, table=True)
+    heap.put(other + L.map + 8 + 8 * L.scopeinfo_first_vars, heap.string("v0"))
+    got = frames.frame(1, JIT, (CONTEXT, FUNCTION, heap.sfi(other), other))
+    assert got.function is None and "no table of their names" in (got.js or "")
+
+
 def test_no_line_rather_than_a_wrong_one(heap: Heap) -> None:
     frames = V8Frames(L, HeapLines(heap))
     undefined = heap.alloc(48, L.oddball_type)
@@ -262,9 +284,9 @@ def test_what_cannot_be_confirmed_is_said(heap: Heap) -> None:
     ext = heap.alloc(32, 8 | 2)
     sfi2 = heap.sfi(ext)
     assert "shape not read" in (frames.frame(1, JIT, (CONTEXT, FUNCTION, sfi2, ext)).js or "")
-    # too many context locals: names in a hash table
+    # 75 or more context locals, but no table of their names where V8 keeps it
     big = heap.sfi(heap.scope_info(80, 0, 0))
-    assert "hash table" in (frames.frame(1, JIT, (CONTEXT, FUNCTION, big, heap.word(big + 15))).js or "")
+    assert "no table of their names" in (frames.frame(1, JIT, (CONTEXT, FUNCTION, big, heap.word(big + 15))).js or "")
     # the process is gone
     sfi3 = heap.sfi(heap.string("late"))
     heap.gone = True

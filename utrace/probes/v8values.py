@@ -9,10 +9,12 @@ A function's name (`SharedFunctionInfo::DebugName`, what V8's own filters and co
 `name_or_scope_info` is the name String before the function is compiled and a ScopeInfo after. For a
 function scope V8 always reserves the function-name slot and the inferred-name slot
 (`ScopeInfo::Create`, scope-info.cc), right after the context locals' names and infos, which start at
-`v8dbg_scopeinfo_idx_first_vars`: slots first_vars + 2n (name, or Smi 0 when anonymous), + 2n + 1
-(a Smi) and + 2n + 2 (inferred name or undefined), n = context_local_count. With 75 or more context
-locals (kScopeInfoMaxInlinedLocalNamesSize) names move to a hash table: such a name is not read. The
-shape of the three slots is checked; a name that cannot be read counts as a lost event.
+`v8dbg_scopeinfo_idx_first_vars`: slots first_vars + v (name, or Smi 0 when anonymous), + v + 1
+(a Smi) and + v + 2 (inferred name or undefined), v = 2n, n = context_local_count. With 75 or more
+context locals (kScopeInfoMaxInlinedLocalNamesSize) the names are one NameToIndexHashTable (scope-info.tq:
+context_local_names_hashtable) before the n infos: v = n + 1, once that slot is checked to hold an
+object that is not a string. The shape of the three slots is checked; a name that cannot be read is
+counted (UNDECIDED) and said at the end.
 
 An object value is shown by what JavaScript names it, read in the kernel (`_object`): an array by its
 length, a function by its name, any other object by its constructor's name (from its map).
@@ -38,6 +40,7 @@ N_OK, N_NOT_READ, N_NO_NAME, N_NO_CONSTRUCTOR = range(4)  # statuses of a name r
 MAX_BACK_POINTERS = 64  # map transitions followed back to the map that holds the constructor
 NOT_PASSED = "<not passed>"
 MAX_INLINED_LOCALS = 75  # kScopeInfoMaxInlinedLocalNamesSize (scope-info.h)
+MAX_NAME_PARTS = 16  # strings of a function name's cons chain read (see _name_string)
 # the C struct member group of a JSVALUE: kind u32, length u32, value u64, bytes
 MAPS = (
     "BPF_HASH(jshandoff, u32, u64, 16384);\nBPF_PERCPU_ARRAY(jsundecided, u64, 1);\n"
@@ -106,6 +109,28 @@ def _seq_one_byte(L: V8Layout, t: str) -> str:
     )
 
 
+def _flat_one_byte(em: Emitter, L: V8Layout, s: str, dest: str, cap: int, tail: bool = False) -> tuple[str, str, str]:
+    """A bounded read of `s` when it is a flat (sequential) one-byte string: its first (`tail`: last)
+    `cap` bytes or fewer into `dest` (a buffer of at least `cap` bytes). Returns the C variables of the
+    read's status (0: not such a string, or a length no string has; 1: the bytes could not be read;
+    2: read, or none to read), the string's length (when the status is not 0) and its instance type."""
+    t = _type_of(em, L, s)
+    rd, ln = em.new(), em.new()
+    em.emit(f"u64 {rd} = 0, {ln} = 0;")
+    em.emit(f"if ({_seq_one_byte(L, t)}) {{")
+    em.emit(f"    bpf_probe_read_user(&{ln}, 4, (void *)({s} + {_i(L.string_length)}));")
+    em.emit(f"    {ln} = (u32){ln};")
+    em.emit(f"    if ({ln} <= 0x3fffffff) {{")
+    k = em.new()
+    em.emit(f"        u64 {k} = {ln} > {cap} ? {cap} : {ln};")
+    at = f"{s} + {_i(L.seq_one_byte_chars)}" + (f" + {ln} - {k}" if tail else "")
+    em.emit(f"        {rd} = 2;")
+    em.emit(f"        if ({k} > 0 && {k} <= {cap} && bpf_probe_read_user({dest}, {k}, (void *)({at})) < 0) {rd} = 1;")
+    em.emit("    }")
+    em.emit("}")
+    return rd, ln, t
+
+
 def emit_match(em: Emitter, f: JsMatch) -> None:
     """Statements that return 0 unless the function's name matches; a name not read is a loss."""
     L = f.layout
@@ -130,16 +155,24 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     em.emit(f"else if ({t} < {_i(L.first_nonstring_type)}) {{ jc1 = {nsi}; }}")
     em.emit(f"else if ({t} == {_i(L.scope_info_type)}) {{")
     n = _read(em, 8, f"{nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_ncontextlocals)}")
-    em.emit(f"    u64 jn = {n} >> {L.smi_shift};")
-    em.emit(
-        f"    if (({n} & {_i(L.smi_tag_mask)}) || jn >= {MAX_INLINED_LOCALS}) {{ jbad = 1; jpos = {P_MANY_LOCALS}; }}"
-    )
-    em.emit("    else {")
+    # the variable part's slots: a name and an info per context local, or (MAX_INLINED_LOCALS or more)
+    # one names table (a NameToIndexHashTable: an object, never a string) and the infos
+    em.emit(f"    u64 jn = {n} >> {L.smi_shift}, jv = 2 * jn;")
+    em.emit(f"    if ({n} & {_i(L.smi_tag_mask)}) {{ jbad = 1; jpos = {P_MANY_LOCALS}; }}")
+    em.emit(f"    else if (jn >= {MAX_INLINED_LOCALS}) {{")
+    table = _read(em, 8, f"{nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_first_vars)}")
+    tt = _type_of(em, L, table)
+    em.emit(f"        if ({tt} < {_i(L.first_nonstring_type)} || {tt} == 0xffff) {{")
+    em.emit(f"            jbad = 1; jpos = {P_MANY_LOCALS};")
+    em.emit("        }")
+    em.emit("        jv = jn + 1;")
+    em.emit("    }")
+    em.emit("    if (!jbad) {")
     # after the three name slots, a function scope's position info: start and end (Smis)
     em.emit("        u64 js3[5] = {};")
     em.emit(
         f"        if (bpf_probe_read_user(js3, 40, (void *)({nsi} + {_i(L.map + 8 + 8 * L.scopeinfo_first_vars)}"
-        " + 16 * jn)) < 0) jbad = 1;"
+        " + 8 * jv)) < 0) jbad = 1;"
     )
     # slot 2 is the inferred name (function scopes) or already a position (Smi): no inferred name
     em.emit(f"        else if (js3[1] & {_i(L.smi_tag_mask)}) jbad = 1;")
@@ -151,11 +184,9 @@ def emit_match(em: Emitter, f: JsMatch) -> None:
     em.emit("    }")
     em.emit("} else { jbad = 1; }")
     em.emit(f"if (jbad) {_UNDECIDED}")
-    # the name: jc1 when it is a non-empty string, else the inferred name when it is a string
     em.emit("u8 jname[128] = {};")
     em.emit("s64 jlen = 0;")
-    for cand in ("jc1", "jc2"):
-        _name_string(em, L, cand)
+    _name_string(em, L)
     em.emit("int jok = 0, jund = 0;")
     for g in f.globs:
         _glob(em, g)
@@ -231,19 +262,8 @@ def _script(em: Emitter, L: V8Layout, sfi: str, nsi: str, script: bytes) -> None
         f"    if ({nt0} < {_i(L.first_nonstring_type)} && ({nt0} & {_i(L.string_repr_mask)}) == {_i(L.thin_tag)}) "
         f"bpf_probe_read_user(&{nm}, 8, (void *)({nm0} + {_i(L.thin_actual)}));"
     )
-    nt = _type_of(em, L, nm)
-    em.emit(f"    if (!{_seq_one_byte(L, nt)}) {{ jsc->why = {W_NAME_SHAPE} | ({nt} << 8); }} else {{")
-    ln = _read(em, 4, f"{nm} + {_i(L.string_length)}")
-    em.emit(f"        {ln} = (u32){ln};")
-    em.emit(f"        if ({ln} > 0x3fffffff) {{ jsc->why = {W_NAME_SHAPE} | ({nt} << 8); }} else {{")
-    em.emit(f"            u64 jk2 = {ln} > {JS_SCRIPT_MAX} ? {JS_SCRIPT_MAX} : {ln};")
-    em.emit(f"            jsc->len = {ln};")
-    em.emit(
-        f"            if (jk2 > 0 && jk2 <= {JS_SCRIPT_MAX}) bpf_probe_read_user(jsc->s, jk2, "
-        f"(void *)({nm} + {_i(L.seq_one_byte_chars)} + {ln} - jk2));"
-    )
-    em.emit("        }")
-    em.emit("    }")
+    rd, ln, nt = _flat_one_byte(em, L, nm, "jsc->s", JS_SCRIPT_MAX, tail=True)
+    em.emit(f"    if (!{rd}) jsc->why = {W_NAME_SHAPE} | ({nt} << 8); else jsc->len = {ln};")
     src = _read(em, 8, f"{scr} + {_i(L.script_source)}")
     srt = _type_of(em, L, src)
     em.emit(f"    if ({srt} < {_i(L.first_nonstring_type)}) {{")
@@ -265,38 +285,68 @@ def _script(em: Emitter, L: V8Layout, sfi: str, nsi: str, script: bytes) -> None
     em.emit("}")
 
 
-def _name_string(em: Emitter, L: V8Layout, cand: str) -> None:
-    """When no name is read yet and `cand` is a string: read it into `jname`/`jlen`. A flat one-byte
-    string, or a cons of two of them (inferred names such as `Cart.add` are built that way); any other
-    string is undecided."""
-    ct = _type_of(em, L, cand)
-    em.emit(f"if (jlen == 0 && {cand} && {ct} < {_i(L.first_nonstring_type)}) {{")
-    em.emit(f"    u64 h1 = {cand}, h2 = 0;")
-    em.emit(f"    if (({ct} & {_i(L.string_repr_mask)}) == {_i(L.cons_tag)}) {{")
-    em.emit(f"        bpf_probe_read_user(&h1, 8, (void *)({cand} + {_i(L.cons_first)}));")
-    em.emit(f"        bpf_probe_read_user(&h2, 8, (void *)({cand} + {_i(L.cons_second)}));")
+def _name_string(em: Emitter, L: V8Layout) -> None:
+    """The name into `jname` (its first JS_NAME_MAX bytes) and `jlen` (its length): `jc1` when it is a
+    non-empty string, else the inferred name `jc2` when it is a string. Read: a flat one-byte string (or
+    a ThinString over one), or a chain of cons strings whose first halves are flat one-byte strings and
+    whose last second half is one: V8 builds an inferred name such as `Socket._writeGeneric` that way
+    (AstConsString::Allocate: cons(first part, cons(".", ...)), a piece shorter than
+    ConsString::kMinLength flattened), followed MAX_NAME_PARTS deep or until JS_NAME_MAX bytes are read.
+    Any other string is undecided."""
+    c1 = _type_of(em, L, "jc1")
+    em.emit("u64 jcs = 0;")  # the string read
+    em.emit(f"if (jc1 && {c1} < {_i(L.first_nonstring_type)}) {{")
+    em.emit("    u64 jl1 = 0;")
+    em.emit(f"    if (bpf_probe_read_user(&jl1, 4, (void *)(jc1 + {_i(L.string_length)})) < 0) {_UNDECIDED}")
+    em.emit("    if ((u32)jl1) jcs = jc1;")
+    em.emit("}")
+    c2 = _type_of(em, L, "jc2")
+    em.emit(f"if (!jcs && jc2 && {c2} < {_i(L.first_nonstring_type)}) jcs = jc2;")
+    em.emit("if (jcs) {")
+    em.emit("    u64 jl = 0;")
+    em.emit(f"    bpf_probe_read_user(&jl, 4, (void *)(jcs + {_i(L.string_length)}));")
+    em.emit("    jl = (u32)jl;")
+    em.emit(f"    if (jl > 0x3fffffff) {_UNDECIDED}")
+    em.emit("    jlen = (s64)jl;")
+    ts = _type_of(em, L, "jcs")
+    em.emit("    u64 jpart = jcs, jgot = 0, jsum = 0;")
+    em.emit(
+        f"    if ({ts} < {_i(L.first_nonstring_type)} && ({ts} & {_i(L.string_repr_mask)}) == {_i(L.thin_tag)}) "
+        f"bpf_probe_read_user(&jpart, 8, (void *)(jcs + {_i(L.thin_actual)}));"
+    )
+    em.emit("    int jfin = 0;")  # 1: the last part read, 2: JS_NAME_MAX bytes read
+    em.emit("    #pragma clang loop unroll(disable)")
+    em.emit(f"    for (int i = 0; i < {MAX_NAME_PARTS}; i++) {{")
+    em.emit("        u64 jseg = jpart, jnext = 0;")
+    tp = _type_of(em, L, "jpart")
+    em.emit(f"        u64 jst = {tp};")
+    cons = f"jst < {_i(L.first_nonstring_type)} && (jst & {_i(L.string_repr_mask)}) == {_i(L.cons_tag)}"
+    em.emit(f"        if ({cons}) {{")
+    em.emit(
+        f"            if (bpf_probe_read_user(&jseg, 8, (void *)(jpart + {_i(L.cons_first)})) < 0 || "
+        f"bpf_probe_read_user(&jnext, 8, (void *)(jpart + {_i(L.cons_second)})) < 0 || !jnext) break;"
+    )
+    tf = _type_of(em, L, "jseg")
+    em.emit(f"            jst = {tf};")
+    em.emit("        }")
+    em.emit(f"        if (!{_seq_one_byte(L, 'jst')}) break;")
+    em.emit("        u64 jsl = 0;")
+    em.emit(f"        if (bpf_probe_read_user(&jsl, 4, (void *)(jseg + {_i(L.string_length)})) < 0) break;")
+    em.emit("        jsl = (u32)jsl;")
+    em.emit("        if (jsl > 0x3fffffff) break;")
+    em.emit("        jsum += jsl;")
+    em.emit(f"        u64 jk = {JS_NAME_MAX} - jgot; if (jk > jsl) jk = jsl;")
+    em.emit(
+        f"        if (jgot < {JS_NAME_MAX} && jk > 0 && jk <= {JS_NAME_MAX}) {{"
+        f" if (bpf_probe_read_user(jname + (jgot & {JS_NAME_MAX - 1}), jk, "
+        f"(void *)(jseg + {_i(L.seq_one_byte_chars)})) < 0) break; jgot += jk; }}"
+    )
+    em.emit("        if (!jnext) { jfin = 1; break; }")
+    em.emit(f"        if (jgot >= {JS_NAME_MAX}) {{ jfin = 2; break; }}")
+    em.emit("        jpart = jnext;")
     em.emit("    }")
-    t1 = _type_of(em, L, "h1")
-    t2 = _type_of(em, L, "h2")
-    em.emit(f"    if (!{_seq_one_byte(L, t1)} || (h2 && !{_seq_one_byte(L, t2)})) {{ {_UNDECIDED} }}")
-    l1, l2 = em.new(), em.new()
-    em.emit(f"    u64 {l1} = 0, {l2} = 0;")
-    em.emit(f"    bpf_probe_read_user(&{l1}, 4, (void *)(h1 + {_i(L.string_length)}));")
-    em.emit(f"    if (h2) bpf_probe_read_user(&{l2}, 4, (void *)(h2 + {_i(L.string_length)}));")
-    em.emit(f"    {l1} = (u32){l1}; {l2} = (u32){l2};")
-    em.emit(f"    if ({l1} > 0x3fffffff || {l2} > 0x3fffffff) {{ {_UNDECIDED} }}")
-    em.emit(f"    jlen = (s64)({l1} + {l2});")
-    em.emit(f"    u64 k = {l1} > {JS_NAME_MAX} ? {JS_NAME_MAX} : {l1};")
-    em.emit(
-        f"    if (k > 0 && k <= {JS_NAME_MAX}) "
-        f"bpf_probe_read_user(jname, k, (void *)(h1 + {_i(L.seq_one_byte_chars)}));"
-    )
-    em.emit(f"    u64 k2 = {JS_NAME_MAX} - k; if (k2 > {l2}) k2 = {l2};")
-    em.emit(f"    if (h2 && k < {JS_NAME_MAX} && k2 > 0 && k2 < {JS_NAME_MAX}) ")
-    em.emit(
-        f"        bpf_probe_read_user(jname + (k & {JS_NAME_MAX - 1}), k2 & {JS_NAME_MAX - 1}, "
-        f"(void *)(h2 + {_i(L.seq_one_byte_chars)}));"
-    )
+    # the parts' lengths add up to the string's: else not the shape read
+    em.emit(f"    if (!jfin || (jfin == 1 && jsum != jl) || jgot > jl) {_UNDECIDED}")
     em.emit("}")
 
 
@@ -392,7 +442,10 @@ class JsScript:
     def why_no_position(self) -> str:
         return {
             P_NOT_SCOPEINFO: "the function has no ScopeInfo (not compiled)",
-            P_MANY_LOCALS: f"the function's ScopeInfo has {MAX_INLINED_LOCALS} or more context locals (not read)",
+            P_MANY_LOCALS: (
+                f"the function's ScopeInfo has {MAX_INLINED_LOCALS} or more context locals and not the names "
+                "table expected (not read)"
+            ),
             P_LAYOUT: "this V8's ScopeInfo header is not one utrace reads positions from",
         }.get(self.pos, "the function's ScopeInfo holds no position")
 
@@ -524,21 +577,9 @@ def _function_name(em: Emitter, L: V8Layout, fn: str, field: str, capacity: int)
     em.emit("    }")
     em.emit("}")
     em.emit(f"if ({ns}) {{")
-    t = _type_of(em, L, ns)
-    em.emit(f"    if ({_seq_one_byte(L, t)}) {{")
-    ln = _read(em, 4, f"{ns} + {_i(L.string_length)}")
-    em.emit(f"        {ln} = (u32){ln};")
-    em.emit(f"        if ({ln} == 0) {st} = {N_NO_NAME};")
-    em.emit(f"        else if ({ln} <= 0x3fffffff) {{")
-    em.emit(f"            u64 k = {ln} > {capacity} ? {capacity} : {ln};")
-    em.emit(
-        f"            if (k > 0 && k <= {capacity} && "
-        f"bpf_probe_read_user(e->{field}, k, (void *)({ns} + {_i(L.seq_one_byte_chars)})) == 0) {{"
-    )
-    em.emit(f"                e->{field}_len = (u32){ln}; {st} = {N_OK};")
-    em.emit("            }")
-    em.emit("        }")
-    em.emit("    }")
+    rd, ln, _t = _flat_one_byte(em, L, ns, f"e->{field}", capacity)
+    em.emit(f"    if ({rd} && {ln} == 0) {st} = {N_NO_NAME};")
+    em.emit(f"    else if ({rd} == 2) {{ e->{field}_len = (u32){ln}; {st} = {N_OK}; }}")
     em.emit("}")
     em.emit("}")
     return st

@@ -199,8 +199,8 @@ class V8Frames:
             return self.string(mem, word, t)
         if t != L.scope_info_type:
             raise _Unread(f"the name slot holds an object of V8 instance type {t}")
-        n = self._locals(mem, word)
-        raw = mem.read(word + L.map + 8 + 8 * L.scopeinfo_first_vars + 16 * n, 24)
+        v = self._variable_part(mem, word)
+        raw = mem.read(word + L.map + 8 + 8 * (L.scopeinfo_first_vars + v), 24)
         fname, mid, inferred = (int.from_bytes(raw[i : i + 8], "little") for i in (0, 8, 16))
         if mid & L.smi_tag_mask:
             raise _Unread("the ScopeInfo has no function-name slots")
@@ -219,16 +219,21 @@ class V8Frames:
                 return self.string(mem, inferred, t)
         return ""
 
-    def _locals(self, mem: _Mem, scope_info: int) -> int:
-        """The ScopeInfo's context-local count (below MAX_INLINED_LOCALS: its names are inlined)."""
+    def _variable_part(self, mem: _Mem, scope_info: int) -> int:
+        """The slots of the ScopeInfo's context locals (as `utrace.probes.v8values.emit_match` reads
+        them): a name and an info each, or, with MAX_INLINED_LOCALS or more, one names table (an object
+        that is not a string: a NameToIndexHashTable) and the infos."""
         L = self.layout
         n_word = mem.word(scope_info + L.map + 8 + 8 * L.scopeinfo_ncontextlocals)
         if n_word & L.smi_tag_mask:
             raise _Unread("the ScopeInfo's context-local count is not a Smi")
         n = n_word >> L.smi_shift
-        if n >= MAX_INLINED_LOCALS:
-            raise _Unread(f"{n} context variables: the ScopeInfo keeps its names in a hash table, not read")
-        return n
+        if n < MAX_INLINED_LOCALS:
+            return 2 * n
+        table = mem.word(scope_info + L.map + 8 + 8 * L.scopeinfo_first_vars)
+        if not self._heap(table) or self._type(mem, table) < L.first_nonstring_type:
+            raise _Unread(f"{n} context variables, but the ScopeInfo holds no table of their names where expected")
+        return n + 1
 
     def start_position(self, mem: _Mem, word: int) -> int | None:
         """The function's start position (a character offset in its script's source) from the ScopeInfo
@@ -240,8 +245,7 @@ class V8Frames:
         if rule is None or not self._heap(word) or self._type(mem, word) != L.scope_info_type:
             return None
         base, per_local = rule
-        n = self._locals(mem, word) if per_local else 0
-        raw = mem.read(word + L.map + 8 + 8 * (base + per_local * n), 16)
+        raw = mem.read(word + L.map + 8 + 8 * (base + (self._variable_part(mem, word) if per_local else 0)), 16)
         start, end = (int.from_bytes(raw[i : i + 8], "little") for i in (0, 8))
         if (start | end) & L.smi_tag_mask or start >= 1 << 63 or start > end:
             return None

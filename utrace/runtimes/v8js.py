@@ -219,9 +219,11 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
     plan.counters += (
         (
             UNDECIDED,
-            "{n} JavaScript call(s) of functions whose names utrace could not read (not flat one-byte strings, "
-            "75 or more context variables, longer than 64 bytes for the glob), or whose script's name it could "
-            "not read when narrowing to a script, were not matched: counts may be short",
+            "{n} JavaScript call(s) of functions whose names utrace could not read (strings of a shape it does "
+            "not read, such as two-byte ones; scope data of a shape it does not read, such as an ES module's "
+            "top-level code's; longer than 64 bytes for a glob with text after a '*'), "
+            "or whose script's name it could not read when narrowing to a script, were not matched: counts may "
+            "be short",
         ),
     )
     if request.command:
@@ -428,8 +430,9 @@ def plan_list(request: TraceRequest, target: Target, glob: bytes, plan: Plan) ->
     plan.counters += (
         (
             UNDECIDED,
-            "{n} JavaScript call(s) of functions whose names utrace could not read (not flat one-byte strings, "
-            "75 or more context variables, longer than 64 bytes for the glob) are not listed",
+            "{n} JavaScript call(s) of functions whose names utrace could not read (strings of a shape it does "
+            "not read, such as two-byte ones; scope data of a shape it does not read, such as an ES module's "
+            "top-level code's; longer than 64 bytes for a glob with text after a '*') are not listed",
         ),
     )
     seen = SeenNames()
