@@ -711,6 +711,43 @@ def _requests_s(port: int, n: int) -> float:
     return time.perf_counter() - t
 
 
+def _server_run(node: str, srv_js: Path, requests: int, tracer: str | None) -> float:
+    """Seconds for `requests` requests to a fresh server warmed up by 200, traced by `tracer` (None,
+    "utrace": --pid js:handle --count, "bpftrace": a count on the two builtins utrace probes)."""
+    srv = subprocess.Popen([node, str(srv_js)], stdout=subprocess.PIPE, text=True)
+    tr: subprocess.Popen[str] | None = None
+    try:
+        assert srv.stdout is not None
+        port = int(srv.stdout.readline().split()[1])
+        _requests_s(port, 200)  # warm up
+        if tracer == "utrace":
+            tr = subprocess.Popen(
+                [*UTRACE, "node", "--pid", str(srv.pid), "js:handle", "--count"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            )  # fmt: skip
+            ready, stream = "attached", tr.stderr
+        elif tracer == "bpftrace":
+            prog = (
+                f"uprobe:{node}:Builtins_InterpreterEntryTrampoline /pid == {srv.pid}/ {{ @t = count(); }} "
+                f"uprobe:{node}:Builtins_BaselineOutOfLinePrologue /pid == {srv.pid}/ {{ @b = count(); }}"
+            )
+            tr = subprocess.Popen(
+                ["bpftrace", "-e", prog], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+            ready, stream = "Attaching", tr.stdout
+        if tr is not None:
+            assert stream is not None
+            while ready not in (stream.readline() or ready):
+                pass
+        return _requests_s(port, requests)
+    finally:
+        if tr is not None:
+            tr.send_signal(signal.SIGINT)
+            tr.wait(timeout=60)
+        srv.kill()
+        srv.wait()
+
+
 def bench_js(calls: int, requests: int) -> list[tuple[str, float, float]]:
     """(j) JavaScript calls counted in the kernel (node 22): the call-heavy loop's own time (measured by
     the script) untraced, untraced with the V8 flags utrace adds, and under `utrace node js:priceOf
@@ -738,43 +775,16 @@ def bench_js(calls: int, requests: int) -> list[tuple[str, float, float]]:
             rows.append(("  bpftrace count() on the same two builtins (every call)", floor, floor / base))
         srv_js = Path(d) / "server.js"
         srv_js.write_text(JS_SERVER)
-        srv = subprocess.Popen([node, str(srv_js)], stdout=subprocess.PIPE, text=True)
-        try:
-            assert srv.stdout is not None
-            port = int(srv.stdout.readline().split()[1])
-            _requests_s(port, 200)  # warm up
-            sbase = _requests_s(port, requests)
-            rows.append((f"HTTP server, {requests:,} requests, untraced", sbase, 1.0))
-            tr = subprocess.Popen(
-                [*UTRACE, "node", "--pid", str(srv.pid), "js:handle", "--count"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            )  # fmt: skip
-            assert tr.stderr is not None
-            while "attached" not in (tr.stderr.readline() or "attached"):
-                pass
-            straced = _requests_s(port, requests)
-            rows.append(("  traced by --pid (js:handle --count)", straced, straced / sbase))
-            tr.send_signal(signal.SIGINT)
-            tr.wait(timeout=60)
-            if shutil.which("bpftrace"):
-                # the floor again: the server's calls of the same two builtins only counted
-                prog = (
-                    f"uprobe:{node}:Builtins_InterpreterEntryTrampoline /pid == {srv.pid}/ {{ @t = count(); }} "
-                    f"uprobe:{node}:Builtins_BaselineOutOfLinePrologue /pid == {srv.pid}/ {{ @b = count(); }}"
-                )
-                bt = subprocess.Popen(
-                    ["bpftrace", "-e", prog], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-                )
-                assert bt.stdout is not None
-                while "Attaching" not in (bt.stdout.readline() or "Attaching"):
-                    pass
-                bfloor = _requests_s(port, requests)
-                rows.append(("  bpftrace count() on the same two builtins", bfloor, bfloor / sbase))
-                bt.send_signal(signal.SIGINT)
-                bt.wait(timeout=60)
-        finally:
-            srv.kill()
-            srv.wait()
+        # each configuration gets a server of its own, warmed up the same way: one server measured in
+        # turn would be warmer (more of it optimised by V8) for whatever is measured later
+        sbase = _server_run(node, srv_js, requests, None)
+        rows.append((f"HTTP server, {requests:,} requests, untraced", sbase, 1.0))
+        straced = _server_run(node, srv_js, requests, "utrace")
+        rows.append(("  traced by --pid (js:handle --count)", straced, straced / sbase))
+        if shutil.which("bpftrace"):
+            # the floor again: the server's calls of the same two builtins only counted
+            bfloor = _server_run(node, srv_js, requests, "bpftrace")
+            rows.append(("  bpftrace count() on the same two builtins", bfloor, bfloor / sbase))
     return rows
 
 
