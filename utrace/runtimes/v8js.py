@@ -59,6 +59,12 @@ PROLOGUE = "Builtins_BaselineOutOfLinePrologue"
 LEAVE = "Builtins_BaselineLeaveFrame"
 MAX_ARGS = 4  # arguments shown per call
 _NAME = re.compile(rb"^[A-Za-z0-9_$.*<>#\[\] -]+$")
+# the start of the warning about calls whose function names the kernel could not read (plan.counters)
+_UNREAD_NAMES = (
+    "{n} JavaScript call(s) of functions whose names utrace could not read (strings of a shape it does not "
+    "read, such as two-byte ones; scope data of a shape it does not read, such as an ES module's top-level "
+    "code's; longer than 64 bytes for a glob with text after a '*')"
+)
 _SCRIPT = re.compile(rb"^[\x20-\x29\x2b-\x7e]+$")  # printable ASCII but '*'
 
 
@@ -219,11 +225,8 @@ def plan_js(request: TraceRequest, target: Target, exprs: list[str], plan: Plan)
     plan.counters += (
         (
             UNDECIDED,
-            "{n} JavaScript call(s) of functions whose names utrace could not read (strings of a shape it does "
-            "not read, such as two-byte ones; scope data of a shape it does not read, such as an ES module's "
-            "top-level code's; longer than 64 bytes for a glob with text after a '*'), "
-            "or whose script's name it could not read when narrowing to a script, were not matched: counts may "
-            "be short",
+            _UNREAD_NAMES + ", or whose script's name it could not read when narrowing to a script, were not "
+            "matched: counts may be short",
         ),
     )
     if request.command:
@@ -430,9 +433,7 @@ def plan_list(request: TraceRequest, target: Target, glob: bytes, plan: Plan) ->
     plan.counters += (
         (
             UNDECIDED,
-            "{n} JavaScript call(s) of functions whose names utrace could not read (strings of a shape it does "
-            "not read, such as two-byte ones; scope data of a shape it does not read, such as an ES module's "
-            "top-level code's; longer than 64 bytes for a glob with text after a '*') are not listed",
+            _UNREAD_NAMES + " are not listed",
         ),
     )
     seen = SeenNames()
