@@ -8,7 +8,8 @@ which removes the uprobes).
 
 Under load: each turn of the loop reads at most BATCH records or TURN_S seconds of them, writes them
 out and checks the stop conditions, so any stop is seen within about TURN_S plus one poll, and memory
-holds at most one batch. What the reader cannot keep up with stays in the ring, and the kernel counts
+holds at most one batch (with a node's JavaScript frames named, the ring is read ahead of the output,
+at most readahead.QUEUED records: see utrace.app.readahead). What the reader cannot keep up with stays in the ring, and the kernel counts
 the events it then cannot reserve as lost. On a stop the probes are removed first (the flood ends),
 then the ring is read: for at most DRAIN_S when asked to stop (a signal, --duration, --max-events),
 to its end when the target ended (until a signal says otherwise); what is still in it is counted as lost.
@@ -16,6 +17,7 @@ to its end when the target ended (until a signal says otherwise); what is still 
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -46,6 +48,7 @@ from utrace.runtimes.base import LaunchCheck, Plan, TargetChange, TraceRequest
 from utrace.runtimes.registry import get_runtime
 
 if TYPE_CHECKING:
+    from utrace.app.readahead import ReadAhead
     from utrace.bpf.backend import Tracer
     from utrace.process.stacks import Symbolizer
 
@@ -575,7 +578,17 @@ class _Recorder:
     symbolised, namespace ids added), counted in the summary and handed to the output. Records past
     --max-events are ignored."""
 
-    __slots__ = ("_decoder", "_displays", "_limit", "_ns_ids", "_refine", "_specs", "_uretprobes", "symbolizer")
+    __slots__ = (
+        "_decoder",
+        "_displays",
+        "_limit",
+        "_ns_ids",
+        "_refine",
+        "_specs",
+        "_uretprobes",
+        "reads_ahead",
+        "symbolizer",
+    )
 
     def __init__(
         self, program: BpfProgram, plan: Plan, target: Target, options: SessionOptions, launched: int | None
@@ -599,6 +612,9 @@ class _Recorder:
                     self.symbolizer.preload(m.path)
         self._displays = {m.path: m.display for m in target.modules}
         self._uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
+        # the ring is read ahead of the loop (utrace.app.readahead) when JavaScript frames are named from
+        # the process's memory, which goes when it exits
+        self.reads_ahead = self.symbolizer is not None and program.options.v8_frames is not None
 
     def callback(self, summary: Summary, output: _Output) -> Callable[[bytes], None]:
         """The callback that records into `summary` and `output`."""
@@ -616,6 +632,14 @@ class _Recorder:
             output.event(ev)
 
         return on_record
+
+    def prefetch(self, data: bytes) -> None:
+        """Read from the process's memory what naming the record's frames needs (as the ring is read ahead)."""
+        symbolizer = self.symbolizer
+        if symbolizer is not None:
+            ev = self._decoder.decode(data)
+            if ev.stack:
+                symbolizer.prefetch(ev.pid, ev.stack)
 
     def event(self, data: bytes) -> Event:
         ev = self._decoder.decode(data)
@@ -704,8 +728,7 @@ def _trace(
         seeds = _arm(tracer, program, plan, request.pid, watch_pid, follow, summary)
         recorder = _Recorder(program, plan, target, options, launched.pid if launched else None)
         aggregating = options.aggregate is not Aggregate.NONE
-        if not aggregating:
-            tracer.open_ring(recorder.callback(summary, output))
+        ring = tracer if aggregating else _open_ring(tracer, recorder, summary, output)
         # readable once the target exits: no waiting out a timeout (followed, the trace goes on after)
         res.exit_fd = _pidfd(watch_pid) if not follow else None
         if res.exit_fd is not None:
@@ -715,35 +738,62 @@ def _trace(
             res.change = plan.change
             plan.notes.append(plan.change.apply())
         output.reporter.started(target, plan, tracer.attached, launched.pid if launched else None)
+        # What was built so far (symbol tables, the program) lives as long as the trace: the collector
+        # no longer walks it, which took milliseconds at a time while events waited (their process,
+        # meanwhile, may exit before its JavaScript frames are read)
+        gc.freeze()
         if launched:
             launched.release()
             if watch is not None:
                 watch.start = time.monotonic()  # its fast phase counts from the launch
         started = time.monotonic()
         labels = [probe_label(s) for s in program.specs]
-        _read_until_stopped(tracer, options, summary, output, life, recorder, labels, started, watch)
+        _read_until_stopped(tracer, ring, options, summary, output, life, recorder, labels, started, watch)
         tracer.unlink()  # first: a flood of events ends here
         unread = 0
         if aggregating:
             _collect_aggregates(tracer, program, labels, summary)
             _collect_keyed(tracer, program, plan, summary)
         else:
-            unread = _drain(tracer, output)
+            unread = _drain(ring, output)
         summary.lost = tracer.lost() + unread + sum(t.lost for t in summary.keyed)
-        if options.slower_than_ns is not None:
-            from utrace.probes.slow import FULL_MAP, full_warning
-
-            summary.warnings += full_warning(sum(tracer.sums(FULL_MAP).values()))
-        for counter, text in plan.counters:
-            if n := tracer.counter(counter):
-                summary.warnings.append(text.format(n=n))
-        if plan.closing is not None:
-            summary.warnings.extend(plan.closing(summary.per_probe, tracer.keys))
-        _family_summary(tracer, options.follow or program.options.exec_file is not None, summary)
+        _closing_warnings(tracer, options, plan, program, summary)
         if watch is not None:
             watch.final(summary)
         # not counting a wait for the launched program to end on its own
         summary.duration_s = time.monotonic() - started
+
+
+def _closing_warnings(
+    tracer: Tracer, options: SessionOptions, plan: Plan, program: BpfProgram, summary: Summary
+) -> None:
+    """What the program's counters, the plan's closing words and the fork program have to say."""
+    if options.slower_than_ns is not None:
+        from utrace.probes.slow import FULL_MAP, full_warning
+
+        summary.warnings += full_warning(sum(tracer.sums(FULL_MAP).values()))
+    for counter, text in plan.counters:
+        if n := tracer.counter(counter):
+            summary.warnings.append(text.format(n=n))
+    if plan.closing is not None:
+        summary.warnings.extend(plan.closing(summary.per_probe, tracer.keys))
+    _family_summary(tracer, options.follow or program.options.exec_file is not None, summary)
+
+
+def _open_ring(tracer: Tracer, recorder: _Recorder, summary: Summary, output: _Output) -> Tracer | ReadAhead:
+    """Open the tracer's ring with the recorder as its callback; what the loop reads from: the tracer,
+    or a ReadAhead of its ring when JavaScript frames are named from the process's memory."""
+    callback = recorder.callback(summary, output)
+    if recorder.symbolizer is None or not recorder.reads_ahead:
+        tracer.open_ring(callback)
+        return tracer
+    from utrace.app.readahead import ReadAhead
+
+    ring = ReadAhead(tracer, recorder.prefetch)
+    ring.handler = callback
+    recorder.symbolizer.before_slow = ring.pump  # records that come meanwhile are read at once
+    tracer.open_ring(ring.take)
+    return ring
 
 
 def _family_summary(tracer: Tracer, traced: bool, summary: Summary) -> None:
@@ -811,6 +861,7 @@ def _arm(
 
 def _read_until_stopped(
     tracer: Tracer,
+    ring: Tracer | ReadAhead,
     options: SessionOptions,
     summary: Summary,
     output: _Output,
@@ -848,7 +899,7 @@ def _read_until_stopped(
             life.nap(watch.wait_ms() / 1000 if watch is not None else 0.1)
         else:
             wait_ms = 0 if backlog else (watch.wait_ms() if watch is not None else 100)
-            backlog = tracer.poll(wait_ms, BATCH, time.monotonic() + TURN_S) > 0
+            backlog = ring.poll(wait_ms, BATCH, time.monotonic() + TURN_S) > 0
         output.flush()
         if watch is not None:
             watch.turn()
@@ -902,7 +953,7 @@ def _collect_keyed(tracer: Tracer, program: BpfProgram, plan: Plan, summary: Sum
     )
 
 
-def _drain(tracer: Tracer, output: _Output) -> int:
+def _drain(tracer: Tracer | ReadAhead, output: _Output) -> int:
     """Once the probes are removed: read what the ring still holds (see the module's docstring) and
     return how many records were never handed to the output (lost), 0 after --max-events."""
     stop = output.stop

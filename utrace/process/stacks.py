@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from utrace.errors import ElfError
@@ -116,6 +117,9 @@ class Symbolizer:
         self._exe = exe
         self._launched = launched
         self._fixed: _Table | bool | None = False  # False: not looked at yet
+        # called before each slow step (a symbol table or the maps read): the session reads the ring
+        # ahead then, so that the frames of events that came meanwhile are read while their process lives
+        self.before_slow: Callable[[], None] | None = None
 
     def preload(self, path: str) -> None:
         """Read the function table of the file at `path` now (a large node takes a few tenths of a
@@ -137,10 +141,12 @@ class Symbolizer:
             st = os.stat(path)
         except OSError:
             if path not in self._by_path:
+                self._slow()
                 self._by_path[path] = _read_table(path)
             return self._by_path[path]
         key = (st.st_dev, st.st_ino)
         if key not in self._tables:
+            self._slow()
             self._tables[key] = _read_table(path, key)
         return self._tables[key]
 
@@ -203,6 +209,7 @@ class Symbolizer:
             proc = self._procs[pid] = _Process(pid)
             reload = True
         if reload and (proc.loaded < 0 or time.monotonic() - proc.loaded >= every):
+            self._slow()
             _load_maps(proc)
             _perf_map(proc, self._launched)  # opened while the process lives: readable after it exits
         return proc
@@ -244,9 +251,14 @@ class Symbolizer:
                 return Frame(address, hit[0], address - hit[1], PERF_MAP_MODULE)
         return Frame(address, None, 0, m.name if m is not None and m.name else None)
 
+    def _slow(self) -> None:
+        if self.before_slow is not None:
+            self.before_slow()
+
     def _table(self, m: _Mapping) -> _Table | None:
         assert m.key is not None
         if m.key not in self._tables:
+            self._slow()
             # only from the file the maps name (device and inode checked on what was opened): the path
             # is the process's to change, e.g. into a symlink to a file it may not read itself
             table = _read_table(m.host, m.key)
