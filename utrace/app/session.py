@@ -9,10 +9,11 @@ which removes the uprobes).
 Under load: each turn of the loop reads at most BATCH records or TURN_S seconds of them, writes them
 out and checks the stop conditions, so any stop is seen within about TURN_S plus one poll, and memory
 holds at most one batch (with a node's JavaScript frames named, the ring is read ahead of the output,
-at most readahead.QUEUED records: see utrace.app.readahead). What the reader cannot keep up with stays in the ring, and the kernel counts
-the events it then cannot reserve as lost. On a stop the probes are removed first (the flood ends),
-then the ring is read: for at most DRAIN_S when asked to stop (a signal, --duration, --max-events),
-to its end when the target ended (until a signal says otherwise); what is still in it is counted as lost.
+at most readahead.QUEUED records: see utrace.app.readahead). What the reader cannot keep up with stays
+in the ring, and the kernel counts the events it then cannot reserve as lost. On a stop the probes are
+removed first (the flood ends), then the ring is read: for at most DRAIN_S when asked to stop (a
+signal, --duration, --max-events), to its end when the target ended (until a signal says otherwise);
+what is still in it is counted as lost.
 """
 
 from __future__ import annotations
