@@ -343,6 +343,31 @@ def test_decoder_reads_the_slots_with_each_frame() -> None:
     assert [f.v8_slots for f in ev.stack] == [(100, 101, 102, 103), (104, 105, 106, 107)]
 
 
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 9, -1])
+def test_frame_slots_agree_with_the_full_decode(count: int) -> None:
+    """What the read-ahead reads from a record (pid, slots of the frames it holds) is what `decode` gives,
+    for records with arguments before the stack, a full stack, and counts out of range (clamped)."""
+    depth = 4
+    args = (ArgSpec("path", ArgKind.CSTR, Reg("rdi")), ArgSpec("flags", ArgKind.S32, Reg("rsi")))
+    spec = ProbeSpec("uv_fs_open", "/usr/bin/node", 0x2000, ProbeKind.ENTRY, args)
+    prog = render([_js_spec(0), spec], Options(pid=1, stack_depth=depth, v8_frames=L))
+    decoder = Decoder(prog)
+    for index in range(2):
+        fmt = event_format(prog.fields[index], depth, True)
+        head = struct.calcsize(event_format([], 0, False))
+        payload = bytes(range(256)) * ((struct.calcsize(fmt) - head) // 256 + 1)
+        data = bytearray(struct.pack("<IIIIQQ16s", index, 4242, 4243, 0, 1, 0, b"node") + payload)
+        del data[struct.calcsize(fmt) :]
+        tail = len(data) - 8 - 40 * depth
+        words = [0x1000 * (i + 1) + 1 for i in range(depth)] + list(range(500, 500 + 4 * depth))
+        struct.pack_into(f"<q{5 * depth}Q", data, tail, count, *words)
+        ev = decoder.decode(bytes(data))
+        pid, slots = decoder.frame_slots(bytes(data))
+        assert pid == ev.pid == 4242
+        assert slots == [f.v8_slots for f in ev.stack]
+        assert len(slots) == max(0, min(count, depth))
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
 def test_generated_c_compiles_with_the_decoders_size(tmp_path: Path) -> None:
     depth = 16

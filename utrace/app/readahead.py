@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from utrace.bpf.backend import Tracer
 
-QUEUED = 8192  # records waiting in the queue, at most
+QUEUED = 1024  # records waiting in the queue, at most (more would be read ahead in vain in a flood)
 
 
 class ReadAhead:

@@ -636,17 +636,12 @@ class _Recorder:
 
     def prefetch(self, data: bytes) -> None:
         """Read from the process's memory what naming the record's frames needs (as the ring is read ahead)."""
-        symbolizer = self.symbolizer
-        if symbolizer is not None:
-            ev = self._decoder.decode(data)
-            if ev.stack:
-                symbolizer.prefetch(ev.pid, ev.stack)
+        if self.symbolizer is not None:
+            self.symbolizer.prefetch_slots(*self._decoder.frame_slots(data))
 
     def event(self, data: bytes) -> Event:
         ev = self._decoder.decode(data)
         symbolizer = self.symbolizer
-        if symbolizer is not None and ev.stack:
-            symbolizer.prefetch(ev.pid, ev.stack)  # before anything slower: the process may exit soon
         if self._refine is not None:
             ev = self._refine(ev)
         if symbolizer is not None and ev.stack:

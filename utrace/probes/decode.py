@@ -148,6 +148,21 @@ class Decoder:
     def probe_index(self, data: bytes) -> int:
         return int.from_bytes(data[:4], "little")
 
+    def frame_slots(self, data: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
+        """The record's pid and the V8 frame slots of its stack (4 words a frame), read without decoding
+        the rest: what reading ahead needs (utrace.app.readahead), at a fraction of `decode`'s cost."""
+        depth = self.stack_depth
+        if not depth or not self.v8_frames:
+            return 0, []
+        # the stack is last: its count, `depth` addresses, then 4 words for each of `depth` frames
+        tail = self.sizes[int.from_bytes(data[:4], "little")] - 8 - 40 * depth
+        n = max(0, min(int.from_bytes(data[tail : tail + 8], "little", signed=True), depth))
+        words = struct.unpack_from(f"<{4 * n}Q", data, tail + 8 + 8 * depth)
+        w = words
+        return int.from_bytes(data[4:8], "little"), [
+            (w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]) for i in range(n)
+        ]
+
     def decode(self, data: bytes) -> Event:
         index = int.from_bytes(data[:4], "little")
         spec: ProbeSpec = self.specs[index]

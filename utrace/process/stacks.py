@@ -167,14 +167,14 @@ class Symbolizer:
         if proc is None or time.monotonic() - proc.loaded >= _WATCH_S:
             self._process(pid, reload=True)
 
-    def prefetch(self, pid: int, frames: tuple[Frame, ...]) -> None:
-        """Read from `pid`'s memory now what naming its JavaScript frames needs (see V8Frames.prefetch):
-        first thing when an event arrives, as a short program may exit a few milliseconds later."""
+    def prefetch_slots(self, pid: int, slots: list[tuple[int, int, int, int]]) -> None:
+        """Read from `pid`'s memory now what naming the JavaScript frames with these V8 slots needs (see
+        V8Frames.prefetch; Decoder.frame_slots gives them): as soon as a record is taken off the ring
+        (utrace.app.readahead), as a short program may exit a few milliseconds after its event."""
         v8 = self._v8
         if v8 is not None:
-            for f in frames:
-                if f.v8_slots is not None:
-                    v8.prefetch(pid, f.v8_slots)
+            for sl in slots:
+                v8.prefetch(pid, sl)
 
     def stack(self, pid: int, frames: tuple[Frame, ...], *, after_return: bool = False) -> tuple[Frame, ...]:
         """The frames of a raw stack of `pid` with functions and modules filled in.
@@ -182,7 +182,6 @@ class Symbolizer:
         `after_return`: the innermost frame is a return address too (a uretprobe fires there).
         """
         v8 = self._v8
-        self.prefetch(pid, frames)
         out = tuple(self.frame(pid, f.address, returning=i > 0 or after_return) for i, f in enumerate(frames))
         if v8 is None:
             return out
