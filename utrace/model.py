@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from utrace.predicate import AfterEntry, Predicate
@@ -396,6 +396,15 @@ class Frame:
         if self.function is None:
             return f"{self.address:#x}{where}"
         return f"{self.function}+{self.offset:#x}{where}"
+
+
+class RawStack(NamedTuple):
+    """A record's stack as `Decoder.raw_stack` reads it: no Frames built, nothing symbolised."""
+
+    pid: int
+    ts_ns: int  # the event's time (CLOCK_MONOTONIC, as time.monotonic_ns)
+    addresses: tuple[int, ...]
+    slots: list[tuple[int, int, int, int]]  # V8's frame slots, one tuple per address (or none at all)
 
 
 @dataclass(frozen=True, slots=True)

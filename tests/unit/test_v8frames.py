@@ -343,29 +343,34 @@ def test_decoder_reads_the_slots_with_each_frame() -> None:
     assert [f.v8_slots for f in ev.stack] == [(100, 101, 102, 103), (104, 105, 106, 107)]
 
 
+@pytest.mark.parametrize("v8", [True, False])
 @pytest.mark.parametrize("count", [0, 1, 3, 4, 9, -1])
-def test_frame_slots_agree_with_the_full_decode(count: int) -> None:
-    """What the read-ahead reads from a record (pid, slots of the frames it holds) is what `decode` gives,
-    for records with arguments before the stack, a full stack, and counts out of range (clamped)."""
+def test_raw_stack_agrees_with_the_full_decode(count: int, v8: bool) -> None:
+    """What the read-ahead reads from a record (pid, addresses, V8 slots of the frames it holds) is what
+    `decode` gives, for records with arguments before the stack, a full stack, counts out of range
+    (clamped), with and without V8 frame slots."""
     depth = 4
     args = (ArgSpec("path", ArgKind.CSTR, Reg("rdi")), ArgSpec("flags", ArgKind.S32, Reg("rsi")))
     spec = ProbeSpec("uv_fs_open", "/usr/bin/node", 0x2000, ProbeKind.ENTRY, args)
-    prog = render([_js_spec(0), spec], Options(pid=1, stack_depth=depth, v8_frames=L))
+    specs = [_js_spec(0), spec] if v8 else [spec]
+    prog = render(specs, Options(pid=1, stack_depth=depth, v8_frames=L if v8 else None))
     decoder = Decoder(prog)
-    for index in range(2):
-        fmt = event_format(prog.fields[index], depth, True)
+    per_frame = 5 if v8 else 1
+    for index in range(len(specs)):
+        fmt = event_format(prog.fields[index], depth, v8)
         head = struct.calcsize(event_format([], 0, False))
         payload = bytes(range(256)) * ((struct.calcsize(fmt) - head) // 256 + 1)
         data = bytearray(struct.pack("<IIIIQQ16s", index, 4242, 4243, 0, 1, 0, b"node") + payload)
         del data[struct.calcsize(fmt) :]
-        tail = len(data) - 8 - 40 * depth
+        tail = len(data) - 8 - 8 * per_frame * depth
         words = [0x1000 * (i + 1) + 1 for i in range(depth)] + list(range(500, 500 + 4 * depth))
-        struct.pack_into(f"<q{5 * depth}Q", data, tail, count, *words)
+        struct.pack_into(f"<q{per_frame * depth}Q", data, tail, count, *words[: per_frame * depth])
         ev = decoder.decode(bytes(data))
-        pid, slots = decoder.frame_slots(bytes(data))
-        assert pid == ev.pid == 4242
-        assert slots == [f.v8_slots for f in ev.stack]
-        assert len(slots) == max(0, min(count, depth))
+        raw = decoder.raw_stack(bytes(data))
+        assert raw.pid == ev.pid == 4242
+        assert list(raw.addresses) == [f.address for f in ev.stack]
+        assert len(raw.addresses) == max(0, min(count, depth))
+        assert raw.slots == ([f.v8_slots for f in ev.stack] if v8 else [])
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")

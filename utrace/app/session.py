@@ -587,7 +587,6 @@ class _Recorder:
         "_refine",
         "_specs",
         "_uretprobes",
-        "reads_ahead",
         "symbolizer",
     )
 
@@ -613,9 +612,6 @@ class _Recorder:
                     self.symbolizer.preload(m.path)
         self._displays = {m.path: m.display for m in target.modules}
         self._uretprobes = {s.name for s in program.specs if s.kind is ProbeKind.RETURN}
-        # the ring is read ahead of the loop (utrace.app.readahead) when JavaScript frames are named from
-        # the process's memory, which goes when it exits
-        self.reads_ahead = self.symbolizer is not None and program.options.v8_frames is not None
 
     def callback(self, summary: Summary, output: _Output) -> Callable[[bytes], None]:
         """The callback that records into `summary` and `output`."""
@@ -637,7 +633,7 @@ class _Recorder:
     def prefetch(self, data: bytes) -> None:
         """Read from the process's memory what naming the record's frames needs (as the ring is read ahead)."""
         if self.symbolizer is not None:
-            self.symbolizer.prefetch_slots(*self._decoder.frame_slots(data))
+            self.symbolizer.prefetch(self._decoder.raw_stack(data))
 
     def event(self, data: bytes) -> Event:
         ev = self._decoder.decode(data)
@@ -781,7 +777,7 @@ def _open_ring(tracer: Tracer, recorder: _Recorder, summary: Summary, output: _O
     """Open the tracer's ring with the recorder as its callback; what the loop reads from: the tracer,
     or a ReadAhead of its ring when JavaScript frames are named from the process's memory."""
     callback = recorder.callback(summary, output)
-    if recorder.symbolizer is None or not recorder.reads_ahead:
+    if recorder.symbolizer is None:
         tracer.open_ring(callback)
         return tracer
     from utrace.app.readahead import ReadAhead

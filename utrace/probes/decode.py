@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import struct
 
-from utrace.model import ArgKind, ArgSpec, Event, Frame, JsMatch, ProbeKind, ProbeSpec
+from utrace.model import ArgKind, ArgSpec, Event, Frame, JsMatch, ProbeKind, ProbeSpec, RawStack
 from utrace.probes.codegen import BpfProgram
 from utrace.probes.layout import (
     HEADER_SIZE,
@@ -148,20 +148,23 @@ class Decoder:
     def probe_index(self, data: bytes) -> int:
         return int.from_bytes(data[:4], "little")
 
-    def frame_slots(self, data: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
-        """The record's pid and the V8 frame slots of its stack (4 words a frame), read without decoding
-        the rest: what reading ahead needs (utrace.app.readahead), at a fraction of `decode`'s cost."""
+    def raw_stack(self, data: bytes) -> RawStack:
+        """The record's pid, stack addresses and (with V8 frames) each frame's 4 slots, read from their
+        place at the record's end without decoding the rest: what reading ahead needs
+        (utrace.app.readahead), at a fraction of `decode`'s cost."""
         depth = self.stack_depth
-        if not depth or not self.v8_frames:
-            return 0, []
-        # the stack is last: its count, `depth` addresses, then 4 words for each of `depth` frames
-        tail = self.sizes[int.from_bytes(data[:4], "little")] - 8 - 40 * depth
+        if not depth:
+            return RawStack(0, 0, (), [])
+        # the stack is last: its count, `depth` addresses, then (V8) 4 words for each of `depth` frames
+        tail = self.sizes[int.from_bytes(data[:4], "little")] - 8 - (40 if self.v8_frames else 8) * depth
         n = max(0, min(int.from_bytes(data[tail : tail + 8], "little", signed=True), depth))
-        words = struct.unpack_from(f"<{4 * n}Q", data, tail + 8 + 8 * depth)
-        w = words
-        return int.from_bytes(data[4:8], "little"), [
-            (w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]) for i in range(n)
-        ]
+        addresses = struct.unpack_from(f"<{n}Q", data, tail + 8)
+        slots: list[tuple[int, int, int, int]] = []
+        if self.v8_frames:
+            w = struct.unpack_from(f"<{4 * n}Q", data, tail + 8 + 8 * depth)
+            slots = [(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]) for i in range(n)]
+        pid, ts = int.from_bytes(data[4:8], "little"), int.from_bytes(data[16:24], "little")
+        return RawStack(pid, ts, addresses, slots)
 
     def decode(self, data: bytes) -> Event:
         index = int.from_bytes(data[:4], "little")
@@ -217,4 +220,4 @@ class Decoder:
         )
 
 
-__all__ = ["HEADER_SIZE", "Decoder", "Pointer", "Rendered", "StringValue", "Uncertain", "integer"]
+__all__ = ["HEADER_SIZE", "Decoder", "Pointer", "RawStack", "Rendered", "StringValue", "Uncertain", "integer"]

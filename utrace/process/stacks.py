@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from utrace.errors import ElfError
-from utrace.model import Frame
+from utrace.model import Frame, RawStack
 from utrace.process import procfs
 from utrace.process.perfmap import PerfMap
 from utrace.process.target import namespace_pid
@@ -33,6 +33,7 @@ from utrace.v8layout import V8Layout
 PERF_MAP_MODULE = "[perf-map]"
 _RELOAD_S = 0.1  # re-read a process's maps at most this often when an address is not in them
 _RELOAD_UNMAPPED_S = 0.005  # ... and when an address is in none of its mappings
+_RELOAD_AHEAD_S = 0.001  # ... and when reading ahead an event later than the maps read (see prefetch)
 _WATCH_S = 1.0  # how often `watch` re-reads the maps of a process that resolves fine
 _PERF_MAP_RETRY_S = 0.02  # look for a perf map that was not there (the runtime writes it once started)
 _CACHE_MAX = 1 << 20
@@ -167,13 +168,21 @@ class Symbolizer:
         if proc is None or time.monotonic() - proc.loaded >= _WATCH_S:
             self._process(pid, reload=True)
 
-    def prefetch_slots(self, pid: int, slots: list[tuple[int, int, int, int]]) -> None:
-        """Read from `pid`'s memory now what naming the JavaScript frames with these V8 slots needs (see
-        V8Frames.prefetch; Decoder.frame_slots gives them): as soon as a record is taken off the ring
+    def prefetch(self, raw: RawStack) -> None:
+        """Read from the process now what symbolising this stack needs while it lives: its maps, when an
+        address is in none of the mappings known and they were read before the event (a library loaded
+        since, or they were never read; at most every _RELOAD_AHEAD_S), and the names of its JavaScript
+        frames (see V8Frames.prefetch). Called as soon as a record is taken off the ring
         (utrace.app.readahead), as a short program may exit a few milliseconds after its event."""
+        pid = raw.pid
+        proc = self._procs.get(pid)
+        if proc is None:
+            proc = self._process(pid)
+        elif proc.loaded * 1e9 < raw.ts_ns and any(_mapping_at(proc, a) is None for a in raw.addresses):
+            self._process(pid, reload=True, every=_RELOAD_AHEAD_S)
         v8 = self._v8
         if v8 is not None:
-            for sl in slots:
+            for sl in raw.slots:
                 v8.prefetch(pid, sl)
 
     def stack(self, pid: int, frames: tuple[Frame, ...], *, after_return: bool = False) -> tuple[Frame, ...]:
@@ -299,10 +308,11 @@ def _read_table(path: str, key: tuple[int, int] | None = None) -> _Table | None:
 
 def _load_maps(proc: _Process) -> None:
     root = f"/proc/{proc.pid}/root"
+    begun = time.monotonic()  # what the maps say holds from here on
     try:
         entries = procfs.parse_maps(procfs.read_text(f"/proc/{proc.pid}/maps", procfs.MAX_MAPS_BYTES))
     except OSError:
-        proc.loaded = time.monotonic()
+        proc.loaded = begun
         return
     if proc.uids is None:
         proc.uids = procfs.process_uids(proc.pid)
@@ -322,7 +332,7 @@ def _load_maps(proc: _Process) -> None:
     mappings.sort(key=lambda m: m.start)
     proc.mappings = mappings
     proc.starts = [m.start for m in mappings]
-    proc.loaded = time.monotonic()
+    proc.loaded = begun
 
 
 def _mapping_at(proc: _Process, address: int) -> _Mapping | None:
