@@ -853,7 +853,7 @@ def test_random_specs_render_consistent_layouts(specs, options):
         assert _c_struct_size(_struct_body(src, i)) == struct.calcsize(event_format(fields, depth))
         body = _probe_body(src, i)
         assert f"e->h.probe = {i};" in body
-        submit = "BPF_RB_FORCE_WAKEUP" if depth else f"utrace_wakeup(sizeof(struct event_{i}))"
+        submit = "0" if depth else f"utrace_wakeup(sizeof(struct event_{i}))"
         assert body.count(f"events.ringbuf_submit(e, {submit});") == 1
         # every captured value is written exactly once into the event
         for f in fields:
@@ -1001,7 +1001,7 @@ def test_stack_walk_takes_the_return_address_at_entries_only():
         assert ("bpf_probe_read_user(&e->ustack[1], 8, (void *)ctx->sp);" in body) == at_entry
         assert f"for (int i = {2 if at_entry else 1}; i < 16; i++) {{" in body
         # the walk ends before the event is sent, with a wakeup: symbols come from /proc/PID, read soon
-        assert body.index("e->ustack_n = sn;") < body.index("events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);")
+        assert body.index("e->ustack_n = sn;") < body.index("events.ringbuf_submit(e, 0);")
 
 
 def test_no_stack_code_without_stacks():

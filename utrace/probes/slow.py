@@ -216,7 +216,7 @@ def body(
     em.emit("    return 0;")
     em.emit("}")
     # the kept event is `struct event_{begin}`, which may be declared after this probe: its size, in bytes
-    flags = "BPF_RB_FORCE_WAKEUP" if depth else f"utrace_wakeup({size})"
+    flags = "0" if depth else f"utrace_wakeup({size})"
     em.emit(f"if (events.ringbuf_output(kept, {size}, {flags})) utrace_lost();")
     em.emit("slow_open.delete(&sk);")
     cg._submit(em, index, spec, fields, depth, "latency", opts.v8_frames)

@@ -157,7 +157,7 @@ int probe_1(struct pt_regs *ctx) {
         slow_open.delete(&sk);
         return 0;
     }
-    if (events.ringbuf_output(kept, 264, BPF_RB_FORCE_WAKEUP)) utrace_lost();
+    if (events.ringbuf_output(kept, 264, 0)) utrace_lost();
     slow_open.delete(&sk);
     struct event_1 *e = events.ringbuf_reserve(sizeof(struct event_1));
     if (!e) {
@@ -191,6 +191,6 @@ int probe_1(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }

@@ -93,7 +93,7 @@ int probe_0(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -140,7 +140,7 @@ int probe_1(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -184,7 +184,7 @@ int probe_2(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -224,7 +224,7 @@ int probe_3(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -294,7 +294,7 @@ int probe_4(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -353,7 +353,7 @@ int probe_5(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -409,7 +409,7 @@ int probe_6(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
 
@@ -467,6 +467,6 @@ int probe_7(struct pt_regs *ctx) {
         fp = fr[0];
     }
     e->ustack_n = sn;
-    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+    events.ringbuf_submit(e, 0);
     return 0;
 }
