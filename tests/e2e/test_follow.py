@@ -149,7 +149,10 @@ def traced_fn(i):
     calls += 1
     return i
 list(map(traced_fn, range(int(sys.argv[1]))))  # called from C: each call is a new frame, with its probe
-print("calls", calls, flush=True)
+# one write(): utrace writes its events to the same pipe, and print() makes a write of each piece when
+# Python's output is unbuffered (PYTHONUNBUFFERED, set here): an event once landed inside this line
+sys.stdout.write(f"calls {{calls}}\\n")
+sys.stdout.flush()
 """
 
 

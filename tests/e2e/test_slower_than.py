@@ -291,7 +291,9 @@ def test_python_gc_pairs(tmp_path: Path) -> None:
         "    gc.collect()\n"
         "    took = (time.monotonic_ns() - t0) // 1000\n"
         "    if took >= 20000:\n"
-        "        print(f'slow i={i} us={took}', flush=True)\n"
+        # one write() per line: utrace writes to the same pipe (see test_follow's PY_SCRIPT)
+        "        sys.stdout.write(f'slow i={i} us={took}\\n')\n"
+        "        sys.stdout.flush()\n"
     )
     p, out = _launch("native", PYTHON, "python:gc__start", "--slower-than", "20ms", "--json",
                    "--", PYTHON, str(script), check=True)  # fmt: skip
