@@ -8,8 +8,8 @@ which removes the uprobes).
 
 Under load: each turn of the loop reads at most BATCH records or TURN_S seconds of them, writes them
 out and checks the stop conditions, so any stop is seen within about TURN_S plus one poll, and memory
-holds at most one batch (with a node's JavaScript frames named, the ring is read ahead of the output,
-at most readahead.QUEUED records: see utrace.app.readahead). What the reader cannot keep up with stays
+holds at most one batch (with --stack the ring is read ahead of the output, at most readahead.QUEUED
+records: see utrace.app.readahead). What the reader cannot keep up with stays
 in the ring, and the kernel counts the events it then cannot reserve as lost. On a stop the probes are
 removed first (the flood ends), then the ring is read: for at most DRAIN_S when asked to stop (a
 signal, --duration, --max-events), to its end when the target ended (until a signal says otherwise);
@@ -631,15 +631,15 @@ class _Recorder:
         return on_record
 
     def prefetch(self, data: bytes) -> None:
-        """Read from the process's memory what naming the record's frames needs (as the ring is read ahead)."""
+        """Read from the process what symbolising the record's stack needs (as the ring is read ahead)."""
         if self.symbolizer is not None:
             self.symbolizer.prefetch(self._decoder.raw_stack(data))
 
     def event(self, data: bytes) -> Event:
         ev = self._decoder.decode(data)
-        symbolizer = self.symbolizer
         if self._refine is not None:
             ev = self._refine(ev)
+        symbolizer = self.symbolizer
         if symbolizer is not None and ev.stack:
             spec = self._specs[self._decoder.probe_index(data)]
             if spec.kind is not ProbeKind.RETURN:  # the innermost frame is the probed instruction
@@ -775,7 +775,7 @@ def _closing_warnings(
 
 def _open_ring(tracer: Tracer, recorder: _Recorder, summary: Summary, output: _Output) -> Tracer | ReadAhead:
     """Open the tracer's ring with the recorder as its callback; what the loop reads from: the tracer,
-    or a ReadAhead of its ring when JavaScript frames are named from the process's memory."""
+    or, with stacks (symbolised from the live process), a ReadAhead of its ring."""
     callback = recorder.callback(summary, output)
     if recorder.symbolizer is None:
         tracer.open_ring(callback)

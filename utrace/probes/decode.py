@@ -149,7 +149,7 @@ class Decoder:
         return int.from_bytes(data[:4], "little")
 
     def raw_stack(self, data: bytes) -> RawStack:
-        """The record's pid, stack addresses and (with V8 frames) each frame's 4 slots, read from their
+        """The record's pid, time, stack addresses and (with V8 frames) each frame's 4 slots, read from their
         place at the record's end without decoding the rest: what reading ahead needs
         (utrace.app.readahead), at a fraction of `decode`'s cost."""
         depth = self.stack_depth

@@ -33,7 +33,6 @@ from utrace.v8layout import V8Layout
 PERF_MAP_MODULE = "[perf-map]"
 _RELOAD_S = 0.1  # re-read a process's maps at most this often when an address is not in them
 _RELOAD_UNMAPPED_S = 0.005  # ... and when an address is in none of its mappings
-_RELOAD_AHEAD_S = 0.001  # ... and when reading ahead an event later than the maps read (see prefetch)
 _WATCH_S = 1.0  # how often `watch` re-reads the maps of a process that resolves fine
 _PERF_MAP_RETRY_S = 0.02  # look for a perf map that was not there (the runtime writes it once started)
 _CACHE_MAX = 1 << 20
@@ -171,15 +170,16 @@ class Symbolizer:
     def prefetch(self, raw: RawStack) -> None:
         """Read from the process now what symbolising this stack needs while it lives: its maps, when an
         address is in none of the mappings known and they were read before the event (a library loaded
-        since, or they were never read; at most every _RELOAD_AHEAD_S), and the names of its JavaScript
-        frames (see V8Frames.prefetch). Called as soon as a record is taken off the ring
-        (utrace.app.readahead), as a short program may exit a few milliseconds after its event."""
+        since, or they were never read; at most every _RELOAD_UNMAPPED_S, as when symbolising: frameless
+        code leaves addresses no mapping holds, which would otherwise re-read them per event), and the
+        names of its JavaScript frames (see V8Frames.prefetch). Called as soon as a record is taken off
+        the ring (utrace.app.readahead), as a short program may exit a few milliseconds after its event."""
         pid = raw.pid
         proc = self._procs.get(pid)
         if proc is None:
-            proc = self._process(pid)
+            self._process(pid)  # its maps, read now
         elif proc.loaded * 1e9 < raw.ts_ns and any(_mapping_at(proc, a) is None for a in raw.addresses):
-            self._process(pid, reload=True, every=_RELOAD_AHEAD_S)
+            self._process(pid, reload=True, every=_RELOAD_UNMAPPED_S)
         v8 = self._v8
         if v8 is not None:
             for sl in raw.slots:
